@@ -1,0 +1,50 @@
+# The README's set-up commands. Everything installs into .venv from this repo's own files.
+#   make demo   install, then run the demo sweep (tiny local model, real GSM8K slice, CPU)
+#   make test   install with the dev extras, then run the whole test suite
+
+VENV    ?= .venv
+PYTHON  ?= python3
+CORES   ?= all
+TORCH   ?= torch==2.13.0
+BIN     := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# Without a CUDA driver, take PyTorch's CPU build so pip never pulls several GB of CUDA
+# wheels; with one, the default (CUDA) build.
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+TORCH_INDEX ?= --index-url https://download.pytorch.org/whl/cpu
+endif
+
+.PHONY: install install-dev demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) --config experiments=demo
+	@echo "Report: $(CURDIR)/results/demo/report.html"
+
+test: install-dev
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake

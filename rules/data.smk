@@ -1,0 +1,37 @@
+rule convert_data:
+    output:
+        train=layout.DATA_TRAIN,
+        eval=layout.DATA_EVAL,
+        manifest=layout.DATA_MANIFEST,
+    params:
+        config=lambda wc: pipeline.data[wc.key].config_json,
+        out=layout.DATA_DIR,
+    log:
+        log_path("data"),
+    threads: cpus(pipeline.data)
+    resources:
+        mem_mb=mem_mb(pipeline.data),
+        runtime=runtime(pipeline.data),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
+    shell:
+        "python -m knobsweep.data --config-json {params.config:q} --out {params.out} > {log} 2>&1"
+
+
+rule tiny_model:
+    input:
+        lambda wc: pipeline.tiny[wc.key].inputs,
+    output:
+        directory(layout.TINY_MODEL),
+    params:
+        data=lambda wc: layout.DATA_DIR.format(key=pipeline.tiny[wc.key].data),
+    log:
+        log_path("tiny"),
+    threads: cpus(pipeline.tiny)
+    resources:
+        mem_mb=mem_mb(pipeline.tiny),
+        runtime=runtime(pipeline.tiny),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
+    shell:
+        "python -m knobsweep.models.tiny --data {params.data} --out {output} > {log} 2>&1"

@@ -1,0 +1,24 @@
+rule train:
+    input:
+        lambda wc: pipeline.train[wc.key].inputs,
+    output:
+        adapter=directory(layout.TRAIN_ADAPTER),
+        metrics=layout.TRAIN_METRICS,
+    params:
+        config=lambda wc: pipeline.train[wc.key].config_json,
+        model=lambda wc: pipeline.train[wc.key].model,
+        data=lambda wc: layout.DATA_DIR.format(key=pipeline.train[wc.key].data),
+        launch=lambda wc: launch_args(pipeline.train[wc.key].resources["gpus"]),
+        out=layout.TRAIN_DIR,
+    log:
+        log_path("train"),
+    threads: cpus(pipeline.train)
+    resources:
+        mem_mb=mem_mb(pipeline.train),
+        runtime=runtime(pipeline.train),
+        gpu=gpus(pipeline.train),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
+    shell:
+        "accelerate launch {params.launch} -m knobsweep.train --config-json {params.config:q}"
+        " --model {params.model:q} --data {params.data} --out {params.out} > {log} 2>&1"

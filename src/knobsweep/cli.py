@@ -1,0 +1,135 @@
+"""`knobsweep validate|plan|status|report`: the spec's language on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from knobsweep import layout
+from knobsweep.spec import Experiment, SpecError, load_experiment
+from knobsweep.spec.expand import format_value
+
+console = Console()
+
+
+def _load_or_exit(file: str) -> Experiment:
+    try:
+        return load_experiment(file)
+    except SpecError as error:
+        for problem in error.problems:
+            console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for file in args.files:
+        try:
+            experiment = load_experiment(file)
+        except SpecError as error:
+            failed += 1
+            for problem in error.problems:
+                console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            continue
+        console.print(f"[green]ok[/green] {file}: experiment '{experiment.name}', "
+                      f"{len(experiment.runs)} runs", highlight=False)
+    return 1 if failed else 0
+
+
+def stage_outputs(run, root: Path) -> dict[str, Path]:
+    """The file or folder whose presence means a stage of this run is done."""
+    keys = run.keys
+    return {
+        "data": layout.path(layout.DATA_MANIFEST, root, key=keys.data),
+        "train": layout.path(layout.TRAIN_METRICS, root, key=keys.train),
+        "merge": layout.path(layout.MERGE_DIR, root, key=keys.train),
+        "eval": layout.path(layout.EVAL_SUMMARY, root, key=keys.eval),
+    }
+
+
+def plan(args: argparse.Namespace) -> int:
+    experiment = _load_or_exit(args.file)
+    root = Path(args.root)
+    table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})")
+    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval"):
+        table.add_column(column)
+    to_run = set()
+    for run in experiment.runs:
+        cells = []
+        for stage, output in stage_outputs(run, root).items():
+            done = output.exists()
+            if not done:
+                to_run.add((stage, output))
+            cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
+        knobs = ", ".join(run.changed) or "-"
+        values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
+        table.add_row(run.name, knobs, values, *cells)
+    console.print(table)
+    base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
+    console.print(f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
+                  f"{len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    experiment = _load_or_exit(args.file)
+    root = Path(args.root)
+    table = Table(title=f"{experiment.name}: training status")
+    for column in ("run", "state", "step", "reward", "elapsed s", "reason"):
+        table.add_column(column)
+    for run in experiment.runs:
+        status_file = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
+        metrics_file = layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)
+        state = json.loads(status_file.read_text()) if status_file.exists() else {}
+        last = {}
+        if metrics_file.exists():
+            lines = metrics_file.read_text().splitlines()
+            last = json.loads(lines[-1]) if lines else {}
+        reward = last.get("reward")
+        table.add_row(run.name, state.get("state", "PENDING"), str(last.get("step", state.get("step", "-"))),
+                      f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
+                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", state.get("reason") or "")
+    console.print(table)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from knobsweep.report import build_report  # heavy imports (plotly, pandas) only when needed
+
+    experiment = _load_or_exit(args.file)
+    written = build_report(experiment, Path(args.root))
+    for path in written.values():
+        console.print(str(path), highlight=False)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="knobsweep", description=__doc__)
+    commands = main_parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("validate", help="check experiment files; exit 1 on any problem")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=validate)
+    for name, handler, text in (
+        ("plan", plan, "runs, the knob each changes, and which stages are cached or will run"),
+        ("status", status, "training state, step, reward and elapsed time per run"),
+        ("report", report, "rebuild results/<experiment>/report.html without Snakemake"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("file", metavar="FILE")
+        command.add_argument("--root", default=".", help="directory holding results/ (default: .)")
+        command.set_defaults(handler=handler)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The job tables the Snakemake rules read: one entry per stage key, shared across runs and experiments.
+
+The Snakefile builds one `Pipeline`; each rule looks its params and inputs up by the `{key}`
+wildcard, so the rules hold only paths, params and resources.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knobsweep import layout
+from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
+from knobsweep.spec.experiment import TINY, evaluation_config, train_config
+
+EXPERIMENTS_DIR = "experiments"
+
+
+@dataclass(frozen=True)
+class Job:
+    config: dict  # exactly what the stage's key hashes
+    data: str  # data key
+    model: str  # what the stage loads: a hub id, a local path, or a stage output
+    inputs: tuple[str, ...]  # upstream files/directories Snakemake must build first
+    resources: dict  # the spec's resources for this stage
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config, sort_keys=True, separators=(",", ":"))
+
+
+def launch_args(gpus: int) -> str:
+    """`accelerate launch` arguments: one CPU process, or one process per GPU with bf16."""
+    if gpus == 0:
+        return "--cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    multi = " --multi_gpu" if gpus > 1 else ""
+    return f"--num_processes {gpus} --num_machines 1 --mixed_precision bf16 --dynamo_backend no{multi}"
+
+
+def stage_resources(config: dict, stage: str) -> dict:
+    """The spec's resources for a stage, with GPUs defaulting to 0 for the tiny model and 1 otherwise."""
+    resources = dict(config["resources"][stage])
+    if resources["gpus"] is None:
+        resources["gpus"] = 0 if config["model"]["name"] == TINY or stage not in ("train", "eval") else 1
+    return resources
+
+
+@dataclass
+class Pipeline:
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    data: dict[str, Job] = field(default_factory=dict)
+    tiny: dict[str, Job] = field(default_factory=dict)
+    train: dict[str, Job] = field(default_factory=dict)
+    merge: dict[str, Job] = field(default_factory=dict)
+    eval: dict[str, Job] = field(default_factory=dict)
+
+    def add(self, experiment: Experiment) -> None:
+        self.experiments[experiment.name] = experiment
+        for run in experiment.runs:
+            config, keys = run.config, run.keys
+            manifest = layout.DATA_MANIFEST.format(key=keys.data)
+            self.data.setdefault(keys.data, Job(config["data"], keys.data, "", (), stage_resources(config, "data")))
+            if keys.model:
+                base = layout.TINY_MODEL.format(key=keys.model)
+                self.tiny.setdefault(keys.model, Job({}, keys.data, base, (manifest,), stage_resources(config, "data")))
+                base_inputs: tuple[str, ...] = (base,)
+            else:
+                base, base_inputs = config["model"]["name"], ()
+            self.train.setdefault(keys.train, Job(train_config(config), keys.data, base,
+                                                  (manifest, *base_inputs), stage_resources(config, "train")))
+            adapter = layout.TRAIN_ADAPTER.format(key=keys.train)
+            self.merge.setdefault(keys.train, Job({}, keys.data, base, (adapter, *base_inputs),
+                                                  stage_resources(config, "merge")))
+            merged = layout.MERGE_DIR.format(key=keys.train)
+            eval_config = evaluation_config(config)
+            self.eval.setdefault(keys.eval, Job(eval_config, keys.data, merged, (manifest, merged),
+                                                stage_resources(config, "eval")))
+            self.eval.setdefault(keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs),
+                                                     stage_resources(config, "eval")))
+
+    def report_inputs(self, name: str) -> list[str]:
+        """Every file a report reads; Snakemake re-builds the report when one changes."""
+        experiment = self.experiments[name]
+        files = [str(experiment.path)]
+        for run in experiment.runs:
+            files += [layout.TRAIN_METRICS.format(key=run.keys.train),
+                      layout.EVAL_SUMMARY.format(key=run.keys.eval),
+                      layout.EVAL_SUMMARY.format(key=run.keys.base_eval)]
+        return sorted(set(files))
+
+    def reports(self) -> list[str]:
+        return [layout.REPORT_HTML.format(experiment=name) for name in self.experiments]
+
+
+def experiment_files(selection: str | list | None, directory: str | Path = EXPERIMENTS_DIR) -> list[Path]:
+    """Experiment files by stem (`--config experiments=a,b`), or every experiments/*.yaml."""
+    directory = Path(directory)
+    available = {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+    if selection in (None, "", []):
+        return list(available.values())
+    names = selection.split(",") if isinstance(selection, str) else [str(s) for s in selection]
+    unknown = [n for n in names if n.strip() not in available]
+    if unknown:
+        raise SpecError([Problem("--config experiments", "", f"no experiment named {', '.join(map(repr, unknown))} "
+                                 f"in {directory}/; available: {', '.join(available) or 'none'}")])
+    return [available[n.strip()] for n in names]
+
+
+def build_pipeline(files: list[Path]) -> Pipeline:
+    """Load and validate every experiment first, so a bad file stops everything before any job."""
+    pipeline, problems, names = Pipeline(), [], {}
+    for file in files:
+        try:
+            experiment = load_experiment(file)
+        except SpecError as error:
+            problems += error.problems
+            continue
+        if experiment.name in names:
+            problems.append(Problem(str(file), "name", f"'{experiment.name}' is also the name of {names[experiment.name]}"))
+            continue
+        names[experiment.name] = file
+        pipeline.add(experiment)
+    if problems:
+        raise SpecError(problems)
+    return pipeline

@@ -1,0 +1,108 @@
+"""Expand a spec into runs: the baseline plus one run per knob value (or the grid), per seed."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from typing import Any, Iterator
+
+from pydantic import ValidationError
+
+from knobsweep.io import canonical_json
+from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.spec.schema import ExperimentSpec, RunConfig
+from knobsweep.spec.validate import problems_from
+
+
+def format_value(value: Any) -> str:
+    """Short, readable knob values for run names: 2e-4, 0.7, dapo, 16."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            mantissa, exponent = f"{value:.6e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def knob_labels(knobs: list[str]) -> dict[str, str]:
+    """The last path component names a knob, unless two swept knobs share it."""
+    leaves = [knob.rsplit(".", 1)[-1] for knob in knobs]
+    return {knob: leaf if leaves.count(leaf) == 1 else knob for knob, leaf in zip(knobs, leaves)}
+
+
+def set_dotted(config: dict, knob: str, value: Any) -> None:
+    *parents, leaf = knob.split(".")
+    node = config
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = copy.deepcopy(value)
+
+
+def get_dotted(config: dict, knob: str) -> Any:
+    node: Any = config
+    for part in knob.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _changes(spec: ExperimentSpec) -> Iterator[dict[str, Any]]:
+    """Each run's knob settings relative to the baseline ({} is the baseline itself)."""
+    yield {}
+    if spec.mode == "grid":
+        knobs = list(spec.sweep)
+        for combo in itertools.product(*(spec.sweep[k] for k in knobs)):
+            yield dict(zip(knobs, combo))
+    else:
+        for knob, values in spec.sweep.items():
+            for value in values:
+                yield {knob: value}
+
+
+def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], int, dict]]:
+    """(name, changed knobs, seed, resolved config) for every run, validated."""
+    base_config = spec.baseline.model_dump(mode="json")
+    base_text = canonical_json(base_config)
+    labels = knob_labels(list(spec.sweep))
+    problems: list[Problem] = []
+    variants: list[tuple[str, dict[str, Any], dict]] = []
+    seen: set[str] = set()
+    for changed in _changes(spec):
+        raw = copy.deepcopy(base_config)
+        for knob, value in changed.items():
+            set_dotted(raw, knob, value)
+        name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+        try:
+            config = RunConfig.model_validate(raw).model_dump(mode="json")
+        except ValidationError as error:
+            for problem in problems_from(error, RunConfig, file, run=name):
+                if problem.path in changed:  # point at the sweep value, not the baseline
+                    index = spec.sweep[problem.path].index(changed[problem.path])
+                    problem = Problem(file, f"sweep.{problem.path}[{index}]", problem.message, name)
+                problems.append(problem)
+            continue
+        text = canonical_json(config)
+        if changed and text == base_text or text in seen:
+            continue  # a value equal to the baseline's (or repeated) adds no run
+        seen.add(text)
+        # Keep only the knobs that really differ (a grid cell may repeat baseline values).
+        changed = {k: get_dotted(config, k) for k, v in changed.items()
+                   if canonical_json(get_dotted(config, k)) != canonical_json(get_dotted(base_config, k))}
+        name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+        variants.append((name, changed, config))
+    if problems:
+        raise SpecError(problems)
+    runs = []
+    for name, changed, config in variants:
+        for seed in spec.seeds:
+            run_name = name if len(spec.seeds) == 1 else f"{name},seed={seed}"
+            runs.append((run_name, changed, seed, {**config, "seed": seed}))
+    return runs

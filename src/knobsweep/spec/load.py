@@ -1,0 +1,109 @@
+"""Read an experiment file with OmegaConf (interpolation, `defaults:` base files) and validate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import ValidationError
+
+from knobsweep.layout import RESERVED_NAMES
+from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.spec.schema import ExperimentSpec, RunConfig
+from knobsweep.spec.validate import closest, field_info, is_free_mapping, model_at, problems_from
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a spec must not lose a knob that way."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file as a plain dict, with its `defaults:` files merged underneath, interpolations resolved."""
+    file = str(path)
+    if not path.is_file():
+        raise SpecError([Problem(file, "", "no such file")])
+    if path.resolve() in _seen:
+        raise SpecError([Problem(file, "defaults", "includes itself (a cycle of defaults files)")])
+    try:
+        loaded = OmegaConf.create(yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {})
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise SpecError([Problem(file, "", f"YAML syntax error: {where}{problem}")]) from None
+    except OmegaConfBaseException as error:
+        raise SpecError([Problem(file, "", f"not a valid config: {error}")]) from None
+    if not isinstance(loaded, type(OmegaConf.create({}))):
+        raise SpecError([Problem(file, "", "must be a mapping (baseline:, sweep:, ...)")])
+    defaults = loaded.pop("defaults", [])
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    bases = []
+    for index, base in enumerate(defaults):
+        base_path = (path.parent / str(base)).with_suffix(".yaml") if not str(base).endswith((".yaml", ".yml")) else path.parent / str(base)
+        if not base_path.is_file():
+            raise SpecError([Problem(file, f"defaults[{index}]", f"{str(base)!r}: no such file {base_path}")])
+        bases.append(OmegaConf.create(read_raw(base_path, _seen + (path.resolve(),))))
+    try:
+        merged = OmegaConf.merge(*bases, loaded)
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or ""
+        raise SpecError([Problem(file, str(key), f"cannot resolve: {error.msg if hasattr(error, 'msg') else error}")]) from None
+
+
+def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
+    problems = []
+    for knob, values in spec.sweep.items():
+        parts = tuple(knob.split("."))
+        free = any(
+            (sub := field_info(RunConfig, parts[:i])) is not None and is_free_mapping(sub.annotation)
+            for i in range(1, len(parts))
+        )
+        if field_info(RunConfig, parts) is None and not free:
+            owner = model_at(RunConfig, parts[:-1])
+            choices = sorted(owner.model_fields) if owner else []
+            prefix = ".".join(parts[: len(parts) - 1])
+            hint = closest(parts[-1], choices)
+            if hint:
+                hint = hint.replace("'", f"'{prefix}." if prefix else "'", 1)
+            problems.append(Problem(file, f"sweep.{knob}", f"unknown knob '{knob}'{hint}"))
+        elif not values:
+            problems.append(Problem(file, f"sweep.{knob}", "needs at least one value to try"))
+    for knob in spec.hypotheses:
+        if knob not in spec.sweep:
+            problems.append(Problem(file, f"hypotheses.{knob}",
+                                    f"'{knob}' is not a swept knob{closest(knob, list(spec.sweep))}"))
+    return problems
+
+
+def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
+    """Validated spec and the experiment's name; raises SpecError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    raw = read_raw(path)
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(problems_from(error, ExperimentSpec, file, run="baseline")) from None
+    name = spec.name or path.stem
+    problems = check_sweep_knobs(spec, file)
+    if name in RESERVED_NAMES:
+        problems.append(Problem(file, "name", f"'{name}' is reserved for a results folder; "
+                                              f"choose another (not one of {sorted(RESERVED_NAMES)})"))
+    if problems:
+        raise SpecError(problems)
+    return spec, name

@@ -1,0 +1,178 @@
+"""The experiment spec's schema: every knob, its default and its allowed range.
+
+The ranges are the ones users know from managed RFT services. One pydantic model per
+section; `extra="forbid"` everywhere so a misspelt knob is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LoraConfig(Section):
+    """PEFT LoRA adapter. `model.lora: null` trains every parameter instead."""
+
+    rank: int = Field(8, description="LoRA rank r: a power of two, 4..128")
+    alpha: int = Field(16, ge=1, le=1024, description="LoRA alpha (scaling = alpha / rank)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="module names to adapt, or 'all-linear'"
+    )
+    exclude_modules: list[str] = Field(
+        default_factory=lambda: ["lm_head", "embed_tokens"],
+        description="module names never adapted",
+    )
+
+    @field_validator("rank")
+    @classmethod
+    def _power_of_two(cls, rank: int) -> int:
+        if rank < 4 or rank > 128 or rank & (rank - 1):
+            raise ValueError("must be a power of two in 4..128 (4, 8, 16, 32, 64, 128)")
+        return rank
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        ..., min_length=1,
+        description="hub id (Qwen/Qwen2.5-0.5B-Instruct), local path, or `tiny` (offline tiny model)",
+    )
+    lora: LoraConfig | None = Field(default_factory=LoraConfig)
+
+
+class DataConfig(Section):
+    source: Literal["gsm8k"] = "gsm8k"
+    path: str = Field(
+        "openai/gsm8k",
+        description="hub dataset id, or a local directory holding <split>.jsonl files",
+    )
+    hub_config: str = Field("main", description="dataset config name on the hub")
+    train_split: str = "train"
+    eval_split: str = "test"
+    train_size: int | None = Field(None, ge=1, description="rows for training; null = all")
+    eval_size: int | None = Field(None, ge=1, description="rows for evaluation; null = all")
+    seed: int = Field(0, ge=0, description="seed of the shuffle before taking the first rows")
+
+
+class TrainConfig(Section):
+    method: Literal["grpo"] = "grpo"
+    loss: Literal["grpo", "dapo", "gspo-token"] = "grpo"
+    learning_rate: float = Field(1e-4, ge=1e-5, le=5e-4)
+    epochs: int = Field(1, ge=1, le=10)
+    batch_size: int = Field(
+        8, ge=1, le=4096,
+        description="prompts per optimizer step (each gets rollout.n completions)",
+    )
+    kl_beta: float | None = Field(
+        None, ge=0.0, le=10.0, description="KL coefficient; only with loss grpo"
+    )
+    log_every: int = Field(1, ge=1, description="log metrics every N steps")
+    trl: dict[str, Any] = Field(
+        default_factory=dict, description="any TRL config field, passed through unchanged"
+    )
+
+    @model_validator(mode="after")
+    def _kl_only_with_grpo(self) -> "TrainConfig":
+        if self.kl_beta and self.loss != "grpo":
+            raise ValueError(
+                f"kl_beta must be 0/unset when loss is {self.loss} (got {self.kl_beta}); "
+                "a KL term is only part of loss grpo"
+            )
+        return self
+
+
+class RolloutConfig(Section):
+    n: int = Field(8, ge=2, le=256, description="completions per prompt (GRPO group size)")
+    temperature: float = Field(0.7, ge=0.1, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=100, description="0 = off")
+    max_tokens: int = Field(2048, ge=16, le=16384)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="extra generation parameters (a mapping or JSON text)"
+    )
+
+    @field_validator("extra_body", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"must be a mapping or valid JSON text ({error.msg})") from None
+            if not isinstance(value, dict):
+                raise ValueError("JSON text must hold a mapping ({...})")
+        return value
+
+
+class RewardConfig(Section):
+    name: Literal["gsm8k"] = "gsm8k"
+    format_weight: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of the score given for the `#### N` format"
+    )
+
+
+class EvalConfig(Section):
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=16, le=16384)
+    samples: int = Field(1, ge=1, le=64, description="completions per prompt")
+    batch_size: int = Field(32, ge=1, le=4096, description="prompts per generation batch")
+
+
+class StageResources(Section):
+    gpus: int | None = Field(None, ge=0, le=64, description="null = 1 for a real model, 0 for tiny")
+    cpus: int = Field(1, ge=1, le=256)
+    mem_mb: int = Field(8000, ge=256)
+    runtime_min: int = Field(60, ge=1)
+
+
+class Resources(Section):
+    data: StageResources = Field(default_factory=lambda: StageResources(gpus=0, mem_mb=4000))
+    train: StageResources = Field(default_factory=lambda: StageResources(runtime_min=240))
+    merge: StageResources = Field(default_factory=lambda: StageResources(gpus=0))
+    eval: StageResources = Field(default_factory=StageResources)
+    report: StageResources = Field(default_factory=lambda: StageResources(gpus=0, mem_mb=4000))
+
+
+class RunConfig(Section):
+    """Everything one run needs: the baseline, or the baseline with one knob turned."""
+
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _reward_by_name(cls, value: Any) -> Any:
+        # `reward: gsm8k` is shorthand for `reward: {name: gsm8k}`.
+        return {"name": value} if isinstance(value, str) else value
+
+
+class ExperimentSpec(Section):
+    """The file a user writes: a baseline and the knobs to turn."""
+
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="defaults to the file's stem"
+    )
+    baseline: RunConfig
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted knob path -> values to try"
+    )
+    mode: Literal["ofat", "grid"] = Field(
+        "ofat", description="ofat: one knob at a time against the baseline; grid: all combinations"
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    hypotheses: dict[str, str] = Field(
+        default_factory=dict, description="knob -> the sentence shown next to its results"
+    )

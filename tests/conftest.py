@@ -1,0 +1,25 @@
+"""Shared fixtures: paths to the repo, the real data in ../shared, and spec writers."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def write_spec(tmp_path, monkeypatch):
+    """Write a YAML experiment into tmp_path (the working directory, holding the demo data)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(REPO / "data")
+
+    def write(text: str, name: str = "exp.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
