@@ -256,7 +256,7 @@ def test_missing_required_model(write_spec):
 
 def test_missing_local_data_is_an_error(write_spec):
     found = problems(write_spec, BASE.replace("path: data/gsm8k", "path: ./nowhere"))
-    assert any("data.path: './nowhere': no such local data" in p for p in found), found
+    assert any("exp.yaml: data.path './nowhere': no such directory" in p and "(run 'baseline')" in p for p in found), found
 
 
 def test_reserved_experiment_names(write_spec):
@@ -277,3 +277,11 @@ def test_validate_cli_exit_codes(write_spec, capsys):
     assert main(["validate", str(good), str(bad)]) == 1
     out = capsys.readouterr().out
     assert "ok " in out and "bad.yaml: baseline.train.epochs: 0 is out of range" in out
+
+
+def test_committed_json_schema_is_current(capsys):
+    from conftest import REPO
+
+    assert main(["schema", "--out", "-"]) == 0
+    assert capsys.readouterr().out == (REPO / "workflow" / "schemas" / "experiment.schema.json").read_text(), \
+        "run `make schema` and commit workflow/schemas/experiment.schema.json"

@@ -7,21 +7,21 @@ and two experiments with the same baseline share everything.
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knobsweep.io import content_hash, file_sha256
+from knobsweep.data import DataError, get_converter
+from knobsweep.io import canonical_json, content_hash
 from knobsweep.spec.errors import Problem, SpecError
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
 from knobsweep.spec.validate import closest
 
 TINY = "tiny"
-# Bump when a stage's outputs change meaning, so old caches are not reused.
-STAGE_VERSIONS = {"data": 1, "tiny": 1, "train": 1, "eval": 1}
+# Bump when a stage's outputs change meaning, so old caches are not reused
+# (data converters carry their own CONVERTER_VERSION).
+STAGE_VERSIONS = {"tiny": 1, "train": 1, "eval": 1}
 
 
 @dataclass(frozen=True)
@@ -59,34 +59,19 @@ class Experiment:
         return next(run for run in self.runs if run.is_baseline)
 
 
-@functools.lru_cache(maxsize=None)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+def data_identity(data: dict) -> dict:
+    """What converted data depends on: the converter's version and its inputs' content hashes."""
+    converter = get_converter(data["source"])
+    return {"converter": converter.CONVERTER_VERSION, "inputs": converter.input_fingerprint(data)}
 
 
-def is_local_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~")) or os.path.exists(text)
-
-
-def data_inputs(data: dict) -> dict[str, str]:
-    """What the converted data depends on besides its options: local file contents or a hub id."""
-    path = data["path"]
-    if not is_local_path(path):
-        return {path: f"hub:{path}@{data['hub_config']}"}
-    files = {}
-    for split in (data["train_split"], data["eval_split"]):
-        file = Path(os.path.expanduser(path)) / f"{split}.jsonl"
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} (a local data.path needs <split>.jsonl for each split)")
-        stat = file.stat()
-        files[str(file)] = _file_digest(str(file), stat.st_size, stat.st_mtime_ns)
-    return files
-
-
-def stage_keys(config: dict) -> StageKeys:
+def stage_keys(config: dict, data_identities: dict[str, dict]) -> StageKeys:
+    """The key of every stage of a run; `data_identities` caches input hashing across runs."""
     data = config["data"]
-    data_key = content_hash({"stage": "data", "v": STAGE_VERSIONS["data"], "options": data,
-                             "inputs": data_inputs(data)})
+    options = canonical_json(data)
+    if options not in data_identities:
+        data_identities[options] = data_identity(data)
+    data_key = content_hash({"stage": "data", "options": data, **data_identities[options]})
     model_name = config["model"]["name"]
     model_key = (content_hash({"stage": "tiny", "v": STAGE_VERSIONS["tiny"], "data": data_key})
                  if model_name == TINY else None)
@@ -133,13 +118,12 @@ def load_experiment(path: str | Path) -> Experiment:
     """Load, validate and expand one experiment file; raises SpecError naming every problem."""
     path = Path(path)
     spec, name = load_spec(path)
-    runs = []
-    problems = []
+    runs, problems, data_identities = [], [], {}
     for run_name, changed, seed, config in expand(spec, str(path)):
         try:
-            keys = stage_keys(config)
-        except FileNotFoundError as error:
-            problems.append(Problem(str(path), "data.path", f"{config['data']['path']!r}: no such local data: {error}", run_name))
+            keys = stage_keys(config, data_identities)
+        except DataError as error:
+            problems.append(Problem(str(path), "", str(error), run_name))
             continue
         runs.append(Run(run_name, changed, seed, config, keys))
     problems += trl_field_problems(runs, str(path))

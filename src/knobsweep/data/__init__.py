@@ -1,0 +1,84 @@
+"""Data conversion: one converter module per `data.source`, all writing the same layout.
+
+A converter module (registered in SOURCES) provides
+    CONVERTER_VERSION: str                       bump when its output for the same input changes
+    convert(options) -> ConversionResult         options = the run config's `data` section
+    input_fingerprint(options) -> dict[str, str] what it reads -> sha256 (or hub revision)
+The version and the fingerprint belong in the data stage's cache key, so editing a converter
+or an input file re-converts only that data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from knobsweep.io import atomic_dir
+
+# source name -> module implementing it (imported on use).
+SOURCES: dict[str, str] = {
+    "gsm8k": "knobsweep.data.gsm8k",
+}
+
+
+class DataError(ValueError):
+    """Bad options or unusable input: the message names the option, file or line."""
+
+
+@dataclass
+class ConversionResult:
+    train: list[dict]
+    eval: list[dict]
+    schema: pa.Schema
+    options: dict  # the options with defaults filled in, as recorded in the manifest
+    inputs: dict[str, str]  # input_fingerprint of what was actually read
+    dropped: list[dict]  # {"split", "line" (1-based), "reason"} per unusable input row
+
+
+def get_converter(source: str) -> ModuleType:
+    if not isinstance(source, str) or source not in SOURCES:
+        raise DataError(
+            f"data.source: unknown source {source!r}; valid sources: {', '.join(sorted(SOURCES))}"
+        )
+    return importlib.import_module(SOURCES[source])
+
+
+def _source(options: dict) -> str:
+    if not isinstance(options, dict) or "source" not in options:
+        raise DataError(f"data: expected a mapping with a 'source', got {options!r}")
+    return options["source"]
+
+
+def input_fingerprint(options: dict) -> dict[str, str]:
+    """What the `data` section reads, each with its content hash: part of the cache key."""
+    return get_converter(_source(options)).input_fingerprint(options)
+
+
+def convert_to_dir(options: dict, out: str | Path) -> dict:
+    """Convert the `data` section into `out`/{train,eval}.parquet + manifest.json.
+
+    All or nothing: `out` appears only once every file is written. Returns the manifest.
+    """
+    source = _source(options)
+    converter = get_converter(source)
+    result = converter.convert(options)
+    manifest = {
+        "source": source,
+        "options": result.options,
+        "converter_version": converter.CONVERTER_VERSION,
+        "inputs": result.inputs,
+        "rows": {"train": len(result.train), "eval": len(result.eval)},
+        "dropped": result.dropped,
+    }
+    with atomic_dir(out) as tmp:
+        for name, rows in (("train", result.train), ("eval", result.eval)):
+            pq.write_table(pa.Table.from_pylist(rows, schema=result.schema), tmp / f"{name}.parquet")
+        # A plain write: the directory rename is what makes the output appear atomically.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,72 @@
+"""Evaluators: score one completion against one data row, for training rewards and eval.
+
+An evaluator is a callable object with a `name`; `get_evaluator` builds one from the
+run config's `reward` section ({"name": ..., **options}). One module per task; register
+it in `EVALUATORS` (imported lazily, so a task's heavy dependencies load only when used).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class Evaluation:
+    """One completion's result. `score` is in [0, 1]; `valid=False` means "could not be
+    judged" (skipped and counted by the caller), not "wrong"."""
+
+    score: float
+    reason: str = ""
+    valid: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    name: str
+
+    def __call__(self, completion: str, row: dict) -> Evaluation: ...
+
+
+# name -> "module:attribute" of a class whose keyword arguments are the evaluator's options.
+EVALUATORS: dict[str, str] = {
+    "gsm8k": "knobsweep.rewards.gsm8k:Gsm8kEvaluator",
+}
+
+
+def get_evaluator(section: dict) -> Evaluator:
+    """Build the evaluator a `reward` section names, e.g. {"name": "gsm8k", "format_weight": 0.2}."""
+    if not isinstance(section, dict) or "name" not in section:
+        raise ValueError(
+            f"reward: expected a mapping with a 'name' (one of {sorted(EVALUATORS)}), got {section!r}"
+        )
+    options = dict(section)
+    name = options.pop("name")
+    if name not in EVALUATORS:
+        raise ValueError(
+            f"reward.name: unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
+            f"valid names: {', '.join(sorted(EVALUATORS))}"
+        )
+    module_name, _, attribute = EVALUATORS[name].partition(":")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    allowed = [
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    for option in options:
+        if option not in allowed:
+            raise ValueError(
+                f"reward.{option}: unknown option for evaluator {name!r}"
+                f"{_did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
+            )
+    return factory(**options)
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

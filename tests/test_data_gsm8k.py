@@ -1,0 +1,312 @@
+"""The GSM8K converter and `python -m knobsweep.data`, on the demo slice and the real files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from knobsweep.data import DataError, convert_to_dir, input_fingerprint
+from knobsweep.data import gsm8k
+from knobsweep.io import file_sha256
+from knobsweep.rewards.gsm8k import extract_ground_truth
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "gsm8k"
+SHARED_GSM8K = ROOT / ".." / "shared" / "data" / "gsm8k"
+
+GOOD_LINES = [
+    json.dumps({"question": "What is 2 + 3?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"}),
+    json.dumps({"question": "What is 600 + 400?", "answer": "600 + 400 = 1000\n#### 1,000"}),
+    json.dumps({"question": "What is 2 - 5?", "answer": "2 - 5 = -3\n#### -3"}),
+]
+
+
+def shared(name: str) -> Path:
+    path = SHARED_GSM8K / name
+    if not path.is_file():
+        pytest.skip(f"real GSM8K data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+def demo_options(**overrides) -> dict:
+    return {"source": "gsm8k", "path": str(DEMO), **overrides}
+
+
+def read_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def write_split_dir(directory: Path, train_lines: list[str], test_lines: list[str] = GOOD_LINES) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.jsonl").write_text("".join(line + "\n" for line in train_lines))
+    (directory / "test.jsonl").write_text("".join(line + "\n" for line in test_lines))
+    return directory
+
+
+@pytest.mark.parametrize("name, lines", [("train.jsonl", 1000), ("test.jsonl", 200)])
+def test_demo_slice_is_the_head_of_the_real_files(name, lines):
+    real = shared(name).read_bytes().splitlines(keepends=True)
+    assert (DEMO / name).read_bytes() == b"".join(real[:lines])
+    assert (DEMO / "LICENSE").read_bytes() == shared("LICENSE").read_bytes()
+
+
+def test_demo_converts_to_rl_rows(tmp_path):
+    manifest = convert_to_dir(demo_options(train_size=100, eval_size=20), tmp_path / "out")
+    train = read_rows(tmp_path / "out" / "train.parquet")
+    evals = read_rows(tmp_path / "out" / "eval.parquet")
+    assert (len(train), len(evals)) == (100, 20)
+    assert manifest["rows"] == {"train": 100, "eval": 20}
+    assert pq.read_schema(tmp_path / "out" / "train.parquet").equals(gsm8k.ROW_SCHEMA)
+
+    source = {
+        split: [json.loads(line) for line in (DEMO / f"{split}.jsonl").read_text().splitlines()]
+        for split in ("train", "test")
+    }
+    for split, rows in (("train", train), ("test", evals)):
+        assert len({row["row_id"] for row in rows}) == len(rows)
+        for row in rows:
+            prefix, index = row["row_id"].split("-")
+            assert prefix == split
+            original = source[split][int(index)]
+            assert row["answer"] == original["answer"]
+            assert row["prompt"] == [
+                {"role": "user", "content": original["question"] + "\n" + gsm8k.INSTRUCTION}
+            ]
+            assert row["ground_truth"] == extract_ground_truth(original["answer"])
+            assert "," not in row["ground_truth"]
+    assert gsm8k.INSTRUCTION == 'Let\'s think step by step and output the final answer after "####".'
+
+
+def test_null_sizes_take_every_row(tmp_path):
+    manifest = convert_to_dir(demo_options(), tmp_path / "out")
+    assert manifest["rows"] == {"train": 1000, "eval": 200}
+    train = read_rows(tmp_path / "out" / "train.parquet")
+    assert {row["row_id"] for row in train} == {f"train-{i}" for i in range(1000)}
+
+
+def test_manifest(tmp_path):
+    options = {"source": "gsm8k", "path": "data/gsm8k", "train_size": 10, "eval_size": 5, "seed": 3}
+    manifest = convert_to_dir({**options, "path": str(DEMO)}, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+    assert manifest == {
+        "source": "gsm8k",
+        "options": {
+            **options,
+            "path": str(DEMO),
+            "hub_config": "main",
+            "train_split": "train",
+            "eval_split": "test",
+        },
+        "converter_version": gsm8k.CONVERTER_VERSION,
+        "inputs": {
+            (DEMO / "train.jsonl").as_posix(): file_sha256(DEMO / "train.jsonl"),
+            (DEMO / "test.jsonl").as_posix(): file_sha256(DEMO / "test.jsonl"),
+        },
+        "rows": {"train": 10, "eval": 5},
+        "dropped": [],
+    }
+    assert input_fingerprint(options | {"path": str(DEMO)}) == manifest["inputs"]
+
+
+def test_relative_path_keys_inputs_without_the_checkout_location(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert set(input_fingerprint({"source": "gsm8k", "path": "data/gsm8k"})) == {
+        "data/gsm8k/train.jsonl",
+        "data/gsm8k/test.jsonl",
+    }
+
+
+def test_hub_id_fingerprint_names_the_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert input_fingerprint({"source": "gsm8k"}) == {"openai/gsm8k": "hub:openai/gsm8k@main"}
+    assert input_fingerprint({"source": "gsm8k", "path": "gsm8k", "hub_config": "socratic"}) == {
+        "gsm8k": "hub:gsm8k@socratic"
+    }
+
+
+def test_shuffle_is_deterministic_and_seeded():
+    def ids(**options):
+        result = gsm8k.convert(demo_options(**options))
+        return [row["row_id"] for row in result.train], [row["row_id"] for row in result.eval]
+
+    seed0 = ids(seed=0)
+    assert ids(seed=0) == seed0
+    seed1 = ids(seed=1)
+    assert seed1[0] != seed0[0] and seed1[1] != seed0[1]
+    assert sorted(seed1[0]) == sorted(seed0[0])
+    assert seed0[0] != sorted(seed0[0], key=lambda r: int(r.split("-")[1]))  # really shuffled
+    # A smaller size is a prefix of a larger one with the same seed.
+    assert ids(seed=1, train_size=50, eval_size=7) == (seed1[0][:50], seed1[1][:7])
+
+
+def test_bad_lines_are_dropped_and_listed(tmp_path, capsys):
+    lines = [
+        GOOD_LINES[0],
+        '{"question": "broken", "answer": ',  # line 2: not JSON
+        json.dumps({"answer": "#### 4"}),  # line 3: no question
+        GOOD_LINES[1],
+        json.dumps({"question": "Why?", "answer": "Because 4."}),  # line 5: no #### N
+        "",  # line 6: blank, skipped silently
+        json.dumps(["question", "answer"]),  # line 7: not an object
+        json.dumps({"question": "  ", "answer": "#### 4"}),  # line 8: empty question
+        GOOD_LINES[2],
+        json.dumps({"question": "Q", "answer": "####"}),  # line 10: #### without a number
+    ]
+    directory = write_split_dir(tmp_path / "gsm", lines)
+    manifest = convert_to_dir({"source": "gsm8k", "path": str(directory)}, tmp_path / "out")
+    assert manifest["rows"] == {"train": 3, "eval": 3}
+    dropped = {(d["split"], d["line"]): d["reason"] for d in manifest["dropped"]}
+    assert set(dropped) == {("train", n) for n in (2, 5, 3, 7, 8, 10)}
+    assert dropped[("train", 2)].startswith("not a JSON line")
+    assert dropped[("train", 3)] == "missing or empty 'question'"
+    assert dropped[("train", 5)] == "reference answer has no '#### N' final number"
+    assert dropped[("train", 7)] == "not a JSON object: list"
+    assert dropped[("train", 8)] == "missing or empty 'question'"
+    assert dropped[("train", 10)] == "reference answer has no '#### N' final number"
+
+    rows = {row["row_id"]: row for row in read_rows(tmp_path / "out" / "train.parquet")}
+    # row_id keeps the 0-based line index, so a row traces back to its line.
+    assert {rid: row["ground_truth"] for rid, row in rows.items()} == {
+        "train-0": "5",
+        "train-3": "1000",
+        "train-8": "-3",
+    }
+
+
+def test_every_line_bad_fails_and_leaves_nothing(tmp_path):
+    lines = ["not json", json.dumps({"question": "Q", "answer": "no number"})]
+    directory = write_split_dir(tmp_path / "gsm", lines)
+    out = tmp_path / "results" / "data" / "k"
+    with pytest.raises(DataError) as error:
+        convert_to_dir({"source": "gsm8k", "path": str(directory)}, out)
+    message = str(error.value)
+    assert str(directory / "train.jsonl") in message
+    assert "all 2 were dropped" in message and "line 1: not a JSON line" in message
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_empty_split_fails_naming_the_file(tmp_path):
+    directory = write_split_dir(tmp_path / "gsm", GOOD_LINES, test_lines=[])
+    with pytest.raises(DataError, match=r"gsm/test.jsonl: no GSM8K rows \(the split is empty\)"):
+        gsm8k.convert({"source": "gsm8k", "path": str(directory)})
+
+
+def test_failure_keeps_a_previous_output(tmp_path):
+    out = tmp_path / "out"
+    convert_to_dir(demo_options(train_size=5, eval_size=5), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(DataError):
+        convert_to_dir(demo_options(train_size=5000), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_missing_local_directory_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    def no_hub(options):
+        raise AssertionError(f"tried the hub for {options['path']!r}")
+
+    monkeypatch.setattr(gsm8k, "_load_hub", no_hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for path in [str(tmp_path / "nope"), "data/gsm8k", "./gsm8k", "~/no/such/dir", "a/b/c"]:
+        with pytest.raises(DataError, match=rf"data.path {re.escape(repr(path))}: no such directory"):
+            gsm8k.convert({"source": "gsm8k", "path": path})
+        with pytest.raises(DataError, match="no such directory"):
+            input_fingerprint({"source": "gsm8k", "path": path})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="data.path 'file' is a file"):
+        gsm8k.convert({"source": "gsm8k", "path": "file"})
+
+
+def test_missing_split_file_lists_what_is_there(tmp_path):
+    directory = write_split_dir(tmp_path / "gsm", GOOD_LINES)
+    with pytest.raises(DataError, match=r"validation.jsonl: no such file .* has: test.jsonl, train.jsonl"):
+        gsm8k.convert({"source": "gsm8k", "path": str(directory), "eval_split": "validation"})
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"train_sise": 3}, r"data.train_sise: unknown option .*did you mean 'train_size'.*allowed options: source, path"),
+        ({"train_size": 0}, r"data.train_size: must be a positive integer or null"),
+        ({"eval_size": 2.5}, r"data.eval_size: must be a positive integer or null"),
+        ({"eval_size": True}, r"data.eval_size: must be a positive integer or null"),
+        ({"seed": "0"}, r"data.seed: must be an integer"),
+        ({"path": ""}, r"data.path: must be a non-empty string"),
+        ({"hub_config": 3}, r"data.hub_config: must be a string or null"),
+        ({"eval_size": 201}, r"test.jsonl: asked for 201 rows but only 200 are usable"),
+    ],
+)
+def test_bad_options(options, message):
+    with pytest.raises(DataError, match=message):
+        gsm8k.convert(demo_options(**options))
+
+
+def test_unknown_source():
+    with pytest.raises(DataError, match="unknown source 'jsonl'; valid sources: gsm8k"):
+        convert_to_dir({"source": "jsonl"}, "unused")
+    with pytest.raises(DataError, match="expected a mapping with a 'source'"):
+        input_fingerprint({"path": "x"})
+
+
+def test_full_real_train_file_converts_quickly(tmp_path):
+    shared("train.jsonl")
+    start = time.perf_counter()
+    manifest = convert_to_dir({"source": "gsm8k", "path": str(SHARED_GSM8K)}, tmp_path / "out")
+    elapsed = time.perf_counter() - start
+    assert manifest["rows"] == {"train": 7473, "eval": 1319}
+    assert manifest["dropped"] == []
+    assert elapsed < 3.0, f"converting all of GSM8K took {elapsed:.2f}s"
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "knobsweep.data", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_converts_the_demo(tmp_path):
+    out = tmp_path / "results" / "data" / "abc"
+    config = {"source": "gsm8k", "path": "data/gsm8k", "train_size": 30, "eval_size": 10}
+    result = run_cli("--config-json", json.dumps(config), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "30 train + 10 eval rows" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["eval.parquet", "manifest.json", "train.parquet"]
+    assert json.loads((out / "manifest.json").read_text())["rows"] == {"train": 30, "eval": 10}
+    assert len(read_rows(out / "train.parquet")) == 30
+
+
+def test_cli_prints_the_first_dropped_lines(tmp_path):
+    lines = GOOD_LINES + [f'{{"broken {i}' for i in range(7)]
+    directory = write_split_dir(tmp_path / "gsm", lines)
+    config = {"source": "gsm8k", "path": str(directory)}
+    result = run_cli("--config-json", json.dumps(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "dropped 7 unusable rows" in result.stderr
+    assert "train line 4: not a JSON line" in result.stderr
+    assert "... and 2 more (see manifest.json)" in result.stderr
+    assert len(json.loads((tmp_path / "out" / "manifest.json").read_text())["dropped"]) == 7
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('{"source": "gsm8k", "path": "data/missing"}', "data.path 'data/missing': no such directory"),
+        ('{"source": "squad"}', "unknown source 'squad'"),
+        ("{not json", "--config-json is not valid JSON"),
+    ],
+)
+def test_cli_failures_exit_non_zero_and_write_nothing(tmp_path, config, message):
+    out = tmp_path / "out"
+    result = run_cli("--config-json", config, "--out", str(out))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
