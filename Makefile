@@ -15,7 +15,7 @@ ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INDEX ?= --index-url https://download.pytorch.org/whl/cpu
 endif
 
-.PHONY: install install-dev demo test lint clean
+.PHONY: install install-dev demo test lint schema clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/snakemake --lint
+
+schema: install
+	$(BIN)/knobsweep schema
 
 clean:
 	rm -rf results .snakemake

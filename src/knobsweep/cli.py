@@ -15,6 +15,7 @@ from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
 
 console = Console()
+SCHEMA_PATH = "workflow/schemas/experiment.schema.json"
 
 
 def _load_or_exit(file: str) -> Experiment:
@@ -108,6 +109,20 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def schema(args: argparse.Namespace) -> int:
+    """Write the spec's JSON Schema, for editor completion and checking of experiment files."""
+    from knobsweep.io import atomic_write_text
+    from knobsweep.spec import ExperimentSpec
+
+    text = json.dumps(ExperimentSpec.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(args.out, text)
+        console.print(args.out, highlight=False)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="knobsweep", description=__doc__)
     commands = main_parser.add_subparsers(dest="command", required=True)
@@ -123,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("file", metavar="FILE")
         command.add_argument("--root", default=".", help="directory holding results/ (default: .)")
         command.set_defaults(handler=handler)
+    write_schema = commands.add_parser("schema", help="write the spec's JSON Schema")
+    write_schema.add_argument("--out", default=SCHEMA_PATH, help=f"default: {SCHEMA_PATH}; - for stdout")
+    write_schema.set_defaults(handler=schema)
     return main_parser
 
 

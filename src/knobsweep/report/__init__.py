@@ -74,11 +74,9 @@ def _csv_scalar(value: Any) -> Any:
 
 
 def _baseline_config(experiment: Any) -> dict | None:
-    try:
-        return experiment.baseline.config
-    except Exception:
-        runs = list(experiment.runs)
-        return runs[0].config if runs else None
+    """The baseline's config; a hand-built experiment without a baseline shows its first run's."""
+    run = next((r for r in experiment.runs if r.is_baseline), None) or next(iter(experiment.runs), None)
+    return run.config if run else None
 
 
 def build_report(

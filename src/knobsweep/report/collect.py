@@ -242,10 +242,8 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     warnings: list[str] = []
     runs = list(experiment.runs)
     hypotheses = dict(getattr(experiment, "hypotheses", None) or {})
-    try:
-        baseline = experiment.baseline
-    except Exception:  # no run with changed == {}: report anyway, without deltas
-        baseline = None
+    baseline = next((run for run in runs if run.is_baseline), None)
+    if baseline is None:  # report anyway, without deltas
         warnings.append("no baseline run (changed == {}): deltas are left empty")
 
     names = [run.name for run in runs]

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 from plotly.colors import qualitative
+import yaml
 
 from knobsweep.report.collect import NOT_RUN, Collected, format_value
 
@@ -273,12 +274,8 @@ def _environment() -> jinja2.Environment:
 def config_text(config: dict | None) -> str:
     if config is None:
         return ""
-    try:
-        import yaml
-
-        return yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    except Exception:  # not YAML-able: fall back to JSON
-        return json.dumps(config, indent=2, default=str)
+    # Resolved configs are plain JSON types (pydantic's JSON dump), so YAML always works.
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def _truncate(text: str) -> str:

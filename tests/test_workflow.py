@@ -1,0 +1,116 @@
+"""Real Snakemake on a temporary copy of the workflow: a tiny sweep end to end, then what re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+baseline:
+  model: {name: tiny}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 16, eval_size: 4}
+  train: {learning_rate: 5.0e-4, batch_size: 2, trl: {max_steps: 3}}
+  rollout: {n: 4, temperature: 1.0, max_tokens: 16}
+  reward: {name: gsm8k, format_weight: 0.5}
+  eval: {max_tokens: 16}
+sweep:
+  train.learning_rate: [2.0e-4]
+  eval.max_tokens: [20]
+"""
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        logs = "".join(f"\n== {p}\n{p.read_text()[-3000:]}" for p in (workdir / "results" / "logs").rglob("*.log"))
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}{logs}")
+    return result
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count from a dry run's job stats (empty when there is nothing to do)."""
+    output = snakemake(workdir, "-n").stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
+    counts.pop("total", None)
+    counts.pop("all", None)
+    return {rule: int(n) for rule, n in counts.items()}
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    for item in ("Snakefile", "rules", "workflow", "data"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / item)
+    (workdir / "experiments").mkdir()
+    (workdir / "experiments" / "tiny.yaml").write_text(SPEC)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def finished(workflow_copy) -> Path:
+    snakemake(workflow_copy, "--config", "experiments=tiny")
+    return workflow_copy
+
+
+def test_sweep_builds_the_report(finished):
+    report = finished / "results" / "tiny" / "report.html"
+    summary = json.loads((finished / "results" / "tiny" / "summary.json").read_text())
+    assert report.stat().st_size > 10_000
+    names = {row["run"] for row in summary["rows"] if not row["reference"]}
+    assert {"baseline", "learning_rate=2e-4", "max_tokens=20"} <= names
+    # the eval-only arm shares the baseline's training job: two trainings, not three
+    assert len(list((finished / "results" / "train").iterdir())) == 2
+    assert (finished / "results" / "tiny" / "summary.csv").exists()
+
+
+def test_finished_sweep_has_nothing_to_do(finished):
+    assert planned_jobs(finished) == {}
+
+
+def test_changing_an_eval_knob_reruns_only_eval_and_report(finished, tmp_path):
+    spec = finished / "experiments" / "tiny.yaml"
+    original = spec.read_text()
+    try:
+        spec.write_text(original.replace("eval: {max_tokens: 16}", "eval: {max_tokens: 18}"))
+        # baseline + learning-rate arm + base model under the new eval config; the eval arm is unchanged
+        assert planned_jobs(finished) == {"evaluate": 3, "report": 1}
+    finally:
+        spec.write_text(original)
+
+
+def test_changing_one_arms_learning_rate_reruns_only_that_arm(finished):
+    spec = finished / "experiments" / "tiny.yaml"
+    original = spec.read_text()
+    try:
+        spec.write_text(original.replace("train.learning_rate: [2.0e-4]", "train.learning_rate: [3.0e-4]"))
+        assert planned_jobs(finished) == {"train": 1, "merge": 1, "evaluate": 1, "report": 1}
+    finally:
+        spec.write_text(original)
+
+
+def test_bad_spec_fails_before_any_job_and_writes_nothing(workflow_copy, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(workflow_copy, bad, ignore=shutil.ignore_patterns("results", ".snakemake"))
+    (bad / "experiments" / "tiny.yaml").write_text(SPEC.replace("learning_rate: [2.0e-4]", "learning_rate: [2.0e-4, 0.5]"))
+    result = snakemake(bad, "--config", "experiments=tiny", check=False)
+    assert result.returncode != 0
+    assert "tiny.yaml: sweep.train.learning_rate[1]: 0.5 is out of range; allowed: 1e-05 <= value <= 0.0005" \
+        in result.stdout + result.stderr
+    assert not (bad / "results").exists()
