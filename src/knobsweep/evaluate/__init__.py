@@ -1,0 +1,245 @@
+"""Evaluate a model on a data stage's eval split: generate completions, score, summarise.
+
+`python -m knobsweep.evaluate --config-json EVAL --model M --data D --out OUT`
+
+Generation is a backend (`hf`: transformers, any machine; `vllm`: GPU + the `gpu` extra);
+scoring uses the same evaluators as training rewards (`knobsweep.rewards`), so an eval
+score and a training reward mean the same thing. An evaluator that raises or returns junk
+marks that one sample invalid: it is counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from knobsweep.io import atomic_dir, atomic_write_json
+
+BACKENDS = ("auto", "hf", "vllm")
+
+# The contract's defaults for the `eval` section, so a hand-written config may omit keys.
+EVAL_DEFAULTS = {
+    "backend": "auto",
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "max_tokens": 512,
+    "samples": 1,
+    "batch_size": 32,
+}
+
+# Sampled evals (temperature > 0) are reproducible: the same config gives the same samples.
+SEED = 0
+
+
+@dataclass
+class Generations:
+    """What a backend returns: `samples` completions per prompt, in prompt order."""
+
+    completions: list[list[str]]
+    completion_tokens: int  # tokens actually generated (up to and including EOS)
+    generate_s: float  # wall time of generation alone (no model loading)
+
+
+def eval_options(section: dict) -> dict:
+    """The `eval` section with defaults filled in, checked; raises naming field and value."""
+    unknown = set(section) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"eval: unknown keys {sorted(unknown)}; allowed: {sorted(EVAL_DEFAULTS)}")
+    options = {**EVAL_DEFAULTS, **section}
+    checks = {
+        "backend": (options["backend"] in BACKENDS, f"one of {', '.join(BACKENDS)}"),
+        "temperature": (_number(options["temperature"]) and options["temperature"] >= 0,
+                        "a number >= 0 (0 = greedy)"),
+        "top_p": (_number(options["top_p"]) and 0 < options["top_p"] <= 1, "a number in (0, 1]"),
+        "max_tokens": (_count(options["max_tokens"]), "an integer >= 1"),
+        "samples": (_count(options["samples"]), "an integer >= 1"),
+        "batch_size": (_count(options["batch_size"]), "an integer >= 1"),
+    }
+    for key, (ok, allowed) in checks.items():
+        if not ok:
+            raise ValueError(f"eval.{key}: got {options[key]!r}, allowed: {allowed}")
+    return options
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def resolve_backend(name: str) -> str:
+    """`auto` -> `vllm` when a GPU and vllm are both there, else `hf`."""
+    if name != "auto":
+        return name
+    import torch
+
+    if not torch.cuda.is_available():
+        return "hf"
+    try:
+        importlib.import_module("vllm")
+    except ImportError:
+        return "hf"
+    return "vllm"
+
+
+def generate(backend: str, model: str, conversations: list[list[dict]], options: dict) -> Generations:
+    """Run the named (resolved) backend; each module imports its engine only when called."""
+    module = importlib.import_module(f"knobsweep.evaluate.{backend}")
+    greedy = options["temperature"] == 0
+    samples = options["samples"]
+    generations = module.generate(
+        model,
+        conversations,
+        temperature=float(options["temperature"]),
+        top_p=float(options["top_p"]),
+        max_tokens=options["max_tokens"],
+        # Greedy samples are all the same completion: generate it once, copy it below.
+        samples=1 if greedy else samples,
+        batch_size=options["batch_size"],
+        seed=SEED,
+    )
+    if greedy and samples > 1:
+        generations.completions = [c * samples for c in generations.completions]
+    return generations
+
+
+def load_rows(data_dir: str | Path) -> list[dict]:
+    """eval.parquet as plain Python dicts (pyarrow, so `prompt` stays a list of dicts)."""
+    import pyarrow.parquet as pq
+
+    path = Path(data_dir) / "eval.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {data_dir}: no eval.parquet there (run the data stage first)")
+    table = pq.read_table(path)
+    missing = {"row_id", "prompt", "ground_truth"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)} (expected row_id, prompt, ground_truth)")
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: no rows to evaluate")
+    return table.to_pylist()
+
+
+def score_sample(evaluator: Callable, completion: str, row: dict) -> dict:
+    """Score one completion; anything but a well-formed, valid Evaluation is `valid: False`."""
+    try:
+        result = evaluator(completion, row)
+    except Exception as exc:  # an evaluator bug or a bad row must not lose the whole eval
+        return {"score": None, "reason": f"evaluator raised {type(exc).__name__}: {exc}",
+                "valid": False, "parts": {}}
+    score = getattr(result, "score", None)
+    metrics = getattr(result, "metrics", None)
+    if not (_number(score) and 0 <= score <= 1 and isinstance(metrics, dict)
+            and all(_number(v) for v in metrics.values())):
+        return {"score": None, "reason": f"evaluator returned junk: {result!r:.200}",
+                "valid": False, "parts": {}}
+    if not getattr(result, "valid", True):
+        return {"score": None, "reason": result.reason or "evaluator marked it invalid",
+                "valid": False, "parts": {}}
+    return {"score": float(score), "reason": result.reason, "valid": True,
+            "parts": {k: float(v) for k, v in metrics.items()}}
+
+
+def score_samples(evaluator: Callable, rows: list[dict], completions: list[list[str]]) -> list[dict]:
+    """One samples.jsonl record per (row, sample), in row order."""
+    records = []
+    for row, row_completions in zip(rows, completions, strict=True):
+        for index, completion in enumerate(row_completions):
+            records.append({
+                "row_id": row["row_id"],
+                "sample": index,
+                "prompt": row["prompt"],
+                "completion": completion,
+                "ground_truth": row["ground_truth"],
+                **score_sample(evaluator, completion, row),
+            })
+    return records
+
+
+def _is_correct(record: dict) -> bool:
+    # Evaluators that report a `correct` part (GSM8K) define correctness; others: full score.
+    if "correct" in record["parts"]:
+        return record["parts"]["correct"] >= 1
+    return record["score"] >= 1
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def summarize(records: list[dict], samples: int) -> dict:
+    """Means over valid samples (invalid ones are skipped and counted), pass@k if samples > 1."""
+    from knobsweep.rewards.gsm8k import extract_strict_answer
+
+    valid = [r for r in records if r["valid"]]
+    part_names = sorted({name for r in valid for name in r["parts"]})
+    summary = {
+        # None, not 0, when nothing could be judged: a zero would look like a real result.
+        "score": sum(r["score"] for r in valid) / len(valid) if valid else None,
+        "parts": {
+            name: _mean([r["parts"][name] for r in valid if name in r["parts"]])
+            for name in part_names
+        },
+        "n": len(records),
+        "n_valid": len(valid),
+        "n_correct": sum(_is_correct(r) for r in valid),
+        "parse_failures": sum(extract_strict_answer(r["completion"]) is None for r in records),
+        "samples": samples,
+    }
+    if samples > 1:
+        per_row: dict[str, list[bool]] = {}
+        for r in valid:
+            per_row.setdefault(r["row_id"], []).append(_is_correct(r))
+        ks = sorted({1, samples} | {2**i for i in range(1, samples.bit_length()) if 2**i < samples})
+        # A row enters pass@k only with at least k valid samples to draw from.
+        summary["pass_at_k"] = {
+            str(k): _mean([pass_at_k(len(v), sum(v), k) for v in per_row.values() if len(v) >= k])
+            for k in ks
+        }
+    return summary
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate(config: dict, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
+    """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
+    from knobsweep.rewards import get_evaluator
+
+    started = time.perf_counter()
+    missing = {"eval", "reward"} - set(config)
+    if missing:
+        raise ValueError(f"--config-json: missing sections {sorted(missing)} (expected eval and reward)")
+    options = eval_options(config["eval"])
+    evaluator = get_evaluator(config["reward"])  # fail on a bad reward before generating
+    rows = load_rows(data_dir)
+    backend = resolve_backend(options["backend"])
+
+    generations = generate(backend, str(model), [row["prompt"] for row in rows], options)
+    records = score_samples(evaluator, rows, generations.completions)
+    summary = summarize(records, options["samples"])
+    summary.update(
+        backend=backend,
+        model=str(model),
+        completion_tokens=generations.completion_tokens,
+        generate_s=generations.generate_s,
+        tokens_per_s=generations.completion_tokens / generations.generate_s,
+        elapsed_s=time.perf_counter() - started,
+        config=config,
+    )
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "samples.jsonl").write_text(
+            "".join(json.dumps(r, allow_nan=False) + "\n" for r in records), encoding="utf-8"
+        )
+        atomic_write_json(tmp / "summary.json", summary)
+    return summary

@@ -1,0 +1,44 @@
+"""CLI: `python -m knobsweep.evaluate --config-json EVAL --model M --data D --out OUT`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from knobsweep.evaluate import evaluate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m knobsweep.evaluate",
+        description="Generate completions for a data stage's eval split, score them, "
+        "write summary.json and samples.jsonl.",
+    )
+    parser.add_argument("--config-json", required=True,
+                        help='{"eval": {backend, temperature, top_p, max_tokens, samples, batch_size}, "reward": {...}}')
+    parser.add_argument("--model", required=True, help="hub id, local path or merged model dir")
+    parser.add_argument("--data", required=True, help="data stage directory holding eval.parquet")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+    try:
+        config = json.loads(args.config_json)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--config-json: not valid JSON: {exc}")
+    try:
+        summary = evaluate(config, args.model, args.data, args.out)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    score = "n/a" if summary["score"] is None else f"{summary['score']:.4f}"
+    print(
+        f"{args.model} [{summary['backend']}]: score {score}, {summary['n_correct']}/{summary['n']} "
+        f"correct, {summary['n'] - summary['n_valid']} invalid, {summary['parse_failures']} parse "
+        f"failures; {summary['completion_tokens']} tokens in {summary['generate_s']:.2f} s = "
+        f"{summary['tokens_per_s']:.0f} tokens/s -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

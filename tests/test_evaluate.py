@@ -1,0 +1,156 @@
+"""Evaluation with the hf backend on the tiny model and real GSM8K rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from knobsweep.data import convert_to_dir
+from knobsweep.evaluate import evaluate, pass_at_k, resolve_backend, score_samples, summarize
+from knobsweep.io import read_jsonl
+from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
+from knobsweep.rewards import Evaluation, get_evaluator
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_DIR = next(p for p in (REPO / "data/gsm8k", REPO.parent / "shared/data/gsm8k") if p.is_dir())
+EVAL_ROWS = 6
+REWARD = {"name": "gsm8k", "format_weight": 0.1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with
+    other jobs spin-wait and make this tiny model's generation ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(**eval_options) -> dict:
+    return {"eval": {"backend": "hf", "temperature": 0.0, "top_p": 1.0, "max_tokens": 24,
+                     "samples": 1, "batch_size": 4, **eval_options}, "reward": REWARD}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "gsm8k"
+    convert_to_dir({"source": "gsm8k", "path": str(GSM8K_DIR), "train_size": 100, "eval_size": EVAL_ROWS}, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(data, tmp_path_factory) -> Path:
+    return build_tiny_model(texts_from_parquet(data / "train.parquet"), tmp_path_factory.mktemp("models") / "tiny")
+
+
+def completions(out: Path) -> list[str]:
+    return [r["completion"] for r in read_jsonl(out / "samples.jsonl")]
+
+
+def test_cli_writes_a_consistent_summary(model, data, tmp_path):
+    out = tmp_path / "eval"
+    cfg = config()
+    cfg["eval"]["backend"] = "auto"  # no GPU here: auto must pick hf
+    proc = subprocess.run(
+        [sys.executable, "-m", "knobsweep.evaluate", "--config-json", json.dumps(cfg),
+         "--model", str(model), "--data", str(data), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)  # shows the hf backend's tokens/s under `pytest -s`
+    assert "tokens/s" in proc.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    records = read_jsonl(out / "samples.jsonl")
+    assert summary["backend"] == "hf" and summary["model"] == str(model)
+    assert summary["n"] == len(records) == EVAL_ROWS * summary["samples"] == EVAL_ROWS
+    assert 0.0 <= summary["score"] <= 1.0
+    assert set(summary["parts"]) == {"correct", "format"}
+    assert summary["n_valid"] == EVAL_ROWS and 0 <= summary["n_correct"] <= EVAL_ROWS
+    assert 0 <= summary["parse_failures"] <= EVAL_ROWS
+    assert summary["tokens_per_s"] > 0 and summary["elapsed_s"] >= summary["generate_s"] > 0
+    assert 0 < summary["completion_tokens"] <= EVAL_ROWS * 24
+    assert "pass_at_k" not in summary
+    for record in records:
+        assert set(record) >= {"row_id", "prompt", "completion", "ground_truth", "score", "reason", "valid", "parts"}
+        assert record["prompt"][0]["role"] == "user" and record["valid"] is True
+    assert summary["score"] == pytest.approx(sum(r["score"] for r in records) / len(records))
+
+
+def test_greedy_is_deterministic(model, data, tmp_path):
+    first = evaluate(config(), model, data, tmp_path / "a")
+    second = evaluate(config(), model, data, tmp_path / "b")
+    assert completions(tmp_path / "a") == completions(tmp_path / "b")
+    assert first["score"] == second["score"]
+
+
+def test_sampling_gives_samples_per_prompt_and_pass_at_k(model, data, tmp_path):
+    cfg = config(temperature=1.0, samples=4, batch_size=3)
+    summary = evaluate(cfg, model, data, tmp_path / "a")
+    assert summary["n"] == EVAL_ROWS * 4 and summary["samples"] == 4
+    assert set(summary["pass_at_k"]) == {"1", "2", "4"}
+    assert all(0.0 <= v <= 1.0 for v in summary["pass_at_k"].values())
+    records = read_jsonl(tmp_path / "a" / "samples.jsonl")
+    first_row = [r["completion"] for r in records if r["row_id"] == records[0]["row_id"]]
+    assert len(first_row) == 4 and len(set(first_row)) > 1, "sampling returned identical completions"
+    # A fixed seed makes sampled evals reproducible too.
+    evaluate(cfg, model, data, tmp_path / "b")
+    assert completions(tmp_path / "a") == completions(tmp_path / "b")
+
+
+def test_pass_at_k_on_known_outcomes():
+    rows = [{"row_id": "r0", "prompt": [], "ground_truth": "18"},
+            {"row_id": "r1", "prompt": [], "ground_truth": "3"}]
+    # r0: 1 of 4 right; r1: none right, one without any '#### N'.
+    outputs = [["#### 18", "#### 17", "#### 16", "#### 15"], ["#### 1", "#### 2", "#### 4", "no answer"]]
+    summary = summarize(score_samples(get_evaluator(REWARD), rows, outputs), samples=4)
+    assert summary["n_correct"] == 1 and summary["parse_failures"] == 1
+    assert summary["pass_at_k"] == {"1": pytest.approx(0.125), "2": pytest.approx(0.25), "4": 0.5}
+    assert summary["parts"]["correct"] == pytest.approx(1 / 8)
+    assert pass_at_k(n=4, c=1, k=2) == pytest.approx(0.5)
+
+
+def test_raising_or_junk_evaluator_marks_samples_invalid():
+    gsm8k = get_evaluator(REWARD)
+
+    def flaky(completion: str, row: dict) -> Evaluation:
+        if "boom" in completion:
+            raise RuntimeError("parser exploded")
+        if "junk" in completion:
+            return Evaluation(score=float("nan"))
+        return gsm8k(completion, row)
+
+    rows = [{"row_id": f"r{i}", "prompt": [], "ground_truth": "18"} for i in range(4)]
+    outputs = [["#### 18"], ["boom #### 18"], ["junk"], ["#### 5"]]
+    records = score_samples(flaky, rows, outputs)
+    assert [r["valid"] for r in records] == [True, False, False, True]
+    assert "RuntimeError: parser exploded" in records[1]["reason"]
+    assert records[1]["score"] is None and "junk" in records[2]["reason"]
+
+    summary = summarize(records, samples=1)
+    assert summary["n"] == 4 and summary["n_valid"] == 2 and summary["n_correct"] == 1
+    assert summary["score"] == pytest.approx((1.0 + 0.1) / 2)  # invalid samples are skipped
+
+
+def test_bad_config_fails_before_writing(model, data, tmp_path):
+    out = tmp_path / "eval"
+    with pytest.raises(ValueError, match="eval.backend: got 'tpu'"):
+        evaluate(config(backend="tpu"), model, data, out)
+    with pytest.raises(ValueError, match="eval.samples: got 0"):
+        evaluate(config(samples=0), model, data, out)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_backend_without_the_gpu_extra_says_how_to_get_it(model, data, tmp_path):
+    assert resolve_backend("auto") == "hf"
+    with pytest.raises(RuntimeError, match=r"pip install knobsweep\[gpu\]"):
+        evaluate(config(backend="vllm"), model, data, tmp_path / "eval")
