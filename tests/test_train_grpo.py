@@ -1,0 +1,237 @@
+"""GRPO training: the loss mapping, the GRPOConfig built from our knobs, the reward wrapper,
+and (slow) the real `accelerate launch -m knobsweep.train` on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from transformers import TrainerState
+
+from knobsweep.io import read_jsonl
+from knobsweep.rewards import Evaluation, get_evaluator
+from knobsweep.train.grpo import (
+    EvaluatorReward,
+    build_grpo_config,
+    check_config,
+    completion_text,
+    grpo_config_kwargs,
+    loss_fields,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_TRAIN = next(
+    p for p in (REPO / "data/gsm8k/train.jsonl", REPO.parent / "shared/data/gsm8k/train.jsonl") if p.is_file()
+)
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def train_config(**train) -> dict:
+    """A resolved TRAIN section (docs/contracts.md), small enough for a few CPU steps."""
+    return {
+        "model": {"name": "tiny", "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
+                                           "exclude_modules": ["lm_head", "embed_tokens"]}},
+        "train": {"method": "grpo", "loss": "grpo", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2,
+                  "kl_beta": None, "log_every": 1, "trl": {}, **train},
+        "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "extra_body": {}},
+        "reward": {"name": "gsm8k", "format_weight": 0.5},
+        "seed": 0,
+    }
+
+
+# --- loss methods onto GRPOConfig (notes/ml-stack.md) -------------------------------------
+
+def test_loss_fields_follow_the_method_table():
+    assert loss_fields("grpo", None) == dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001,
+                                             importance_sampling_level="token")
+    assert loss_fields("grpo", 0.05)["beta"] == 0.05
+    assert loss_fields("grpo", 0.0)["beta"] == 0.0
+    assert loss_fields("dapo", None) == dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0,
+                                             importance_sampling_level="token")
+    assert loss_fields("gspo-token", None) == dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0,
+                                                   importance_sampling_level="sequence")
+    assert loss_fields("dapo", 0.0)["beta"] == 0.0  # an explicit zero is no KL, so allowed
+
+
+def test_loss_fields_reject_kl_without_grpo_and_unknown_losses():
+    with pytest.raises(ValueError, match=r"kl_beta=0.01.*'dapo'"):
+        loss_fields("dapo", 0.01)
+    with pytest.raises(ValueError, match=r"train.loss='ppo'.*'gspo-token'"):
+        loss_fields("ppo", None)
+
+
+# --- our knobs onto a real GRPOConfig ----------------------------------------------------
+
+def test_knobs_reach_grpo_config(tmp_path):
+    config = train_config(loss="gspo-token", batch_size=3, epochs=2, log_every=5)
+    config["rollout"].update(n=6, temperature=0.7, top_p=0.9, top_k=40, max_tokens=32,
+                             extra_body={"repetition_penalty": 1.1})
+    args = build_grpo_config(grpo_config_kwargs(config, tmp_path, num_processes=1, use_cuda=False))
+    # 3 prompts per step x 6 completions each, all generated and trained in one step.
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (18, 1)
+    assert (args.generation_batch_size, args.steps_per_generation, args.num_generations) == (18, 1, 6)
+    assert (args.temperature, args.top_p, args.top_k, args.max_completion_length) == (0.7, 0.9, 40, 32)
+    assert args.generation_kwargs == {"repetition_penalty": 1.1}
+    assert (args.loss_type, args.importance_sampling_level, args.epsilon, args.epsilon_high, args.beta) == (
+        "grpo", "sequence", 3e-4, 4e-4, 0.0)
+    assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (5e-4, 2, 5, 0)
+    assert (args.use_cpu, args.bf16, args.gradient_checkpointing, args.mask_truncated_completions) == (
+        True, False, False, False)
+    assert args.save_strategy == "no" and args.report_to == []
+    assert Path(args.output_dir) == tmp_path / "checkpoints"
+
+
+def test_trl_pass_through_wins_and_unknown_fields_are_named(tmp_path):
+    config = train_config(trl={"beta": 0.02, "lr_scheduler_type": "constant", "num_iterations": 2})
+    args = build_grpo_config(grpo_config_kwargs(config, tmp_path, num_processes=1, use_cuda=False))
+    assert (args.beta, args.lr_scheduler_type, args.num_iterations) == (0.02, "constant", 2)
+
+    bad = grpo_config_kwargs(train_config(trl={"num_generation": 4}), tmp_path, num_processes=1, use_cuda=False)
+    with pytest.raises(ValueError, match=r"train.trl.num_generation: not a GRPOConfig field.*'num_generations'"):
+        build_grpo_config(bad)
+
+
+def test_a_missing_key_is_named():
+    check_config(train_config())
+    config = train_config()
+    del config["rollout"]["top_k"]
+    with pytest.raises(ValueError, match=r"missing rollout.top_k"):
+        check_config(config)
+
+
+def test_batch_must_split_over_processes(tmp_path):
+    kwargs = grpo_config_kwargs(train_config(), tmp_path, num_processes=2, use_cuda=False)
+    assert kwargs["per_device_train_batch_size"] == 4
+    with pytest.raises(ValueError, match=r"2 \* 4 = 8 completions per step cannot be split evenly over 3"):
+        grpo_config_kwargs(train_config(), tmp_path, num_processes=3, use_cuda=False)
+
+
+# --- the reward function TRL calls --------------------------------------------------------
+
+def test_reward_wraps_the_gsm8k_evaluator(tmp_path):
+    reward = EvaluatorReward(get_evaluator({"name": "gsm8k", "format_weight": 0.5}),
+                             columns=["row_id", "ground_truth"], rollouts_path=tmp_path / "rollouts.jsonl")
+    assert reward.__name__ == "gsm8k"
+    texts = ["so #### 72", "#### 5", "####", "no answer", "#### 3"]
+    logged: dict[str, list[float]] = {}
+    state = TrainerState()
+    state.global_step = 4
+    scores = reward(
+        prompts=[[{"role": "user", "content": "q"}]] * 5,
+        completions=[[{"role": "assistant", "content": t}] for t in texts],
+        completion_ids=[[1]] * 5,
+        trainer_state=state,
+        log_metric=lambda name, value: logged.setdefault(name, []).append(value),
+        log_extra=lambda column, values: None,
+        row_id=[f"train-{i}" for i in range(5)],
+        ground_truth=["72", "6", "1", "1", "not a number"],  # the last row makes the evaluator raise
+    )
+    assert scores == [1.0, 0.5, 0.25, 0.0, None]
+    assert logged["invalid_rate"] == [0.2]
+    assert logged["reward/correct"] == [0.25]
+    assert logged["reward/format"] == [pytest.approx((1 + 1 + 0.5 + 0) / 4)]
+
+    rollouts = read_jsonl(tmp_path / "rollouts.jsonl")
+    assert [r["row_id"] for r in rollouts] == ["train-0", "train-1", "train-2", "train-3"]
+    assert {r["step"] for r in rollouts} == {5}
+    assert rollouts[0]["completion"] == "so #### 72" and rollouts[0]["valid"] is True
+    assert rollouts[0]["metrics"] == {"correct": 1.0, "format": 1.0}
+
+
+class OutOfRange:
+    name = "broken"
+
+    def __call__(self, completion: str, row: dict) -> Evaluation:
+        return Evaluation(score=float(len(completion)), reason="length")
+
+
+def test_junk_scores_and_invalid_evaluations_count_as_invalid():
+    reward = EvaluatorReward(OutOfRange(), columns=[])
+    logged: dict[str, list[float]] = {}
+    scores = reward(prompts=["p", "p"], completions=["", "long"],
+                    log_metric=lambda name, value: logged.setdefault(name, []).append(value))
+    assert scores == [0.0, None]
+    assert logged == {"invalid_rate": [0.5]}
+    assert reward.evaluate("long", {})[1]["reason"] == "evaluator returned score 4.0, not in [0, 1]"
+    assert completion_text("plain") == "plain"
+
+
+# --- the real stage under accelerate launch ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """(tiny model dir, data dir with train.parquet) from real GSM8K rows, in the contract's schema."""
+    from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
+
+    root = tmp_path_factory.mktemp("grpo")
+    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:6]]
+    frame = pd.DataFrame({
+        "row_id": [f"train-{i}" for i in range(len(rows))],
+        "prompt": [[{"role": "user", "content": row["question"]}] for row in rows],
+        "ground_truth": [row["answer"].split("#### ")[-1].replace(",", "") for row in rows],
+        "answer": [row["answer"] for row in rows],
+    })
+    (root / "data").mkdir()
+    frame.to_parquet(root / "data" / "train.parquet")
+    model = build_tiny_model(texts_from_parquet(root / "data" / "train.parquet"), root / "tiny")
+    return model, root / "data"
+
+
+def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
+    command = ACCELERATE + ["-m", "knobsweep.train", "--config-json", json.dumps(config),
+                            "--model", str(model), "--data", str(data), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_and_writes_the_contract_outputs(inputs, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, data = inputs
+    config = train_config()  # 6 prompts / 2 per step = 3 steps
+    out = tmp_path / "train"
+    result = launch(config, model, data, out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    status = json.loads((out / "status.json").read_text())
+    assert (status["state"], status["step"], status["reason"]) == ("COMPLETED", 3, "")
+    assert status["started_at"] <= status["updated_at"]
+    assert yaml.safe_load((out / "run.yaml").read_text()) == config
+
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for line in metrics:
+        for key in ("reward", "loss", "kl", "grad_norm", "learning_rate", "elapsed_s",
+                    "reward/correct", "reward/format", "invalid_rate", "completions/mean_length"):
+            assert key in line, key
+    rollouts = read_jsonl(out / "rollouts.jsonl")
+    assert {r["step"] for r in rollouts} == {1, 2, 3}
+    assert set(rollouts[0]) == {"step", "row_id", "prompt", "completion", "score", "reason", "valid", "metrics"}
+    assert "Reward" in result.stdout and "Invalid" in result.stdout  # the console table
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), out / "adapter")
+    assert tuned.peft_config["default"].r == 8
+    assert len(AutoTokenizer.from_pretrained(out / "adapter")) == len(AutoTokenizer.from_pretrained(model))
+
+
+@pytest.mark.slow
+def test_a_bad_trl_field_fails_with_status_and_message(inputs, tmp_path):
+    model, data = inputs
+    out = tmp_path / "train"
+    result = launch(train_config(trl={"num_generation": 4}), model, data, out)
+    assert result.returncode != 0
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "FAILED"
+    assert "train.trl.num_generation: not a GRPOConfig field" in status["reason"]
+    assert "did you mean 'num_generations'" in status["reason"]
+    assert "train.trl.num_generation" in result.stderr
+    assert not (out / "adapter").exists()
