@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow
 SPEC = """
 baseline:
   model: {name: tiny}
-  data: {source: gsm8k, path: data/gsm8k, train_size: 16, eval_size: 4}
-  train: {learning_rate: 5.0e-4, batch_size: 2, trl: {max_steps: 3}}
-  rollout: {n: 4, temperature: 1.0, max_tokens: 16}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 24, eval_size: 4}
+  train: {learning_rate: 5.0e-4, batch_size: 4}
+  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}
   reward: {name: gsm8k, format_weight: 0.5}
   eval: {max_tokens: 16}
 sweep:
