@@ -188,7 +188,7 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert temp["delta_eval_score"] == pytest.approx(-0.10)
     assert lr["delta_final_reward"] == pytest.approx(-0.5)
     assert temp["delta_final_reward"] == pytest.approx(0.2)
-    assert lr["changed"] == "train.learning_rate=0.0003" and lr["train.learning_rate"] == 3e-4
+    assert lr["changed"] == "train.learning_rate=3e-4" and lr["train.learning_rate"] == 3e-4
     assert lr["hypothesis"] == "a higher LR learns faster"
     assert ref["eval_score"] == pytest.approx(0.10) and ref["status"] == "evaluated"
     assert ref["delta_eval_score"] == pytest.approx(-0.30)

@@ -14,7 +14,8 @@ from knobsweep import layout
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
 
-console = Console()
+# Piped output (CI logs, files) is not cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 SCHEMA_PATH = "workflow/schemas/experiment.schema.json"
 
 

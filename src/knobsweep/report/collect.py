@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from knobsweep import layout
+from knobsweep.spec.expand import format_value
 
 NOT_RUN = "not run"
 REFERENCE_NAME = "base model"
@@ -208,18 +209,6 @@ def get_dotted(config: Any, knob: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-def format_value(value: Any) -> str:
-    """A knob value as text: JSON spelling for scalars and containers alike."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return repr(value)
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _changed_text(changed: dict[str, Any]) -> str:

@@ -25,8 +25,8 @@ def format_value(value: Any) -> str:
             return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
         return f"{value:g}"
     if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "null" if value is None else str(value)
 
 
 def knob_labels(knobs: list[str]) -> dict[str, str]:
