@@ -10,9 +10,10 @@ BIN     := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # Without a CUDA driver, take PyTorch's CPU build so pip never pulls several GB of CUDA
-# wheels; with one, the default (CUDA) build.
+# wheels; with one, the default (CUDA) build. Few retries: where that index is unreachable
+# (an offline mirror or a local wheel via PIP_FIND_LINKS), pip moves on in seconds.
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
-TORCH_INDEX ?= --index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?= --retries 1 --timeout 10 --index-url https://download.pytorch.org/whl/cpu
 endif
 
 .PHONY: install install-dev demo test lint schema clean

@@ -105,12 +105,20 @@ def test_changing_one_arms_learning_rate_reruns_only_that_arm(finished):
         spec.write_text(original)
 
 
-def test_bad_spec_fails_before_any_job_and_writes_nothing(workflow_copy, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(workflow_copy, bad, ignore=shutil.ignore_patterns("results", ".snakemake"))
-    (bad / "experiments" / "tiny.yaml").write_text(SPEC.replace("learning_rate: [2.0e-4]", "learning_rate: [2.0e-4, 0.5]"))
-    result = snakemake(bad, "--config", "experiments=tiny", check=False)
+@pytest.mark.parametrize("bad, message", [
+    (("learning_rate: [2.0e-4]", "learning_rate: [2.0e-4, 0.5]"),
+     "tiny.yaml: sweep.train.learning_rate[1]: 0.5 is out of range; allowed: 1e-05 <= value <= 0.0005"),
+    (("eval.max_tokens: [20]", "eval.max_tokens: [twenty]"),
+     "tiny.yaml: sweep.eval.max_tokens[0]: 'twenty': Input should be a valid integer"),
+    (("eval.max_tokens: [20]", "eval.max_tokns: [20]"),
+     "tiny.yaml: sweep.eval.max_tokns: unknown knob 'eval.max_tokns'; did you mean 'eval.max_tokens'?"),
+    (("eval: {max_tokens: 16}", "eval: {max_tokens: 16"), "tiny.yaml: YAML syntax error: line"),
+])
+def test_bad_spec_fails_before_any_job_and_writes_nothing(workflow_copy, tmp_path, bad, message):
+    copy = tmp_path / "bad"
+    shutil.copytree(workflow_copy, copy, ignore=shutil.ignore_patterns("results", ".snakemake"))
+    (copy / "experiments" / "tiny.yaml").write_text(SPEC.replace(*bad))
+    result = snakemake(copy, "--config", "experiments=tiny", check=False)
     assert result.returncode != 0
-    assert "tiny.yaml: sweep.train.learning_rate[1]: 0.5 is out of range; allowed: 1e-05 <= value <= 0.0005" \
-        in result.stdout + result.stderr
-    assert not (bad / "results").exists()
+    assert message in result.stdout + result.stderr
+    assert not (copy / "results").exists()
