@@ -300,7 +300,7 @@ def test_cli_prints_the_first_dropped_lines(tmp_path):
     [
         ('{"source": "gsm8k", "path": "data/missing"}', "data.path 'data/missing': no such directory"),
         ('{"source": "squad"}', "unknown source 'squad'"),
-        ("{not json", "--config-json is not valid JSON"),
+        ("{not json", "argument --config-json: not valid JSON"),
     ],
 )
 def test_cli_failures_exit_non_zero_and_write_nothing(tmp_path, config, message):

@@ -35,6 +35,19 @@ def _normalise(obj: Any) -> Any:
     return obj
 
 
+def json_object(text: str) -> dict:
+    """argparse `type=` for a stage's --config-json: a JSON object, else a clear usage error."""
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def content_hash(obj: Any, length: int = 16) -> str:
     """A short, stable hex digest of a JSON-able object."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from knobsweep.data import DataError, convert_to_dir
+from knobsweep.io import json_object
 
 SHOWN_DROPPED = 5
 
@@ -16,13 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m knobsweep.data",
         description="Convert a dataset into train.parquet, eval.parquet and manifest.json.",
     )
-    parser.add_argument("--config-json", required=True, help="the run config's `data` section, as JSON")
+    parser.add_argument("--config-json", required=True, type=json_object, help="the run config's `data` section, as JSON")
     parser.add_argument("--out", required=True, help="output directory, e.g. results/data/<key>")
     args = parser.parse_args(argv)
-    try:
-        options = json.loads(args.config_json)
-    except json.JSONDecodeError as error:
-        parser.error(f"--config-json is not valid JSON: {error}")
+    options = args.config_json
     try:
         manifest = convert_to_dir(options, args.out)
     except DataError as error:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from knobsweep.evaluate import evaluate
+from knobsweep.io import json_object
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,16 +15,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate completions for a data stage's eval split, score them, "
         "write summary.json and samples.jsonl.",
     )
-    parser.add_argument("--config-json", required=True,
+    parser.add_argument("--config-json", required=True, type=json_object,
                         help='{"eval": {backend, temperature, top_p, max_tokens, samples, batch_size}, "reward": {...}}')
     parser.add_argument("--model", required=True, help="hub id, local path or merged model dir")
     parser.add_argument("--data", required=True, help="data stage directory holding eval.parquet")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
-    try:
-        config = json.loads(args.config_json)
-    except json.JSONDecodeError as exc:
-        parser.error(f"--config-json: not valid JSON: {exc}")
+    config = args.config_json
     try:
         summary = evaluate(config, args.model, args.data, args.out)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -9,9 +9,10 @@ TRAIN = {model, train, rollout, reward, seed} of the resolved run config (docs/c
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
+
+from knobsweep.io import json_object
 
 METHODS = ("grpo",)
 
@@ -23,15 +24,12 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m knobsweep.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config-json", required=True, help="TRAIN section as JSON")
+    parser.add_argument("--config-json", required=True, type=json_object, help="TRAIN section as JSON")
     parser.add_argument("--model", required=True, help="hub id, local path or tiny model directory")
     parser.add_argument("--data", required=True, help="data stage directory holding train.parquet")
     parser.add_argument("--out", required=True, help="output directory results/train/<key>")
     args = parser.parse_args(argv)
-    try:
-        config = json.loads(args.config_json)
-    except json.JSONDecodeError as exc:
-        parser.error(f"--config-json is not valid JSON: {exc}")
+    config = args.config_json
     method = config.get("train", {}).get("method", "grpo")
     if method not in METHODS:
         parser.error(f"train.method={method!r}: this stage implements {', '.join(METHODS)}")
