@@ -60,6 +60,24 @@ class DataConfig(Section):
     seed: int = Field(0, ge=0, description="seed of the shuffle before taking the first rows")
 
 
+class HealthConfig(Section):
+    """Thresholds of the training health monitor (warnings in status.json, never silent)."""
+
+    grad_norm_max: float = Field(10.0, gt=0.0, description="warn when grad_norm exceeds this ...")
+    grad_norm_patience: int = Field(3, ge=1, description="... for this many steps in a row")
+    kl_max: float = Field(1.0, gt=0.0, description="warn when the KL to the reference exceeds this")
+    invalid_rate_max: float = Field(
+        0.2, ge=0.0, le=1.0, description="warn when this share of samples could not be scored"
+    )
+    reward_collapse_drop: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="warn when the reward (5-step mean) loses this share of what it had gained",
+    )
+    flat_patience: int = Field(
+        5, ge=1, description="warn when the reward has zero variance for this many steps in a row"
+    )
+
+
 class TrainConfig(Section):
     method: Literal["grpo"] = "grpo"
     loss: Literal["grpo", "dapo", "gspo-token"] = "grpo"
@@ -72,7 +90,14 @@ class TrainConfig(Section):
     kl_beta: float | None = Field(
         None, ge=0.0, le=10.0, description="KL coefficient; only with loss grpo"
     )
-    log_every: int = Field(1, ge=1, description="log metrics every N steps")
+    log_every: int = Field(1, ge=1, description="print a console row every N steps (metrics.jsonl gets every step)")
+    save_every: int = Field(50, ge=1, description="save a checkpoint every N steps")
+    keep_checkpoints: int = Field(2, ge=1, le=100, description="keep the last N checkpoints")
+    reward_timeout_s: float | None = Field(
+        60.0, gt=0.0, description="seconds one evaluator call may take before its sample is invalid (null = no limit)"
+    )
+    rollouts_per_step: int = Field(4, ge=0, le=4096, description="rollouts written to rollouts.jsonl per step")
+    health: HealthConfig = Field(default_factory=HealthConfig)
     trl: dict[str, Any] = Field(
         default_factory=dict, description="any TRL config field, passed through unchanged"
     )
@@ -124,21 +149,39 @@ class EvalConfig(Section):
     max_tokens: int = Field(512, ge=16, le=16384)
     samples: int = Field(1, ge=1, le=64, description="completions per prompt")
     batch_size: int = Field(32, ge=1, le=4096, description="prompts per generation batch")
+    parser: Literal["strict", "flexible", "math_verify"] = Field(
+        "strict",
+        description="GSM8K answer parser of the headline eval accuracy (all three are always reported; "
+        "the training reward parses strictly)",
+    )
 
 
 class StageResources(Section):
-    gpus: int | None = Field(None, ge=0, le=64, description="null = 1 for a real model, 0 for tiny")
-    cpus: int = Field(1, ge=1, le=256)
-    mem_mb: int = Field(8000, ge=256)
-    runtime_min: int = Field(60, ge=1)
+    """What one stage's job asks the scheduler for (Slurm, or the local `--cores/--resources` pool).
+
+    Unset fields take the stage's default (see `knobsweep.resources`); `partition`, `account`
+    and `qos` default to the site settings (environment or slurm/site.yaml), never to a value
+    written here.
+    """
+
+    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per node; null = 1 for train/eval of a real model, else 0")
+    gpu_model: str | None = Field(None, description="GPU type, e.g. a100 (Slurm --gpus=<model>:<n>)")
+    cpus: int | None = Field(None, ge=1, le=256, description="CPUs per node (threads); null = stage default")
+    mem_mb: int | None = Field(None, ge=256, description="memory per node in MB; null = stage default")
+    runtime_min: int | None = Field(None, ge=1, description="wall-clock limit in minutes; null = stage default")
+    nodes: int = Field(1, ge=1, le=1024, description="nodes (multi-node training: train only)")
+    partition: str | None = Field(None, description="Slurm partition; null = site setting / cluster default")
+    account: str | None = Field(None, description="Slurm account; null = site setting / your default")
+    qos: str | None = Field(None, description="Slurm QOS; null = site setting / none")
+    constraint: str | None = Field(None, description="Slurm --constraint (node features)")
 
 
 class Resources(Section):
-    data: StageResources = Field(default_factory=lambda: StageResources(gpus=0, mem_mb=4000))
-    train: StageResources = Field(default_factory=lambda: StageResources(runtime_min=240))
-    merge: StageResources = Field(default_factory=lambda: StageResources(gpus=0))
+    data: StageResources = Field(default_factory=StageResources)
+    train: StageResources = Field(default_factory=StageResources)
+    merge: StageResources = Field(default_factory=StageResources)
     eval: StageResources = Field(default_factory=StageResources)
-    report: StageResources = Field(default_factory=lambda: StageResources(gpus=0, mem_mb=4000))
+    report: StageResources = Field(default_factory=StageResources)
 
 
 class RunConfig(Section):
