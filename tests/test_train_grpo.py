@@ -81,10 +81,12 @@ def test_knobs_reach_grpo_config(tmp_path):
     assert args.generation_kwargs == {"repetition_penalty": 1.1}
     assert (args.loss_type, args.importance_sampling_level, args.epsilon, args.epsilon_high, args.beta) == (
         "grpo", "sequence", 3e-4, 4e-4, 0.0)
-    assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (5e-4, 2, 5, 0)
+    # metrics.jsonl gets every step; log_every only paces the console table
+    assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (5e-4, 2, 1, 0)
     assert (args.use_cpu, args.bf16, args.gradient_checkpointing, args.mask_truncated_completions) == (
         True, False, False, False)
-    assert args.save_strategy == "no" and args.report_to == []
+    assert args.save_strategy == "steps" and args.report_to == []
+    assert (args.save_steps, args.save_total_limit) == (50, 2)  # train.save_every / keep_checkpoints defaults
     assert Path(args.output_dir) == tmp_path / "checkpoints"
 
 
@@ -158,7 +160,7 @@ def test_junk_scores_and_invalid_evaluations_count_as_invalid():
     scores = reward(prompts=["p", "p"], completions=["", "long"],
                     log_metric=lambda name, value: logged.setdefault(name, []).append(value))
     assert scores == [0.0, None]
-    assert logged == {"invalid_rate": [0.5]}
+    assert logged == {"invalid_rate": [0.5], "identical_rollouts": [0.0]}
     assert reward.evaluate("long", {})[1]["reason"] == "evaluator returned score 4.0, not in [0, 1]"
     assert completion_text("plain") == "plain"
 

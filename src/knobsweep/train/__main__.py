@@ -4,12 +4,13 @@
         --dynamo_backend no -m knobsweep.train --config-json TRAIN --model M --data D --out OUT
 
 TRAIN = {model, train, rollout, reward, seed} of the resolved run config (docs/contracts.md).
+Exit status: 0 COMPLETED or EARLY_STOPPED, 1 FAILED, 128 + signal CANCELLED (143 SIGTERM,
+130 SIGINT; a checkpoint was saved: the same command again resumes from it).
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from knobsweep.io import json_object
@@ -17,12 +18,7 @@ from knobsweep.io import json_object
 METHODS = ("grpo",)
 
 
-def _terminate(signum, frame):
-    # Slurm preemption / scancel: unwind through train() so status.json says FAILED with why.
-    raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m knobsweep.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config-json", required=True, type=json_object, help="TRAIN section as JSON")
     parser.add_argument("--model", required=True, help="hub id, local path or tiny model directory")
@@ -33,11 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     method = config.get("train", {}).get("method", "grpo")
     if method not in METHODS:
         parser.error(f"train.method={method!r}: this stage implements {', '.join(METHODS)}")
-    signal.signal(signal.SIGTERM, _terminate)
 
-    from knobsweep.train.grpo import train
+    from knobsweep.train.grpo import Cancelled, train
 
-    train(config, args.model, args.data, args.out)
+    try:
+        train(config, args.model, args.data, args.out)
+    except Cancelled as exc:  # SIGTERM / SIGINT: status.json says CANCELLED; the shell's 128 + signal
+        print(f"knobsweep.train: cancelled: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """TrainerCallbacks shared by every training method.
 
-`MetricsLogger` turns each Trainer log into one metrics.jsonl line (the report's source),
-keeps status.json's step current, and prints a compact console row, so a Slurm log reads
-as a table instead of a wall of dicts.
+- `MetricsLogger`: one metrics.jsonl line per optimizer step (every value the Trainer logs, plus
+  elapsed_s and tokens_per_s), status.json's step kept current, and a compact console row
+  every `log_every` steps, so a Slurm log reads as a table instead of a wall of dicts.
+- `HealthCallback`: the `health.HealthMonitor` checks on each step's metrics; warnings go to
+  status.json and the console; a non-finite loss / grad norm raises `NonFiniteError`.
+- `LifecycleCallback`: a stop request (SIGTERM / SIGINT) saves a checkpoint and ends the loop;
+  an epoch in which every group was filtered out ends the run early; each checkpoint gets a
+  copy of metrics.jsonl / rollouts.jsonl, so a resume restores them even if they were deleted.
 """
 
 from __future__ import annotations
 
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -14,27 +21,43 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from knobsweep.io import append_jsonl
+from knobsweep.train.health import HealthMonitor
 from knobsweep.train.status import RunStatus
 
 # (header, metric key, width, format) of the console table.
 COLUMNS = (("Step", "step", 6, "d"), ("Loss", "loss", 10, ".4g"), ("Reward", "reward", 8, ".4f"),
-           ("KL", "kl", 10, ".4g"), ("Invalid", "invalid_rate", 8, ".2f"), ("Elapsed", "elapsed_s", 8, ".1f"))
+           ("KL", "kl", 10, ".4g"), ("Invalid", "invalid_rate", 8, ".2f"),
+           ("Filtered", "filtered_group_rate", 9, ".2f"),
+           ("Tok/s", "tokens_per_s", 9, ".1f"), ("Elapsed", "elapsed_s", 8, ".1f"))
+# Copies of the logs kept inside each checkpoint directory (restored on resume).
+LOGS_IN_CHECKPOINT = "knobsweep-logs"
 
 
 def _cell(value, width: int, spec: str) -> str:
-    text = "-" if value is None else format(value, spec)
+    try:
+        text = "-" if value is None else format(value, spec)
+    except (TypeError, ValueError):
+        text = str(value)
     return text.rjust(width)
 
 
 class MetricsLogger(TrainerCallback):
-    """Appends one JSON line per logged step to `metrics_path`: step, elapsed_s, every logged value."""
+    """Appends one JSON line per logged step to `metrics_path`: step, elapsed_s, tokens_per_s, every logged value.
 
-    def __init__(self, metrics_path: str | Path, status: RunStatus, console: Console | None = None):
+    `elapsed_offset` and `last` (the last line kept from before a resume) continue the clock and
+    the token rate across attempts.
+    """
+
+    def __init__(self, metrics_path: str | Path, status: RunStatus, console: Console | None = None,
+                 log_every: int = 1, elapsed_offset: float = 0.0, last: dict | None = None):
         self.metrics_path = Path(metrics_path)
         self.status = status
         self.console = console or Console(highlight=False, soft_wrap=True)
+        self.log_every = max(1, int(log_every))
+        self.offset = float(elapsed_offset)
         self._t0 = time.monotonic()
         self._header_printed = False
+        self._last = last or {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = time.monotonic()
@@ -45,13 +68,103 @@ class MetricsLogger(TrainerCallback):
         # The Trainer's end-of-training summary (train_runtime, train_loss, ...) is not a step.
         if "train_runtime" in logs:
             return
-        record = {"step": state.global_step, "elapsed_s": round(time.monotonic() - self._t0, 3), **logs}
+        elapsed = round(self.offset + time.monotonic() - self._t0, 3)
+        record = {"step": state.global_step, "elapsed_s": elapsed, **logs}
+        record["tokens_per_s"] = self._tokens_per_s(record)
         append_jsonl(self.metrics_path, record)
+        self._last = record
         self.status.write(step=state.global_step)
-        self._print_row(record)
+        if state.global_step % self.log_every == 0 or state.global_step == 1:
+            self._print_row(record)
+
+    def _tokens_per_s(self, record: dict) -> float | None:
+        tokens = record.get("num_tokens")
+        if not isinstance(tokens, (int, float)):
+            return None
+        d_tokens = tokens - float(self._last.get("num_tokens") or 0.0)
+        d_time = record["elapsed_s"] - float(self._last.get("elapsed_s") or 0.0)
+        return round(d_tokens / d_time, 2) if d_tokens > 0 and d_time > 0 else None
 
     def _print_row(self, record: dict) -> None:
         if not self._header_printed:
             self.console.print("".join(name.rjust(width + 1) for name, _, width, _ in COLUMNS), style="bold")
             self._header_printed = True
         self.console.print("".join(" " + _cell(record.get(key), width, spec) for _, key, width, spec in COLUMNS))
+
+
+class HealthCallback(TrainerCallback):
+    """Runs the health checks on every logged step; warnings are recorded and printed, never silent."""
+
+    def __init__(self, monitor: HealthMonitor, status: RunStatus, console: Console):
+        self.monitor, self.status, self.console = monitor, status, console
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:
+            return
+        self.monitor.check_finite(state.global_step, logs)  # raises: before this step's checkpoint is saved
+        for kind, message in self.monitor.check(state.global_step, logs):
+            self.report(state.global_step, kind, message)
+
+    def report(self, step: int, kind: str, message: str) -> None:
+        self.status.warn(step, kind, message)
+        if self.status.enabled:
+            self.console.print(f"[yellow]warning[/] step {step} {kind}: {message}")
+
+
+class StopRequest:
+    """Set by the SIGTERM / SIGINT handler; read at the end of each optimizer step."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.in_loop = False  # a first signal outside the training loop exits at once
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+class LifecycleCallback(TrainerCallback):
+    def __init__(self, stop: StopRequest, status: RunStatus, console: Console, health: HealthCallback,
+                 logs: tuple[Path, ...] = ()):
+        self.stop, self.status, self.console, self.health = stop, status, console, health
+        self.logs = logs
+        self.trainer = None  # set once the trainer exists (epoch_groups / epoch_filtered)
+        self.early_stop_reason = ""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stop.in_loop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.stop.in_loop = False
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.trainer is not None:
+            self.trainer.epoch_groups = self.trainer.epoch_filtered = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.signum is not None:
+            control.should_save = True
+            control.should_log = True
+            control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer is None or not trainer.epoch_groups or trainer.epoch_filtered < trainer.epoch_groups:
+            return
+        epoch = round(state.epoch or 0)
+        message = (f"every one of the {trainer.epoch_groups} groups of epoch {epoch} had zero score variance "
+                   "(or no valid score): no learning signal")
+        self.health.report(state.global_step, "all_groups_filtered", message)
+        if state.global_step < state.max_steps:  # more epochs planned: stop instead of spinning
+            self.early_stop_reason = message + f"; stopped after step {state.global_step} of {state.max_steps}"
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            (checkpoint / LOGS_IN_CHECKPOINT).mkdir(exist_ok=True)
+            for path in self.logs:
+                if path.is_file():
+                    shutil.copyfile(path, checkpoint / LOGS_IN_CHECKPOINT / path.name)

@@ -4,15 +4,25 @@ The knobs we name (loss method, rollout sampling, batch size, ...) map onto GRPO
 here; `train.trl` is then applied on top unchanged, so any GRPOConfig field a user sets
 reaches TRL as written (`model_init_kwargs` goes to our own `from_pretrained`, where it
 acts). Outputs (see docs/contracts.md): run.yaml, status.json,
-metrics.jsonl, rollouts.jsonl, adapter/.
+metrics.jsonl, rollouts.jsonl, adapter/, checkpoints/.
+
+Lifecycle (status.json): PENDING -> VALIDATING (dataset rows, an evaluator smoke test) ->
+RUNNING -> COMPLETED | FAILED (an exception, a NaN/Inf loss) | CANCELLED (SIGTERM / SIGINT:
+a checkpoint is saved, exit 128 + signal) | EARLY_STOPPED (an epoch with no learning signal;
+the adapter is saved, exit 0). Running the same command again resumes from the latest
+checkpoint in OUT/checkpoints (metrics.jsonl / rollouts.jsonl are cut back to its step).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import numbers
+import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,12 +30,16 @@ from typing import Any, Callable
 import yaml
 from rich.console import Console
 
-from knobsweep.io import append_jsonl, atomic_dir, atomic_write_text
-from knobsweep.train.callbacks import MetricsLogger
-from knobsweep.train.status import COMPLETED, FAILED, RUNNING, RunStatus
+from knobsweep.io import append_jsonl, atomic_dir, atomic_write_text, read_jsonl
+from knobsweep.train.callbacks import (LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger,
+                                       StopRequest)
+from knobsweep.train.health import HealthMonitor, NonFiniteError
+from knobsweep.train.status import (CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING,
+                                    RunStatus)
 
-# Rollouts written to rollouts.jsonl per generation batch: enough to read, small on disk.
-ROLLOUTS_PER_STEP = 4
+# Defaults of the lifecycle knobs, for TRAIN sections written before they existed (spec/schema.py).
+ROLLOUTS_PER_STEP = 4  # rollouts written to rollouts.jsonl per generation batch
+SAVE_EVERY, KEEP_CHECKPOINTS, REWARD_TIMEOUT_S = 50, 2, 60.0
 
 
 # Keys of the TRAIN config this stage reads (the spec fills every one in; see docs/contracts.md).
@@ -91,8 +105,10 @@ def grpo_config_kwargs(config: dict, out_dir: Path, num_processes: int, use_cuda
         max_completion_length=rollout["max_tokens"],
         generation_kwargs=rollout.get("extra_body") or None,
         seed=config["seed"],
-        logging_steps=train["log_every"],
-        save_strategy="no",
+        logging_steps=1,  # metrics.jsonl gets every step; log_every paces the console table
+        save_strategy="steps",
+        save_steps=train.get("save_every", SAVE_EVERY),
+        save_total_limit=train.get("keep_checkpoints", KEEP_CHECKPOINTS),
         report_to="none",
         disable_tqdm=True,  # MetricsLogger prints the progress table instead
         # A model that never emits EOS would have every completion masked (loss 0).
@@ -127,28 +143,73 @@ def completion_text(completion: Any) -> str:
     return "".join(str(message.get("content") or "") for message in completion)
 
 
+class Cancelled(BaseException):
+    """The run was stopped by a signal (SIGTERM / SIGINT); exit status 128 + signal."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class EvaluatorTimeout(Exception):
+    pass
+
+
+def call_with_timeout(fn: Callable, timeout: float | None, *args):
+    """fn(*args), or EvaluatorTimeout after `timeout` seconds (None = wait forever).
+
+    The call runs in a daemon thread; one that never returns is abandoned, not killed (Python
+    cannot kill a thread), so a hung evaluator costs a thread and its sample, not the run.
+    """
+    if not timeout:
+        return fn(*args)
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="evaluator")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise EvaluatorTimeout(f"no result within train.reward_timeout_s={timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class EvaluatorReward:
     """A TRL reward function around a knobsweep evaluator.
 
     Returns the evaluator's score per completion, or None (TRL: no reward) when the evaluator
-    raised or returned junk (not a finite score in [0, 1], or valid=False); such samples are
-    counted in `invalid_rate`. The means of the evaluator's named metrics over valid samples
-    are logged as `reward/<name>` through TRL's `log_metric`, so they land in the same log
-    (and metrics.jsonl line) as TRL's own `reward`.
+    raised, timed out (`timeout` s) or returned junk (not a finite score in [0, 1], or
+    valid=False); such samples are counted in `invalid_rate` and removed from the loss
+    (`trainer.KnobsweepGRPOTrainer`). The means of the evaluator's named metrics over valid
+    samples are logged as `reward/<name>` through TRL's `log_metric`, so they land in the same
+    log (and metrics.jsonl line) as TRL's own `reward`; so is `identical_rollouts` (1.0 when
+    every completion of the batch is the same text).
     """
 
-    def __init__(self, evaluator: Callable, columns: list[str], rollouts_path: Path | None = None):
+    def __init__(self, evaluator: Callable, columns: list[str], rollouts_path: Path | None = None,
+                 timeout: float | None = None, rollouts_per_step: int = ROLLOUTS_PER_STEP):
         self.evaluator = evaluator
         self.columns = columns  # dataset columns besides `prompt`, passed to the evaluator as the row
         self.rollouts_path = rollouts_path  # None on non-main processes
+        self.timeout = timeout
+        self.rollouts_per_step = rollouts_per_step
         self.__name__ = getattr(evaluator, "name", "reward")  # TRL logs rewards/<__name__>/mean
 
     def evaluate(self, text: str, row: dict) -> tuple[float | None, dict]:
         """(score or None, the parts recorded in rollouts.jsonl)."""
         try:
-            evaluation = self.evaluator(text, row)
+            evaluation = call_with_timeout(self.evaluator, self.timeout, text, row)
             score, reason = evaluation.score, evaluation.reason
             valid, metrics = bool(evaluation.valid), dict(evaluation.metrics or {})
+        except EvaluatorTimeout as exc:
+            return None, {"score": None, "reason": f"evaluator timed out: {exc}", "valid": False, "metrics": {}}
         except Exception as exc:  # an evaluator bug must cost one sample, not the run
             return None, {"score": None, "reason": f"evaluator raised {type(exc).__name__}: {exc}",
                           "valid": False, "metrics": {}}
@@ -161,17 +222,18 @@ class EvaluatorReward:
     def __call__(self, prompts, completions, trainer_state=None, log_metric=None, **kwargs):
         rows = [{column: kwargs[column][i] for column in self.columns if column in kwargs}
                 for i in range(len(completions))]
-        results = [self.evaluate(completion_text(c), row) for c, row in zip(completions, rows)]
+        texts = [completion_text(c) for c in completions]
+        results = [self.evaluate(text, row) for text, row in zip(texts, rows)]
         scores = [score for score, _ in results]
         if log_metric is not None:
             self._log_parts(results, log_metric)
-        if self.rollouts_path is not None:
+            log_metric("identical_rollouts", 1.0 if len(texts) > 1 and len(set(texts)) == 1 else 0.0)
+        if self.rollouts_path is not None and self.rollouts_per_step > 0:
             step = trainer_state.global_step + 1 if trainer_state is not None else 0  # the step these train
-            stride = max(1, len(results) // ROLLOUTS_PER_STEP)
-            for i in range(0, len(results), stride)[:ROLLOUTS_PER_STEP]:
+            stride = max(1, len(results) // self.rollouts_per_step)
+            for i in range(0, len(results), stride)[:self.rollouts_per_step]:
                 append_jsonl(self.rollouts_path, {"step": step, "row_id": rows[i].get("row_id"),
-                                                  "prompt": prompts[i], "completion": completion_text(completions[i]),
-                                                  **results[i][1]})
+                                                  "prompt": prompts[i], "completion": texts[i], **results[i][1]})
         return scores
 
     @staticmethod
@@ -182,6 +244,96 @@ class EvaluatorReward:
             values = [float(m[name]) for m in valid if isinstance(m.get(name), numbers.Real)]
             if values:
                 log_metric(f"reward/{name}", sum(values) / len(values))
+
+
+# --- VALIDATING: before any training step --------------------------------------------------
+
+# Columns that may hold a row's reference answer, scored in the evaluator smoke test.
+REFERENCE_COLUMNS = ("answer", "ground_truth", "reference", "solution", "target", "chosen")
+JUNK_COMPLETIONS = ("", "I don't know.", "lorem ipsum dolor sit amet", "#### banana")
+SMOKE_ROWS = 3
+
+
+def _prompt_problem(prompt: Any) -> str | None:
+    if isinstance(prompt, str):
+        return None if prompt.strip() else "empty prompt"
+    if hasattr(prompt, "tolist"):  # numpy arrays from parquet
+        prompt = prompt.tolist()
+    if isinstance(prompt, (list, tuple)):
+        if not prompt:
+            return "no messages"
+        for message in prompt:
+            if not isinstance(message, dict) or "content" not in message:
+                return f"a message without 'content': {message!r:.80}"
+        if not any(str(message.get("content") or "").strip() for message in prompt):
+            return "every message is empty"
+        return None
+    return f"prompt of type {type(prompt).__name__}, expected text or a list of messages"
+
+
+def validate_rows(dataset) -> None:
+    """Every row has a non-empty prompt (text, or messages with content); names the bad rows."""
+    if len(dataset) == 0:
+        raise ValueError("train.parquet has no rows")
+    if "prompt" not in dataset.column_names:
+        raise ValueError(f"train.parquet: no 'prompt' column (columns: {', '.join(dataset.column_names)})")
+    ids = dataset["row_id"] if "row_id" in dataset.column_names else list(range(len(dataset)))
+    bad = [(row_id, problem) for row_id, prompt in zip(ids, dataset["prompt"])
+           if (problem := _prompt_problem(prompt)) is not None]
+    if bad:
+        listed = "; ".join(f"row {row_id}: {problem}" for row_id, problem in bad[:5])
+        raise ValueError(f"train.parquet: {len(bad)} of {len(dataset)} rows have an unusable prompt ({listed})")
+
+
+def smoke_test_evaluator(reward: EvaluatorReward, rows: list[dict]) -> dict:
+    """Score the first rows' reference answers and a few junk strings before training.
+
+    Fails when the evaluator raises (or is invalid) on every candidate, or gives every one the
+    same score: it cannot tell a good completion from a bad one, so training would learn
+    nothing. Returns a summary for status.json.
+    """
+    candidates = []
+    for row in rows[:SMOKE_ROWS]:
+        references = [str(row[c]) for c in REFERENCE_COLUMNS if isinstance(row.get(c), str) and row[c].strip()]
+        candidates += [(text, row) for text in (*references, *JUNK_COMPLETIONS)]
+    results = [reward.evaluate(text, row) for text, row in candidates]
+    scores = [score for score, _ in results if score is not None]
+    summary = {"samples": len(results), "invalid": len(results) - len(scores),
+               "distinct_scores": sorted(set(scores))[:10]}
+    if not scores:
+        raise ValueError(f"evaluator {reward.__name__!r} could not score any of {len(results)} smoke-test "
+                         f"candidates (reference answers and junk); first: {results[0][1]['reason']}")
+    if len(set(scores)) == 1:
+        raise ValueError(f"evaluator {reward.__name__!r} gave all {len(scores)} smoke-test candidates (reference "
+                         f"answers and junk) the same score {scores[0]}: it cannot tell good from bad")
+    return summary
+
+
+# --- resume -------------------------------------------------------------------------------
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint-N with the largest N that holds a trainer_state.json (a finished save)."""
+    if not checkpoints.is_dir():
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+            and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def restore_logs(checkpoint: Path, logs: tuple[Path, ...]) -> int:
+    """Cut metrics.jsonl / rollouts.jsonl back to the checkpoint's step; return that step.
+
+    The copies saved inside the checkpoint win (they survive a workflow manager deleting a
+    failed job's outputs); otherwise lines past the step are dropped from the live file.
+    """
+    step = int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
+    for path in logs:
+        saved = checkpoint / LOGS_IN_CHECKPOINT / path.name
+        source = saved if saved.is_file() else path
+        records = read_jsonl(source) if source.is_file() else []
+        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        atomic_write_text(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
+    return step
 
 
 def load_dataset(data_dir: str | Path):
@@ -217,7 +369,9 @@ def peft_config(lora: dict | None):
 def train(config: dict, model_path: str, data_dir: str | Path, out_dir: str | Path) -> Path:
     """Run GRPO for a TRAIN config; write the contract's outputs into out_dir; return it.
 
-    On any exception status.json says FAILED with the reason, and the exception propagates.
+    Resumes from the latest checkpoint in out_dir/checkpoints when run.yaml there equals
+    `config`. Raises `Cancelled` after SIGTERM / SIGINT (a checkpoint saved first); on any
+    other exception status.json says FAILED with the reason, and the exception propagates.
     """
     import torch
     from accelerate import PartialState
@@ -226,41 +380,133 @@ def train(config: dict, model_path: str, data_dir: str | Path, out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     state = PartialState()
     is_main = state.is_main_process
-    status = RunStatus(out_dir / "status.json")
+    status = RunStatus(out_dir / "status.json", write=is_main)
     console = Console(highlight=False, soft_wrap=True)  # log files: one line per row, never wrapped
+    logs = (out_dir / "metrics.jsonl", out_dir / "rollouts.jsonl")
+    checkpoints = out_dir / "checkpoints"
+    run_yaml = out_dir / "run.yaml"
+    same_run = run_yaml.is_file() and yaml.safe_load(run_yaml.read_text()) == config
+    checkpoint = latest_checkpoint(checkpoints) if same_run else None
+    state.wait_for_everyone()  # every process has looked before the main one changes anything
     if is_main:
-        atomic_write_text(out_dir / "run.yaml", yaml.safe_dump(config, sort_keys=False))
-        # A re-run starts its logs afresh rather than appending to a failed run's.
-        atomic_write_text(out_dir / "metrics.jsonl", "")
-        atomic_write_text(out_dir / "rollouts.jsonl", "")
-        status.write(RUNNING)
+        if checkpoint is None:
+            # Another config's checkpoints, or only unfinished saves: start afresh.
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            for path in logs:
+                atomic_write_text(path, "")
+        else:
+            status.resume(restore_logs(checkpoint, logs), str(checkpoint))
+        atomic_write_text(run_yaml, yaml.safe_dump(config, sort_keys=False))
+    status.write(PENDING)
+    state.wait_for_everyone()
+    stop = StopRequest()
+    _install_signal_handlers(stop, console)
     started = time.monotonic()
+    lifecycle = None
     try:
+        status.write(VALIDATING)
         check_config(config)
-        trainer, tokenizer = _build_trainer(config, model_path, data_dir, out_dir, state, status, console)
-        trainer.train()
+        dataset, reward = _prepare(config, data_dir, out_dir, is_main)
+        status.write(validation=smoke_test_evaluator(reward, [_row(dataset, i, reward.columns)
+                                                              for i in range(min(SMOKE_ROWS, len(dataset)))]))
+        trainer, tokenizer, lifecycle = _build_trainer(config, model_path, dataset, reward, out_dir, state,
+                                                       status, console, stop)
+        status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.accelerator.wait_for_everyone()
+        step = trainer.state.global_step
+        if stop.signum is not None:
+            last = latest_checkpoint(checkpoints)
+            raise Cancelled(stop.signum, f"{stop.name} at step {step}: "
+                                         f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
+                                         "run the same command again to resume")
         if is_main:
             with atomic_dir(out_dir / "adapter") as tmp:
                 trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
-    except BaseException as exc:
-        if is_main:
-            status.write(FAILED, reason=f"{type(exc).__name__}: {exc}")
+    except Cancelled as exc:
+        status.write(CANCELLED, reason=str(exc))
+        console.print(f"[bold yellow]CANCELLED[/]: {exc}")
         raise
+    except NonFiniteError as exc:
+        last = latest_checkpoint(checkpoints)
+        status.warn(exc.step or status.step, "non_finite", str(exc))
+        status.write(FAILED, reason=f"NonFiniteError: {exc}; stopped before the weights or a checkpoint took it; "
+                                    f"last good checkpoint: {last if last else 'none'}")
+        console.print(f"[bold red]FAILED[/]: {exc}")
+        raise
+    except BaseException as exc:
+        status.write(FAILED, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        stop.in_loop = False
+    final, reason = (EARLY_STOPPED, lifecycle.early_stop_reason) if lifecycle.early_stop_reason else (COMPLETED, "")
+    status.write(final, reason=reason, step=step, runtime_s=round(time.monotonic() - started, 2),
+                 summary=run_summary(logs[0]))
     if is_main:
-        status.write(COMPLETED, step=trainer.state.global_step, runtime_s=round(time.monotonic() - started, 2))
-        console.print(f"[bold]GRPO done[/]: {trainer.state.global_step} steps in "
-                      f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}")
+        console.print(f"[bold]GRPO {final.lower().replace('_', ' ')}[/]: {step} steps in "
+                      f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
+                      + (f"\n{reason}" if reason else ""))
     return out_dir
 
 
-def _build_trainer(config, model_path, data_dir, out_dir, state, status, console):
+SUMMARY_KEYS = ("reward", "invalid_rate", "filtered_group_rate", "tokens_per_s")
+
+
+def run_summary(metrics_path: Path) -> dict:
+    """Means over every step in metrics.jsonl of the keys a reader asks about first."""
+    records = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    summary: dict[str, Any] = {"steps": len(records)}
+    for key in SUMMARY_KEYS:
+        values = [r[key] for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        summary[key] = round(sum(values) / len(values), 6) if values else None
+    return summary
+
+
+def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
+    """SIGTERM (Slurm preemption, scancel) / SIGINT (Ctrl-C): inside the training loop, finish the
+    step, save a checkpoint and stop; outside it, or on a second signal, stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        if stop.signum is None and stop.in_loop:
+            stop.signum = signum
+            console.print(f"[yellow]{signal.Signals(signum).name}[/]: finishing this step, saving a checkpoint")
+            return
+        raise Cancelled(signum, f"{signal.Signals(signum).name} "
+                                f"{'again' if stop.signum else 'outside the training loop'}: stopped at once")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _row(dataset, index: int, columns: list[str]) -> dict:
+    return {column: dataset[index][column] for column in columns}
+
+
+def _prepare(config: dict, data_dir: str | Path, out_dir: Path, is_main: bool):
+    """VALIDATING: the dataset rows and the reward function (smoke-tested by the caller)."""
+    from knobsweep.rewards import get_evaluator
+
+    train_cfg = config["train"]
+    dataset = load_dataset(data_dir)
+    validate_rows(dataset)
+    reward = EvaluatorReward(
+        get_evaluator(config["reward"]),
+        columns=[c for c in dataset.column_names if c != "prompt"],
+        rollouts_path=out_dir / "rollouts.jsonl" if is_main else None,
+        timeout=train_cfg.get("reward_timeout_s", REWARD_TIMEOUT_S),
+        rollouts_per_step=train_cfg.get("rollouts_per_step", ROLLOUTS_PER_STEP),
+    )
+    return dataset, reward
+
+
+def _build_trainer(config, model_path, dataset, reward, out_dir, state, status, console, stop):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import GRPOTrainer
 
-    from knobsweep.rewards import get_evaluator
+    from knobsweep.train.trainer import KnobsweepGRPOTrainer
 
     use_cuda = torch.cuda.is_available()
     trl_fields = dict(config["train"].get("trl") or {})
@@ -271,31 +517,32 @@ def _build_trainer(config, model_path, data_dir, out_dir, state, status, console
         grpo_config_kwargs({**config, "train": {**config["train"], "trl": trl_fields}},
                            out_dir, state.num_processes, use_cuda)
     )
-    dataset = load_dataset(data_dir)
-    evaluator = get_evaluator(config["reward"])
-    reward = EvaluatorReward(
-        evaluator,
-        columns=[c for c in dataset.column_names if c != "prompt"],
-        rollouts_path=out_dir / "rollouts.jsonl" if state.is_main_process else None,
-    )
+    metrics_path = out_dir / "metrics.jsonl"
+    previous = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    last = previous[-1] if previous else None
+    health = HealthCallback(HealthMonitor(**(config["train"].get("health") or {})), status, console)
+    lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / "rollouts.jsonl"))
+    logger = MetricsLogger(metrics_path, status, console, log_every=config["train"]["log_every"],
+                           elapsed_offset=float(last["elapsed_s"]) if last else 0.0, last=last)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
-    trainer = GRPOTrainer(
+    trainer = KnobsweepGRPOTrainer(
         model=model,
         reward_funcs=[reward],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config(config["model"].get("lora")),
-        callbacks=[MetricsLogger(out_dir / "metrics.jsonl", status, console)],
+        callbacks=[logger, health, lifecycle],  # in this order: a step is logged before it is judged
     )
+    lifecycle.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLogger prints a table
     if state.is_main_process:
         train_cfg, rollout = config["train"], config["rollout"]
         console.print(
             f"[bold]GRPO[/] {model_path} on {len(dataset)} prompts: loss {train_cfg['loss']}, "
             f"lr {train_cfg['learning_rate']}, {train_cfg['batch_size']} prompts x n={rollout['n']} per step, "
-            f"max_tokens {rollout['max_tokens']}, reward {evaluator.name}, "
+            f"max_tokens {rollout['max_tokens']}, reward {reward.__name__}, "
             f"{'LoRA r=' + str(config['model']['lora']['rank']) if config['model'].get('lora') else 'full fine-tune'}"
         )
-    return trainer, tokenizer
+    return trainer, tokenizer, lifecycle
