@@ -83,6 +83,15 @@ def test_cli_writes_a_consistent_summary(model, data, tmp_path):
         assert set(record) >= {"row_id", "prompt", "completion", "ground_truth", "score", "reason", "valid", "parts"}
         assert record["prompt"][0]["role"] == "user" and record["valid"] is True
     assert summary["score"] == pytest.approx(sum(r["score"] for r in records) / len(records))
+    # Every parser scored, with parse failures and a bootstrap CI around each score.
+    assert set(summary["parsers"]) == {"strict", "flexible", "math_verify"}
+    for name, entry in summary["parsers"].items():
+        assert entry["n"] == EVAL_ROWS and 0 <= entry["parse_failures"] <= EVAL_ROWS
+        assert entry["ci95"][0] <= entry["score"] <= entry["ci95"][1]
+        assert entry["score"] == pytest.approx(sum(r["parsers"][name]["correct"] for r in records) / EVAL_ROWS)
+    assert summary["parsers"]["strict"]["parse_failures"] == summary["parse_failures"]
+    assert summary["eval_parser"] == summary["reward_parser"] == "strict"
+    assert summary["score_ci95"][0] <= summary["score"] <= summary["score_ci95"][1]
 
 
 def test_greedy_is_deterministic(model, data, tmp_path):
@@ -154,3 +163,51 @@ def test_vllm_backend_without_the_gpu_extra_says_how_to_get_it(model, data, tmp_
     assert resolve_backend("auto") == "hf"
     with pytest.raises(RuntimeError, match=r"pip install knobsweep\[gpu\]"):
         evaluate(config(backend="vllm"), model, data, tmp_path / "eval")
+
+
+def _record(row_id, completion, ground_truth="42", score=None):
+    from knobsweep.rewards.gsm8k import parse_all
+
+    return {"row_id": row_id, "completion": completion, "ground_truth": ground_truth,
+            "score": score if score is not None else 0.0, "valid": True, "parts": {},
+            "parsers": parse_all(completion, ground_truth)}
+
+
+def test_parsers_side_by_side_and_bootstrap_ci():
+    records = [
+        _record("a", "#### 42", score=1.0),                    # all three right
+        _record("b", "so the answer is 42."),                   # strict fails to parse
+        _record("c", "The answer is $\\boxed{42}$"),           # strict fails; others right
+        _record("d", "I think 41"),                             # flexible/math_verify parse, wrong
+        _record("e", "no idea"),                                # nobody parses
+    ]
+    summary = summarize(records, 1, parser="flexible")
+    parsers = summary["parsers"]
+    assert parsers["strict"]["score"] == pytest.approx(1 / 5) and parsers["strict"]["parse_failures"] == 4
+    assert parsers["flexible"]["score"] == pytest.approx(3 / 5) and parsers["flexible"]["parse_failures"] == 1
+    assert parsers["math_verify"]["score"] == pytest.approx(3 / 5)
+    assert parsers["flexible"]["parse_failure_rate"] == pytest.approx(0.2)
+    assert summary["accuracy"] == pytest.approx(3 / 5) and summary["eval_parser"] == "flexible"
+    assert summary["reward_parser"] == "strict"
+    # Seeded: the same records give the same CI; the CI brackets the estimate.
+    assert summarize(records, 1, parser="flexible")["parsers"] == parsers
+    low, high = parsers["flexible"]["ci95"]
+    assert 0.0 <= low < 0.6 < high <= 1.0
+
+
+def test_bootstrap_resamples_prompts_not_samples():
+    from knobsweep.evaluate import bootstrap_ci
+
+    # 2 prompts x 50 samples each: the CI reflects 2 units, so it is wide.
+    records = [{"row_id": r, "v": float(r == "x")} for r in ("x", "y") for _ in range(50)]
+    low, high = bootstrap_ci(records, lambda rec: rec["v"])
+    assert low == 0.0 and high == 1.0
+    assert bootstrap_ci([], lambda rec: 0.0) is None
+
+
+def test_eval_parser_is_validated():
+    from knobsweep.evaluate import eval_options
+
+    with pytest.raises(ValueError, match="eval.parser"):
+        eval_options({"parser": "lenient"})
+    assert eval_options({"parser": "math_verify"})["parser"] == "math_verify"

@@ -140,11 +140,12 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I)
     assert not re.search(r"<link[^>]*\bhref\s*=", page, re.I)
     assert "Plotly.newPlot" in page and "<script>" in page
-    bundle_start = page.index("<script>", page.index("<footer>"))
-    bundle_end = page.index("</script>", bundle_start)
-    outside_bundle = page[:bundle_start] + page[bundle_end:]
-    assert "http://" not in outside_bundle and "https://" not in outside_bundle
-    assert len(page[bundle_start:bundle_end]) > 1_000_000  # plotly.js itself is inlined
+    assert "http://" not in page and "https://" not in page  # plotly.js is gzipped + base64 text
+    bundle = re.search(r'<script type="application/octet-stream" id="plotly-gz">([^<]*)</script>', page)
+    assert bundle, "no embedded plotly.js"
+    import base64, gzip
+    assert b"Plotly" in gzip.decompress(base64.b64decode(bundle.group(1)))[:100_000]
+    assert len(page.encode()) < 2_500_000
 
     # Header.
     assert "exp3" in page and str(experiment.path) in page and "knobsweep" in page
@@ -156,10 +157,10 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert reward["data"][0]["y"] == pytest.approx([0.1 * s for s in range(1, 11)])
     assert len(figure_data(page, "fig-loss")["data"]) == 3
 
-    # Eval bars with the base model as a horizontal reference line.
+    # Eval bars (one trace per run) with the base model as a horizontal reference line.
     evaluation = figure_data(page, "fig-eval")
-    assert evaluation["data"][0]["x"] == ["baseline", "lr=3e-4", "temp=1"]
-    assert evaluation["data"][0]["y"] == pytest.approx([0.40, 0.55, 0.30])
+    assert [t["x"][0] for t in evaluation["data"]] == ["baseline", "lr=3e-4", "temp=1"]
+    assert [t["y"][0] for t in evaluation["data"]] == pytest.approx([0.40, 0.55, 0.30])
     assert [shape["y0"] for shape in evaluation["layout"]["shapes"]] == pytest.approx([0.10])
 
     # Changed-knob cells carry the class; others (and the baseline row) do not.
@@ -206,7 +207,8 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
                 assert csv_row[column] == str(value), column
 
     # No temp files left behind by the atomic writes.
-    assert sorted(p.name for p in paths["html"].parent.iterdir()) == ["report.html", "summary.csv", "summary.json"]
+    assert sorted(p.name for p in paths["html"].parent.iterdir()) == [
+        "curves.csv", "report.html", "summary.csv", "summary.json"]
 
 
 def test_missing_failed_and_partial_runs_still_appear(three_runs: tuple[Experiment, Path]) -> None:
@@ -328,3 +330,72 @@ def test_one_reference_row_per_base_eval_and_no_baseline(tmp_path: Path) -> None
     assert all(r["delta_eval_score"] is None for r in rows)
     assert [s["y0"] for s in figure_data(page, "fig-eval")["layout"]["shapes"]] == pytest.approx([0.10, 0.05])
     assert "no baseline run" in page
+
+
+# ---------------------------------------------------------------- a richer sweep (also used by test_browser)
+
+IMG_XSS = "<img src=x onerror=alert(1)>"
+
+
+def write_full_eval(root: Path, key: str, strict: float, flexible: float, completion: str = "#### 42",
+                    parser: str = "strict", n: int = 40) -> None:
+    """A summary.json as the eval stage writes it now: parsers, CIs (built through summarize)."""
+    from knobsweep.evaluate import summarize
+
+    records = []
+    for i in range(n):
+        ok_strict, ok_flex = i < strict * n, i < flexible * n
+        parsers = {
+            "strict": {"answer": "1" if ok_strict else None, "correct": ok_strict},
+            "flexible": {"answer": "1" if ok_flex or i % 2 else None, "correct": ok_flex},
+            "math_verify": {"answer": "1" if ok_flex else None, "correct": ok_flex},
+        }
+        records.append({"row_id": f"test-{i}", "sample": 0, "prompt": [{"role": "user", "content": f"q{i} {XSS}"}],
+                        "completion": completion if i < 3 else f"answer {i}", "ground_truth": "1",
+                        "score": 1.0 if ok_strict else 0.1 * ok_flex, "reason": "ok", "valid": True,
+                        "parts": {"correct": float(ok_strict), "format": 1.0}, "parsers": parsers})
+    summary = summarize(records, 1, parser)
+    summary.update(backend="hf", model="m", tokens_per_s=100.0, elapsed_s=1.0)
+    atomic_write_json(layout.path(layout.EVAL_SUMMARY, root, key=key), summary)
+    layout.path(layout.EVAL_SAMPLES, root, key=key).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_rollouts(root: Path, run: Run, steps: int, completion: str = "#### 1") -> None:
+    path = layout.path(layout.TRAIN_DIR, root, key=run.keys.train) / "rollouts.jsonl"
+    lines = [{"step": s, "row_id": f"train-{s}-{j}", "prompt": [{"role": "user", "content": f"p{s}"}],
+              "completion": f"{completion} step {s} sample {j}", "score": (s * 7 + j * 3) % 10 / 10,
+              "reason": "r", "valid": True, "metrics": {}} for s in range(1, steps + 1) for j in range(2)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def write_health(root: Path, run: Run, items: list[dict]) -> None:
+    path = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
+    status = json.loads(path.read_text())
+    status["warnings"] = items
+    atomic_write_json(path, status)
+
+
+def rich_sweep(root: Path, steps: int = 30) -> Experiment:
+    """baseline, an LR arm, a run whose name and texts are XSS, a FAILED and a CANCELLED run."""
+    bad_name = XSS + IMG_XSS
+    runs = (
+        make_run("baseline", {}, "a"),
+        make_run("lr=3e-4", {"train.learning_rate": 3e-4}, "b", config_with(train__learning_rate=3e-4)),
+        make_run(bad_name, {"rollout.temperature": 1.0}, "x", config_with(rollout__temperature=1.0)),
+        make_run("crashed", {"train.batch_size": 32}, "f", config_with(train__batch_size=32)),
+        make_run("cancelled", {"train.batch_size": 4}, "c", config_with(train__batch_size=4)),
+    )
+    experiment = Experiment(name="rich", path=root / "rich.yaml", runs=runs,
+                            hypotheses={"rollout.temperature": IMG_XSS}, mode="ofat")
+    for index, run in enumerate(runs[:3]):
+        write_train(root, run, [0.02 * s + 0.1 * index for s in range(1, steps + 1)])
+        write_rollouts(root, run, steps, completion=f"{IMG_XSS} {XSS}")
+    write_train(root, runs[3], [0.1, 0.2], state="FAILED", reason=f"CUDA out of memory {XSS}")
+    write_train(root, runs[4], [0.1], state="CANCELLED", reason="cancelled by the user")
+    write_health(root, runs[1], [{"step": 12, "kind": "kl_spike", "message": "KL 3.2 > 1.0"},
+                                 {"step": 20, "kind": "zero_variance", "message": f"all groups equal {XSS}"}])
+    write_full_eval(root, "eval-a", 0.40, 0.60)
+    write_full_eval(root, "eval-b", 0.45, 0.65)
+    write_full_eval(root, "eval-x", 0.90, 0.95, completion=f"{IMG_XSS} {XSS} #### 1", parser="flexible")
+    write_full_eval(root, "base0", 0.05, 0.20)
+    return experiment

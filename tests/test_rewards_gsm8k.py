@@ -175,3 +175,39 @@ def test_get_evaluator_errors_name_the_problem():
         get_evaluator({"format_weight": 0.2})
     with pytest.raises(ValueError, match="format_weight: must be a number"):
         get_evaluator({"name": "gsm8k", "format_weight": 2})
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("so 3 + 4 = 7", "7"),
+        ("it costs $1,234.50.", "1234.50"),
+        ("#### -5", "-5"),
+        ("answer: 18.", "18"),
+        ("no numbers here", None),
+    ],
+)
+def test_flexible_takes_the_last_number(completion, expected):
+    from knobsweep.rewards.gsm8k import extract_flexible_answer
+
+    assert extract_flexible_answer(completion) == expected
+
+
+def test_parse_all_three_ways():
+    from knobsweep.rewards.gsm8k import PARSERS, parse_all
+
+    result = parse_all("The total is \\boxed{1,000} dollars", "1000")
+    assert set(result) == set(PARSERS)
+    assert result["strict"] == {"answer": None, "correct": False}
+    assert result["flexible"]["correct"] and result["math_verify"]["correct"]
+    wrong = parse_all("#### 12", "13")
+    assert all(entry["answer"] is not None and not entry["correct"] for entry in wrong.values())
+    assert set(parse_all("#### 13", "13", math_verify=False)) == {"strict", "flexible"}
+
+
+def test_strict_agrees_with_the_evaluator_on_real_answers(real_test_rows):
+    from knobsweep.rewards.gsm8k import parse_all
+
+    for row in real_test_rows[:200]:
+        result = parse_all(row["answer"], row["ground_truth"], math_verify=False)
+        assert result["strict"]["correct"] and result["flexible"]["correct"], row["answer"]

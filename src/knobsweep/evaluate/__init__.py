@@ -30,7 +30,10 @@ EVAL_DEFAULTS = {
     "max_tokens": 512,
     "samples": 1,
     "batch_size": 32,
+    "parser": "strict",
 }
+PARSER_CHOICES = ("strict", "flexible", "math_verify")
+BOOTSTRAP_RESAMPLES = 1000
 
 # Sampled evals (temperature > 0) are reproducible: the same config gives the same samples.
 SEED = 0
@@ -59,6 +62,7 @@ def eval_options(section: dict) -> dict:
         "max_tokens": (_count(options["max_tokens"]), "an integer >= 1"),
         "samples": (_count(options["samples"]), "an integer >= 1"),
         "batch_size": (_count(options["batch_size"]), "an integer >= 1"),
+        "parser": (options["parser"] in PARSER_CHOICES, f"one of {', '.join(PARSER_CHOICES)}"),
     }
     for key, (ok, allowed) in checks.items():
         if not ok:
@@ -146,11 +150,25 @@ def score_sample(evaluator: Callable, completion: str, row: dict) -> dict:
             "parts": {k: float(v) for k, v in metrics.items()}}
 
 
-def score_samples(evaluator: Callable, rows: list[dict], completions: list[list[str]]) -> list[dict]:
-    """One samples.jsonl record per (row, sample), in row order."""
+def score_samples(
+    evaluator: Callable, rows: list[dict], completions: list[list[str]], parsers: bool | None = None
+) -> list[dict]:
+    """One samples.jsonl record per (row, sample), in row order.
+
+    With `parsers` (default: for the GSM8K evaluator) each record also holds
+    `parsers: {strict|flexible|math_verify: {answer, correct}}`.
+    """
+    from knobsweep.rewards.gsm8k import math_verify_available, parse_all
+
+    if parsers is None:
+        parsers = getattr(evaluator, "name", None) == "gsm8k"
+    use_math_verify = parsers and math_verify_available()
     records = []
     for row, row_completions in zip(rows, completions, strict=True):
         for index, completion in enumerate(row_completions):
+            extra = {}
+            if parsers:
+                extra["parsers"] = parse_all(completion, str(row.get("ground_truth", "")), use_math_verify)
             records.append({
                 "row_id": row["row_id"],
                 "sample": index,
@@ -158,6 +176,7 @@ def score_samples(evaluator: Callable, rows: list[dict], completions: list[list[
                 "completion": completion,
                 "ground_truth": row["ground_truth"],
                 **score_sample(evaluator, completion, row),
+                **extra,
             })
     return records
 
@@ -176,8 +195,53 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def summarize(records: list[dict], samples: int) -> dict:
-    """Means over valid samples (invalid ones are skipped and counted), pass@k if samples > 1."""
+def bootstrap_ci(
+    records: list[dict], value: Callable[[dict], float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = SEED
+) -> list[float] | None:
+    """Seeded percentile-bootstrap 95% CI of the mean of `value`, resampling prompts (rows).
+
+    Several samples of one prompt are not independent, so the unit resampled is the row:
+    each row contributes the mean of its samples' values.
+    """
+    import numpy as np
+
+    per_row: dict[str, list[float]] = {}
+    for record in records:
+        per_row.setdefault(str(record["row_id"]), []).append(float(value(record)))
+    if not per_row:
+        return None
+    means = np.array([sum(v) / len(v) for v in per_row.values()])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(means), size=(resamples, len(means)))
+    stats = means[draws].mean(axis=1)
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return [round(float(low), 6), round(float(high), 6)]
+
+
+def parser_summary(records: list[dict]) -> dict[str, dict]:
+    """Per parser: accuracy (`score`), its 95% CI, parse failures (count and rate)."""
+    out: dict[str, dict] = {}
+    names = [n for n in PARSER_CHOICES if any(n in r.get("parsers", {}) for r in records)]
+    for name in names:
+        judged = [r for r in records if name in r.get("parsers", {})]
+        correct = [bool(r["parsers"][name]["correct"]) for r in judged]
+        failures = sum(r["parsers"][name]["answer"] is None for r in judged)
+        out[name] = {
+            "score": sum(correct) / len(judged),
+            "ci95": bootstrap_ci(judged, lambda r: float(r["parsers"][name]["correct"])),
+            "parse_failures": failures,
+            "parse_failure_rate": failures / len(judged),
+            "n": len(judged),
+        }
+    return out
+
+
+def summarize(records: list[dict], samples: int, parser: str = "strict") -> dict:
+    """Means over valid samples (invalid ones are skipped and counted), pass@k if samples > 1.
+
+    `score_ci95` is a seeded bootstrap 95% CI of `score`; `parsers` scores GSM8K completions
+    with every answer parser; `accuracy` is the `parser` (eval.parser) one's score.
+    """
     from knobsweep.rewards.gsm8k import extract_strict_answer
 
     valid = [r for r in records if r["valid"]]
@@ -194,7 +258,18 @@ def summarize(records: list[dict], samples: int) -> dict:
         "n_correct": sum(_is_correct(r) for r in valid),
         "parse_failures": sum(extract_strict_answer(r["completion"]) is None for r in records),
         "samples": samples,
+        "score_ci95": bootstrap_ci(valid, lambda r: r["score"]) if valid else None,
     }
+    parsers = parser_summary(records)
+    if parsers:
+        from knobsweep.rewards.gsm8k import REWARD_PARSER
+
+        summary["parsers"] = parsers
+        summary["eval_parser"] = parser
+        summary["reward_parser"] = REWARD_PARSER
+        chosen = parsers.get(parser)
+        summary["accuracy"] = chosen["score"] if chosen else None
+        summary["accuracy_ci95"] = chosen["ci95"] if chosen else None
     if samples > 1:
         per_row: dict[str, list[bool]] = {}
         for r in valid:
@@ -227,7 +302,7 @@ def evaluate(config: dict, model: str, data_dir: str | Path, out_dir: str | Path
 
     generations = generate(backend, str(model), [row["prompt"] for row in rows], options)
     records = score_samples(evaluator, rows, generations.completions)
-    summary = summarize(records, options["samples"])
+    summary = summarize(records, options["samples"], options["parser"])
     summary.update(
         backend=backend,
         model=str(model),

@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         f"failures; {summary['completion_tokens']} tokens in {summary['generate_s']:.2f} s = "
         f"{summary['tokens_per_s']:.0f} tokens/s -> {args.out}"
     )
+    for name, entry in summary.get("parsers", {}).items():
+        low, high = entry["ci95"] or (float("nan"), float("nan"))
+        print(f"  {name}: accuracy {entry['score']:.4f} [95% CI {low:.4f}, {high:.4f}], "
+              f"parse failures {entry['parse_failures']}/{entry['n']}")
     return 0
 
 

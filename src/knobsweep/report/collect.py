@@ -20,7 +20,20 @@ from knobsweep.spec.expand import format_value
 
 NOT_RUN = "not run"
 REFERENCE_NAME = "base model"
-CURVE_METRICS = ("reward", "loss", "kl", "grad_norm")
+# Curves drawn when logged: (column in the long metrics frame, title, metrics.jsonl names tried in order).
+CURVE_SOURCES = (
+    ("reward", "Reward", ("reward",)),
+    ("loss", "Loss", ("loss",)),
+    ("kl", "KL", ("kl",)),
+    ("entropy", "Entropy", ("entropy",)),
+    ("grad_norm", "Grad norm", ("grad_norm",)),
+    ("completion_length", "Completion length", ("completions/mean_length", "completion_length")),
+    ("invalid_rate", "Invalid rate", ("invalid_rate",)),
+    ("zero_std_share", "Zero-variance group share", ("frac_reward_zero_std",)),
+)
+CURVE_METRICS = tuple(name for name, _, _ in CURVE_SOURCES)
+PARSERS = ("strict", "flexible", "math_verify")
+ROLLOUT_PICKS = ("best", "worst", "early", "mid", "late")
 
 # Fixed summary columns, in order; the swept knobs' columns go after `changed`.
 HEAD_COLUMNS = ["run", "reference", "changed"]
@@ -38,9 +51,23 @@ TAIL_COLUMNS = [
     "eval_format",
     "eval_n",
     "eval_parse_failures",
+    "eval_score_ci_low",
+    "eval_score_ci_high",
+    *[f"eval_{p}{suffix}" for p in PARSERS for suffix in ("", "_ci_low", "_ci_high", "_parse_fail_rate")],
+    "eval_parser",
+    "reward_parser",
     "delta_eval_score",
+    "delta_eval_noise",
     "delta_final_reward",
+    "arm",
+    "arm_seeds",
+    "arm_eval_mean",
+    "arm_eval_std",
+    "arm_reward_mean",
+    "arm_reward_std",
+    "health_warnings",
     "train_time_s",
+    "gpu_hours",
     "train_key",
     "eval_key",
 ]
@@ -57,6 +84,10 @@ class Collected:
     changed: dict[str, set[str]]  # run name -> knobs that run changes
     baseline: str | None  # name of the baseline run
     warnings: list[str] = field(default_factory=list)
+    health: list[dict] = field(default_factory=list)  # run, step, kind, message (status.json warnings)
+    rollouts: list[dict] = field(default_factory=list)  # run, pick, step, row_id, prompt, completion, score, reason
+    diffs: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)  # run -> (key, baseline, run)
+    curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
 
     @property
     def summary_columns(self) -> list[str]:
@@ -110,11 +141,37 @@ def iter_jsonl(path: Path, warnings: list[str], label: str) -> Iterable[dict]:
             warnings.append(f"{label}: {path}: {bad} bad lines skipped in all")
 
 
+def _fast_jsonl(path: Path) -> pd.DataFrame | None:
+    """A clean JSON-lines file through pyarrow's reader (~10x faster than json.loads per line);
+    None when pyarrow rejects it (a torn or bad line, mixed types): the tolerant reader then runs."""
+    try:
+        import pyarrow.json as pa_json
+
+        table = pa_json.read_json(path)
+    except Exception:  # pyarrow raises ArrowInvalid and friends; any failure -> the slow path
+        return None
+    keep = [name for name, kind in zip(table.column_names, table.schema.types)
+            if pa_types_ok(kind)]
+    return table.select(keep).to_pandas()
+
+
+def pa_types_ok(kind) -> bool:
+    import pyarrow.types as t
+
+    return t.is_integer(kind) or t.is_floating(kind) or t.is_boolean(kind) or t.is_string(kind) or t.is_null(kind)
+
+
 def read_metrics(path: Path, warnings: list[str], label: str) -> pd.DataFrame:
     """metrics.jsonl as a frame sorted by step (a re-logged step keeps its last line)."""
-    frame = pd.DataFrame.from_records(list(iter_jsonl(path, warnings, label)))
+    frame = _fast_jsonl(path) if path.is_file() else None
+    if frame is None:
+        frame = pd.DataFrame.from_records(list(iter_jsonl(path, warnings, label)))
     if frame.empty or "step" not in frame.columns:
         return pd.DataFrame(columns=["step", "elapsed_s"])
+    for name, _, sources in CURVE_SOURCES:
+        source = next((c for c in sources if c in frame.columns), None)
+        if source is not None and source != name:
+            frame[name] = frame[source]
     for column in ("step", "elapsed_s", *CURVE_METRICS):
         if column in frame.columns:
             # Non-numbers (a stray string) become NaN; inf stays, so it can be reported.
@@ -187,16 +244,98 @@ def train_numbers(metrics: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
-def eval_numbers(summary: dict | None) -> dict[str, float | None]:
+def _ci(value: Any) -> tuple[float | None, float | None]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return _finite(value[0]), _finite(value[1])
+    return None, None
+
+
+def eval_numbers(summary: dict | None) -> dict[str, Any]:
     summary = summary or {}
     parts = summary.get("parts") if isinstance(summary.get("parts"), dict) else {}
-    return {
+    low, high = _ci(summary.get("score_ci95"))
+    out: dict[str, Any] = {
         "eval_score": _finite(summary.get("score")),
         "eval_correct": _finite(parts.get("correct")),
         "eval_format": _finite(parts.get("format")),
         "eval_n": _int(summary.get("n")),
         "eval_parse_failures": _int(summary.get("parse_failures")),
+        "eval_score_ci_low": low,
+        "eval_score_ci_high": high,
+        "eval_parser": summary.get("eval_parser") if isinstance(summary.get("eval_parser"), str) else None,
+        "reward_parser": summary.get("reward_parser") if isinstance(summary.get("reward_parser"), str) else None,
     }
+    parsers = summary.get("parsers") if isinstance(summary.get("parsers"), dict) else {}
+    for name in PARSERS:
+        entry = parsers.get(name) if isinstance(parsers.get(name), dict) else {}
+        low, high = _ci(entry.get("ci95"))
+        out[f"eval_{name}"] = _finite(entry.get("score"))
+        out[f"eval_{name}_ci_low"] = low
+        out[f"eval_{name}_ci_high"] = high
+        out[f"eval_{name}_parse_fail_rate"] = _finite(entry.get("parse_failure_rate"))
+    return out
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    if not isinstance(config, dict) or (prefix and not config):
+        return {prefix: config} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_diff(base: dict | None, config: dict | None) -> list[tuple[str, Any, Any]]:
+    """(dotted key, baseline value, run value) for every resolved setting that differs
+    (resources excluded: they never change results)."""
+    left = {k: v for k, v in flatten(base or {}).items() if not k.startswith("resources.")}
+    right = {k: v for k, v in flatten(config or {}).items() if not k.startswith("resources.")}
+    return [(k, left.get(k), right.get(k)) for k in sorted(set(left) | set(right)) if left.get(k) != right.get(k)]
+
+
+def health_warnings(status: dict | None, run: str) -> list[dict]:
+    """status.json `warnings: [{step, kind, message}]` as rows (malformed entries kept as text)."""
+    items = (status or {}).get("warnings")
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append({"run": run, "step": _int(item.get("step")), "kind": _text(item.get("kind")),
+                        "message": _text(item.get("message"))})
+        else:
+            out.append({"run": run, "step": None, "kind": "", "message": _text(item)})
+    return out
+
+
+def pick_rollouts(path: Path, last_step: int | None, warnings: list[str], label: str, run: str) -> list[dict]:
+    """Best and worst scored rollouts, plus the first, a middle and the last one logged."""
+    best = worst = early = mid = late = None
+    middle = (last_step or 0) / 2
+    for record in iter_jsonl(path, warnings, label):
+        score = _finite(record.get("score"))
+        step = _finite(record.get("step"))
+        if early is None:
+            early = record
+        if mid is None and step is not None and step >= middle and last_step:
+            mid = record
+        late = record
+        if score is not None:
+            if best is None or score > _finite(best.get("score")):
+                best = record
+            if worst is None or score < _finite(worst.get("score")):
+                worst = record
+    out = []
+    for pick, record in zip(ROLLOUT_PICKS, (best, worst, early, mid, late)):
+        if record is None:
+            continue
+        out.append({
+            "run": run, "pick": pick, "step": _int(record.get("step")), "row_id": _text(record.get("row_id")),
+            "prompt": _prompt_text(record.get("prompt")), "completion": _text(record.get("completion")),
+            "score": _finite(record.get("score")), "reason": _text(record.get("reason")),
+        })
+    return out
 
 
 # ---------------------------------------------------------------- config helpers
@@ -249,6 +388,10 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     rows: list[dict] = []
     curves: list[pd.DataFrame] = []
     samples: list[dict] = []
+    health: list[dict] = []
+    rollouts: list[dict] = []
+    diffs: dict[str, list] = {}
+    base_config = baseline.config if baseline is not None else None
     for run in runs:
         label = f"run '{run.name}'"
         keys = run.keys
@@ -265,6 +408,23 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             numbers["steps"] = _int(status.get("step"))
         if state == "COMPLETED" and summary is None:
             warnings.append(f"{label} is trained but has no eval summary yet")
+        run_health = health_warnings(status, run.name)
+        health += run_health
+        if run_health:
+            kinds = sorted({item["kind"] for item in run_health if item["kind"]})
+            warnings.append(f"{label}: {len(run_health)} training health warning(s)"
+                            + (f" ({', '.join(kinds)})" if kinds else "") + "; see Health warnings")
+        runtime = _finite((status or {}).get("runtime_s"))
+        if runtime is not None and numbers["train_time_s"] is None:
+            numbers["train_time_s"] = runtime
+        gpus = _finite(get_dotted(run.config, "resources.train.gpus"))
+        train_time = numbers["train_time_s"]
+        gpu_hours = _tidy(train_time * gpus / 3600) if (gpus and train_time is not None) else None
+        diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else []
+        rollouts += pick_rollouts(
+            layout.path(layout.TRAIN_DIR, root, key=keys.train) / "rollouts.jsonl",
+            numbers["steps"], warnings, label, run.name,
+        )
 
         row = {
             "run": run.name,
@@ -277,6 +437,9 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             "reason": reason,
             **numbers,
             **eval_numbers(summary),
+            "arm": _changed_text(run.changed) or "baseline",
+            "health_warnings": len(run_health),
+            "gpu_hours": gpu_hours,
             "train_key": keys.train,
             "eval_key": keys.eval,
         }
@@ -284,6 +447,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
 
         if not metrics.empty:
             curve = metrics[[c for c in ("step", "elapsed_s", *CURVE_METRICS) if c in metrics.columns]].copy()
+            curve.insert(0, "seed", run.seed)
             curve.insert(0, "run", run.name)
             curves.append(curve)
             for metric in CURVE_METRICS:
@@ -296,6 +460,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     columns = HEAD_COLUMNS + knob_columns + TAIL_COLUMNS
     # object dtype keeps None as None and ints as ints (no NaN-promotion to float).
     frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=columns, dtype=object)
+    _add_seed_stats(frame)
     _add_deltas(frame, baseline.name if baseline is not None else None)
 
     metrics_frame = (
@@ -313,6 +478,13 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         changed={run.name: set(run.changed) for run in runs},
         baseline=baseline.name if baseline is not None else None,
         warnings=warnings,
+        health=health,
+        rollouts=rollouts,
+        diffs=diffs,
+        curve_titles={
+            name: title for name, title, _ in CURVE_SOURCES
+            if name in metrics_frame.columns and metrics_frame[name].notna().any()
+        },
     )
 
 
@@ -387,6 +559,46 @@ def _prompt_text(prompt: Any) -> str:
     return _text(prompt)
 
 
+def _add_seed_stats(frame: pd.DataFrame) -> None:
+    """arm_*: mean and sample std of eval score / final reward over the seeds of one arm."""
+    columns = {c: [None] * len(frame) for c in
+               ("arm_seeds", "arm_eval_mean", "arm_eval_std", "arm_reward_mean", "arm_reward_std")}
+    runs = frame[~frame["reference"].astype(bool)]
+    for _, group in runs.groupby("arm", sort=False):
+        for source, name in (("eval_score", "eval"), ("final_reward", "reward")):
+            values = [v for v in (_finite(x) for x in group[source]) if v is not None]
+            mean = sum(values) / len(values) if values else None
+            std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                   if len(values) > 1 else None)
+            for index in group.index:
+                position = frame.index.get_loc(index)
+                columns[f"arm_{name}_mean"][position] = _tidy(mean)
+                columns[f"arm_{name}_std"][position] = _tidy(std)
+                columns["arm_seeds"][position] = len(group)
+    for column, values in columns.items():
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+
+
+def noise_flag(frame: pd.DataFrame, position: int, base_position: int) -> bool | None:
+    """True when a run's eval delta is not separated from zero: by the seed spread when both
+    arms have several seeds (|Δ of arm means| <= 2 x standard error of that difference),
+    else by the bootstrap CIs (|Δ| <= the CIs' half-widths combined in quadrature)."""
+    row, base = frame.iloc[position], frame.iloc[base_position]
+    if (row.get("arm_seeds") or 0) > 1 and (base.get("arm_seeds") or 0) > 1:
+        means = [_finite(row["arm_eval_mean"]), _finite(base["arm_eval_mean"])]
+        stds = [_finite(row["arm_eval_std"]), _finite(base["arm_eval_std"])]
+        if None not in means and None not in stds:
+            se = math.sqrt(stds[0] ** 2 / row["arm_seeds"] + stds[1] ** 2 / base["arm_seeds"])
+            return abs(means[0] - means[1]) <= 2 * se
+    scores = [_finite(row["eval_score"]), _finite(base["eval_score"])]
+    bounds = [_finite(row[c]) for c in ("eval_score_ci_low", "eval_score_ci_high")] + [
+        _finite(base[c]) for c in ("eval_score_ci_low", "eval_score_ci_high")]
+    if None in scores or None in bounds:
+        return None
+    half = [(bounds[1] - bounds[0]) / 2, (bounds[3] - bounds[2]) / 2]
+    return abs(scores[0] - scores[1]) <= math.sqrt(half[0] ** 2 + half[1] ** 2)
+
+
 def _add_deltas(frame: pd.DataFrame, baseline: str | None) -> None:
     """delta_* = row value - the baseline run's value (None where either side is missing)."""
     for column, source in (("delta_eval_score", "eval_score"), ("delta_final_reward", "final_reward")):
@@ -401,3 +613,11 @@ def _add_deltas(frame: pd.DataFrame, baseline: str | None) -> None:
             index=frame.index,
             dtype=object,
         )
+    flags: list[bool | None] = [None] * len(frame)
+    if baseline is not None:
+        match = [i for i in range(len(frame)) if frame.iloc[i]["run"] == baseline and not frame.iloc[i]["reference"]]
+        if match:
+            for position in range(len(frame)):
+                if position != match[0] and frame.iloc[position]["delta_eval_score"] is not None:
+                    flags[position] = noise_flag(frame, position, match[0])
+    frame["delta_eval_noise"] = pd.Series(flags, index=frame.index, dtype=object)

@@ -7,6 +7,9 @@ trace labels are HTML-escaped because plotly.js renders a subset of HTML in lege
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import html as _html
 import json
 import math
@@ -15,20 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
 import plotly.offline
 from plotly.colors import qualitative
 import yaml
 
-from knobsweep.report.collect import NOT_RUN, Collected, format_value
+from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
 
 TEMPLATE = "template.html.jinja"
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
-CURVES = (("reward", "Reward"), ("loss", "Loss"), ("kl", "KL"), ("grad_norm", "Grad norm"))
-ALWAYS_SHOWN_CURVES = ("reward", "loss")
+ALWAYS_SHOWN_CURVES = (("reward", "Reward"), ("loss", "Loss"))
 MAX_TEXT = 8000  # characters of a sample's prompt/completion shown before truncation
+MAX_POINTS = 250  # points per curve drawn; longer curves are bucket-averaged (curves.csv is full)
+MIN_POINTS = 60
+POINTS_PER_CHART = 12_000  # with many runs each curve gets fewer points (100 runs: 120)
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,28 @@ class ReportMeta:
     generated_at: str
     version: str
     baseline_config: dict | None
+    git_commit: str = ""
+    versions: dict | None = None
 
 
 @dataclass(frozen=True)
 class Column:
     key: str  # column of Collected.runs
     label: str
-    kind: str  # text | int | float | delta | duration | knob | status
+    kind: str  # text | int | float | delta | duration | knob | status | ci | pct | noise
+
+
+def _any(collected: Collected, column: str) -> bool:
+    return column in collected.runs.columns and collected.runs[column].map(lambda v: not missing(v)).any()
+
+
+def _seeded(collected: Collected) -> bool:
+    return _any(collected, "arm_seeds") and collected.runs["arm_seeds"].map(lambda v: (v or 0) > 1).any()
 
 
 def runs_columns(collected: Collected) -> list[Column]:
     knob_columns = [c for c in collected.runs.columns if c in collected.knobs]
+    seeded = _seeded(collected)
     return [
         Column("run", "Run", "text"),
         *(Column(k, k, "knob") for k in knob_columns),
@@ -60,25 +75,32 @@ def runs_columns(collected: Collected) -> list[Column]:
         Column("final_reward", "Final train reward", "float"),
         Column("reward_first20", "Reward first 20%", "float"),
         Column("reward_last20", "Reward last 20%", "float"),
-        Column("eval_score", "Eval score", "float"),
+        Column("eval_score", "Eval score [95% CI]", "ci"),
+        *([Column("arm_eval_mean", "Eval mean ± std over seeds", "meanstd")] if seeded else []),
         Column("eval_correct", "Correct", "float"),
         Column("eval_format", "Format", "float"),
         Column("delta_eval_score", "Δ eval vs baseline", "delta"),
         Column("delta_final_reward", "Δ final reward vs baseline", "delta"),
+        Column("health_warnings", "Health warnings", "int"),
         Column("train_time_s", "Training time", "duration"),
+        *([Column("gpu_hours", "GPU-hours", "float")] if _any(collected, "gpu_hours") else []),
     ]
 
 
-EVAL_COLUMNS = [
-    Column("run", "Model", "text"),
-    Column("status", "Status", "status"),
-    Column("eval_score", "Score", "float"),
-    Column("eval_correct", "Correct", "float"),
-    Column("eval_format", "Format", "float"),
-    Column("eval_n", "n", "int"),
-    Column("eval_parse_failures", "Parse failures", "int"),
-    Column("delta_eval_score", "Δ vs baseline", "delta"),
-]
+def eval_columns(collected: Collected) -> list[Column]:
+    parsers = [p for p in PARSERS if _any(collected, f"eval_{p}")]
+    return [
+        Column("run", "Model", "text"),
+        Column("status", "Status", "status"),
+        Column("eval_score", "Score [95% CI]", "ci"),
+        Column("eval_correct", "Correct", "float"),
+        Column("eval_format", "Format", "float"),
+        Column("eval_n", "n", "int"),
+        Column("eval_parse_failures", "Parse failures", "int"),
+        *[c for p in parsers for c in (Column(f"eval_{p}", f"{p} accuracy [95% CI]", "ci"),
+                                       Column(f"eval_{p}_parse_fail_rate", f"{p} parse failures", "pct"))],
+        Column("delta_eval_score", "Δ vs baseline", "delta"),
+    ]
 
 
 # ---------------------------------------------------------------- cell formatting
@@ -116,6 +138,24 @@ def format_cell(value: Any, kind: str) -> str:
         return str(int(value)) if isinstance(value, (int, float)) and float(value).is_integer() else str(value)
     if kind == "duration":
         return format_duration(value)
+    if kind == "pct":
+        return f"{100 * float(value):.1f}%"
+    return str(value)
+
+
+def _ci_text(row: pd.Series, key: str) -> str:
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if missing(low) or missing(high):
+        return ""
+    return f" [{float(low):.3f}, {float(high):.3f}]"
+
+
+def sort_key(value: Any, kind: str) -> str:
+    """What the table's sorter compares: numbers as numbers, everything else as text."""
+    if missing(value):
+        return ""
+    if kind in ("float", "delta", "int", "duration", "ci", "pct", "meanstd") and isinstance(value, (int, float)):
+        return repr(float(value))
     return str(value)
 
 
@@ -123,7 +163,12 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     value = row[column.key]
     classes = []
     title = ""
-    if column.kind in ("float", "delta", "int", "duration"):
+    text = format_cell(value, "float" if column.kind in ("ci", "meanstd") else column.kind)
+    if column.kind == "ci" and text:
+        text += _ci_text(row, column.key)
+    if column.kind == "meanstd" and text and not missing(row.get("arm_eval_std")):
+        text += f" ± {float(row['arm_eval_std']):.4f} (n={row['arm_seeds']})"
+    if column.kind in ("float", "delta", "int", "duration", "ci", "pct", "meanstd"):
         classes.append("num")
         if not missing(value):
             title = repr(value)
@@ -131,7 +176,12 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
         classes.append("changed")
         title = "changed from the baseline"
     if column.kind == "delta" and not missing(value):
-        if value > 0:
+        noise = column.key == "delta_eval_score" and row.get("delta_eval_noise") is True
+        if noise:
+            classes.append("noise")
+            text += " within noise"
+            title = "not separated from zero by the 95% CIs / the seed spread"
+        elif value > 0:
             classes.append("pos")
         elif value < 0:
             classes.append("neg")
@@ -140,7 +190,7 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
         title = row.get("reason") or ""
     if column.key == "run" and baseline is not None and value == baseline and not row["reference"]:
         title = "the baseline: deltas are measured against this run"
-    return {"text": format_cell(value, column.kind), "classes": " ".join(classes), "title": title}
+    return {"text": text, "classes": " ".join(classes), "title": title, "sort": sort_key(value, column.kind)}
 
 
 def status_class(state: Any) -> str:
@@ -177,44 +227,91 @@ def run_colors(collected: Collected) -> dict[str, str]:
 
 
 def _layout(title: str, xtitle: str, ytitle: str) -> dict:
+    grid = {"gridcolor": "#e5e5e5", "zerolinecolor": "#cccccc"}
     return {
         "title": {"text": title},
-        "template": "plotly_white",
-        "xaxis": {"title": {"text": xtitle}},
-        "yaxis": {"title": {"text": ytitle}},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": {"title": {"text": xtitle}, **grid},
+        "yaxis": {"title": {"text": ytitle}, **grid},
         "legend": {"title": {"text": "run"}},
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
         "height": 420,
     }
 
 
-def curve_figure(collected: Collected, metric: str, title: str) -> go.Figure | None:
-    """One line per run (x = step); None when no run logged the metric."""
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
+    """At most `limit` points: consecutive buckets averaged (x and y alike)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if len(x) > limit:
+        starts = (np.arange(limit) * len(x)) // limit
+        counts = np.diff(np.append(starts, len(x)))
+        x = np.add.reduceat(x, starts) / counts
+        y = np.add.reduceat(y, starts) / counts
+    return [_round(v) for v in x.tolist()], [_round(v) for v in y.tolist()]
+
+
+def points_per_run(runs: int) -> int:
+    """Display budget: MAX_POINTS per curve, fewer when many runs share a chart."""
+    return max(MIN_POINTS, min(MAX_POINTS, POINTS_PER_CHART // max(1, runs)))
+
+
+def curve_figure(collected: Collected, metric: str, title: str) -> dict | None:
+    """One line per run (x = step), hover compares runs at a step; None when nothing logged it."""
     metrics = collected.metrics
     if metrics.empty or metric not in metrics.columns:
         return None
     colors = run_colors(collected)
-    figure = go.Figure(layout=_layout(title, "step", metric))
-    for name in colors:
-        frame = metrics.loc[metrics["run"] == name, ["step", metric]].dropna()
-        if frame.empty:
+    layout = _layout(title, "step", metric)
+    layout["hovermode"] = "x unified"
+    data = []
+    downsampled = False
+    limit = points_per_run(len(colors))
+    for name, frame in metrics.groupby("run", sort=False):
+        if name not in colors:
             continue
-        figure.add_trace(
-            go.Scatter(
-                x=frame["step"].tolist(),
-                y=frame[metric].tolist(),
-                mode="lines+markers" if len(frame) < 30 else "lines",
-                name=label(name),
-                legendgroup=label(name),
-                line={"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
-                hovertemplate="%{fullData.name}<br>step %{x}<br>" + metric + " %{y:.4f}<extra></extra>",
-            )
-        )
-    return figure if figure.data else None
+        values = frame[metric].to_numpy(dtype=float)
+        keep = np.isfinite(values)
+        if not keep.any():
+            continue
+        steps = frame["step"].to_numpy(dtype=float)[keep]
+        x, y = downsample(steps, values[keep], limit)
+        downsampled |= len(x) < int(keep.sum())
+        data.append({
+            "type": "scatter",
+            "x": x,
+            "y": y,
+            "mode": "lines+markers" if len(x) < 30 else "lines",
+            "name": label(name),
+            "legendgroup": label(name),
+            "line": {"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
+            "hovertemplate": "%{y:.4g}",
+        })
+    if not data:
+        return None
+    order = {name: index for index, name in enumerate(colors)}
+    data.sort(key=lambda trace: order.get(_html.unescape(trace["name"]), 0))
+    if downsampled:
+        layout["title"]["text"] += f" (≤ {limit} points per run shown; full data in curves.csv)"
+    return {"data": data, "layout": layout}
 
 
-def eval_figure(collected: Collected) -> go.Figure | None:
-    """Eval score per run as bars; each base-model eval as a horizontal reference line."""
+def _error(row: pd.Series, key: str) -> dict | None:
+    score, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if missing(score) or missing(low) or missing(high):
+        return None
+    return {"type": "data", "symmetric": False, "array": [_round(max(0.0, float(high) - float(score)))],
+            "arrayminus": [_round(max(0.0, float(score) - float(low)))], "color": "#333"}
+
+
+def eval_figure(collected: Collected) -> dict | None:
+    """Eval score per run as bars (one trace per run) with 95% CI error bars; each base-model
+    eval as a horizontal reference line."""
     frame = collected.runs
     runs = frame[~frame["reference"].astype(bool)]
     runs = runs[runs["eval_score"].map(lambda v: not missing(v))]
@@ -223,38 +320,86 @@ def eval_figure(collected: Collected) -> go.Figure | None:
     if runs.empty and references.empty:
         return None
     colors = run_colors(collected)
-    figure = go.Figure(layout=_layout("Eval score per run", "run", "eval score"))
-    figure.update_layout(showlegend=False, xaxis={"type": "category"})
-    figure.add_trace(
-        go.Bar(
-            x=[label(name) for name in runs["run"]],
-            y=[float(v) for v in runs["eval_score"]],
-            marker={"color": [colors.get(name, PALETTE[0]) for name in runs["run"]]},
-            text=[f"{float(v):.3f}" for v in runs["eval_score"]],
-            textposition="auto",
-            name="eval score",
-            hovertemplate="%{x}<br>score %{y:.4f}<extra></extra>",
-        )
-    )
+    layout = _layout("Eval score per run (error bars: bootstrap 95% CI)", "run", "eval score")
+    layout.update(showlegend=False, barmode="group")
+    layout["xaxis"]["type"] = "category"
+    data = []
+    for _, row in runs.iterrows():
+        score = float(row["eval_score"])
+        trace = {"type": "bar", "x": [label(row["run"])], "y": [score], "name": label(row["run"]),
+                 "marker": {"color": colors.get(row["run"], PALETTE[0])}, "text": [f"{score:.3f}"],
+                 "textposition": "auto", "hovertemplate": "%{x}<br>score %{y:.4f}<extra></extra>"}
+        error = _error(row, "eval_score")
+        if error:
+            trace["error_y"] = error
+        data.append(trace)
+    shapes, annotations = [], []
     for index, (_, row) in enumerate(references.iterrows()):
         score = float(row["eval_score"])
-        figure.add_hline(
-            y=score,
-            line={"color": "#444", "dash": "dash" if index == 0 else "dot", "width": 2},
-            annotation_text=f"{label(row['run'])}: {score:.3f}",
-            annotation_position="top left",
-        )
-    return figure
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": score, "y1": score,
+                       "line": {"color": "#444", "dash": "dash" if index == 0 else "dot", "width": 2}})
+        annotations.append({"xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": score,
+                            "yanchor": "bottom", "showarrow": False,
+                            "text": f"{label(row['run'])}: {score:.3f}"})
+    if shapes:
+        layout["shapes"], layout["annotations"] = shapes, annotations
+    return {"data": data, "layout": layout}
 
 
-def figure_json(figure: go.Figure) -> str:
+def parser_figure(collected: Collected) -> dict | None:
+    """GSM8K accuracy under each answer parser: one bar trace per run, x = parser."""
+    parsers = [p for p in PARSERS if _any(collected, f"eval_{p}")]
+    if not parsers:
+        return None
+    colors = run_colors(collected)
+    frame = collected.runs
+    layout = _layout("Accuracy by answer parser (error bars: bootstrap 95% CI)", "parser", "accuracy")
+    layout.update(barmode="group", hovermode="x unified")
+    layout["yaxis"]["range"] = [0, 1.05]  # accuracies; an all-zero sweep must not centre on 0
+    data = []
+    for _, row in frame[~frame["reference"].astype(bool)].iterrows():
+        if all(missing(row[f"eval_{p}"]) for p in parsers):
+            continue
+        ys = [None if missing(row[f"eval_{p}"]) else float(row[f"eval_{p}"]) for p in parsers]
+        highs = [0.0 if missing(row[f"eval_{p}_ci_high"]) or y is None else max(0.0, float(row[f"eval_{p}_ci_high"]) - y)
+                 for p, y in zip(parsers, ys)]
+        lows = [0.0 if missing(row[f"eval_{p}_ci_low"]) or y is None else max(0.0, y - float(row[f"eval_{p}_ci_low"]))
+                for p, y in zip(parsers, ys)]
+        data.append({"type": "bar", "x": list(parsers), "y": ys, "name": label(row["run"]),
+                     "marker": {"color": colors.get(row["run"], PALETTE[0])},
+                     "error_y": {"type": "data", "symmetric": False, "array": [_round(v) for v in highs],
+                                 "arrayminus": [_round(v) for v in lows], "color": "#333"},
+                     "hovertemplate": "%{y:.4f}"})
+    return {"data": data, "layout": layout} if data else None
+
+
+def figure_json(figure: dict) -> str:
     """Figure JSON that is safe inside a <script> element."""
-    text = pio.to_json(figure, validate=False)
+    text = json.dumps(figure, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+VENDORED_PLOTLY = Path(__file__).parent / "vendor" / "plotly-basic.min.js"
+
+
+def plotly_source() -> str:
+    """plotly.js: the vendored basic bundle (scatter + bar, all the report draws), or the
+    full bundle of the `plotly` package when the vendored file is missing."""
+    if VENDORED_PLOTLY.is_file():
+        return VENDORED_PLOTLY.read_text(encoding="utf-8")
+    return plotly.offline.get_plotlyjs()
+
+
 def plotly_bundle() -> str:
-    return plotly.offline.get_plotlyjs().replace("</script", "<\\/script")
+    """plotly.js gzipped and base64-encoded (~0.5 MB for the basic bundle); the page inflates
+    it with the browser's DecompressionStream, so nothing is fetched."""
+    return _bundle_cache()
+
+
+@functools.lru_cache(maxsize=1)
+def _bundle_cache() -> str:
+    raw = plotly_source().encode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
 
 
 # ---------------------------------------------------------------- page
@@ -310,11 +455,52 @@ def samples_context(collected: Collected) -> list[dict]:
     return groups
 
 
+def rollouts_context(collected: Collected) -> list[dict]:
+    groups: dict[str, list[dict]] = {}
+    for item in collected.rollouts:
+        groups.setdefault(item["run"], []).append({
+            **item,
+            "score": format_cell(item["score"], "float"),
+            "step": "" if item["step"] is None else str(item["step"]),
+            "prompt": _truncate(item["prompt"]),
+            "completion": _truncate(item["completion"]),
+        })
+    return [{"run": run, "rollouts": items} for run, items in groups.items()]
+
+
+def diffs_context(collected: Collected) -> list[dict]:
+    out = []
+    for run, diff in collected.diffs.items():
+        if run == collected.baseline:
+            continue
+        out.append({
+            "run": run,
+            "rows": [{"key": key, "base": format_value(base) if base is not None else "—",
+                      "value": format_value(value) if value is not None else "—",
+                      "swept": key in collected.changed.get(run, set())} for key, base, value in diff],
+        })
+    return out
+
+
+def parser_warnings(collected: Collected) -> list[str]:
+    frame = collected.runs
+    out = []
+    pairs = {(r, e) for r, e in zip(frame["reward_parser"], frame["eval_parser"]) if r and e and r != e}
+    for reward, evaluation in sorted(pairs):
+        out.append(
+            f"The training reward parses answers with the '{reward}' parser but the eval accuracy uses "
+            f"'{evaluation}': train rewards and eval accuracies are not measured alike."
+        )
+    return out
+
+
 def render_report(collected: Collected, meta: ReportMeta) -> str:
     figures = []
-    for metric, title in CURVES:
+    titles = dict(ALWAYS_SHOWN_CURVES)
+    titles.update(collected.curve_titles)
+    for metric, title in titles.items():
         figure = curve_figure(collected, metric, f"{title} per step")
-        if figure is not None or metric in ALWAYS_SHOWN_CURVES:
+        if figure is not None or metric in dict(ALWAYS_SHOWN_CURVES):
             figures.append(
                 {
                     "id": f"fig-{metric.replace('_', '-')}",
@@ -323,21 +509,29 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
                 }
             )
     evaluation = eval_figure(collected)
+    parsers = parser_figure(collected)
     frame = collected.runs
     is_reference = frame["reference"].astype(bool)
     columns = runs_columns(collected)
+    evals = eval_columns(collected)
     context = {
         "meta": meta,
+        "versions": meta.versions or {},
         "baseline": collected.baseline,
         "config_text": config_text(meta.baseline_config),
         "warnings": collected.warnings,
+        "parser_warnings": parser_warnings(collected),
+        "health": collected.health,
         "run_columns": columns,
         "run_rows": table(frame[~is_reference], columns, collected),
-        "eval_columns": EVAL_COLUMNS,
-        "eval_rows": table(pd.concat([frame[is_reference], frame[~is_reference]]), EVAL_COLUMNS, collected),
+        "eval_columns": evals,
+        "eval_rows": table(pd.concat([frame[is_reference], frame[~is_reference]]), evals, collected),
         "curve_figures": figures,
         "eval_figure": {"id": "fig-eval", "json": figure_json(evaluation)} if evaluation is not None else None,
+        "parser_figure": {"id": "fig-parsers", "json": figure_json(parsers)} if parsers is not None else None,
         "sample_groups": samples_context(collected),
+        "rollout_groups": rollouts_context(collected),
+        "diffs": diffs_context(collected),
         "run_count": int((~is_reference).sum()),
         "plotly_js": plotly_bundle(),
     }

@@ -93,3 +93,69 @@ class Gsm8kEvaluator:
 
     def __repr__(self) -> str:
         return f"Gsm8kEvaluator(format_weight={self.format_weight})"
+
+
+# ---------------------------------------------------------------- eval parsers
+#
+# GSM8K scores move by tens of points with the answer parser, so evaluation scores every
+# completion three ways: `strict` (the `#### N` above, the training reward's parser),
+# `flexible` (the last number anywhere in the completion, lm-evaluation-harness's
+# "flexible-extract") and `math_verify` (Hugging Face's math-verify: LaTeX / expression
+# extraction plus symbolic comparison). Each returns the parsed answer or None (a parse
+# failure), and whether it equals the reference.
+
+PARSERS = ("strict", "flexible", "math_verify")
+REWARD_PARSER = "strict"  # what Gsm8kEvaluator (the training reward) uses
+FLEXIBLE_PATTERN = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+
+
+def extract_flexible_answer(text: str) -> str | None:
+    """The last number in `text` (commas and `$` removed), or None if there is none."""
+    for match in reversed(list(FLEXIBLE_PATTERN.finditer(text))):
+        number = (match.group(1) or match.group(2)).replace(",", "").replace("$", "").rstrip(".")
+        if _NUMBER.fullmatch(number):
+            return number
+    return None
+
+
+def math_verify_available() -> bool:
+    try:
+        import math_verify  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _math_verify(completion: str, expected: str) -> tuple[str | None, bool]:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    answer = parse(completion, extraction_config=configs)
+    if not answer:
+        return None, False
+    gold = parse(expected, extraction_config=[ExprExtractionConfig()])
+    return str(answer[-1]), bool(gold) and bool(verify(gold, answer))
+
+
+def parse_all(completion: str, ground_truth: str, math_verify: bool | None = None) -> dict[str, dict]:
+    """{parser: {"answer": str | None, "correct": bool}} for each parser in PARSERS.
+
+    math_verify is skipped (absent from the result) when the package is not installed.
+    """
+    expected = _value(str(ground_truth))
+    out: dict[str, dict] = {}
+    for name, extract in (("strict", extract_strict_answer), ("flexible", extract_flexible_answer)):
+        answer = extract(completion)
+        value = _value(answer) if answer is not None else None
+        out[name] = {"answer": answer, "correct": value is not None and value == expected}
+    if math_verify is None:
+        math_verify = math_verify_available()
+    if math_verify:
+        try:
+            answer, correct = _math_verify(completion, str(ground_truth))
+        except Exception as exc:  # a parser crash is a parse failure, never a lost eval
+            out["math_verify"] = {"answer": None, "correct": False,
+                                  "error": f"{type(exc).__name__}: {exc}"[:200]}
+        else:
+            out["math_verify"] = {"answer": answer, "correct": correct}
+    return out
