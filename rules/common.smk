@@ -8,17 +8,64 @@ def log_path(stage):
     return layout.LOGS.format(stage=stage, key="{key}")
 
 
-def mem_mb(table):
-    return lambda wc: table[wc.key].resources["mem_mb"]
-
-
-def runtime(table):
-    return lambda wc: table[wc.key].resources["runtime_min"]
-
-
-def gpus(table):
-    return lambda wc: table[wc.key].resources["gpus"]
-
-
 def cpus(table):
     return lambda wc: table[wc.key].resources["cpus"]
+
+
+# Resources: each stage's request from the spec (knobsweep.resources), under the Slurm executor
+# plugin's keywords (gpu, cpus_per_task/cpus_per_gpu, mem_mb, runtime, slurm_partition, ...), plus
+# `shell_exec` for GPU jobs: a wrapper that gives each local job devices of its own.
+from knobsweep.resources import gpu_shell, scheduler_resources
+
+# Short CPU stages run in the Snakemake process itself under an executor (`--profile slurm`):
+# a Slurm round trip costs more than they do. Locally this changes nothing.
+localrules:
+    convert_data,
+    tiny_model,
+    report,
+
+
+SCHEDULER_KEYS = ("mem_mb", "runtime", "gpu", "gpu_model", "cpus_per_gpu", "cpus_per_task",
+                  "slurm_partition", "slurm_account", "qos", "constraint", "nodes", "slurm_extra")
+
+
+def _resource_dict(values):
+    """{key: {resource: value}} -> a rule's resources. A resource that is the same for every job
+    is a plain value (None: left out); only those that differ are functions of the wildcard,
+    since Snakemake calls every resource function once per job (10,000 runs: seconds)."""
+    resources = {}
+    for name in (*SCHEDULER_KEYS, "shell_exec"):
+        distinct = {job[name] for job in values.values()}
+        if len(distinct) == 1:
+            value = distinct.pop()
+            if value is not None:
+                resources[name] = value
+        else:
+            resources[name] = (lambda name: lambda wc: values[wc.get("key", wc.get("experiment"))][name])(name)
+    return resources
+
+
+def job_resources(table, stage):
+    """A stage rule's `resources:`, from the job table's resolved requests."""
+    values = {key: {**scheduler_resources(job.resources, stage), "shell_exec": gpu_shell(job.resources["gpus"])}
+              for key, job in table.items()}
+    return _resource_dict(values)
+
+
+def job_threads(table):
+    """A stage rule's `threads:` (CPUs): a plain number when every job asks for the same."""
+    distinct = {job.resources["cpus"] for job in table.values()}
+    return distinct.pop() if len(distinct) == 1 else cpus(table)
+
+
+def report_resources():
+    """The report is one job per experiment, with its baseline's report resources."""
+    values = {}
+    for name in pipeline.experiments:
+        request = pipeline.report_resources(name)
+        values[name] = {**scheduler_resources(request, "report"), "shell_exec": gpu_shell(request["gpus"])}
+    return _resource_dict(values)
+
+
+def report_threads(wc):
+    return pipeline.report_resources(wc.experiment)["cpus"]

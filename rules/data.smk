@@ -8,10 +8,9 @@ rule convert_data:
         out=layout.DATA_DIR,
     log:
         log_path("data"),
-    threads: cpus(pipeline.data)
+    threads: job_threads(pipeline.data)
     resources:
-        mem_mb=mem_mb(pipeline.data),
-        runtime=runtime(pipeline.data),
+        **job_resources(pipeline.data, "data"),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:
@@ -27,10 +26,9 @@ rule tiny_model:
         data=lambda wc: layout.DATA_DIR.format(key=pipeline.tiny[wc.key].data),
     log:
         log_path("tiny"),
-    threads: cpus(pipeline.tiny)
+    threads: job_threads(pipeline.tiny)
     resources:
-        mem_mb=mem_mb(pipeline.tiny),
-        runtime=runtime(pipeline.tiny),
+        **job_resources(pipeline.tiny, "data"),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:

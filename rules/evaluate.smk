@@ -11,11 +11,9 @@ rule evaluate:
         out=layout.EVAL_DIR,
     log:
         log_path("eval"),
-    threads: cpus(pipeline.eval)
+    threads: job_threads(pipeline.eval)
     resources:
-        mem_mb=mem_mb(pipeline.eval),
-        runtime=runtime(pipeline.eval),
-        gpu=gpus(pipeline.eval),
+        **job_resources(pipeline.eval, "eval"),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:

@@ -8,10 +8,9 @@ rule merge:
         adapter=layout.TRAIN_ADAPTER,
     log:
         log_path("merge"),
-    threads: cpus(pipeline.merge)
+    threads: job_threads(pipeline.merge)
     resources:
-        mem_mb=mem_mb(pipeline.merge),
-        runtime=runtime(pipeline.merge),
+        **job_resources(pipeline.merge, "merge"),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:

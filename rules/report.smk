@@ -9,9 +9,9 @@ rule report:
         spec=lambda wc: str(pipeline.experiments[wc.experiment].path),
     log:
         "results/logs/report/{experiment}.log",
+    threads: report_threads
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **report_resources(),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:

@@ -12,11 +12,9 @@ rule train:
         out=layout.TRAIN_DIR,
     log:
         log_path("train"),
-    threads: cpus(pipeline.train)
+    threads: job_threads(pipeline.train)
     resources:
-        mem_mb=mem_mb(pipeline.train),
-        runtime=runtime(pipeline.train),
-        gpu=gpus(pipeline.train),
+        **job_resources(pipeline.train, "train"),
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:

@@ -23,3 +23,9 @@ def write_spec(tmp_path, monkeypatch):
         return path
 
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Real-Slurm tests last: once slurm-client is installed and the cluster stopped again, every
+    `snakemake` call pays ~9 s in the executor plugin's `scontrol` probe (see notes/slurm.md)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)

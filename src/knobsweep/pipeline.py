@@ -12,7 +12,8 @@ from pathlib import Path
 
 from knobsweep import layout
 from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
-from knobsweep.spec.experiment import TINY, evaluation_config, train_config
+from knobsweep.resources import launch_args, stage_resources  # noqa: F401  (the rules import them from here)
+from knobsweep.spec.experiment import evaluation_config, train_config
 
 EXPERIMENTS_DIR = "experiments"
 
@@ -30,22 +31,6 @@ class Job:
         return json.dumps(self.config, sort_keys=True, separators=(",", ":"))
 
 
-def launch_args(gpus: int) -> str:
-    """`accelerate launch` arguments: one CPU process, or one process per GPU with bf16."""
-    if gpus == 0:
-        return "--cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
-    multi = " --multi_gpu" if gpus > 1 else ""
-    return f"--num_processes {gpus} --num_machines 1 --mixed_precision bf16 --dynamo_backend no{multi}"
-
-
-def stage_resources(config: dict, stage: str) -> dict:
-    """The spec's resources for a stage, with GPUs defaulting to 0 for the tiny model and 1 otherwise."""
-    resources = dict(config["resources"][stage])
-    if resources["gpus"] is None:
-        resources["gpus"] = 0 if config["model"]["name"] == TINY or stage not in ("train", "eval") else 1
-    return resources
-
-
 @dataclass
 class Pipeline:
     experiments: dict[str, Experiment] = field(default_factory=dict)
@@ -60,24 +45,33 @@ class Pipeline:
         for run in experiment.runs:
             config, keys = run.config, run.keys
             manifest = layout.DATA_MANIFEST.format(key=keys.data)
-            self.data.setdefault(keys.data, Job(config["data"], keys.data, "", (), stage_resources(config, "data")))
+            # each table entry is built once per key: thousands of runs share a few data/base-eval jobs
+            if keys.data not in self.data:
+                self.data[keys.data] = Job(config["data"], keys.data, "", (), stage_resources(config, "data"))
             if keys.model:
                 base = layout.TINY_MODEL.format(key=keys.model)
-                self.tiny.setdefault(keys.model, Job({}, keys.data, base, (manifest,), stage_resources(config, "data")))
+                if keys.model not in self.tiny:
+                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,), stage_resources(config, "data"))
                 base_inputs: tuple[str, ...] = (base,)
             else:
                 base, base_inputs = config["model"]["name"], ()
-            self.train.setdefault(keys.train, Job(train_config(config), keys.data, base,
-                                                  (manifest, *base_inputs), stage_resources(config, "train")))
-            adapter = layout.TRAIN_ADAPTER.format(key=keys.train)
-            self.merge.setdefault(keys.train, Job({}, keys.data, base, (adapter, *base_inputs),
-                                                  stage_resources(config, "merge")))
+            if keys.train not in self.train:
+                self.train[keys.train] = Job(train_config(config), keys.data, base, (manifest, *base_inputs),
+                                             stage_resources(config, "train"))
+                adapter = layout.TRAIN_ADAPTER.format(key=keys.train)
+                self.merge[keys.train] = Job({}, keys.data, base, (adapter, *base_inputs),
+                                             stage_resources(config, "merge"))
             merged = layout.MERGE_DIR.format(key=keys.train)
-            eval_config = evaluation_config(config)
-            self.eval.setdefault(keys.eval, Job(eval_config, keys.data, merged, (manifest, merged),
-                                                stage_resources(config, "eval")))
-            self.eval.setdefault(keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs),
-                                                     stage_resources(config, "eval")))
+            if keys.eval not in self.eval or keys.base_eval not in self.eval:
+                eval_config = evaluation_config(config)
+                eval_resources = stage_resources(config, "eval")
+                self.eval.setdefault(keys.eval, Job(eval_config, keys.data, merged, (manifest, merged), eval_resources))
+                self.eval.setdefault(keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs),
+                                                         eval_resources))
+
+    def report_resources(self, name: str) -> dict:
+        """The report is one job per experiment: it takes the baseline's report resources."""
+        return stage_resources(self.experiments[name].baseline.config, "report")
 
     def report_inputs(self, name: str) -> list[str]:
         """Every file a report reads; Snakemake re-builds the report when one changes."""

@@ -1,0 +1,178 @@
+"""Per-stage resources: the spec's `resources:` section -> what Snakemake and its Slurm executor get.
+
+`stage_resources(config, stage)` resolves one stage's request (spec values, else the stage's
+defaults, else the site settings); `scheduler_resources(resolved, stage)` maps it onto the
+keywords snakemake-executor-plugin-slurm reads (gpu, gpu_model, cpus_per_gpu, cpus_per_task,
+slurm_partition, slurm_account, qos, constraint, nodes, runtime, mem_mb). Locally the same
+`gpu` / `mem_mb` / `runtime` count against `--resources`, and GPU jobs run under
+`knobsweep.devices`, which gives each job its own devices (CUDA_VISIBLE_DEVICES).
+
+Site settings (partition, account, qos) never live in the code or the spec's defaults: they come
+from the environment (KNOBSWEEP_SLURM_PARTITION, KNOBSWEEP_SLURM_ACCOUNT, KNOBSWEEP_SLURM_QOS,
+KNOBSWEEP_SLURM_GPU_PARTITION) or from a small YAML file, `slurm/site.yaml` (or the file named by
+KNOBSWEEP_SLURM_SITE): `{partition: cpu, gpu_partition: gpu, account: proj42, qos: normal}`.
+Unset everywhere means sbatch's own defaults (which honour SBATCH_PARTITION, SBATCH_ACCOUNT, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+TINY = "tiny"
+STAGES = ("data", "train", "merge", "eval", "report")
+GPU_STAGES = ("train", "eval")
+SITE_FILE = "slurm/site.yaml"
+SITE_KEYS = ("partition", "gpu_partition", "account", "qos")
+_SITE_ENV = tuple(f"KNOBSWEEP_SLURM_{key.upper()}" for key in SITE_KEYS)
+# SIGTERM this many seconds before the time limit, so the trainer checkpoints (Slurm --signal).
+PREEMPT_SIGNAL = "--signal=B:TERM@120"
+
+# Stage defaults: (cpus, mem_mb, runtime_min), on a GPU / on CPU only.
+_DEFAULTS = {
+    "data": {"cpu": (2, 8000, 60)},
+    "train": {"gpu": (8, 64000, 240), "cpu": (1, 8000, 240)},
+    "merge": {"cpu": (4, 32000, 60)},
+    "eval": {"gpu": (8, 32000, 120), "cpu": (1, 8000, 60)},
+    "report": {"cpu": (1, 4000, 30)},
+}
+_TINY_MERGE = (1, 4000, 30)
+
+
+@lru_cache(maxsize=8)
+def _site_settings(env_key: tuple, path: str, stamp: tuple | None) -> dict[str, str]:
+    env = dict(env_key)
+    settings: dict[str, str] = {}
+    if stamp is not None:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict) or set(data) - set(SITE_KEYS):
+            raise ValueError(f"{path}: expected a mapping with keys {', '.join(SITE_KEYS)}; got {data!r}")
+        settings.update({k: str(v) for k, v in data.items() if v not in (None, "")})
+    for key in SITE_KEYS:
+        value = env.get(f"KNOBSWEEP_SLURM_{key.upper()}")
+        if value:
+            settings[key] = value
+    return settings
+
+
+def site_settings() -> dict[str, str]:
+    """partition / gpu_partition / account / qos from the environment, else slurm/site.yaml."""
+    # called once per job-table entry: read the few known variables, never scan os.environ
+    env = tuple((name, os.environ.get(name)) for name in _SITE_ENV if os.environ.get(name) is not None)
+    path = os.environ.get("KNOBSWEEP_SLURM_SITE") or SITE_FILE
+    try:
+        stat = os.stat(path)
+        stamp: tuple | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    except OSError:
+        stamp = None
+    return dict(_site_settings(env, path, stamp))
+
+
+def stage_resources(config: Mapping[str, Any], stage: str) -> dict:
+    """One stage's resolved request: every StageResources field filled in (None = not asked for)."""
+    spec = dict(config["resources"][stage])
+    tiny = config["model"]["name"] == TINY
+    if spec.get("gpus") is None:
+        spec["gpus"] = 1 if stage in GPU_STAGES and not tiny else 0
+    on_gpu = spec["gpus"] > 0
+    if stage == "merge" and tiny:
+        defaults = _TINY_MERGE
+    else:
+        table = _DEFAULTS[stage]
+        defaults = table["gpu"] if on_gpu and "gpu" in table else table["cpu"]
+    for name, default in zip(("cpus", "mem_mb", "runtime_min"), defaults):
+        if spec.get(name) is None:
+            spec[name] = default
+    spec.setdefault("nodes", 1)
+    site = site_settings()
+    if spec.get("partition") is None:
+        spec["partition"] = site.get("gpu_partition") if on_gpu and site.get("gpu_partition") else site.get("partition")
+    for name in ("account", "qos"):
+        if spec.get(name) is None:
+            spec[name] = site.get(name)
+    for name in ("gpu_model", "constraint"):
+        spec.setdefault(name, None)
+    return spec
+
+
+def scheduler_resources(resources: Mapping[str, Any], stage: str) -> dict:
+    """A stage's request as Snakemake resources (the Slurm executor plugin's keywords).
+
+    Values that are not asked for are None, which Snakemake drops, so sbatch gets no flag.
+    Nothing the plugin manages goes through slurm_extra.
+    """
+    gpus = int(resources["gpus"])
+    out: dict[str, Any] = {
+        "mem_mb": resources["mem_mb"],
+        "runtime": resources["runtime_min"],
+        "gpu": gpus,
+        "gpu_model": resources.get("gpu_model") if gpus else None,
+        # sbatch gets --cpus-per-gpu on GPU jobs, --cpus-per-task otherwise
+        "cpus_per_gpu": max(1, -(-int(resources["cpus"]) // gpus)) if gpus else None,
+        "cpus_per_task": None if gpus else resources["cpus"],
+        "slurm_partition": resources.get("partition"),
+        "slurm_account": resources.get("account"),
+        "qos": resources.get("qos"),
+        "constraint": resources.get("constraint"),
+        "nodes": resources["nodes"] if resources.get("nodes", 1) > 1 else None,
+        # preemption: TERM two minutes before the limit so the trainer checkpoints (with --requeue)
+        "slurm_extra": PREEMPT_SIGNAL if stage == "train" else None,
+    }
+    return out
+
+
+def launch_args(gpus: int | Mapping[str, Any], nodes: int = 1, port: int = 29500) -> str:
+    """`accelerate launch` arguments: one CPU process, or one process per GPU (bf16), on `nodes` nodes.
+
+    `gpus` is GPUs per node (or a resolved resources mapping). For several nodes the command is
+    started once per node (`launch_command`), and each copy reads its rank and the head node from
+    Slurm's environment at run time.
+    """
+    if isinstance(gpus, Mapping):
+        gpus, nodes = int(gpus["gpus"]), int(gpus.get("nodes", 1))
+    if gpus == 0:
+        return "--cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    total = gpus * nodes
+    multi = " --multi_gpu" if total > 1 else ""
+    args = f"--num_processes {total} --num_machines {nodes} --mixed_precision bf16 --dynamo_backend no{multi}"
+    if nodes > 1:
+        args += (" --machine_rank $SLURM_NODEID --rdzv_backend c10d"
+                 " --main_process_ip $(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n1)"
+                 f" --main_process_port {port}")
+    return args
+
+
+def launch_command(resources: Mapping[str, Any], entry: str) -> str:
+    """The whole training command: `accelerate launch ... <entry>`; on several nodes, one launcher
+    per node through `srun` (inside the job's allocation, so `--overlap` is not needed)."""
+    command = f"accelerate launch {launch_args(resources)} {entry}"
+    nodes = int(resources.get("nodes", 1))
+    if nodes == 1:
+        return command
+    return (f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1"
+            f" bash -c {shlex.quote(command)}")
+
+
+def gpu_shell(gpus: int, directory: str | Path = ".snakemake/knobsweep") -> str | None:
+    """Path of a shell (Snakemake's `shell_exec` resource) that runs a job's command on `gpus`
+    devices of its own: it claims them with `knobsweep.devices` and sets CUDA_VISIBLE_DEVICES.
+    None for CPU jobs. Under Slurm the wrapper leaves the allocation's devices alone."""
+    if not gpus:
+        return None
+    path = Path(directory).resolve() / f"gpu-shell-{gpus}"
+    script = ("#!/bin/sh\n# generated by knobsweep.resources.gpu_shell: Snakemake runs `$0 -c CMD`\n"
+              f"exec {shlex.quote(sys.executable)} -m knobsweep.devices --gpus {gpus} -- "
+              "bash -o pipefail -eu \"$@\"\n")
+    if not path.is_file() or path.read_text() != script:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    return str(path)
