@@ -11,6 +11,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for models run inside the test process: on a shared 2-core machine,
+    two OpenMP threads competing with other jobs spin-wait and make the tiny model ~100x slower.
+    (Subprocesses get OMP_NUM_THREADS from Snakemake's `threads:` or from the test.)"""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def write_spec(tmp_path, monkeypatch):
     """Write a YAML experiment into tmp_path (the working directory, holding the demo data)."""

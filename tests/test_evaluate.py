@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from knobsweep.data import convert_to_dir
 from knobsweep.evaluate import evaluate, pass_at_k, resolve_backend, score_samples, summarize
@@ -22,16 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = next(p for p in (REPO / "data/gsm8k", REPO.parent / "shared/data/gsm8k") if p.is_dir())
 EVAL_ROWS = 6
 REWARD = {"name": "gsm8k", "format_weight": 0.1}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with
-    other jobs spin-wait and make this tiny model's generation ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def config(**eval_options) -> dict:

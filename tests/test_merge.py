@@ -22,16 +22,6 @@ GSM8K_TEST = next(
 WEIGHTS = "adapter_model.safetensors"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with
-    other jobs spin-wait and make this tiny model's generation ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     lines = GSM8K_TEST.read_text().splitlines()[:200]
