@@ -4,7 +4,8 @@
 # The rules only hold paths, params and resources; the logic is in src/knobsweep/.
 
 from knobsweep import layout
-from knobsweep.pipeline import build_pipeline, experiment_files, launch_args
+from knobsweep.pipeline import build_pipeline, experiment_files
+from knobsweep.resources import launch_args
 
 
 configfile: "workflow/config.yaml"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knobsweep import layout
+from knobsweep.resources import stage_resources
 from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
-from knobsweep.resources import launch_args, stage_resources  # noqa: F401  (the rules import them from here)
 from knobsweep.spec.experiment import evaluation_config, train_config
 
 EXPERIMENTS_DIR = "experiments"
