@@ -42,7 +42,8 @@ def test_status_reads_status_and_metrics(write_spec, tmp_path, capsys):
     train_dir = layout.path(layout.TRAIN_DIR, tmp_path, key=baseline.keys.train)
     train_dir.mkdir(parents=True)
     (train_dir / "status.json").write_text(json.dumps({"state": "RUNNING", "step": 7}))
-    (train_dir / "metrics.jsonl").write_text('{"step": 7, "reward": 0.25, "elapsed_s": 12.4}\n')
+    # the trainer is mid-write: the torn last line is not a step yet
+    (train_dir / "metrics.jsonl").write_text('{"step": 7, "reward": 0.25, "elapsed_s": 12.4}\n{"step": 8, "rew')
     assert main(["status", str(spec)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "baseline" in line]
     assert "RUNNING" in lines[0] and "0.250" in lines[0] and "12" in lines[0]

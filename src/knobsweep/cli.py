@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from knobsweep import layout
+from knobsweep.io import read_jsonl
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
 
@@ -88,10 +89,8 @@ def status(args: argparse.Namespace) -> int:
         status_file = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
         metrics_file = layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)
         state = json.loads(status_file.read_text()) if status_file.exists() else {}
-        last = {}
-        if metrics_file.exists():
-            lines = metrics_file.read_text().splitlines()
-            last = json.loads(lines[-1]) if lines else {}
+        # read_jsonl skips a torn last line: a run being written to is read mid-step.
+        last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
         reward = last.get("reward")
         table.add_row(run.name, state.get("state", "PENDING"), str(last.get("step", state.get("step", "-"))),
                       f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
