@@ -17,17 +17,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal configs give equal text."""
-    return json.dumps(_normalise(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+def canonical_json(obj: Any, *, is_normalised: bool = False) -> str:
+    """JSON with sorted keys and no whitespace: equal configs give equal text.
+
+    `is_normalised`: obj is already `normalised(...)` output (as the run configs of
+    `spec.expand` are), so the walk over every leaf is skipped; the text is the same.
+    """
+    return json.dumps(obj if is_normalised else normalised(obj), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
 
 
-def _normalise(obj: Any) -> Any:
-    # Integral floats hash like ints (1.0 == 1), so equivalent spellings share a key.
+def normalised(obj: Any) -> Any:
+    """A copy in canonical form: string keys, lists for tuples, integral floats as ints (1.0 == 1,
+    so equivalent spellings share a key); a non-finite number is a ValueError."""
     # Dispatch on the exact type: this runs over every leaf of every run config of a sweep.
     kind = type(obj)
     if kind is dict:
-        return {k if type(k) is str else str(k): _normalise(v) for k, v in obj.items()}
+        return {k if type(k) is str else str(k): normalised(v) for k, v in obj.items()}
     if kind is str or kind is int or kind is bool or obj is None:
         return obj
     if kind is float or isinstance(obj, float):
@@ -35,9 +41,9 @@ def _normalise(obj: Any) -> Any:
             raise ValueError(f"cannot hash a non-finite number: {obj!r}")
         return int(obj) if obj.is_integer() else float(obj)
     if isinstance(obj, dict):
-        return {str(k): _normalise(v) for k, v in obj.items()}
+        return {str(k): normalised(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_normalise(v) for v in obj]
+        return [normalised(v) for v in obj]
     return obj
 
 
@@ -54,9 +60,9 @@ def json_object(text: str) -> dict:
     return value
 
 
-def content_hash(obj: Any, length: int = 16) -> str:
-    """A short, stable hex digest of a JSON-able object."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+def content_hash(obj: Any, length: int = 16, *, is_normalised: bool = False) -> str:
+    """A short, stable hex digest of a JSON-able object (`is_normalised`: as in canonical_json)."""
+    return hashlib.sha256(canonical_json(obj, is_normalised=is_normalised).encode()).hexdigest()[:length]
 
 
 def file_sha256(path: str | Path) -> str:

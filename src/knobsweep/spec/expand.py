@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
-from knobsweep.io import canonical_json
+from knobsweep.io import canonical_json, normalised
 from knobsweep.spec.errors import Problem, SpecError
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.resolve import resolve_sections
@@ -71,11 +71,12 @@ def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any]]
 
 
 def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], int, dict]]:
-    """(name, changed knobs, seed, resolved config) for every run, validated."""
+    """(name, changed knobs, seed, resolved config) for every run, validated; configs are
+    `normalised` (canonical form), so their keys can skip that walk."""
     base_config = spec.baseline.model_dump(mode="json")
     base_json = json.dumps(base_config)
     # The resolved baseline (always expanded first): what a run's changes are measured against.
-    base_text, base_resolved = "", base_config
+    base_text, base_resolved = "", normalised(base_config)
     cache: dict = {}
     labels = knob_labels(list(spec.sweep))
     problems: list[Problem] = []
@@ -100,8 +101,8 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
         problems += found
         if resolved is None:
             continue
-        config = resolved
-        text = canonical_json(config)
+        config = normalised(resolved)  # canonical once: every key below hashes it without a second walk
+        text = canonical_json(config, is_normalised=True)
         if given_name is None and (changed and text == base_text or text in seen):
             continue  # a value equal to the baseline's (or repeated) adds no run
         if not changed and given_name is None:
@@ -109,7 +110,8 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
         seen.add(text)
         # Keep only the knobs that really differ (a grid cell may repeat baseline values).
         changed = {k: get_dotted(config, k) for k, v in changed.items()
-                   if canonical_json(get_dotted(config, k)) != canonical_json(get_dotted(base_resolved, k))}
+                   if canonical_json(get_dotted(config, k), is_normalised=True)
+                   != canonical_json(get_dotted(base_resolved, k), is_normalised=True)}
         if given_name is None:
             name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
         variants.append((name, changed, config))

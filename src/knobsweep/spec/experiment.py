@@ -70,14 +70,15 @@ def data_identity(data: dict) -> dict:
 
 def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_start: dict | None = None,
                tiny_model: str | None = None) -> StageKeys:
-    """The key of every stage of a run; `data_identities` caches the data (and tiny model) keys across runs.
+    """The key of every stage of a run (`config`: a normalised run config, as `expand` gives);
+    `data_identities` caches the data (and tiny model) keys across runs.
 
     `warm_start` identifies the weights training starts from ({"train": key} of another run, or
     {"path": ..., "files": fingerprint}); None for the base model. `tiny_model` overrides the tiny
     model's key: a chained run continues its upstream run's weights, so it keeps that run's tiny base
     (whose tokenizer was trained on the upstream data, e.g. the SFT rows)."""
     data = config["data"]
-    options = canonical_json(data)
+    options = canonical_json(data, is_normalised=True)
     if options not in data_identities:
         # Runs of a sweep mostly share their data: hash its inputs and key it once.
         data_key = content_hash({"stage": "data", "options": data, **data_identity(data)})
@@ -87,14 +88,15 @@ def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_s
     model_name = config["model"]["name"]
     model_key = (tiny_model or tiny_key) if model_name == TINY else None
     base_model = {"tiny": model_key} if model_key else {"name": model_name}
+    # The config is normalised (expand); the rest is strings and ints, already in canonical form.
     train_key = content_hash({"stage": "train", "v": STAGE_VERSIONS["train"], "data": data_key,
                               "base": base_model, "config": train_config(config),
-                              **({"warm_start": warm_start} if warm_start else {})})
+                              **({"warm_start": warm_start} if warm_start else {})}, is_normalised=True)
     eval_config = evaluation_config(config)
     eval_key = content_hash({"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key,
-                             "model": {"train": train_key}, "config": eval_config})
+                             "model": {"train": train_key}, "config": eval_config}, is_normalised=True)
     base_eval_key = content_hash({"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key,
-                                  "model": base_model, "config": eval_config})
+                                  "model": base_model, "config": eval_config}, is_normalised=True)
     return StageKeys(data_key, model_key, train_key, eval_key, base_eval_key,
                      warm_start.get("train") if warm_start else None)
 
@@ -206,12 +208,12 @@ def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
     GPUs, a missing accelerate config), so it fails at validation, not in a queued job."""
     from knobsweep.resources import launch_command, stage_resources
 
-    request = stage_resources(config, "train")
     distributed = config["train"]["distributed"]
-    key = canonical_json([request, distributed])
+    # what the request depends on (the site settings are the same for every run)
+    key = canonical_json([config["resources"]["train"], config["model"]["name"], distributed], is_normalised=True)
     if key not in cache:
         try:
-            launch_command(request, distributed)
+            launch_command(stage_resources(config, "train"), distributed)
             cache[key] = None
         except ValueError as error:
             message = str(error)
