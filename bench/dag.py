@@ -4,7 +4,8 @@
 
 For each size, writes a tiny-model experiment with that many runs (mode: grid over learning rate,
 rollout temperature and eval max_tokens) into a temporary copy of the workflow and times
-`snakemake -n` (targets on 2 cores: 1,000 runs <= 5 s, 10,000 runs <= 30 s). Then a no-op re-run:
+`snakemake -n` (targets on 2 cores: 1,000 runs <= 5 s, 10,000 runs <= 30 s); each timing is the median
+of `--repeat` calls. Then a no-op re-run:
 a 100-run sweep whose outputs all exist (empty files, stamped in order by `snakemake --touch`), timed with `snakemake -n`
 (target <= 3 s). Also times loading + expanding the spec and building the job tables alone
 (`--profile` prints where that time goes).
@@ -17,6 +18,7 @@ import cProfile
 import os
 import pstats
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,15 +65,18 @@ def workdir(root: Path, runs: int) -> Path:
     return work
 
 
-def snakemake(work: Path, *args: str) -> tuple[float, str]:
+def snakemake(work: Path, *args: str, repeat: int = 1) -> tuple[float, str]:
+    """The median wall time of `repeat` identical calls (this machine's timings move by 20%), and the output."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env,
-                            capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"snakemake {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
-    return elapsed, result.stdout
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env,
+                                capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise SystemExit(f"snakemake {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return statistics.median(times), result.stdout
 
 
 def jobs(output: str) -> str:
@@ -93,8 +98,7 @@ def fake_outputs(work: Path) -> None:
         stages = [
             (pipeline.data, [layout.DATA_TRAIN, layout.DATA_EVAL, layout.DATA_MANIFEST], []),
             (pipeline.tiny, [], [layout.TINY_MODEL]),
-            (pipeline.train, [layout.TRAIN_METRICS], [layout.TRAIN_ADAPTER]),
-            (pipeline.merge, [], [layout.MERGE_DIR]),
+            (pipeline.train, [layout.TRAIN_METRICS], [layout.TRAIN_ADAPTER, layout.MERGE_DIR]),
             (pipeline.eval, [layout.EVAL_SUMMARY, layout.EVAL_SAMPLES], []),
         ]
         for table, files, folders in stages:
@@ -139,15 +143,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--noop", type=int, default=100, help="runs in the no-op re-run sweep (0: skip)")
     parser.add_argument("--profile", action="store_true", help="cProfile the spec + job tables")
+    parser.add_argument("--repeat", type=int, default=3, help="calls per timing; the median is printed")
     args = parser.parse_args()
     targets = {1000: 5.0, 10000: 30.0}
-    print(f"snakemake --version: {snakemake(REPO, '--version')[0]:.2f} s (start-up floor, plugins included)")
+    floor = snakemake(REPO, "--version", repeat=args.repeat)[0]
+    print(f"snakemake --version: {floor:.2f} s (start-up floor, plugins included); medians of {args.repeat} calls")
     with tempfile.TemporaryDirectory(prefix="knobsweep-dag-") as tmp:
         for runs in args.runs:
             work = workdir(Path(tmp), runs)
             table_s = tables(work, args.profile)
-            elapsed, out = snakemake(work, "-n")
-            quiet, _ = snakemake(work, "-n", "--quiet")
+            elapsed, out = snakemake(work, "-n", repeat=args.repeat)
+            quiet, _ = snakemake(work, "-n", "--quiet", repeat=args.repeat)
             target = f" (target <= {targets[runs]:.0f} s)" if runs in targets else ""
             print(f"{runs:>6} runs: spec + job tables {table_s:6.2f} s; snakemake -n {elapsed:6.2f} s"
                   f"{target}, -n --quiet {quiet:6.2f} s; {jobs(out)} jobs")
@@ -155,7 +161,7 @@ def main() -> int:
             work = workdir(Path(tmp), args.noop)
             fake_outputs(work)
             touch_s, _ = snakemake(work, "--touch")
-            elapsed, out = snakemake(work, "-n")
+            elapsed, out = snakemake(work, "-n", repeat=args.repeat)
             status = "nothing to do" if "Nothing to be done" in out else f"{jobs(out)} jobs planned (!)"
             print(f"{args.noop:>6} runs finished (--touch {touch_s:.1f} s): no-op snakemake -n {elapsed:6.2f} s "
                   f"(target <= 3 s); {status}")

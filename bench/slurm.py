@@ -9,10 +9,10 @@ at the end if this started it; needs root), prints:
    every 50 ms), and a blocking `srun true`;
 2. Snakemake's cost per job under the Slurm executor: N independent trivial jobs through the
    repo's slurm/ profile vs the same workflow with `--cores 2`; per job = (Slurm - local) / N;
-3. the demo experiment through the Slurm profile as shipped (merge + evaluation grouped into one
-   job, data / tiny model / report as localrules), without the group, and with neither, against a
+3. the demo experiment through the Slurm profile as shipped (each run's merge at the end of its
+   train job, data / tiny model / report as localrules) and without the localrules, against a
    local `--cores 2` run. The demo is cut to `--train-size` prompts (100 -> 10 steps) so that the
-   four runs take minutes, not an hour; the Slurm-side overhead does not depend on the step count.
+   three runs take minutes, not an hour; the Slurm-side overhead does not depend on the step count.
 
 Every Slurm run uses the test overrides of the profile (status checks from 2 s, latency-wait 5 s,
 4 jobs at once): the shipped profile waits 20 s before its first status check.
@@ -128,9 +128,9 @@ def per_job_overhead(root: Path, jobs: int) -> dict:
     return walls
 
 
-# --- 3. the demo, grouped or not -------------------------------------------------------------
+# --- 3. the demo, with and without localrules -------------------------------------------------
 
-def demo_copy(root: Path, train_size: int, groups: bool, localrules: bool) -> Path:
+def demo_copy(root: Path, train_size: int, localrules: bool) -> Path:
     root.mkdir(parents=True)
     for item in ("Snakefile", "rules", "workflow", "data", "slurm", "profiles"):
         source = REPO / item
@@ -141,10 +141,6 @@ def demo_copy(root: Path, train_size: int, groups: bool, localrules: bool) -> Pa
     (root / "experiments").mkdir()
     (root / "experiments" / "demo.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (root / "slurm" / "site.yaml").write_text(f"partition: {PARTITION}\n")
-    if not groups:
-        profile = yaml.safe_load((root / "slurm" / "config.yaml").read_text())
-        profile.pop("groups", None)
-        (root / "slurm" / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     if not localrules:
         common = root / "rules" / "common.smk"
         text = common.read_text()
@@ -156,12 +152,11 @@ def demo_copy(root: Path, train_size: int, groups: bool, localrules: bool) -> Pa
 
 def demo_runs(root: Path, train_size: int) -> list[tuple[str, float, int]]:
     rows = []
-    variants = [("local --cores 2", None, True, True),
-                ("slurm, merge+eval grouped, localrules (as shipped)", True, True, True),
-                ("slurm, no group, localrules", True, False, True),
-                ("slurm, no group, no localrules", True, False, False)]
-    for index, (label, slurm, groups, localrules) in enumerate(variants):
-        workdir = demo_copy(root / f"demo-{index}", train_size, groups, localrules)
+    variants = [("local --cores 2", False, True),
+                ("slurm, localrules (as shipped)", True, True),
+                ("slurm, no localrules", True, False)]
+    for index, (label, slurm, localrules) in enumerate(variants):
+        workdir = demo_copy(root / f"demo-{index}", train_size, localrules)
         since = now()
         extra = ["--profile", "slurm", *FAST] if slurm else ["--cores", "2"]
         wall = timed([sys.executable, "-m", "snakemake", *extra], workdir)

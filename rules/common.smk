@@ -1,3 +1,7 @@
+import inspect
+
+from snakemake.common import overwrite_function_params
+
 # Shared wildcard constraints: stage keys are 16 hex digits, so stage folders never collide.
 wildcard_constraints:
     key="[0-9a-f]{16}",
@@ -8,8 +12,22 @@ def log_path(stage):
     return layout.LOGS.format(stage=stage, key="{key}")
 
 
+def per_job(function):
+    """`function(wildcards)` as a rule item whose signature Snakemake reads once, not once per
+    job: it inspects every item function on every call, about a tenth of `snakemake -n` on a
+    sweep of thousands of runs. `overwrite_function_params` is how Snakemake's own ioutils
+    declare a function's parameters."""
+    overwrite_function_params(function, inspect.signature(function).parameters)
+    return function
+
+
+def per_key(table, item):
+    """A rule item looked up in a job table by the `{key}` wildcard: item(table[key])."""
+    return per_job(lambda wildcards: item(table[wildcards.key]))
+
+
 def cpus(table):
-    return lambda wc: table[wc.key].resources["cpus"]
+    return per_key(table, lambda job: job.resources["cpus"])
 
 
 # Resources: each stage's request from the spec (knobsweep.resources), under the Slurm executor
@@ -42,7 +60,7 @@ def _resource_dict(values):
             if value is not None:
                 resources[name] = value
         else:
-            resources[name] = (lambda name: lambda wc: values[wc.get("key", wc.get("experiment"))][name])(name)
+            resources[name] = per_job((lambda name: lambda wc: values[wc.get("key", wc.get("experiment"))][name])(name))
     return resources
 
 
@@ -68,5 +86,6 @@ def report_resources():
     return _resource_dict(values)
 
 
-def report_threads(wc):
-    return pipeline.report_resources(wc.experiment)["cpus"]
+@per_job
+def report_threads(wildcards):
+    return pipeline.report_resources(wildcards.experiment)["cpus"]

@@ -4,7 +4,7 @@ rule convert_data:
         eval=layout.DATA_EVAL,
         manifest=layout.DATA_MANIFEST,
     params:
-        config=lambda wc: pipeline.data[wc.key].config_json,
+        config=per_key(pipeline.data, lambda job: job.config_json),
         out=layout.DATA_DIR,
     log:
         log_path("data"),
@@ -19,11 +19,11 @@ rule convert_data:
 
 rule tiny_model:
     input:
-        lambda wc: pipeline.tiny[wc.key].inputs,
+        per_key(pipeline.tiny, lambda job: job.inputs),
     output:
         directory(layout.TINY_MODEL),
     params:
-        data=lambda wc: layout.DATA_DIR.format(key=pipeline.tiny[wc.key].data),
+        data=per_key(pipeline.tiny, lambda job: layout.DATA_DIR.format(key=job.data)),
     log:
         log_path("tiny"),
     threads: job_threads(pipeline.tiny)

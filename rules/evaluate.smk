@@ -1,13 +1,11 @@
 rule evaluate:
     input:
-        lambda wc: pipeline.eval[wc.key].inputs,
+        per_key(pipeline.eval, lambda job: job.inputs),
     output:
         summary=layout.EVAL_SUMMARY,
         samples=layout.EVAL_SAMPLES,
     params:
-        config=lambda wc: pipeline.eval[wc.key].config_json,
-        model=lambda wc: pipeline.eval[wc.key].model,
-        data=lambda wc: layout.DATA_DIR.format(key=pipeline.eval[wc.key].data),
+        args=per_key(pipeline.eval, lambda job: job.args),  # --config-json, --model, --data
         out=layout.EVAL_DIR,
     log:
         log_path("eval"),
@@ -17,5 +15,4 @@ rule evaluate:
     conda:
         "../workflow/envs/knobsweep.yaml"
     shell:
-        "python -m knobsweep.evaluate --config-json {params.config:q} --model {params.model:q}"
-        " --data {params.data} --out {params.out} > {log} 2>&1"
+        "python -m knobsweep.evaluate {params.args} --out {params.out} > {log} 2>&1"

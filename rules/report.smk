@@ -1,12 +1,12 @@
 rule report:
     input:
-        lambda wc: pipeline.report_inputs(wc.experiment),
+        per_job(lambda wildcards: pipeline.report_inputs(wildcards.experiment)),
     output:
         html=layout.REPORT_HTML,
         csv=layout.REPORT_CSV,
         json=layout.REPORT_JSON,
     params:
-        spec=lambda wc: str(pipeline.experiments[wc.experiment].path),
+        spec=per_job(lambda wildcards: str(pipeline.experiments[wildcards.experiment].path)),
     log:
         "results/logs/report/{experiment}.log",
     threads: report_threads

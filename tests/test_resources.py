@@ -15,8 +15,8 @@ import pytest
 
 from knobsweep.devices import available_devices, claim
 from knobsweep.resources import (GRACE_ENV, PREEMPT_SIGNAL, gpu_shell, launch_args, launch_command,
-                                 scheduler_resources, site_settings, stage_resources)
-from knobsweep.spec import load_experiment
+                                 scheduler_resources, site_settings, stage_resources, train_job_resources)
+from knobsweep.spec import SpecError, load_experiment
 
 from conftest import REPO
 
@@ -58,6 +58,28 @@ def test_stage_defaults_cpu_for_tiny_gpu_for_real_models():
     assert train["partition"] is None and train["account"] is None and train["qos"] is None
 
 
+def test_the_train_job_also_holds_its_merge(write_spec):
+    # tiny: training on 1 CPU, 8000 MB, 240 min; the merge adds 30 min and needs less memory
+    tiny = train_job_resources(config("tiny"))
+    assert (tiny["gpus"], tiny["cpus"], tiny["mem_mb"], tiny["runtime_min"]) == (0, 1, 8000, 270)
+    # a real model: the merge's default (4 CPUs, 32000 MB, 60 min) fits in training's request
+    experiment = load_experiment(write_spec(SPEC))
+    job = train_job_resources(experiment.baseline.config)
+    assert {k: job[k] for k in ("gpus", "nodes", "cpus", "mem_mb", "runtime_min", "partition", "gpu_model")} == {
+        "gpus": 4, "nodes": 2, "cpus": 16, "mem_mb": 120000, "runtime_min": 660, "partition": "gpu", "gpu_model": "a100"}
+    # a merge that needs more than training gets it: the larger CPUs and memory, the summed time
+    big = train_job_resources(config("Qwen/Qwen2.5-0.5B-Instruct", merge={"cpus": 32, "mem_mb": 200000, "runtime_min": 5}))
+    assert (big["gpus"], big["cpus"], big["mem_mb"], big["runtime_min"]) == (1, 32, 200000, 245)
+
+
+def test_the_merge_takes_only_cpus_memory_and_time(write_spec):
+    with pytest.raises(SpecError) as error:
+        load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, partition: cpu}\nsweep:")))
+    assert ("baseline.resources: merge.partition is 'cpu': the merge runs on the CPU at the end of the train job, "
+            "on the train job's placement; merge takes only cpus, mem_mb, runtime_min") in str(error.value)
+    load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, gpus: 0}\nsweep:")))
+
+
 def test_spec_resources_map_onto_the_slurm_plugin_keywords(write_spec):
     experiment = load_experiment(write_spec(SPEC))
     train = stage_resources(experiment.baseline.config, "train")
@@ -72,7 +94,7 @@ def test_spec_resources_map_onto_the_slurm_plugin_keywords(write_spec):
     assert (one_node["gpu"], one_node["gpu_model"], one_node["nodes"]) == (4, "a100", None)
     assert one_node["gres"] is one_node["mpi"] is one_node["tasks"] is one_node["tasks_per_gpu"] is None
     data = scheduler_resources(stage_resources(experiment.baseline.config, "data"), "data")
-    assert data["gpu"] == 0 and data["cpus_per_task"] == 2 and data["cpus_per_gpu"] is None
+    assert data["gpu"] is None and data["cpus_per_task"] == 2 and data["cpus_per_gpu"] is None
     assert data["slurm_extra"] is None and data["nodes"] is None and data["slurm_partition"] is None
     # every job step gets the preemption signal, not only the batch shell (B:), which ignores it
     assert PREEMPT_SIGNAL == "--signal=TERM@120"
@@ -116,10 +138,10 @@ def test_site_settings_come_from_the_environment_or_a_site_file(monkeypatch, tmp
     monkeypatch.setenv("KNOBSWEEP_SLURM_SITE", str(site))
     monkeypatch.setenv("KNOBSWEEP_SLURM_QOS", "normal")
     assert site_settings() == {"partition": "cpu", "gpu_partition": "gpu", "account": "proj42", "qos": "normal"}
-    real = config("Qwen/Qwen2.5-0.5B-Instruct", merge={"account": "other"})
-    train, merge = stage_resources(real, "train"), stage_resources(real, "merge")
+    real = config("Qwen/Qwen2.5-0.5B-Instruct", report={"account": "other"})
+    train, report = stage_resources(real, "train"), stage_resources(real, "report")
     assert (train["partition"], train["account"], train["qos"]) == ("gpu", "proj42", "normal")
-    assert (merge["partition"], merge["account"]) == ("cpu", "other")  # the spec wins over the site
+    assert (report["partition"], report["account"]) == ("cpu", "other")  # the spec wins over the site
     monkeypatch.setenv("KNOBSWEEP_SLURM_PARTITION", "short")
     assert stage_resources(real, "data")["partition"] == "short"  # the environment wins over the file
     site.write_text("partiton: cpu\n")

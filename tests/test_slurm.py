@@ -148,15 +148,13 @@ def test_every_cluster_stage_ran_as_a_slurm_job_with_the_requested_resources(slu
         by_rule.setdefault(job["Comment"].split("_wildcards")[0], []).append(job)
     assert all(job["State"] == "COMPLETED" for job in jobs), jobs
     assert all(job["Partition"] == PARTITION for job in jobs), jobs
-    # two trainings (baseline, learning-rate arm), each its own job: 1 CPU, 3000 MB, 20 min
+    # two trainings (baseline, learning-rate arm), each its own job that merges its adapter at the
+    # end: CPUs and memory the larger of train's and merge's (1, 3000 MB), the time limit their sum
     trains = by_rule.pop("rule_train")
-    assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in trains] == [("1", "3000M", "00:20:00")] * 2
-    # merge + evaluation of each trained model share one allocation (profile `groups:`): CPUs and
-    # memory are the larger of the two, the time limit their sum; the base model's eval runs alone
-    merged = by_rule.pop("rule_merged_eval_evaluate_merge")
-    assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in merged] == [("1", "2500M", "00:25:00")] * 2
-    assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in by_rule.pop("rule_merged_eval_evaluate")] == [
-        ("1", "2500M", "00:15:00")]
+    assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in trains] == [("1", "3000M", "00:30:00")] * 2
+    # three evaluations (both runs' merged models and the base model), each alone
+    assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in by_rule.pop("rule_evaluate")] == [
+        ("1", "2500M", "00:15:00")] * 3
     assert by_rule == {}, by_rule  # data, tiny model and report are localrules: no Slurm round trip
     assert "localrule report" in log and "localrule convert_data" in log
     # preemption: every job was submitted with --requeue

@@ -7,11 +7,12 @@ wildcard, so the rules hold only paths, params and resources.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knobsweep import layout
-from knobsweep.resources import stage_resources
+from knobsweep.resources import site_settings, stage_resources, train_job_resources
 from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
 from knobsweep.spec.experiment import evaluation_config, train_config
 
@@ -35,15 +36,25 @@ class Job:
     def run_info_json(self) -> str:
         return json.dumps(self.run_info, sort_keys=True, separators=(",", ":"))
 
+    @property
+    def args(self) -> str:
+        """The stage module's arguments, shell-quoted: --config-json (train: --run-info-json too),
+        --model and --data; the rule adds --out."""
+        words = ["--config-json", self.config_json]
+        if self.run_info:
+            words += ["--run-info-json", self.run_info_json]
+        words += ["--model", self.model, "--data", layout.DATA_DIR.format(key=self.data)]
+        return shlex.join(words)
+
 
 @dataclass
 class Pipeline:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     data: dict[str, Job] = field(default_factory=dict)
     tiny: dict[str, Job] = field(default_factory=dict)
-    train: dict[str, Job] = field(default_factory=dict)
-    merge: dict[str, Job] = field(default_factory=dict)
+    train: dict[str, Job] = field(default_factory=dict)  # training, then the merge of its adapter
     eval: dict[str, Job] = field(default_factory=dict)
+    site: dict = field(default_factory=site_settings)  # read once: every job's request uses them
 
     def add(self, experiment: Experiment) -> None:
         self.experiments[experiment.name] = experiment
@@ -52,11 +63,11 @@ class Pipeline:
             manifest = layout.DATA_MANIFEST.format(key=keys.data)
             # each table entry is built once per key: thousands of runs share a few data/base-eval jobs
             if keys.data not in self.data:
-                self.data[keys.data] = Job(config["data"], keys.data, "", (), stage_resources(config, "data"))
+                self.data[keys.data] = Job(config["data"], keys.data, "", (), stage_resources(config, "data", self.site))
             if keys.model:
                 base = layout.TINY_MODEL.format(key=keys.model)
                 if keys.model not in self.tiny:
-                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,), stage_resources(config, "data"))
+                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,), stage_resources(config, "data", self.site))
                 base_inputs: tuple[str, ...] = (base,)
             else:
                 base, base_inputs = config["model"]["name"], ()
@@ -67,30 +78,25 @@ class Pipeline:
                 warm_start = (layout.TRAIN_ADAPTER.format(key=keys.warm_start),) if keys.warm_start else ()
                 self.train[keys.train] = Job(train_config(config), keys.data, base,
                                              (manifest, *base_inputs, *warm_start),
-                                             stage_resources(config, "train"), run_info)
-                adapter = layout.TRAIN_ADAPTER.format(key=keys.train)
-                self.merge[keys.train] = Job({}, keys.data, base, (adapter, *base_inputs),
-                                             stage_resources(config, "merge"))
+                                             train_job_resources(config, self.site), run_info)
             merged = layout.MERGE_DIR.format(key=keys.train)
             if keys.eval not in self.eval or keys.base_eval not in self.eval:
                 eval_config = evaluation_config(config)
-                eval_resources = stage_resources(config, "eval")
+                eval_resources = stage_resources(config, "eval", self.site)
                 self.eval.setdefault(keys.eval, Job(eval_config, keys.data, merged, (manifest, merged), eval_resources))
                 self.eval.setdefault(keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs),
                                                          eval_resources))
 
     def report_resources(self, name: str) -> dict:
         """The report is one job per experiment: it takes the baseline's report resources."""
-        return stage_resources(self.experiments[name].baseline.config, "report")
+        return stage_resources(self.experiments[name].baseline.config, "report", self.site)
 
     def report_inputs(self, name: str) -> list[str]:
         """Every file a report reads; Snakemake re-builds the report when one changes."""
         experiment = self.experiments[name]
         files = [str(experiment.path)]
-        for run in experiment.runs:
-            files += [layout.TRAIN_ADAPTER.format(key=run.keys.train),
-                      layout.EVAL_SUMMARY.format(key=run.keys.eval),
-                      layout.EVAL_SUMMARY.format(key=run.keys.base_eval)]
+        for run in experiment.runs:  # an eval needs its run's train job (merged model) done
+            files += [layout.EVAL_SUMMARY.format(key=run.keys.eval), layout.EVAL_SUMMARY.format(key=run.keys.base_eval)]
         return sorted(set(files))
 
     def reports(self) -> list[str]:

@@ -1,7 +1,7 @@
 """Per-stage resources: the spec's `resources:` section -> what Snakemake and its Slurm executor get.
 
 `stage_resources(config, stage)` resolves one stage's request (spec values, else the stage's
-defaults, else the site settings); `scheduler_resources(resolved, stage)` maps it onto the
+defaults, else the site settings; `train_job_resources` adds the merge, which runs in the train job); `scheduler_resources(resolved, stage)` maps it onto the
 keywords snakemake-executor-plugin-slurm reads (gpu, gpu_model, cpus_per_gpu, cpus_per_task,
 slurm_partition, slurm_account, qos, constraint, nodes, runtime, mem_mb; multi-node jobs also
 gres, mpi, tasks). Locally the same `gpu` / `mem_mb` / `runtime` count against `--resources`, and
@@ -89,8 +89,9 @@ def site_settings() -> dict[str, str]:
     return dict(_site_settings(env, path, stamp))
 
 
-def stage_resources(config: Mapping[str, Any], stage: str) -> dict:
-    """One stage's resolved request: every StageResources field filled in (None = not asked for)."""
+def stage_resources(config: Mapping[str, Any], stage: str, site: Mapping[str, str] | None = None) -> dict:
+    """One stage's resolved request: every StageResources field filled in (None = not asked for).
+    `site`: the site settings, when the caller has read them once for many runs."""
     spec = dict(config["resources"][stage])
     tiny = config["model"]["name"] == TINY
     if spec.get("gpus") is None:
@@ -105,7 +106,7 @@ def stage_resources(config: Mapping[str, Any], stage: str) -> dict:
         if spec.get(name) is None:
             spec[name] = default
     spec.setdefault("nodes", 1)
-    site = site_settings()
+    site = site_settings() if site is None else site
     if spec.get("partition") is None:
         spec["partition"] = site.get("gpu_partition") if on_gpu and site.get("gpu_partition") else site.get("partition")
     for name in ("account", "qos"):
@@ -114,6 +115,19 @@ def stage_resources(config: Mapping[str, Any], stage: str) -> dict:
     for name in ("gpu_model", "constraint"):
         spec.setdefault(name, None)
     return spec
+
+
+def train_job_resources(config: Mapping[str, Any], site: Mapping[str, str] | None = None) -> dict:
+    """The train job's request: training, then the merge of its adapter in the same job.
+
+    A merge depends on nothing but its run's adapter, so a job of its own would cache nothing
+    more and cost a scheduler round trip, a queue wait and (in Snakemake) a third of a sweep's
+    jobs. `resources.merge` says what the merge adds: CPUs and memory are the larger of the two
+    requests, the time limit their sum; GPUs, nodes and the Slurm placement are training's.
+    """
+    train, merge = stage_resources(config, "train", site), stage_resources(config, "merge", site)
+    return {**train, "cpus": max(train["cpus"], merge["cpus"]), "mem_mb": max(train["mem_mb"], merge["mem_mb"]),
+            "runtime_min": train["runtime_min"] + merge["runtime_min"]}
 
 
 def scheduler_resources(resources: Mapping[str, Any], stage: str) -> dict:
@@ -135,7 +149,7 @@ def scheduler_resources(resources: Mapping[str, Any], stage: str) -> dict:
     out: dict[str, Any] = {
         "mem_mb": resources["mem_mb"],  # per node
         "runtime": resources["runtime_min"],
-        "gpu": gpus if not (multi and gpus) else None,
+        "gpu": gpus if gpus and not multi else None,
         "gpu_model": model if not multi else None,
         # sbatch gets --cpus-per-gpu on GPU jobs, --cpus-per-task otherwise
         "cpus_per_gpu": max(1, -(-int(resources["cpus"]) // gpus)) if gpus else None,

@@ -250,10 +250,15 @@ class StageResources(Section):
     constraint: str | None = Field(None, description="Slurm --constraint (node features)")
 
 
+MERGE_FIELDS = ("cpus", "mem_mb", "runtime_min")
+
+
 class Resources(Section):
     data: StageResources = Field(default_factory=StageResources)
     train: StageResources = Field(default_factory=StageResources)
-    merge: StageResources = Field(default_factory=StageResources)
+    merge: StageResources = Field(default_factory=StageResources,
+                                  description="what the merge adds to its train job (it runs at the end of it): "
+                                  "cpus, mem_mb, runtime_min only")
     eval: StageResources = Field(default_factory=StageResources)
     report: StageResources = Field(default_factory=StageResources)
 
@@ -263,6 +268,17 @@ class Resources(Section):
             nodes = getattr(self, stage).nodes
             if nodes != 1:
                 raise ValueError(f"{stage}.nodes is {nodes}: only the train stage runs on several nodes")
+        return self
+
+    @model_validator(mode="after")
+    def _merge_adds_to_the_train_job(self) -> "Resources":
+        # The merge runs on the CPU at the end of its run's train job (knobsweep.resources.train_job_resources).
+        placed = {name: value for name, value in self.merge.model_dump().items()
+                  if name not in MERGE_FIELDS and name != "nodes" and value not in (None, 0)}
+        if placed:
+            name, value = next(iter(placed.items()))
+            raise ValueError(f"merge.{name} is {value!r}: the merge runs on the CPU at the end of the train job, "
+                             f"on the train job's placement; merge takes only {', '.join(MERGE_FIELDS)}")
         return self
 
 
