@@ -3,10 +3,11 @@
 #   snakemake --cores all --config experiments=demo     # by file stem, comma-separated
 # The rules only hold paths, params and resources; the logic is in src/knobsweep/.
 
-from knobsweep import layout
-from knobsweep.pipeline import build_pipeline, experiment_files
 import os
 
+from knobsweep import layout
+from knobsweep.gc_tuning import spare_long_lived_objects
+from knobsweep.pipeline import build_pipeline, experiment_files
 from knobsweep.resources import launch_command
 
 ACCELERATE_CONFIGS = os.path.join(workflow.basedir, "workflow", "accelerate")
@@ -16,6 +17,7 @@ configfile: "workflow/config.yaml"
 
 
 pipeline = build_pipeline(experiment_files(config.get("experiments")))
+spare_long_lived_objects()  # a big sweep's DAG is long-lived: no collector scans over it (knobsweep.gc_tuning)
 
 
 include: "rules/common.smk"
