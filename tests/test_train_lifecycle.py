@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -353,6 +354,27 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     trainer_state = json.loads((latest_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())
     assert trainer_state["global_step"] == trainer_state["max_steps"] == total  # what an uninterrupted run does
     assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_finished_run_whose_adapter_was_deleted_resumes_from_its_final_checkpoint(inputs, tmp_path):
+    # The train job also merges: when the merge fails, Snakemake deletes the job's outputs, adapter/
+    # included. The rerun must take the final checkpoint back, not train again.
+    model, data = inputs
+    config = train_config(batch_size=1, epochs=1, save_every=4)  # 6 steps; the end is saved too
+    out = tmp_path / "train"
+    code, output = finish(start(config, model, data, out, launcher=False))
+    assert code == 0, output[-4000:]
+    first = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(out / "adapter")
+
+    code, output = finish(start(config, model, data, out, launcher=False))
+    assert code == 0, output[-4000:]
+    status = status_of(out)
+    assert (status["state"], status["step"], status["attempt"]) == ("COMPLETED", 6, 2), status
+    assert status["resumed_from"].endswith("checkpoint-6")
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, 7))  # no step trained again
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == first
 
 
 @pytest.mark.slow
