@@ -22,7 +22,7 @@ def per_job(function):
 
 
 def per_key(table, item):
-    """A rule item looked up in a job table by the `{key}` wildcard: item(table[key])."""
+    """item(table[key]) for the job's `{key}` wildcard, as a rule item (see per_job)."""
     return per_job(lambda wildcards: item(table[wildcards.key]))
 
 

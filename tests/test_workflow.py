@@ -42,6 +42,14 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
+def test_the_workflow_passes_snakemakes_linter():
+    # `make lint`; the linter also reads comments and docstrings (`rule ...:` on one line of a
+    # file with functions counts as mixing rules and functions)
+    result = snakemake(REPO, "--lint", check=False)
+    assert result.returncode == 0 and "your workflow is in a good condition" in result.stdout + result.stderr, (
+        result.stdout[-3000:] + result.stderr[-3000:])
+
+
 def planned_jobs(workdir: Path) -> dict[str, int]:
     """Rule -> job count from a dry run's job stats (empty when there is nothing to do)."""
     output = snakemake(workdir, "-n").stdout
