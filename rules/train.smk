@@ -13,8 +13,8 @@ rule train:
         merged=directory(layout.MERGE_DIR),
     params:
         # `accelerate launch ...` (under `srun` on several nodes; an FSDP / DeepSpeed config file)
-        launch=per_key(pipeline.train, lambda job: launch_command(job.resources, job.config["train"].get("distributed", "none"),
-                                                                  config_dir=ACCELERATE_CONFIGS)),
+        launch=per_key(pipeline.train, lambda job: launch_command(
+            job.resources, job.config["train"].get("distributed", "none"), config_dir=ACCELERATE_CONFIGS)),
         args=per_key(pipeline.train, lambda job: job.args),
         base=per_key(pipeline.train, lambda job: job.model),
         out=layout.TRAIN_DIR,

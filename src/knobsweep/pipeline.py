@@ -63,11 +63,13 @@ class Pipeline:
             manifest = layout.DATA_MANIFEST.format(key=keys.data)
             # each table entry is built once per key: thousands of runs share a few data/base-eval jobs
             if keys.data not in self.data:
-                self.data[keys.data] = Job(config["data"], keys.data, "", (), stage_resources(config, "data", self.site))
+                self.data[keys.data] = Job(config["data"], keys.data, "", (),
+                                           stage_resources(config, "data", self.site))
             if keys.model:
                 base = layout.TINY_MODEL.format(key=keys.model)
                 if keys.model not in self.tiny:
-                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,), stage_resources(config, "data", self.site))
+                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,),
+                                                stage_resources(config, "data", self.site))
                 base_inputs: tuple[str, ...] = (base,)
             else:
                 base, base_inputs = config["model"]["name"], ()

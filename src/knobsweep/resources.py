@@ -1,8 +1,9 @@
 """Per-stage resources: the spec's `resources:` section -> what Snakemake and its Slurm executor get.
 
 `stage_resources(config, stage)` resolves one stage's request (spec values, else the stage's
-defaults, else the site settings; `train_job_resources` adds the merge, which runs in the train job); `scheduler_resources(resolved, stage)` maps it onto the
-keywords snakemake-executor-plugin-slurm reads (gpu, gpu_model, cpus_per_gpu, cpus_per_task,
+defaults, else the site settings); `train_job_resources` adds the merge, which runs in the train
+job. `scheduler_resources(resolved, stage)` maps a request onto the keywords
+snakemake-executor-plugin-slurm reads (gpu, gpu_model, cpus_per_gpu, cpus_per_task,
 slurm_partition, slurm_account, qos, constraint, nodes, runtime, mem_mb; multi-node jobs also
 gres, mpi, tasks). Locally the same `gpu` / `mem_mb` / `runtime` count against `--resources`, and
 GPU jobs run under `knobsweep.devices`, which gives each job its own devices (CUDA_VISIBLE_DEVICES).
