@@ -42,7 +42,7 @@ def test_loads_through_auto_classes_with_the_contract_shape(tiny):
     assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.padding_side) == ("<|im_end|>", "<|endoftext|>", "left")
     assert model.config.model_type == "qwen3"
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (64, 2)
-    assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (4, 2, 16)
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (4, 2, 32)
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     # GSM8K's answer marker is one token, so the format reward is learnable in a few steps.
     assert "####" in tokenizer.get_vocab()
