@@ -3,7 +3,9 @@ prints figures, asserts nothing).
 
     python bench/data.py [--repeat 3] [--tasks-per-case 200]
 
-1. GSM8K: all of ../shared/data/gsm8k (7,473 train + 1,319 test rows) through
+1. GSM8K at the real splits' sizes (7,473 train + 1,319 test rows: the whole test split kept in
+   tests/fixtures/gsm8k, and a train file of the train split's size made by repeating the demo's
+   1,000 real rows, since the repository keeps no more of it) through
    knobsweep.data.convert_to_dir, once per format (rl, sft, kto). Target: <= 3 s.
 2. OpenSpiel: 5 cases x 200 tasks = 1,000 train tasks (+ eval tasks). Target: <= 10 s.
    Skipped with a message when knobsweep.data.openspiel is not importable.
@@ -28,7 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+FIXTURES = REPO / "tests" / "fixtures"
+GSM8K_TRAIN_ROWS = 7473  # the upstream train split's size
 sys.path.insert(0, str(REPO / "src"))
 
 OPENSPIEL_CASES = ["tic_tac_toe", "connect_four", "hex(board_size=5)", "breakthrough(rows=6,columns=6)", "othello"]
@@ -64,15 +67,24 @@ def main() -> int:
     return 0
 
 
+def full_size_gsm8k(directory: Path) -> Path:
+    """A GSM8K folder with the real splits' row counts (see the module docstring)."""
+    directory.mkdir()
+    demo = (REPO / "data" / "gsm8k" / "train.jsonl").read_text().splitlines(keepends=True)
+    (directory / "train.jsonl").write_text("".join(demo[i % len(demo)] for i in range(GSM8K_TRAIN_ROWS)))
+    (directory / "test.jsonl").write_text((FIXTURES / "gsm8k" / "test.jsonl").read_text())
+    return directory
+
+
 def run(tmp: Path, base_config: dict, args) -> None:
     from knobsweep import layout
     from knobsweep.data import DataError, convert_to_dir, get_converter
     from knobsweep.spec.experiment import stage_keys
 
-    gsm8k = SHARED / "gsm8k"
+    gsm8k = full_size_gsm8k(tmp / "gsm8k")
     cases: list[tuple[str, dict, float | None]] = []
 
-    print(f"data stage, best of {args.repeat}; GSM8K = all of {gsm8k} (target <= 3 s), OpenSpiel target <= 10 s")
+    print(f"data stage, best of {args.repeat}; GSM8K at full size (target <= 3 s), OpenSpiel target <= 10 s")
     for fmt in ("rl", "sft", "kto"):
         cases.append((f"gsm8k {fmt}", {"source": "gsm8k", "format": fmt, "path": str(gsm8k)}, 3.0))
 

@@ -1,5 +1,5 @@
 """Custom data (jsonl / parquet / hf sources, rl / sft / kto rows) and the `match` evaluator,
-on real GSM8K rows (data/custom_example, ../shared/data); (slow) GRPO on converted jsonl."""
+on real GSM8K rows (data/custom_example) and SWE-smith trajectories (tests/fixtures); (slow) GRPO on converted jsonl."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from conftest import FIXTURES
 
 from knobsweep.data import MESSAGES, DataError, convert_to_dir, input_fingerprint
 from knobsweep.data import custom
@@ -310,9 +312,7 @@ def test_sft_prompt_response_rows_and_reference_eval_rows(tmp_path):
 
 def test_sft_conversations_and_mixed_rows(tmp_path):
     # Real multi-turn SFT rows (SWE-smith trajectories) next to a prompt/response row.
-    trajectories = ROOT.parent / "shared" / "data" / "trajectories" / "swesmith__ft_xml_example.jsonl"
-    if not trajectories.is_file():
-        pytest.skip(f"{trajectories} not found (see ../shared/data/README.md)")
+    trajectories = FIXTURES / "trajectories" / "swesmith__ft_xml_example.jsonl"
     conversations = [json.loads(line) for line in trajectories.read_text().splitlines()]
     file = write_jsonl(tmp_path / "sft.jsonl", conversations)
     result = custom.convert({"source": "jsonl", "format": "sft", "path": str(file), "eval_files": str(file),

@@ -6,11 +6,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from conftest import FIXTURES
 
 from knobsweep.data import DataError, convert_to_dir, input_fingerprint
 from knobsweep.data import gsm8k
@@ -19,20 +20,13 @@ from knobsweep.rewards.gsm8k import extract_ground_truth
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "gsm8k"
-SHARED_GSM8K = ROOT / ".." / "shared" / "data" / "gsm8k"
+REAL_TEST = FIXTURES / "gsm8k" / "test.jsonl"  # the whole upstream test split (tests/fixtures/README.md)
 
 GOOD_LINES = [
     json.dumps({"question": "What is 2 + 3?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"}),
     json.dumps({"question": "What is 600 + 400?", "answer": "600 + 400 = 1000\n#### 1,000"}),
     json.dumps({"question": "What is 2 - 5?", "answer": "2 - 5 = -3\n#### -3"}),
 ]
-
-
-def shared(name: str) -> Path:
-    path = SHARED_GSM8K / name
-    if not path.is_file():
-        pytest.skip(f"real GSM8K data not found at {path} (see ../shared/data/README.md)")
-    return path
 
 
 def demo_options(**overrides) -> dict:
@@ -50,11 +44,16 @@ def write_split_dir(directory: Path, train_lines: list[str], test_lines: list[st
     return directory
 
 
-@pytest.mark.parametrize("name, lines", [("train.jsonl", 1000), ("test.jsonl", 200)])
-def test_demo_slice_is_the_head_of_the_real_files(name, lines):
-    real = shared(name).read_bytes().splitlines(keepends=True)
-    assert (DEMO / name).read_bytes() == b"".join(real[:lines])
-    assert (DEMO / "LICENSE").read_bytes() == shared("LICENSE").read_bytes()
+def test_demo_slices_are_the_ones_their_readme_describes():
+    # test.jsonl: the head of the whole test split kept as a fixture; train.jsonl (the full split is
+    # not kept): the checksum data/gsm8k/README.md records for the first 1000 upstream lines
+    real = REAL_TEST.read_bytes().splitlines(keepends=True)
+    assert (DEMO / "test.jsonl").read_bytes() == b"".join(real[:200])
+    readme = (DEMO / "README.md").read_text()
+    for name, lines in (("train.jsonl", 1000), ("test.jsonl", 200)):
+        assert f"`{name}` {file_sha256(DEMO / name)}" in readme
+        assert len((DEMO / name).read_text().splitlines()) == lines
+    assert (DEMO / "LICENSE").read_bytes() == (FIXTURES / "gsm8k" / "LICENSE").read_bytes()
 
 
 def test_demo_converts_to_rl_rows(tmp_path):
@@ -258,14 +257,13 @@ def test_unknown_source():
         input_fingerprint({"path": "x"})
 
 
-def test_full_real_train_file_converts_quickly(tmp_path):
-    shared("train.jsonl")
-    start = time.perf_counter()
-    manifest = convert_to_dir({"source": "gsm8k", "path": str(SHARED_GSM8K)}, tmp_path / "out")
-    elapsed = time.perf_counter() - start
-    assert manifest["rows"] == {"train": 7473, "eval": 1319}
+def test_the_whole_real_test_split_converts_without_dropping_a_row(tmp_path):
+    # the conversion's speed is bench/data.py's figure, not a test's
+    source = write_split_dir(tmp_path / "gsm8k", (DEMO / "train.jsonl").read_text().splitlines(),
+                             REAL_TEST.read_text().splitlines())
+    manifest = convert_to_dir({"source": "gsm8k", "path": str(source)}, tmp_path / "out")
+    assert manifest["rows"] == {"train": 1000, "eval": 1319}
     assert manifest["dropped"] == []
-    assert elapsed < 3.0, f"converting all of GSM8K took {elapsed:.2f}s"
 
 
 # --- sft and kto rows -------------------------------------------------------------------

@@ -32,7 +32,7 @@ from knobsweep.rewards.openspiel import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PLAYTHROUGHS = REPO.parent / "shared" / "data" / "openspiel" / "playthroughs"
+PLAYTHROUGHS = REPO / "tests" / "fixtures" / "openspiel" / "playthroughs"
 FIVE_CASES = ["tic_tac_toe", "connect_four", "breakthrough(rows=6,columns=6)", "hex(board_size=5)",
               "go(board_size=9)"]
 

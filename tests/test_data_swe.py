@@ -1,6 +1,6 @@
 """SWE sources and evaluators: swe_bench (tasks -> rl rows), swe_synth (trajectories -> sft rows),
 swe_patch (patch similarity) and swe_tests (tests run on a real git checkout), on the real
-fixtures in ../shared/data/{swebench,trajectories}; slow: a few GRPO / SFT steps on the tiny model."""
+fixtures in tests/fixtures/{swebench,trajectories}; slow: a few GRPO / SFT steps on the tiny model."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from conftest import FIXTURES
 
 from knobsweep.data import DataError, convert_to_dir, input_fingerprint, swe_bench, swe_synth
 from knobsweep.data._files import Record
@@ -27,12 +29,9 @@ from knobsweep.rewards.swe import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-SWEBENCH = SHARED / "swebench"
-TRAJECTORIES = SHARED / "trajectories"
+SWEBENCH = FIXTURES / "swebench"
+TRAJECTORIES = FIXTURES / "trajectories"
 COMBINED = SWEBENCH / "swebench_instances_combined.jsonl"
-
-pytestmark = pytest.mark.skipif(not COMBINED.is_file(), reason=f"real SWE data not found at {SHARED}")
 
 
 def combined_instances() -> list[dict]:
@@ -51,7 +50,7 @@ def read_rows(path: Path) -> list[dict]:
 # ================================================================== swe_bench: tasks -> rl rows
 
 
-def test_swe_bench_reads_every_shared_layout_and_drops_duplicates(tmp_path):
+def test_swe_bench_reads_every_fixture_layout_and_drops_duplicates(tmp_path):
     manifest = convert_to_dir({"source": "swe_bench", "path": str(SWEBENCH)}, tmp_path / "out")
     train, evals = read_rows(tmp_path / "out/train.parquet"), read_rows(tmp_path / "out/eval.parquet")
     # 14 SWE-bench instances (JSON lists + the JSONL that repeats them) + 1 SWE-smith instance (one object)
@@ -230,7 +229,7 @@ def test_swe_bench_inputs_are_named(tmp_path, monkeypatch):
 # ================================================================== swe_synth: trajectories -> sft rows
 
 
-def test_every_shared_trajectory_layout_converts(tmp_path):
+def test_every_fixture_trajectory_layout_converts(tmp_path):
     manifest = convert_to_dir({"source": "swe_synth", "path": str(TRAJECTORIES), "eval_ratio": 0.2}, tmp_path / "out")
     train, evals = read_rows(tmp_path / "out/train.parquet"), read_rows(tmp_path / "out/eval.parquet")
     assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_synth.TRAJECTORY_SCHEMA)
@@ -444,7 +443,7 @@ diff --git a/pkg/b.py b/pkg/b.py
 """
 
 
-def test_gold_patches_of_every_shared_instance_score_one():
+def test_gold_patches_of_every_fixture_instance_score_one():
     evaluator = SwePatchEvaluator()
     for record in combined_instances():
         row = {"row_id": record["instance_id"], "ground_truth": record["patch"]}

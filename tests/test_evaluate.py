@@ -18,7 +18,7 @@ from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
 from knobsweep.rewards import Evaluation, get_evaluator
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_DIR = next(p for p in (REPO / "data/gsm8k", REPO.parent / "shared/data/gsm8k") if p.is_dir())
+GSM8K_DIR = REPO / "data" / "gsm8k"
 EVAL_ROWS = 6
 REWARD = {"name": "gsm8k", "format_weight": 0.1}
 

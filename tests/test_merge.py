@@ -16,9 +16,7 @@ from knobsweep.merge import MergeError, main, merge_adapter_into_base
 from knobsweep.models.tiny import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_TEST = next(
-    p for p in (REPO / "data/gsm8k/test.jsonl", REPO.parent / "shared/data/gsm8k/test.jsonl") if p.is_file()
-)
+GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 WEIGHTS = "adapter_model.safetensors"
 
 

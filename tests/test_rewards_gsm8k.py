@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import math
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+
+from conftest import FIXTURES
 
 from knobsweep.rewards import Evaluation, Evaluator, get_evaluator
 from knobsweep.rewards.gsm8k import Gsm8kEvaluator, extract_ground_truth, extract_strict_answer
 
-SHARED_GSM8K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
 
 
 @pytest.fixture(scope="module")
 def real_test_rows() -> list[dict]:
-    path = SHARED_GSM8K / "test.jsonl"
-    if not path.is_file():
-        pytest.skip(f"real GSM8K data not found at {path} (see ../shared/data/README.md)")
+    path = FIXTURES / "gsm8k" / "test.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for row in rows:
         row["ground_truth"] = extract_ground_truth(row["answer"])
@@ -27,7 +25,7 @@ def real_test_rows() -> list[dict]:
 
 
 def test_real_test_split_has_the_documented_shape(real_test_rows):
-    # ../shared/data/README.md: 1319 rows, 14 with thousands commas, 2 negative.
+    # tests/fixtures/README.md: 1319 rows, 14 with thousands commas, 2 negative.
     finals = [row["answer"].rsplit("####", 1)[1] for row in real_test_rows]
     assert len(real_test_rows) == 1319
     assert sum("," in f for f in finals) == 14

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import FIXTURES
+
 from knobsweep import layout
 from knobsweep.pipeline import build_pipeline
 from knobsweep.spec import SpecError, load_experiment
@@ -181,11 +183,11 @@ def test_a_format_the_method_cannot_read_is_an_error(write_spec):
 
 def test_grpo_must_wait_as_long_as_the_evaluator_may_take(write_spec, tmp_path):
     (tmp_path / "repos").mkdir()
-    text = """
+    text = f"""
 baseline:
-  model: {name: tiny}
-  data: {source: swe_bench, path: ../shared/data/swebench/swebench_instances_combined.jsonl}
-  reward: {name: swe_tests, repos_dir: repos, timeout_s: 300}
+  model: {{name: tiny}}
+  data: {{source: swe_bench, path: {FIXTURES / 'swebench' / 'swebench_instances_combined.jsonl'}}}
+  reward: {{name: swe_tests, repos_dir: repos, timeout_s: 300}}
 """
     found = problems(write_spec, text)
     assert any("train.reward_timeout_s: 60 s is shorter than the evaluator's own reward.timeout_s (300 s)" in p

@@ -13,9 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from knobsweep.models.tiny import build_tiny_model, main, texts_from_parquet
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = next(
-    p for p in (REPO / "data/gsm8k/train.jsonl", REPO.parent / "shared/data/gsm8k/train.jsonl") if p.is_file()
-)
+GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
 
 
 def gsm8k_texts(n: int = 150) -> list[str]:

@@ -15,9 +15,7 @@ import pytest
 from knobsweep.train.tracking import RUN_ID_FILE, WandbRunCallback, persistent_run_id, run_tags, wandb_setup
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = next(
-    p for p in (REPO / "data/gsm8k/train.jsonl", REPO.parent / "shared/data/gsm8k/train.jsonl") if p.is_file()
-)
+GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
 TRACKING = {"wandb": {"project": "knobsweep-tests", "entity": None, "mode": "offline"}}
 RUN_INFO = {"experiment": "lr_sweep", "run": "lr-0.0005", "changed": {"train.learning_rate": 0.0005}}
 CONFIG = {"model": {"name": "tiny"}, "train": {"method": "grpo", "learning_rate": 0.0005}, "seed": 0}

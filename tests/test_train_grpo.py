@@ -26,9 +26,7 @@ from knobsweep.train.grpo import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = next(
-    p for p in (REPO / "data/gsm8k/train.jsonl", REPO.parent / "shared/data/gsm8k/train.jsonl") if p.is_file()
-)
+GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
