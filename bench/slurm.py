@@ -2,7 +2,7 @@
 
     sudo python bench/slurm.py [--jobs 8] [--latency 5] [--train-size 20] [--skip-demo]
 
-On the real one-node Slurm cluster of ../shared/slurm (started if it is not up, and stopped again
+On the real one-node Slurm cluster of slurm/local/ (started if it is not up, and stopped again
 at the end if this started it; needs root), prints:
 
 1. latency: a trivial `sbatch --wrap true` from submission until Slurm says COMPLETED (polled
@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO.parent / "shared" / "slurm"
+SCRIPTS = REPO / "slurm" / "local"
 PARTITION = "debug"
 FAST = ("--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--jobs", "4")
 TRIVIAL = """

@@ -32,7 +32,12 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM}: install Debian's (`apt-get install chromium`), or set KNOBSWEEP_CHROMIUM "
+        "to another Chromium binary (e.g. Playwright's: `.venv/bin/playwright install chromium` where the network "
+        "allows it, then KNOBSWEEP_CHROMIUM=$(ls ~/.cache/ms-playwright/chromium-*/chrome-linux/chrome))",
+    ),
 ]
 if Path(CHROMIUM).exists():
     # Not skipped when missing: with Chromium there, a missing `dev` extra is an error to see.

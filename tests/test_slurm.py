@@ -1,7 +1,7 @@
 """A real single-node Slurm cluster on localhost: `snakemake --profile slurm` as a user types it.
 
-Starts the cluster with ../shared/slurm/start-local-slurm.sh (root; installs slurm-wlm, munge and
-MariaDB for `sacct` on first use) with two fake GPUs, runs a tiny sweep through the repo's own
+Starts the cluster with the repo's slurm/local/start-local-slurm.sh (root; installs Debian's
+slurm-wlm, munge and MariaDB for `sacct` on first use) with two fake GPUs, runs a tiny sweep through the repo's own
 slurm/ profile, checks every Slurm job's requested CPUs / memory / time from `sacct`, compares the
 report with a local run's, runs the multi-node launcher (srun, one accelerate per node, 2 fake
 GPUs) for real, preempts a training job with `scancel --signal=TERM` and resumes it by running the
@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import signal
 import textwrap
 import time
@@ -24,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, snakemake_command, user_shell
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-SLURM_SCRIPTS = REPO.parent / "shared" / "slurm"
+SLURM_SCRIPTS = REPO / "slurm" / "local"
+SLURM_PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
 PARTITION = "debug"
 # Test-only overrides of the profile: this cluster's partition (slurm/site.yaml) and short timings.
 FAST = ("--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--jobs", "4")
@@ -36,9 +36,9 @@ FAST = ("--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
 SPEC = """
 baseline:
   model: {name: tiny}
-  data: {source: gsm8k, path: data/gsm8k, train_size: 8, eval_size: 4}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 16, eval_size: 4}
   train: {learning_rate: 5.0e-4, batch_size: 4}
-  rollout: {n: 4, temperature: 1.0, top_k: 0, max_tokens: 16}
+  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}
   reward: {name: gsm8k, format_weight: 0.5}
   eval: {max_tokens: 16}
   resources:
@@ -51,12 +51,10 @@ sweep:
 TIMING = re.compile(r"time|elapsed|_s$|per_s|hours")
 
 
-def env() -> dict:
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, timeout: int = 400, activated: bool = True) -> subprocess.CompletedProcess:
+    """`cmd` in `cwd`, from a user's shell with the venv activated or not (conftest.user_shell)."""
+    env = user_shell(activated, cwd.parent / f"{cwd.name}-decoys")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in cwd.rglob("*.log") if "logs" in p.parts or "slurm_logs" in p.parts)
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}{logs}")
@@ -66,10 +64,9 @@ def run(cmd: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def cluster():
     start, stop = SLURM_SCRIPTS / "start-local-slurm.sh", SLURM_SCRIPTS / "stop-local-slurm.sh"
-    if not start.is_file() or not stop.is_file():
-        pytest.skip(f"no local Slurm scripts at {SLURM_SCRIPTS}")
-    if os.geteuid() != 0:
-        pytest.skip("starting a local Slurm cluster needs root")
+    reason = cannot_start_a_cluster()
+    if reason:
+        pytest.skip(reason)
     # one session at a time drives the machine's cluster (others wait here rather than stop it under us)
     lock = open("/tmp/knobsweep-slurm-test.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -85,6 +82,20 @@ def cluster():
             subprocess.run(["bash", str(stop)], capture_output=True, text=True, timeout=300)
             fail_fast_without_controller()
         lock.close()
+
+
+def cannot_start_a_cluster() -> str | None:
+    """Why slurm/local/start-local-slurm.sh cannot run here, with the command that fixes it."""
+    if os.geteuid() != 0:
+        return ("the real Slurm tests start a local cluster (slurm/local/start-local-slurm.sh), which needs root: "
+                "run them as root, e.g. `sudo .venv/bin/pytest -m slurm`")
+    if shutil.which("apt-get") is None:
+        installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}\\n", *SLURM_PACKAGES], capture_output=True,
+                                   text=True) if shutil.which("dpkg-query") else None
+        if installed is None or installed.stdout.count("install ok installed") < len(SLURM_PACKAGES):
+            return ("the local Slurm cluster needs Debian's packages and this system has no apt-get: install "
+                    f"{' '.join(SLURM_PACKAGES)} (Debian/Ubuntu: `apt-get install {' '.join(SLURM_PACKAGES)}`)")
+    return None
 
 
 def fail_fast_without_controller(conf: Path = Path("/etc/slurm/slurm.conf")) -> None:
@@ -134,7 +145,8 @@ def rows(workdir: Path) -> list[dict]:
 def slurm_run(cluster, tmp_path_factory):
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
     workdir = workflow_copy(tmp_path_factory.mktemp("slurm"))
-    result = run([sys.executable, "-m", "snakemake", "--profile", "slurm", *FAST], workdir)
+    # `.venv/bin/snakemake --profile slurm` from a shell without the venv: the jobs must still use it
+    result = run([*snakemake_command(activated=False), "--profile", "slurm", *FAST], workdir, activated=False)
     return workdir, result, since
 
 
@@ -166,7 +178,7 @@ def test_every_cluster_stage_ran_as_a_slurm_job_with_the_requested_resources(slu
 def test_slurm_report_equals_a_local_runs(slurm_run, tmp_path):
     workdir, _, _ = slurm_run
     local = workflow_copy(tmp_path / "local")
-    run([sys.executable, "-m", "snakemake", "--cores", "2"], local)
+    run([*snakemake_command(activated=True), "--cores", "2"], local)
     assert rows(workdir) == rows(local)
     assert len(rows(workdir)) >= 3
 
@@ -205,7 +217,7 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
             shell: "{params.launch} ranks.py {output}"
     """))
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
-    run([sys.executable, "-m", "snakemake", "--profile", "slurm", *FAST], workdir)
+    run([*snakemake_command(activated=True), "--profile", "slurm", *FAST], workdir)
     ranks = sorted((json.loads(line) for line in (workdir / "ranks.jsonl").read_text().splitlines()),
                    key=lambda r: r["RANK"])
     (job,) = [j for j in sacct(since, workdir) if j["Comment"].startswith("rule_train")]
@@ -276,9 +288,9 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_
     (key,) = build_pipeline(experiment_files(None)).train
     out = workdir / "results" / "train" / key
     # the training run's adapter as the target (not `--until train`: on the second run it finds nothing to do)
-    command = [sys.executable, "-m", "snakemake", "--profile", "slurm", *FAST, f"results/train/{key}/adapter"]
+    command = [*snakemake_command(activated=True), "--profile", "slurm", *FAST, f"results/train/{key}/adapter"]
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
-    first = subprocess.Popen(command, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    first = subprocess.Popen(command, cwd=workdir, env=user_shell(True, tmp_path / "decoys"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     try:
         wait_for(lambda: first.poll() is not None or len(steps_in(out / "metrics.jsonl")) >= 6, 300, "6 training steps")
