@@ -7,10 +7,12 @@ import os
 
 from knobsweep import layout
 from knobsweep.gc_tuning import spare_long_lived_objects
+from knobsweep.jobenv import use_this_environment
 from knobsweep.pipeline import build_pipeline, experiment_files
 from knobsweep.resources import launch_command
 
 ACCELERATE_CONFIGS = os.path.join(workflow.basedir, "workflow", "accelerate")
+use_this_environment()  # jobs call `python` / `accelerate` of this Snakemake's environment, activated or not
 
 
 configfile: "workflow/config.yaml"
@@ -31,6 +33,13 @@ rule all:
     input:
         pipeline.reports(),
     default_target: True
+
+
+# results/<experiment>/runs/<run>/: links to each run's stage folders, for people (knobsweep.runlinks)
+onstart:
+    from knobsweep.runlinks import refresh
+
+    refresh(pipeline.experiments.values())
 
 
 # With keep-going (both profiles), the other runs finish when one fails; the reports are then

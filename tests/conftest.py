@@ -1,14 +1,42 @@
-"""Shared fixtures: paths to the repo, the real data in ../shared, and spec writers."""
+"""Shared fixtures: paths to the repo, the real data in tests/fixtures (see its README), and spec writers."""
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = REPO / "tests" / "fixtures"
+VENV_BIN = Path(sys.executable).parent  # the tests' own environment: .venv/bin after `make test`
+DECOY = """#!/bin/sh
+echo "$0: a job ran this instead of the environment Snakemake runs in" >&2
+exit 97
+"""
+
+
+def user_shell(activated: bool, decoys: Path) -> dict[str, str]:
+    """The environment of a user's shell. Activated: the venv's bin first on PATH and VIRTUAL_ENV set
+    (`snakemake ...` as typed). Not activated: no venv on PATH (`.venv/bin/snakemake ...`), and a
+    `python` and an `accelerate` that fail first on PATH, as a system Python without knobsweep
+    would: a job that does not use the Snakemake process's environment fails with their message."""
+    rest = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and Path(entry) != VENV_BIN]
+    env = {name: value for name, value in os.environ.items() if name != "VIRTUAL_ENV"}
+    if activated:
+        return {**env, "PATH": os.pathsep.join([str(VENV_BIN), *rest]), "VIRTUAL_ENV": sys.prefix}
+    decoys.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "python3", "accelerate"):
+        (decoys / name).write_text(DECOY)
+        (decoys / name).chmod(0o755)
+    return {**env, "PATH": os.pathsep.join([str(decoys), *rest])}
+
+
+def snakemake_command(activated: bool) -> list[str]:
+    """`snakemake` as a user types it in that shell."""
+    return ["snakemake"] if activated else [str(VENV_BIN / "snakemake")]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, snakemake_command, user_shell
 
 from knobsweep.spec import load_experiment
 
@@ -32,9 +30,12 @@ sweep:
 """
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              activated: bool = True) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 ARGS` in `workdir`, typed in a shell with the venv activated or not
+    (`.venv/bin/snakemake`, no venv on PATH: conftest.user_shell)."""
+    env = user_shell(activated, workdir.parent / f"{workdir.name}-decoys")
+    result = subprocess.run([*snakemake_command(activated), "--cores", "2", *args],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         logs = "".join(f"\n== {p}\n{p.read_text()[-3000:]}" for p in (workdir / "results" / "logs").rglob("*.log"))
@@ -80,7 +81,8 @@ def copy_workflow(workdir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def finished(workflow_copy) -> Path:
-    snakemake(workflow_copy, "--config", "experiments=tiny")
+    # as README says a user may: `.venv/bin/snakemake ...` from a shell without the venv on PATH
+    snakemake(workflow_copy, "--config", "experiments=tiny", activated=False)
     return workflow_copy
 
 
@@ -93,6 +95,13 @@ def test_sweep_builds_the_report(finished):
     # the eval-only arm shares the baseline's training job: two trainings, not three
     assert len(list((finished / "results" / "train").iterdir())) == 2
     assert (finished / "results" / "tiny" / "summary.csv").exists()
+    # each run's files by its name (results/<experiment>/runs/<name>/ links into the stage folders)
+    baseline = finished / "results" / "tiny" / "runs" / "baseline"
+    assert json.loads((baseline / "status.json").read_text())["state"] == "COMPLETED"
+    assert (baseline / "metrics.jsonl").read_text().count("\n") >= 1
+    assert (baseline / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((baseline / "eval_summary.json").read_text())["n"] == 4
+    assert sorted(p.name for p in (baseline.parent).iterdir()) == sorted(names)
 
 
 def test_finished_sweep_has_nothing_to_do(finished):
