@@ -208,7 +208,7 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
 
     # No temp files left behind by the atomic writes.
     assert sorted(p.name for p in paths["html"].parent.iterdir()) == [
-        "curves.csv", "report.html", "summary.csv", "summary.json"]
+        "curves.csv", "report.html", "runs", "summary.csv", "summary.json"]
 
 
 def test_missing_failed_and_partial_runs_still_appear(three_runs: tuple[Experiment, Path]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from knobsweep import layout
+from knobsweep import layout, runlinks
 from knobsweep.io import read_jsonl
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
@@ -83,8 +83,9 @@ def status(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     table = Table(title=f"{experiment.name}: training status")
-    for column in ("run", "state", "step", "reward", "elapsed s", "reason"):
+    for column in ("run", "state", "step", "reward", "elapsed s", "reason", "files"):
         table.add_column(column)
+    runlinks.refresh([experiment], root)
     for run in experiment.runs:
         status_file = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
         metrics_file = layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)
@@ -94,7 +95,8 @@ def status(args: argparse.Namespace) -> int:
         reward = last.get("reward")
         table.add_row(run.name, state.get("state", "PENDING"), str(last.get("step", state.get("step", "-"))),
                       f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", state.get("reason") or "")
+                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", state.get("reason") or "",
+                      str(runlinks.run_folder(experiment.name, run.name, args.root)))
     console.print(table)
     return 0
 

@@ -20,6 +20,8 @@ TRAIN_DIR = "results/train/{key}"
 TRAIN_ADAPTER = TRAIN_DIR + "/adapter"
 TRAIN_METRICS = TRAIN_DIR + "/metrics.jsonl"
 TRAIN_STATUS = TRAIN_DIR + "/status.json"
+TRAIN_ROLLOUTS = TRAIN_DIR + "/rollouts.jsonl"
+TRAIN_CHECKPOINTS = TRAIN_DIR + "/checkpoints"
 MERGE_DIR = "results/merge/{key}"
 EVAL_DIR = "results/eval/{key}"
 EVAL_SUMMARY = EVAL_DIR + "/summary.json"
@@ -28,6 +30,9 @@ REPORT_DIR = "results/{experiment}"
 REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
 REPORT_JSON = REPORT_DIR + "/summary.json"
+# One folder per run of an experiment, named for people, of links into the stage folders above
+# (knobsweep.runlinks); `{run}` is the run's name made safe as a file name (runlinks.folder_name).
+RUN_LINKS = REPORT_DIR + "/runs/{run}"
 LOGS = "results/logs/{stage}/{key}.log"
 
 # Names an experiment may not take, because they are stage folders under results/.

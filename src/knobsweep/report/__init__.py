@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 import knobsweep
-from knobsweep import layout
+from knobsweep import layout, runlinks
 from knobsweep.io import atomic_write_json, atomic_write_text
 from knobsweep.report.collect import Collected, collect_experiment, format_value
 from knobsweep.report.html import ReportMeta, render_report
@@ -140,6 +140,7 @@ def build_report(
 ) -> dict[str, Path]:
     """Write report.html, summary.csv and summary.json for `experiment`; return their paths."""
     root = Path(root)
+    runlinks.refresh([experiment], root)
     collected = collect_experiment(experiment, root, samples_per_run=samples_per_run)
     generated_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     meta = ReportMeta(

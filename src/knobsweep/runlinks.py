@@ -1,0 +1,104 @@
+"""results/<experiment>/runs/<run name>/: a run's files found by its name, not its keys.
+
+Each run's folder holds relative links into the stage folders its keys name (layout), so a
+stage shared by several runs or experiments is linked, never copied:
+
+    train/ merged/ eval/                          the run's train, merge and eval folders
+    status.json metrics.jsonl rollouts.jsonl      -> train/...
+    adapter/ checkpoints/                         -> train/...
+    eval_summary.json eval_samples.jsonl          -> eval/summary.json, eval/samples.jsonl
+    train.log merge.log eval.log                  the stages' logs
+
+A link may point at a stage that has not run yet. When a run's key changes, each link is replaced
+atomically (a new link renamed over the old one); runs that left the spec lose their folders.
+The Snakefile refreshes the links when a workflow starts, and every report build does too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from knobsweep import layout
+
+# the longest folder name kept whole (file systems allow 255 bytes)
+MAX_NAME_BYTES = 200
+
+
+def folder_name(run_name: str) -> str:
+    """A run name as one path component: '/' and '%' escaped as in URLs, a leading '.' too (no hidden
+    folders), and a name too long for a file system cut, with a hash of the whole name."""
+    name = run_name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(run_name.encode()).hexdigest()[:12]
+        name = name.encode()[: MAX_NAME_BYTES - 13].decode(errors="ignore") + "-" + digest
+    return name
+
+
+def run_links(run) -> dict[str, str]:
+    """Link name -> target (relative to the run's folder) for one run."""
+    keys = run.keys
+    up = "../../../../"  # results/<experiment>/runs/<run>/ -> the working directory
+    in_train = layout.TRAIN_DIR + "/"
+    in_eval = layout.EVAL_DIR + "/"
+    return {
+        "train": up + layout.TRAIN_DIR.format(key=keys.train),
+        "merged": up + layout.MERGE_DIR.format(key=keys.train),
+        "eval": up + layout.EVAL_DIR.format(key=keys.eval),
+        **{Path(pattern).name: "train/" + pattern.removeprefix(in_train)
+           for pattern in (layout.TRAIN_STATUS, layout.TRAIN_METRICS, layout.TRAIN_ROLLOUTS,
+                           layout.TRAIN_ADAPTER, layout.TRAIN_CHECKPOINTS)},
+        "eval_summary.json": "eval/" + layout.EVAL_SUMMARY.removeprefix(in_eval),
+        "eval_samples.jsonl": "eval/" + layout.EVAL_SAMPLES.removeprefix(in_eval),
+        **{f"{stage}.log": up + layout.LOGS.format(stage=stage, key=key)
+           for stage, key in (("train", keys.train), ("merge", keys.train), ("eval", keys.eval))},
+    }
+
+
+def run_folder(experiment_name: str, run_name: str, root: str | Path = ".") -> Path:
+    return layout.path(layout.RUN_LINKS, root, experiment=experiment_name, run=folder_name(run_name))
+
+
+def refresh(experiments: Iterable, root: str | Path = ".") -> None:
+    """Make every experiment's runs/ folder match its runs. A link that cannot be written is named on
+    stderr and the others are still made: the links help people find files, no stage depends on them."""
+    for experiment in experiments:
+        runs_dir = layout.path(layout.RUN_LINKS, root, experiment=experiment.name, run="")
+        wanted = {folder_name(run.name): run for run in experiment.runs}
+        try:
+            for name, run in wanted.items():
+                _link_folder(runs_dir / name, run_links(run))
+            _remove_stale(runs_dir, set(wanted))
+        except OSError as error:
+            print(f"knobsweep: could not write the run links under {runs_dir}: {error}", file=sys.stderr)
+
+
+def _link_folder(folder: Path, links: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in links.items():
+        path = folder / name
+        if os.path.islink(path) and os.readlink(path) == target:
+            continue
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)  # atomic: the old link, then the new one, never neither
+    for entry in os.scandir(folder):
+        if entry.name not in links and entry.is_symlink():
+            os.unlink(entry.path)
+
+
+def _remove_stale(runs_dir: Path, keep: set[str]) -> None:
+    """Folders of runs no longer in the spec, if they hold nothing but links (ours)."""
+    for entry in os.scandir(runs_dir):
+        if entry.name in keep or not entry.is_dir(follow_symlinks=False):
+            continue
+        if all(item.is_symlink() for item in os.scandir(entry.path)):
+            shutil.rmtree(entry.path)
