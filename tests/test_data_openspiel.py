@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-pyspiel = pytest.importorskip("pyspiel")
+pyspiel = pytest.importorskip(
+    "pyspiel", reason="open_spiel is not installed: `.venv/bin/pip install -e '.[openspiel]'` (`make test` installs it)"
+)
 
 from knobsweep.data import DataError, convert_to_dir  # noqa: E402
 from knobsweep.data import openspiel as source  # noqa: E402
