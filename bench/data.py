@@ -66,7 +66,9 @@ def main() -> int:
 
 def run(tmp: Path, base_config: dict, args) -> None:
     from knobsweep import layout
-    from knobsweep.data import DataError, convert_to_dir, get_converter
+    from knobsweep.data import convert_to_dir
+    from knobsweep.errors import DataError
+    from knobsweep.registry import converter as get_converter
     from knobsweep.spec.experiment import stage_keys
 
     gsm8k = SHARED / "gsm8k"

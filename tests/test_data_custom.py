@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from knobsweep.data import MESSAGES, DataError, convert_to_dir, input_fingerprint
+from knobsweep.data import MESSAGES, convert_to_dir, input_fingerprint
+from knobsweep.errors import DataError
 from knobsweep.data import custom
 from knobsweep.io import file_sha256, read_jsonl
 from knobsweep.rewards import get_evaluator

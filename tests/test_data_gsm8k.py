@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from knobsweep.data import DataError, convert_to_dir, input_fingerprint
+from knobsweep.data import convert_to_dir, input_fingerprint
+from knobsweep.errors import DataError, FieldError
 from knobsweep.data import gsm8k
 from knobsweep.io import file_sha256
 from knobsweep.rewards.gsm8k import extract_ground_truth
@@ -252,7 +253,7 @@ def test_bad_options(options, message):
 
 
 def test_unknown_source():
-    with pytest.raises(DataError, match="unknown source 'squad'; valid sources: gsm8k, hf, jsonl, openspiel"):
+    with pytest.raises(FieldError, match="data.source: 'squad' is not a known data source; allowed: gsm8k, hf, jsonl"):
         convert_to_dir({"source": "squad"}, "unused")
     with pytest.raises(DataError, match="expected a mapping with a 'source'"):
         input_fingerprint({"path": "x"})
@@ -377,7 +378,7 @@ def test_cli_prints_the_first_dropped_lines(tmp_path):
     "config, message",
     [
         ('{"source": "gsm8k", "path": "data/missing"}', "data.path 'data/missing': no such directory"),
-        ('{"source": "squad"}', "unknown source 'squad'"),
+        ('{"source": "squad"}', "'squad' is not a known data source"),
         ("{not json", "argument --config-json: not valid JSON"),
     ],
 )

@@ -18,7 +18,8 @@ import yaml
 
 pyspiel = pytest.importorskip("pyspiel")
 
-from knobsweep.data import DataError, convert_to_dir  # noqa: E402
+from knobsweep.data import convert_to_dir  # noqa: E402
+from knobsweep.errors import DataError  # noqa: E402
 from knobsweep.data import openspiel as source  # noqa: E402
 from knobsweep.io import read_jsonl  # noqa: E402
 from knobsweep.rewards import get_evaluator  # noqa: E402

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from knobsweep.data import DataError, convert_to_dir, input_fingerprint, swe_bench, swe_synth
+from knobsweep.data import convert_to_dir, input_fingerprint, swe_bench, swe_synth
+from knobsweep.errors import DataError
 from knobsweep.data._files import Record
 from knobsweep.io import file_sha256
 from knobsweep.rewards import get_evaluator

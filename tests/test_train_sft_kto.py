@@ -550,5 +550,5 @@ def test_the_cli_names_an_unknown_method(capsys):
         main(["--config-json", '{"train": {"method": "dpo"}}', "--model", "m", "--data", "d", "--out", "o"])
     assert exit_info.value.code == 2
     assert "train.method='dpo': this stage implements grpo, sft, kto" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"train.method='dpo': allowed are 'grpo', 'sft', 'kto'"):
+    with pytest.raises(ValueError, match=r"train.method: 'dpo' is not a training method; allowed: grpo, sft, kto"):
         get_method("dpo")

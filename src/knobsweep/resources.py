@@ -28,7 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-TINY = "tiny"
+from knobsweep.registry import TINY
+
 STAGES = ("data", "train", "merge", "eval", "report")
 GPU_STAGES = ("train", "eval")
 SITE_FILE = "slurm/site.yaml"

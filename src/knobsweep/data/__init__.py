@@ -1,6 +1,6 @@
 """Data conversion: one converter module per `data.source`, all writing the same layout.
 
-A converter module (registered in SOURCES) provides
+A converter module (registered in knobsweep.registry.SOURCES) provides
     CONVERTER_VERSION: str                       bump when its output for the same input changes
     FORMATS: tuple[str, ...]                     the row formats it can produce ("rl", "sft", "kto")
     resolve_options(options) -> dict             defaults filled in; bad options raise DataError
@@ -14,52 +14,27 @@ eval.parquet always holds rl rows (the eval stage generates from `prompt` and sc
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.metadata
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from knobsweep.errors import DataError
 from knobsweep.io import atomic_dir
-
-# source name -> module implementing it (imported on use).
-SOURCES: dict[str, str] = {
-    "gsm8k": "knobsweep.data.gsm8k",
-    "openspiel": "knobsweep.data.openspiel",
-    "swe_synth": "knobsweep.data.swe_synth",
-    "swe_bench": "knobsweep.data.swe_bench",
-    "jsonl": "knobsweep.data.custom",
-    "parquet": "knobsweep.data.custom",
-    "hf": "knobsweep.data.custom",
-}
-
-
-# Installed packages add their own sources through the `knobsweep.sources` entry-point group
-# (name = the `data.source` value, value = the converter module), so every stage process sees them.
-for _entry in importlib.metadata.entry_points(group="knobsweep.sources"):
-    SOURCES.setdefault(_entry.name, _entry.value)
-
-
-ALL_FORMATS = ("rl", "sft", "kto")
+from knobsweep.registry import FORMATS, converter
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 
 
-class DataError(ValueError):
-    """Bad options or unusable input: the message names the option, file or line."""
-
-
 def check_format(source: str, fmt, formats: tuple[str, ...]) -> None:
     """Raise DataError unless `fmt` is a format this source can produce."""
-    if fmt not in ALL_FORMATS:
-        raise DataError(f"data.format: unknown format {fmt!r}; valid formats: {', '.join(ALL_FORMATS)}")
+    if fmt not in FORMATS:
+        raise DataError(f"data.format: unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     if fmt not in formats:
         raise DataError(
             f"data.format: source {source!r} cannot produce {fmt!r} rows; it produces: {', '.join(formats)}"
@@ -124,14 +99,6 @@ class ConversionResult:
     stats: dict = field(default_factory=dict)
 
 
-def get_converter(source: str) -> ModuleType:
-    if not isinstance(source, str) or source not in SOURCES:
-        raise DataError(
-            f"data.source: unknown source {source!r}; valid sources: {', '.join(sorted(SOURCES))}"
-        )
-    return importlib.import_module(SOURCES[source])
-
-
 def _source(options: dict) -> str:
     if not isinstance(options, dict) or "source" not in options:
         raise DataError(f"data: expected a mapping with a 'source', got {options!r}")
@@ -140,7 +107,7 @@ def _source(options: dict) -> str:
 
 def input_fingerprint(options: dict) -> dict[str, str]:
     """What the `data` section reads, each with its content hash: part of the cache key."""
-    return get_converter(_source(options)).input_fingerprint(options)
+    return converter(_source(options)).input_fingerprint(options)
 
 
 def convert_to_dir(options: dict, out: str | Path) -> dict:
@@ -149,12 +116,12 @@ def convert_to_dir(options: dict, out: str | Path) -> dict:
     All or nothing: `out` appears only once every file is written. Returns the manifest.
     """
     source = _source(options)
-    converter = get_converter(source)
-    result = converter.convert(options)
+    module = converter(source)
+    result = module.convert(options)
     manifest = {
         "source": source,
         "options": result.options,
-        "converter_version": converter.CONVERTER_VERSION,
+        "converter_version": module.CONVERTER_VERSION,
         "inputs": result.inputs,
         "rows": {"train": len(result.train), "eval": len(result.eval)},
         "dropped": result.dropped,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from knobsweep.data import DataError, convert_to_dir
+from knobsweep.data import convert_to_dir
+from knobsweep.errors import DataError, FieldError
 from knobsweep.io import json_object
 
 SHOWN_DROPPED = 5
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     options = args.config_json
     try:
         manifest = convert_to_dir(options, args.out)
-    except DataError as error:
+    except (DataError, FieldError) as error:
         print(f"knobsweep.data: error: {error}", file=sys.stderr)
         return 1
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from knobsweep.data import DataError
-
 # Suffixes read from a directory; anything else there (LICENSE, .patch, ...) is not data.
 JSON_SUFFIXES = (".json", ".traj")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from knobsweep.data import (MESSAGES, ConversionResult, DataError, check_sizes_and_seed, jsonl_records, shuffle_key,
-                            with_defaults)
+from knobsweep.data import MESSAGES, ConversionResult, check_sizes_and_seed, jsonl_records, shuffle_key, with_defaults
+from knobsweep.errors import DataError
 from knobsweep.io import file_sha256
 
 CONVERTER_VERSION = "1"

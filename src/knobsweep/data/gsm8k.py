@@ -26,8 +26,8 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from knobsweep.data import (MESSAGES, ConversionResult, DataError, check_sizes_and_seed, jsonl_records, shuffle_key,
-                            with_defaults)
+from knobsweep.data import MESSAGES, ConversionResult, check_sizes_and_seed, jsonl_records, shuffle_key, with_defaults
+from knobsweep.errors import DataError
 from knobsweep.io import file_sha256
 from knobsweep.rewards.gsm8k import STRICT_PATTERN, extract_ground_truth, extract_strict_answer
 

@@ -49,7 +49,8 @@ import random
 
 import pyarrow as pa
 
-from knobsweep.data import ConversionResult, DataError, with_defaults
+from knobsweep.data import ConversionResult, with_defaults
+from knobsweep.errors import DataError
 from knobsweep.rewards.openspiel import board_text, legal_moves, load_game, unsupported_reason
 
 CONVERTER_VERSION = "1"

@@ -32,9 +32,10 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from knobsweep.data import MESSAGES, ConversionResult, DataError, check_sizes_and_seed, shuffle_key, with_defaults
+from knobsweep.data import MESSAGES, ConversionResult, check_sizes_and_seed, shuffle_key, with_defaults
 from knobsweep.data import _files
 from knobsweep.data._files import Record
+from knobsweep.errors import DataError
 
 CONVERTER_VERSION = "1"
 FORMATS = ("rl",)

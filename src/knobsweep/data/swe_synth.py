@@ -56,7 +56,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from knobsweep.data import MESSAGES, ConversionResult, DataError, with_defaults
+from knobsweep.data import MESSAGES, ConversionResult, with_defaults
 from knobsweep.data import _files
 from knobsweep.data._files import Record
 from knobsweep.data.swe_bench import (
@@ -67,6 +67,7 @@ from knobsweep.data.swe_bench import (
     summarise_dropped,
     with_instruction,
 )
+from knobsweep.errors import DataError
 
 CONVERTER_VERSION = "1"
 FORMATS = ("sft",)

@@ -2,17 +2,18 @@
 
 An evaluator is a callable object with a `name`; `get_evaluator` builds one from the
 run config's `reward` section ({"name": ..., **options}). One module per task; register
-it in `EVALUATORS` (imported lazily, so a task's heavy dependencies load only when used).
+it in `knobsweep.registry.EVALUATORS` (imported lazily, so a task's heavy dependencies load
+only when used).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.metadata
 import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from knobsweep.registry import EVALUATORS, load
 
 
 @dataclass
@@ -33,22 +34,6 @@ class Evaluator(Protocol):
     def __call__(self, completion: str, row: dict) -> Evaluation: ...
 
 
-# name -> "module:attribute" of a class whose keyword arguments are the evaluator's options.
-EVALUATORS: dict[str, str] = {
-    "gsm8k": "knobsweep.rewards.gsm8k:Gsm8kEvaluator",
-    "openspiel": "knobsweep.rewards.openspiel:OpenSpielEvaluator",
-    "swe_patch": "knobsweep.rewards.swe:SwePatchEvaluator",
-    "swe_tests": "knobsweep.rewards.swe:SweTestsEvaluator",
-    "match": "knobsweep.rewards.match:MatchEvaluator",
-}
-
-
-# Installed packages add their own evaluators through the `knobsweep.evaluators` entry-point group
-# (name = the `reward.name` value, value = "module:Class"), so every stage process sees them.
-for _entry in importlib.metadata.entry_points(group="knobsweep.evaluators"):
-    EVALUATORS.setdefault(_entry.name, _entry.value)
-
-
 def register_evaluator(name: str, target: str) -> None:
     """Add an evaluator to this process's registry: `target` is "module:attribute" of its class.
 
@@ -67,8 +52,7 @@ def evaluator_class(name: str) -> type:
             f"reward.name: unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
             f"valid names: {', '.join(sorted(EVALUATORS))}"
         )
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    return load(target)
 
 
 def evaluator_options(factory: type) -> dict[str, inspect.Parameter]:

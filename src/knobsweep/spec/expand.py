@@ -10,7 +10,7 @@ from typing import Any, Iterator
 from pydantic import ValidationError
 
 from knobsweep.io import canonical_json, normalised
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.resolve import resolve_sections
 from knobsweep.spec.validate import problems_from

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
-from knobsweep.data import DataError, get_converter
+from knobsweep.errors import DataError, Problem, SpecError
 from knobsweep.io import canonical_json, content_hash, file_sha256
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
 from knobsweep.spec.validate import closest
 
-TINY = "tiny"
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
 STAGE_VERSIONS = {"tiny": 2, "train": 1, "eval": 1}
@@ -64,8 +63,8 @@ class Experiment:
 
 def data_identity(data: dict) -> dict:
     """What converted data depends on: the converter's version and its inputs' content hashes."""
-    converter = get_converter(data["source"])
-    return {"converter": converter.CONVERTER_VERSION, "inputs": converter.input_fingerprint(data)}
+    module = converter(data["source"])
+    return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(data)}
 
 
 def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_start: dict | None = None,
@@ -102,18 +101,12 @@ def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_s
 
 
 def train_config(config: dict) -> dict:
-    """The part of a run config that feeds training (and so keys it): SFT and KTO learn from the
-    rows alone, so rollout and reward knobs (eval-only for them) do not re-train them."""
-    sections = ("model", "train", "rollout", "reward", "seed") if config["train"]["method"] == "grpo" \
-        else ("model", "train", "seed")
-    return {k: config[k] for k in sections}
+    """The part of a run config that feeds training (and so keys it): the method's hashed sections."""
+    return {k: config[k] for k in METHODS[config["train"]["method"]].hashed_sections}
 
 
 def evaluation_config(config: dict) -> dict:
     return {"eval": config["eval"], "reward": config["reward"]}
-
-
-TRL_CONFIGS = {"grpo": "GRPOConfig", "sft": "SFTConfig", "kto": "KTOConfig"}
 
 
 def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
@@ -127,7 +120,7 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
 
     problems, reported = [], set()
     for method, key, run_name in sorted(used):
-        config_class = TRL_CONFIGS[method]
+        config_class = METHODS[method].trl_config
         known = sorted(f.name for f in dataclasses.fields(getattr(trl, config_class)))
         if key not in known and (method, key) not in reported:
             reported.add((method, key))

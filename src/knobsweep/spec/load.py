@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from knobsweep.layout import RESERVED_NAMES
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.validate import closest, field_info, is_free_mapping, model_at, problems_from
 

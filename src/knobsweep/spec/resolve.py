@@ -10,14 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from knobsweep.data import DataError, get_converter
+from knobsweep.errors import DataError, Problem
 from knobsweep.io import canonical_json
-from knobsweep.spec.errors import Problem
-
-# The row format each training method reads (data.format: null picks it).
-METHOD_FORMATS = {"grpo": "rl", "sft": "sft", "kto": "kto"}
-# The evaluator a source's data is scored with when `reward` is left out.
-DEFAULT_REWARDS = {"gsm8k": {"name": "gsm8k"}, "openspiel": {"name": "openspiel"}}
+from knobsweep.registry import METHODS, SOURCES, converter
 
 
 def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[dict | None, list[Problem]]:
@@ -25,11 +20,12 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
     problems: list[Problem] = []
     data = dict(config["data"])
     method = config["train"]["method"]
+    reads = METHODS[method].data_format
     if data.get("format") is None:
-        data["format"] = METHOD_FORMATS[method]
-    elif data["format"] != METHOD_FORMATS[method]:
+        data["format"] = reads
+    elif data["format"] != reads:
         problems.append(Problem(file, "data.format", f"{data['format']!r} rows cannot train train.method "
-                                                     f"{method!r}, which reads {METHOD_FORMATS[method]!r} rows "
+                                                     f"{method!r}, which reads {reads!r} rows "
                                                      "(leave data.format unset to follow the method)", run))
     try:
         data = _cached(cache, "data", data, _resolve_data)
@@ -38,10 +34,11 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
     reward = config.get("reward")
     if reward is None:
         source = config["data"]["source"]
-        if source not in DEFAULT_REWARDS:
+        default = SOURCES[source].default_reward
+        if default is None:
             problems.append(Problem(file, "reward", f"is required for data.source '{source}' (it has no default "
                                                     "evaluator); e.g. reward: {name: ...}", run))
-        reward = DEFAULT_REWARDS.get(source)
+        reward = {"name": default} if default else None
     if reward is not None:
         try:
             reward = _cached(cache, "reward", reward, _resolve_reward)
@@ -79,10 +76,10 @@ def _cached(cache: dict, kind: str, section: dict, resolve) -> Any:
 
 
 def _resolve_data(section: dict) -> dict:
-    converter = get_converter(section["source"])
-    resolved = {"format": section["format"], **converter.resolve_options(section)}
+    module = converter(section["source"])
+    resolved = {"format": section["format"], **module.resolve_options(section)}
     # Built-in converters check this themselves; a third-party one may not.
-    formats = getattr(converter, "FORMATS", ("rl",))
+    formats = getattr(module, "FORMATS", ("rl",))
     if resolved["format"] not in formats:
         raise DataError(f"data.format: source '{section['source']}' cannot produce {resolved['format']!r} rows; "
                         f"it produces: {', '.join(formats)}")

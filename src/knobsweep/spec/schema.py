@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from knobsweep.data import SOURCES
-from knobsweep.rewards import EVALUATORS
+from knobsweep.registry import EVALUATORS, FORMATS, METHODS, SOURCES
 
 
 class Section(BaseModel):
@@ -50,13 +49,13 @@ class ModelConfig(Section):
 
 
 class DataConfig(BaseModel):
-    """`source` picks the converter (knobsweep.data.SOURCES); every other key is that converter's
+    """`source` picks the converter (knobsweep.registry.SOURCES); every other key is that converter's
     option, checked by the converter itself when the spec is validated (docs/datasets.md)."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
     source: str = Field("gsm8k", description="converter: " + ", ".join(sorted(SOURCES)))
-    format: Literal["rl", "sft", "kto"] | None = Field(
+    format: Literal[FORMATS] | None = Field(
         None, description="row format to produce; null = the one train.method reads (grpo: rl, sft: sft, kto: kto)"
     )
 
@@ -109,7 +108,7 @@ class KtoConfig(Section):
 
 
 class TrainConfig(Section):
-    method: Literal["grpo", "sft", "kto"] = "grpo"
+    method: Literal[tuple(METHODS)] = "grpo"
     loss: Literal["grpo", "dapo", "gspo-token"] = Field("grpo", description="GRPO loss (method grpo only)")
     learning_rate: float = Field(1e-4, ge=1e-7, le=5e-4)
     epochs: int = Field(1, ge=1, le=10)
@@ -200,7 +199,7 @@ class RolloutConfig(Section):
 
 
 class RewardConfig(BaseModel):
-    """`name` picks the evaluator (knobsweep.rewards.EVALUATORS); every other key is one of its options,
+    """`name` picks the evaluator (knobsweep.registry.EVALUATORS); every other key is one of its options,
     checked against the evaluator's own signature when the spec is validated."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)

@@ -11,7 +11,7 @@ import annotated_types
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from knobsweep.spec.errors import Problem
+from knobsweep.errors import Problem
 
 
 def dotted(loc: tuple) -> str:

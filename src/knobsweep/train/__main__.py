@@ -17,8 +17,7 @@ import argparse
 import sys
 
 from knobsweep.io import json_object
-
-METHODS = ("grpo", "sft", "kto")
+from knobsweep.registry import METHODS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,10 +52,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("grpo", "sft", "kto")
+from knobsweep.registry import METHODS
+
 DEFAULTS = {"batch_size": None, "batch_tokens": 32768, "max_context_length": 4096,
             "per_device_batch_size": None, "steps_per_generation": None}
-KTO_MIN_PER_DEVICE = 2  # its KL term pairs each completion with another one in the micro-batch
+PAIRED_MIN_PER_DEVICE = 2  # KTO's KL term pairs each completion with another one in the micro-batch
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,14 @@ def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: in
     """The batch fields of TRL's config for `method` ("grpo" | "sft" | "kto"); see the module docstring."""
     if method not in METHODS:
         raise ValueError(f"train.method={method!r}: allowed are {', '.join(repr(m) for m in METHODS)}")
+    generates = METHODS[method].generates
     knobs = {name: train.get(name, default) for name, default in DEFAULTS.items()}
     batch_size = _positive_int("train.batch_size", knobs["batch_size"], optional=True)
     cap = _positive_int("train.per_device_batch_size", knobs["per_device_batch_size"], optional=True)
     spg = _positive_int("train.steps_per_generation", knobs["steps_per_generation"], optional=True)
     processes = _positive_int("num_processes", num_processes)
     n = None
-    if method == "grpo":
+    if generates:
         if not isinstance(rollout, dict):
             raise ValueError("rollout: GRPO needs the rollout section (rollout.n completions per prompt)")
         n = _positive_int("rollout.n", rollout.get("n"))
@@ -89,14 +91,14 @@ def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: in
         raise ValueError(f"train.steps_per_generation={spg}: only GRPO generates; train.method is {method!r}")
 
     if batch_size is not None:
-        sequences, prompts, size_text = _from_batch_size(method, batch_size, n, processes)
+        sequences, prompts, size_text = _from_batch_size(batch_size, n, processes)
     else:  # the token budget only counts when batch_size is null
         batch_tokens = _positive_int("train.batch_tokens", knobs["batch_tokens"])
         context = _positive_int("train.max_context_length", knobs["max_context_length"])
-        sequences, prompts, size_text = _from_batch_tokens(method, batch_tokens, context, n, processes)
+        sequences, prompts, size_text = _from_batch_tokens(batch_tokens, context, n, processes)
 
     share = sequences // processes
-    min_per_device = KTO_MIN_PER_DEVICE if method == "kto" and _kto_needs_pairs(train) else 1
+    min_per_device = PAIRED_MIN_PER_DEVICE if METHODS[method].pairs_in_micro_batch and _needs_pairs(train) else 1
     per_device, accumulation = _split(share, cap, min_per_device, method, batch_size, processes)
     split_text = (f"{_plural(processes, 'process')} x per-device {per_device} "
                   f"x accumulation {accumulation}")
@@ -106,7 +108,7 @@ def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: in
     explanation = f"{size_text}; {split_text}"
 
     steps_per_generation = None
-    if method == "grpo":
+    if generates:
         steps_per_generation = accumulation if spg is None else spg
         _check_generation(steps_per_generation, per_device, processes, accumulation, n)
         explanation += "\n" + _generation_text(steps_per_generation, per_device, processes, accumulation, n)
@@ -128,9 +130,9 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 'es' if word.endswith(('s', 'h')) else 's'}"
 
 
-def _from_batch_size(method: str, batch_size: int, n: int | None, processes: int) -> tuple[int, int, str]:
+def _from_batch_size(batch_size: int, n: int | None, processes: int) -> tuple[int, int, str]:
     """(sequences, prompts, text) of an explicit batch_size, which must split evenly over the processes."""
-    if method == "grpo":
+    if n is not None:
         sequences = batch_size * n
         if sequences % processes:
             unit = processes // math.gcd(n, processes)  # batch sizes that work are its multiples
@@ -150,12 +152,11 @@ def _from_batch_size(method: str, batch_size: int, n: int | None, processes: int
     return batch_size, batch_size, f"batch_size {_plural(batch_size, 'sequence')} per step"
 
 
-def _from_batch_tokens(method: str, batch_tokens: int, context: int, n: int | None,
-                       processes: int) -> tuple[int, int, str]:
+def _from_batch_tokens(batch_tokens: int, context: int, n: int | None, processes: int) -> tuple[int, int, str]:
     """(sequences, prompts, text) of a token budget, rounded down to split evenly (at least one unit)."""
     budget = batch_tokens // context
     text = f"batch_tokens {batch_tokens} / max_context_length {context} = {_plural(budget, 'sequence')}"
-    if method == "grpo":
+    if n is not None:
         unit = processes // math.gcd(n, processes)  # prompts per step must be a multiple of this
         prompts = max(1, budget // n)
         rounded = max(unit, prompts - prompts % unit)
@@ -178,7 +179,7 @@ def _from_batch_tokens(method: str, batch_tokens: int, context: int, n: int | No
                                   f"(rounded to a multiple of {processes} processes)")
 
 
-def _kto_needs_pairs(train: dict) -> bool:
+def _needs_pairs(train: dict) -> bool:
     return ((train.get("trl") or {}).get("loss_type") or "kto") != "apo_zero_unpaired"
 
 

@@ -268,11 +268,10 @@ def vllm_problem(fields: dict[str, Any]) -> str | None:
 
 
 class GRPOMethod(Method):
-    name, title, data_format = "grpo", "GRPO", "rl"
+    name, title = "grpo", "GRPO"
     required_keys = REQUIRED_KEYS
     columns = GRPO_COLUMNS
     summary_keys = ("reward", "invalid_rate", "filtered_group_rate", "tokens_per_s")
-    config_class_name = "GRPOConfig"
 
     def __init__(self):
         self.reward: EvaluatorReward | None = None

@@ -67,10 +67,9 @@ def _label(value: Any) -> bool | None:
 
 
 class KTOMethod(Method):
-    name, title, data_format = "kto", "KTO", "kto"
+    name, title = "kto", "KTO"
     columns = KTO_COLUMNS
     summary_keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "tokens_per_s")
-    config_class_name = "KTOConfig"
 
     def __init__(self):
         self.counts = {True: 0, False: 0}

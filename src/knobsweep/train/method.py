@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 from pathlib import Path
 from typing import Any
+
+from knobsweep.registry import load, method
 
 # Defaults of knobs that older TRAIN sections lack (the spec fills every one in for new ones).
 SAVE_EVERY, KEEP_CHECKPOINTS = 50, 2
 BATCH_TOKENS, MAX_CONTEXT_LENGTH = 32768, 4096
 
-# method -> "module:class" of its Method; imported only for the method a run uses.
-METHODS = {"grpo": "knobsweep.train.grpo:GRPOMethod", "sft": "knobsweep.train.sft:SFTMethod",
-           "kto": "knobsweep.train.kto:KTOMethod"}
-
-
 def get_method(name: str) -> "Method":
-    if name not in METHODS:
-        raise ValueError(f"train.method={name!r}: allowed are {', '.join(repr(m) for m in METHODS)}")
-    module, _, attribute = METHODS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)()
+    """The Method of `train.method` (its module is imported only for the method a run uses)."""
+    return load(method(name).implementation)()
 
 
 # Keys every method reads (the spec fills them in; see docs/contracts.md).
@@ -142,19 +136,17 @@ def peft_config(lora: dict | None):
 class Method:
     """One training method. Subclasses set the class attributes and implement the hooks."""
 
-    name = ""  # train.method
+    name = ""  # train.method (knobsweep.registry.METHODS: its row format and TRL config class)
     title = ""  # console / status wording
-    data_format = ""  # the train.parquet rows it needs (the data contract's format)
     required_keys: tuple[str, ...] = COMMON_KEYS
     columns: tuple = ()  # console table (callbacks.*_COLUMNS)
     summary_keys: tuple[str, ...] = ()  # status.json summary: means over metrics.jsonl
-    config_class_name = ""  # trl.<name>
 
     @property
     def config_class(self):
         import trl
 
-        return getattr(trl, self.config_class_name)
+        return getattr(trl, method(self.name).trl_config)
 
     def check_config(self, config: dict) -> None:
         check_keys(config, self.required_keys)

@@ -77,10 +77,9 @@ def row_problem(row: dict, form: str, needs_assistant: bool) -> str | None:
 
 
 class SFTMethod(Method):
-    name, title, data_format = "sft", "SFT", "sft"
+    name, title = "sft", "SFT"
     columns = SFT_COLUMNS
     summary_keys = ("loss", "mean_token_accuracy", "entropy", "tokens_per_s")
-    config_class_name = "SFTConfig"
 
     def __init__(self):
         self.form = ""
