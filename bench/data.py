@@ -67,9 +67,10 @@ def main() -> int:
 def run(tmp: Path, base_config: dict, args) -> None:
     from knobsweep import layout
     from knobsweep.data import convert_to_dir
-    from knobsweep.errors import DataError
-    from knobsweep.registry import converter as get_converter
+    from knobsweep.errors import FieldError
+    from knobsweep.registry import converter
     from knobsweep.spec.experiment import stage_keys
+    from knobsweep.spec.sources import read_options
 
     gsm8k = SHARED / "gsm8k"
     cases: list[tuple[str, dict, float | None]] = []
@@ -88,7 +89,7 @@ def run(tmp: Path, base_config: dict, args) -> None:
                                       "prompt_key": "problem", "ground_truth_key": "final_answer"}, None))
 
     try:
-        get_converter("openspiel")
+        converter("openspiel")
         cases.append((f"openspiel {len(OPENSPIEL_CASES)} x {args.tasks_per_case}",
                       {"source": "openspiel", "format": "rl", "cases": OPENSPIEL_CASES,
                        "num_tasks_per_case": args.tasks_per_case}, 10.0))
@@ -96,8 +97,7 @@ def run(tmp: Path, base_config: dict, args) -> None:
         print(f"  (openspiel skipped: knobsweep.data.openspiel is not importable: {error})")
 
     for name, options, target in cases:
-        converter = get_converter(options["source"])
-        options = converter.resolve_options(options)
+        options = read_options(options).model_dump(mode="json")
         config = {**base_config, "data": options}
         try:
             key = stage_keys(config, {}).data
@@ -105,7 +105,7 @@ def run(tmp: Path, base_config: dict, args) -> None:
             # Each repeat converts into a fresh directory, as a first run does.
             fresh = (out.with_name(f"{key}-{i}") for i in range(args.repeat))
             elapsed, manifest = best_of(args.repeat, lambda: convert_to_dir(options, next(fresh)))
-        except DataError as error:
+        except FieldError as error:
             print(f"  {name:28s} failed: {error}")
             continue
         convert_to_dir(options, out)

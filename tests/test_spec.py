@@ -256,7 +256,7 @@ def test_missing_required_model(write_spec):
 
 def test_missing_local_data_is_an_error(write_spec):
     found = problems(write_spec, BASE.replace("path: data/gsm8k", "path: ./nowhere"))
-    assert any("exp.yaml: data.path './nowhere': no such directory" in p and "(run 'baseline')" in p for p in found), found
+    assert any("exp.yaml: data.path: './nowhere': no such directory" in p and "(run 'baseline')" in p for p in found), found
 
 
 def test_reserved_experiment_names(write_spec):

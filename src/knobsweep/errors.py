@@ -42,5 +42,9 @@ class SpecError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class DataError(ValueError):
-    """Bad data options or unusable input: the message names the option, file or line."""
+class DataError(FieldError):
+    """Unusable input data (a file, a hub dataset, its rows): the message names the file and line. (A bad
+    option is a FieldError at its path, "data.path".)"""
+
+    def __init__(self, message: str):
+        super().__init__("", message)

@@ -1,19 +1,19 @@
 """Data conversion: one converter module per `data.source`, all writing the same layout.
 
-A converter module (registered in knobsweep.registry.SOURCES) provides
+A built-in converter module (knobsweep.registry.SOURCES) reads its source's options model
+(knobsweep.spec.sources: defaults, ranges and rules) and provides
     CONVERTER_VERSION: str                       bump when its output for the same input changes
-    FORMATS: tuple[str, ...]                     the row formats it can produce ("rl", "sft", "kto")
-    resolve_options(options) -> dict             defaults filled in; bad options raise DataError
-    convert(options) -> ConversionResult         options = the run config's `data` section
+    convert(options) -> ConversionResult         the rows
     input_fingerprint(options) -> dict[str, str] what it reads -> sha256 (or hub revision)
 The version and the fingerprint belong in the data stage's cache key, so editing a converter
 or an input file re-converts only that data. Row schemas per format: docs/contracts.md;
 eval.parquet always holds rl rows (the eval stage generates from `prompt` and scores them).
+A third-party converter (the `knobsweep.sources` entry point) also provides FORMATS and
+resolve_options(section: dict) -> dict, and reads the dict that returns (docs/datasets.md).
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,48 +23,13 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from knobsweep.errors import DataError
+from knobsweep.errors import DataError  # noqa: F401 - third-party converters import it from here
 from knobsweep.io import atomic_dir
-from knobsweep.registry import FORMATS, converter
+from knobsweep.registry import converter
+from knobsweep.spec.sources import SourceOptions, read_options
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
-
-
-def check_format(source: str, fmt, formats: tuple[str, ...]) -> None:
-    """Raise DataError unless `fmt` is a format this source can produce."""
-    if fmt not in FORMATS:
-        raise DataError(f"data.format: unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    if fmt not in formats:
-        raise DataError(
-            f"data.format: source {source!r} cannot produce {fmt!r} rows; it produces: {', '.join(formats)}"
-        )
-
-
-def with_defaults(options: dict, defaults: dict, source: str, formats: tuple[str, ...]) -> dict:
-    """`options` over `defaults`, for source `source`: an unknown option (named with the closest
-    known one), another source, or a format it cannot produce raises DataError."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"data.{unknown[0]}: unknown option for source {source!r}{hint}; "
-                        f"allowed options: {', '.join(defaults)}")
-    resolved = {**defaults, **options}
-    if resolved["source"] != source:
-        raise DataError(f"data.source: expected {source!r}, got {resolved['source']!r}")
-    check_format(source, resolved["format"], formats)
-    return resolved
-
-
-def check_sizes_and_seed(resolved: dict) -> None:
-    """`train_size` / `eval_size` (positive or null = all rows) and `seed` (an integer)."""
-    for key in ("train_size", "eval_size"):
-        size = resolved[key]
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise DataError(f"data.{key}: must be a positive integer or null (all rows), got {size!r}")
-    if isinstance(resolved["seed"], bool) or not isinstance(resolved["seed"], int):
-        raise DataError(f"data.seed: must be an integer, got {resolved['seed']!r}")
 
 
 def jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]:
@@ -99,22 +64,22 @@ class ConversionResult:
     stats: dict = field(default_factory=dict)
 
 
-def _source(options: dict) -> str:
-    if not isinstance(options, dict) or "source" not in options:
-        raise DataError(f"data: expected a mapping with a 'source', got {options!r}")
-    return options["source"]
+def _source(options: SourceOptions | dict) -> str:
+    return options.source if isinstance(options, SourceOptions) else options["source"]
 
 
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(section: dict) -> dict[str, str]:
     """What the `data` section reads, each with its content hash: part of the cache key."""
+    options = read_options(section)
     return converter(_source(options)).input_fingerprint(options)
 
 
-def convert_to_dir(options: dict, out: str | Path) -> dict:
+def convert_to_dir(section: dict, out: str | Path) -> dict:
     """Convert the `data` section into `out`/{train,eval}.parquet + manifest.json.
 
     All or nothing: `out` appears only once every file is written. Returns the manifest.
     """
+    options = read_options(section)
     source = _source(options)
     module = converter(source)
     result = module.convert(options)

@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from knobsweep.errors import FieldError
 from knobsweep.registry import EVALUATORS, load
 
 
@@ -48,8 +49,8 @@ def evaluator_class(name: str) -> type:
     """The class a registered name (or a "module:attribute" target) stands for, imported."""
     target = EVALUATORS.get(name) or (name if isinstance(name, str) and ":" in name else None)
     if target is None:
-        raise ValueError(
-            f"reward.name: unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
+        raise FieldError(
+            "reward.name", f"unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
             f"valid names: {', '.join(sorted(EVALUATORS))}"
         )
     return load(target)
@@ -78,8 +79,8 @@ def get_evaluator(section: dict) -> Evaluator:
     allowed = list(evaluator_options(factory))
     for option in options:
         if option not in allowed:
-            raise ValueError(
-                f"reward.{option}: unknown option for evaluator {name!r}"
+            raise FieldError(
+                f"reward.{option}", f"unknown option for evaluator {name!r}"
                 f"{_did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
             )
     return factory(**options)

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
-from knobsweep.errors import DataError, Problem, SpecError
+from knobsweep.errors import FieldError, Problem, SpecError
 from knobsweep.io import canonical_json, content_hash, file_sha256
 from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
+from knobsweep.spec.sources import read_options
 from knobsweep.spec.validate import closest
 
 # Bump when a stage's outputs change meaning, so old caches are not reused
@@ -64,7 +65,7 @@ class Experiment:
 def data_identity(data: dict) -> dict:
     """What converted data depends on: the converter's version and its inputs' content hashes."""
     module = converter(data["source"])
-    return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(data)}
+    return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(read_options(data))}
 
 
 def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_start: dict | None = None,
@@ -176,8 +177,8 @@ def load_experiment(path: str | Path) -> Experiment:
             config = {**config, "train": {**config["train"], "warm_start_from": resolved}}
         try:
             keys = stage_keys(config, data_identities, warm_start, tiny_model)
-        except DataError as error:
-            problems.append(Problem(str(path), "", str(error), run_name))
+        except FieldError as error:  # the inputs of `data` cannot be read (a missing file, say)
+            problems.append(Problem(str(path), error.path, error.message, run_name))
             return None
         launch_problem = _launch_problem(config, launches)
         if launch_problem:
@@ -208,10 +209,8 @@ def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
         try:
             launch_command(stage_resources(config, "train"), distributed)
             cache[key] = None
-        except ValueError as error:
-            message = str(error)
-            path, _, text = message.partition(": ")
-            cache[key] = (path, text) if path.startswith(("resources.", "train.")) and text else ("", message)
+        except FieldError as error:
+            cache[key] = (error.path, error.message)
     return cache[key]
 
 

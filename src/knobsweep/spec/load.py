@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from knobsweep.layout import RESERVED_NAMES
 from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
-from knobsweep.spec.validate import closest, field_info, is_free_mapping, model_at, problems_from
+from knobsweep.spec.validate import closest, field_info, is_free_mapping, model_at, models_in, problems_from
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -87,8 +87,8 @@ def knob_problem(knob: str, where: str, file: str) -> Problem | None:
 
 
 def _open_section(annotation) -> bool:
-    models = [m for m in getattr(annotation, "__args__", (annotation,)) if isinstance(m, type)]
-    return any(getattr(m, "model_config", {}).get("extra") == "allow" for m in models)
+    """A section (or one of a union's) that admits any key: `reward`, a third-party source's `data`."""
+    return any(model.model_config.get("extra") == "allow" for model in models_in(annotation))
 
 
 def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:

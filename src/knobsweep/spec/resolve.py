@@ -1,18 +1,18 @@
-"""Resolve the sections whose options belong to a plug-in: `data` (its converter) and `reward` (its evaluator).
+"""Resolve what the schema leaves to the run: `data.format` (from train.method), a third-party source's
+options (its converter's `resolve_options`) and `reward` (its evaluator's signature).
 
-The schema only knows their names; the converter's `resolve_options` and the evaluator's signature
-say which options exist, their defaults and their ranges. Resolving fills every default in, so two
-specs that spell a default out or leave it implicit hash alike.
+A built-in source's options are complete once the schema has read them (knobsweep.spec.sources).
+Resolving fills every default in, so two specs that spell a default out or leave it implicit hash alike.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from knobsweep.errors import DataError, Problem
+from knobsweep.errors import FieldError, Problem
 from knobsweep.io import canonical_json
-from knobsweep.registry import METHODS, SOURCES, converter
+from knobsweep.registry import BUILTIN_SOURCES, METHODS, SOURCES, converter
+from knobsweep.spec.sources import BUILTIN_OPTIONS
 
 
 def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[dict | None, list[Problem]]:
@@ -29,8 +29,10 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
                                                      "(leave data.format unset to follow the method)", run))
     try:
         data = _cached(cache, "data", data, _resolve_data)
-    except DataError as error:
-        problems.append(_problem(file, str(error), "data", run))
+    except FieldError as error:
+        problems.append(Problem(file, error.path, error.message, run))
+    except ValueError as error:  # a third-party converter's own error: its message says where
+        problems.append(Problem(file, "data", str(error), run))
     reward = config.get("reward")
     if reward is None:
         source = config["data"]["source"]
@@ -42,8 +44,10 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
     if reward is not None:
         try:
             reward = _cached(cache, "reward", reward, _resolve_reward)
-        except ValueError as error:
-            problems.append(_problem(file, str(error), "reward", run))
+        except FieldError as error:
+            problems.append(Problem(file, error.path, error.message, run))
+        except ValueError as error:  # a third-party evaluator's own error: its message says where
+            problems.append(Problem(file, "reward", str(error), run))
     if reward is not None and not problems:
         problems += _timeout_problems(config, reward, file, run)
     if problems:
@@ -76,13 +80,18 @@ def _cached(cache: dict, kind: str, section: dict, resolve) -> Any:
 
 
 def _resolve_data(section: dict) -> dict:
-    module = converter(section["source"])
-    resolved = {"format": section["format"], **module.resolve_options(section)}
-    # Built-in converters check this themselves; a third-party one may not.
-    formats = getattr(module, "FORMATS", ("rl",))
+    """The section with its format checked against what the source produces; a third-party source's
+    options resolved by its converter (a built-in source's model has filled them in already)."""
+    source = section["source"]
+    if source in BUILTIN_SOURCES:
+        formats, resolved = BUILTIN_OPTIONS[source].formats(), section
+    else:
+        module = converter(source)
+        formats = getattr(module, "FORMATS", ("rl",))
+        resolved = {"format": section["format"], **module.resolve_options(section)}
     if resolved["format"] not in formats:
-        raise DataError(f"data.format: source '{section['source']}' cannot produce {resolved['format']!r} rows; "
-                        f"it produces: {', '.join(formats)}")
+        raise FieldError("data.format", f"source {source!r} cannot produce {resolved['format']!r} rows; "
+                         f"it produces: {', '.join(formats)}")
     return resolved
 
 
@@ -104,11 +113,3 @@ def _plain(value: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _problem(file: str, message: str, section: str, run: str) -> Problem:
-    """Point the problem at the dotted path its message starts with (`data.cases[2]: ...`)."""
-    match = re.match(rf"({section}(?:\.[\w-]+|\[\d+\])*):\s*(.*)", message, re.S)
-    if match:
-        return Problem(file, match.group(1), match.group(2), run)
-    return Problem(file, section, message, run)

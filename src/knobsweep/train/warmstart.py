@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from knobsweep.spec.schema import LoraConfig
+
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
@@ -50,7 +52,7 @@ def inspect_warm_start(path: str | None) -> str | None:
                      f"(config.json + weights); it holds: {found}")
 
 
-def load_policy(model_path: str, lora: dict | None, warm_start: str | None, kind: str | None,
+def load_policy(model_path: str, lora: LoraConfig | None, warm_start: str | None, kind: str | None,
                 model_kwargs: dict[str, Any]):
     """(model, peft_config for the trainer or None, a description for status.json / the console)."""
     from transformers import AutoModelForCausalLM
