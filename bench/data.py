@@ -92,7 +92,7 @@ def run(tmp: Path, base_config: dict, args) -> None:
         converter("openspiel")
         cases.append((f"openspiel {len(OPENSPIEL_CASES)} x {args.tasks_per_case}",
                       {"source": "openspiel", "format": "rl", "cases": OPENSPIEL_CASES,
-                       "num_tasks_per_case": args.tasks_per_case}, 10.0))
+                       "train_size": args.tasks_per_case * len(OPENSPIEL_CASES)}, 10.0))
     except ImportError as error:
         print(f"  (openspiel skipped: knobsweep.data.openspiel is not importable: {error})")
 

@@ -44,7 +44,7 @@ def data(**options) -> dict:
 
 
 def small(**options) -> dict:
-    return data(**{"cases": ["tic_tac_toe"], "num_tasks_per_case": 10, "eval_tasks_per_case": 5,
+    return data(**{"cases": ["tic_tac_toe"], "train_size": 10, "eval_size": 5,
                    "max_random_steps": 6, **options})
 
 
@@ -80,7 +80,7 @@ def converted(section: dict):
 
 def test_defaults_and_games_times_configs_expand_into_cases():
     options = resolved(data(cases=["tic_tac_toe"]))
-    assert options["num_tasks_per_case"] == 100 and options["eval_tasks_per_case"] == 20
+    assert options["train_size"] == 100 and options["eval_size"] == 20
     assert (options["min_random_steps"], options["max_random_steps"], options["seed"]) == (0, 10, 0)
     assert options["eval_overlap"] == "drop"
     assert OpenSpielOptions.formats() == ("rl",)
@@ -95,8 +95,12 @@ def test_defaults_and_games_times_configs_expand_into_cases():
 
 
 @pytest.mark.parametrize("options, message", [
-    (data(cases=["tic_tac_toe"], num_task_per_case=3),
-     r"data.num_task_per_case: unknown key 'num_task_per_case'; did you mean 'num_tasks_per_case'\?"),
+    (data(cases=["tic_tac_toe"], train_sise=3),
+     r"data.train_sise: unknown key 'train_sise'; did you mean 'train_size'\?"),
+    (data(cases=["tic_tac_toe"], num_tasks_per_case=3),
+     r"data.num_tasks_per_case: renamed to data.train_size \(the train positions of all cases together: "),
+    (data(cases=["tic_tac_toe", "connect_four"], train_size=1), r"data.train_size: 1 positions for 2 cases: at least "
+                                                                r"one each"),
     (data(cases=["tic_tac_toe"], format="sft"), r"data.format: 'sft' is not allowed; allowed: 'rl'"),
     (data(), r"data.cases: required"),
     (data(cases=["tic_tac_toe"], games=["hex"]), r"data.cases: give data.cases or data.games, not both"),
@@ -122,8 +126,8 @@ def test_defaults_and_games_times_configs_expand_into_cases():
     (data(games=["hex"], game_configs=[{"board_size": [5]}]), r"data.game_configs\[0\].board_size: must be a number"),
     (data(games=["hex"], game_configs=["board_size=5"]), r"data.game_configs\[0\]: 'board_size=5': Input should "
                                                          r"be a valid dictionary"),
-    (data(cases=["tic_tac_toe"], num_tasks_per_case=0),
-     r"data.num_tasks_per_case: 0 is out of range; allowed: 1 <= value <= 1000000"),
+    (data(cases=["tic_tac_toe"], train_size=0), r"data.train_size: 0 is out of range; allowed: 1 <= value <= 1000000"),
+    (data(cases=["tic_tac_toe"], eval_size=None), r"data.eval_size: None: Input should be a valid integer"),
     (data(cases=["tic_tac_toe"], seed=-1), r"data.seed: -1 is out of range; allowed: 0 <= value <= 2147483647"),
     (data(cases=["tic_tac_toe"], eval_overlap="warn"), r"data.eval_overlap: 'warn' is not allowed; allowed: "
                                                        r"'drop' or 'keep'"),
@@ -145,7 +149,7 @@ def test_fingerprint_is_the_installed_open_spiel():
 
 def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path):
     manifest = convert_to_dir(data(cases=["tic_tac_toe", "chess", "backgammon", "kuhn_poker"],
-                                   num_tasks_per_case=8, eval_tasks_per_case=4), tmp_path / "out")
+                                   train_size=32, eval_size=16), tmp_path / "out")
     train = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
     evaluation = pq.read_table(tmp_path / "out" / "eval.parquet").to_pylist()
     assert manifest["rows"] == {"train": 32, "eval": len(evaluation)} and manifest["converter_version"] == "1"
@@ -182,7 +186,7 @@ def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path)
 
 def test_the_same_seed_gives_the_same_states_here_and_in_another_process():
     options = data(cases=["tic_tac_toe", "backgammon", "breakthrough(rows=6,columns=6)"],
-                   num_tasks_per_case=20, eval_tasks_per_case=5, seed=7)
+                   train_size=60, eval_size=15, seed=7)
     first, second = converted(options), converted(options)
     assert digest(first.train + first.eval) == digest(second.train + second.eval)
     script = ("import hashlib, json, sys; from knobsweep.data import openspiel as s; "
@@ -199,8 +203,8 @@ def test_the_same_seed_gives_the_same_states_here_and_in_another_process():
 
 
 def test_task_seeds_and_the_eval_set_do_not_move_with_the_train_size():
-    few = converted(small(num_tasks_per_case=3, eval_tasks_per_case=10, max_random_steps=8))
-    many = converted(small(num_tasks_per_case=40, eval_tasks_per_case=10, max_random_steps=8))
+    few = converted(small(train_size=3, eval_size=10, max_random_steps=8))
+    many = converted(small(train_size=40, eval_size=10, max_random_steps=8))
     assert [r["task_seed"] for r in few.train] == [0, 1, 2]
     assert {r["task_seed"] for r in many.eval} <= set(range(source.EVAL_SEED_OFFSET, source.EVAL_SEED_OFFSET + 10))
     # Train task i is the same position whatever the train size; so is eval task j.
@@ -210,7 +214,7 @@ def test_task_seeds_and_the_eval_set_do_not_move_with_the_train_size():
 
 
 def test_eval_positions_that_are_train_positions_are_dropped_and_listed():
-    result = converted(small(num_tasks_per_case=30, eval_tasks_per_case=20, max_random_steps=3))
+    result = converted(small(train_size=30, eval_size=20, max_random_steps=3))
     train_histories = {tuple(truth(r)["history"]) for r in result.train}
     assert result.dropped and all(d["split"] == "eval" for d in result.dropped)
     assert not any(tuple(truth(r)["history"]) in train_histories for r in result.eval)
@@ -234,9 +238,10 @@ def test_a_game_that_always_ends_within_the_random_moves_is_an_error():
 def test_one_thousand_tasks_over_five_cases_convert_quickly():
     """The figure for the report (no wall-time assertion: the machine is shared)."""
     started = time.perf_counter()
-    result = converted(data(cases=FIVE_CASES, num_tasks_per_case=200, eval_tasks_per_case=20))
+    result = converted(data(cases=FIVE_CASES, train_size=1000, eval_size=100))
     elapsed = time.perf_counter() - started
     assert len(result.train) == 1000
+    assert {r["row_id"] for r in result.train} >= {f"train-{case}-199" for case in range(5)}  # 200 per case
     print(f"\n1,000 OpenSpiel train tasks (+{len(result.eval)} eval) over 5 cases: {elapsed:.2f} s")
 
 
@@ -450,7 +455,7 @@ def test_grpo_trains_the_tiny_model_on_openspiel_positions(tmp_path):
     from knobsweep.models.tiny import build_tiny_model
 
     data_dir = tmp_path / "data"
-    convert_to_dir(data(cases=["tic_tac_toe"], num_tasks_per_case=6, eval_tasks_per_case=4, max_random_steps=6,
+    convert_to_dir(data(cases=["tic_tac_toe"], train_size=6, eval_size=4, max_random_steps=6,
                         seed=1), data_dir)
     rows = pq.read_table(data_dir / "train.parquet").to_pylist()
     texts = [m["content"] for r in rows for m in r["prompt"]] + [r["answer"] for r in rows]

@@ -215,6 +215,7 @@ def test_split_is_seeded_and_deterministic():
 
 @pytest.mark.parametrize("options, message", [
     ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz'; did you mean 'task_ids'\?"),
+    ({"hub_split": "dev"}, r"data.hub_split: renamed to data.train_split, as every source calls it"),
     ({"format": "sft"}, r"data.format: 'sft' is not allowed; allowed: 'rl'"),
     ({"use_cache_only": True}, r"data.use_cache_only: true needs data.cache_dir"),
     ({"use_cache_only": True, "cache_dir": "c", "path": "x.json"}, r"data.use_cache_only: true reads only data.cache"),

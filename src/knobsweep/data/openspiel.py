@@ -22,9 +22,10 @@ is played uniformly at random, chance nodes are sampled from their probabilities
 count as moves), and the position reached, once no chance node is pending, is shown. A draw
 that ends the game is drawn again from the same stream (up to 100 times).
 
-Train / eval. Train task i has seed `seed + i` (i < num_tasks_per_case); eval task j has
-seed `seed + 1_000_000 + j` (j < eval_tasks_per_case), so the seed ranges never overlap and the
-eval set does not move when num_tasks_per_case changes. Small games repeat positions, so by
+Train / eval. `train_size` / `eval_size` positions of all cases together are spread evenly over
+the cases (the first ones get one more while the remainder lasts). Train task i of a case has seed
+`seed + i`; eval task j has seed `seed + 1_000_000 + j`, so the seed ranges never overlap and the
+eval set does not move when train_size changes. Small games repeat positions, so by
 default (`eval_overlap: drop`) an eval task whose position (same action history, chance outcomes
 included) is also a train task of its case is dropped and listed in the manifest's `dropped`
 ("line" = eval task index + 1); a case left with no eval task at all is an error. With
@@ -55,8 +56,8 @@ from knobsweep.spec.sources import OpenSpielOptions
 
 CONVERTER_VERSION = "1"
 
-# Eval task j has seed seed + EVAL_SEED_OFFSET + j; num_tasks_per_case is at most this, so the ranges stay apart.
-EVAL_SEED_OFFSET = OpenSpielOptions.MAX_TASKS_PER_CASE
+# Eval task j has seed seed + EVAL_SEED_OFFSET + j; train_size is at most this, so the ranges stay apart.
+EVAL_SEED_OFFSET = OpenSpielOptions.MAX_TASKS
 MAX_DRAWS = 100  # draws per task before a game that always ends is an error
 
 INSTRUCTION = "Answer with exactly one legal move, written exactly as in the list, and nothing else."
@@ -163,19 +164,19 @@ def _case_rows(label: str, game, load_string: str, split: str, case_index: int, 
 
 
 def convert(options: OpenSpielOptions) -> ConversionResult:
-    """Draw num_tasks_per_case train and eval_tasks_per_case eval positions per case."""
+    """Draw train_size train and eval_size eval positions, spread over the cases."""
     base = options.seed
     train: list[dict] = []
     evaluation: list[dict] = []
     dropped: list[dict] = []
-    for case_index, load_string in enumerate(options.cases):
+    sizes = zip(options.per_case(options.train_size), options.per_case(options.eval_size))
+    for case_index, (load_string, (train_tasks, eval_tasks)) in enumerate(zip(options.cases, sizes)):
         label = f"data.cases[{case_index}]"
         game = load_game(load_string)
-        train_rows = _case_rows(label, game, load_string, "train", case_index,
-                                range(base, base + options.num_tasks_per_case), options)
+        train_rows = _case_rows(label, game, load_string, "train", case_index, range(base, base + train_tasks), options)
         eval_start = base + EVAL_SEED_OFFSET
         eval_rows = _case_rows(label, game, load_string, "eval", case_index,
-                               range(eval_start, eval_start + options.eval_tasks_per_case), options)
+                               range(eval_start, eval_start + eval_tasks), options)
         # Positions are identified by their action history (chance outcomes included).
         train_ids = {}
         for row in train_rows:
@@ -191,7 +192,7 @@ def convert(options: OpenSpielOptions) -> ConversionResult:
         if not kept:
             raise FieldError(label, f"all {len(eval_rows)} eval positions of {load_string!r} are also train positions "
                             f"(a small game, or few positions within {options.max_random_steps} random moves); lower "
-                            "data.num_tasks_per_case, raise data.max_random_steps, or set data.eval_overlap: keep")
+                            "data.train_size, raise data.max_random_steps, or set data.eval_overlap: keep")
         train += train_rows
         evaluation += kept
     return ConversionResult(

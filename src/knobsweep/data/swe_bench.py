@@ -1,7 +1,7 @@
 """SWE-bench task instances -> RL rows: the issue as the prompt, the gold patch as ground_truth.
 
 Inputs (one of):
-- `path`: a hub dataset id (default princeton-nlp/SWE-bench_Lite, `hub_split` test), or a local
+- `path`: a hub dataset id (default princeton-nlp/SWE-bench_Lite, `train_split` test), or a local
   JSON file (a list of instances or one instance), JSONL file, parquet file, or a directory of
   them; `paths`: several local files / directories, read in order.
 - `cache_dir` + `use_cache_only: true`: a directory of `task_{i}.json` files (one instance
@@ -86,7 +86,7 @@ def build_prompt(problem_statement: str, repo: str | None) -> list[dict]:
 
 
 def _hub_label(options: SweBenchOptions) -> str:
-    return f"hub:{options.path}@{options.hub_config}/{options.hub_split}"
+    return f"hub:{options.path}@{options.hub_config}/{options.train_split}"
 
 
 def _cache_files(options: SweBenchOptions) -> list[tuple[int, Path]]:
@@ -130,9 +130,9 @@ def _indexed_records(options: SweBenchOptions, inputs: dict[str, str]) -> Iterat
                 yield index, record
         return
     if options.is_hub:
-        dataset = _files.load_hub_split(options.path, options.hub_config, options.hub_split)
+        dataset = _files.load_hub_split(options.path, options.hub_config, options.train_split)
         inputs[options.path] = _hub_label(options)
-        label = f"hub:{options.path}/{options.hub_split}"
+        label = f"hub:{options.path}/{options.train_split}"
         records = list(_files.hub_records(dataset, label))
         if options.cache_dir is not None:
             _fill_cache(options.cache_dir, records)

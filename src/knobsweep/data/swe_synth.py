@@ -1,7 +1,7 @@
 """SWE agent trajectories -> SFT rows (SWE-Synth, SWE-smith, SWE-agent, mini-swe-agent).
 
 Inputs: `path`, a hub dataset id (default swesynth/SWE-Synth_Moatless-SFT-Trajectories:
-instance_id, messages, model_patch, run_name; `hub_split` train) or a local file / directory;
+instance_id, messages, model_patch, run_name; `train_split` train) or a local file / directory;
 or `paths`, several local files / directories read in order. Accepted record layouts:
 - {instance_id, messages, model_patch?, problem_statement?, repo?} (SWE-Synth, SWE-smith
   `ft_xml`), in JSONL, parquet, or a JSON list of them; `conversations` (ShareGPT) = messages;
@@ -96,7 +96,7 @@ def _local_files(options: SweSynthOptions) -> list[Path]:
 def input_fingerprint(options: SweSynthOptions) -> dict[str, str]:
     """{input file: sha256} for local files, {hub id: "hub:<id>@<config>/<split>"} otherwise."""
     if options.is_hub:
-        return {options.path: f"hub:{options.path}@{options.hub_config}/{options.hub_split}"}
+        return {options.path: f"hub:{options.path}@{options.hub_config}/{options.train_split}"}
     return _files.fingerprint(_local_files(options))
 
 
@@ -121,9 +121,9 @@ class Entry:
 
 def _records(options: SweSynthOptions, inputs: dict[str, str]) -> Iterator[Record]:
     if options.is_hub:
-        dataset = _files.load_hub_split(options.path, options.hub_config, options.hub_split)
-        inputs[options.path] = f"hub:{options.path}@{options.hub_config}/{options.hub_split}"
-        yield from _files.hub_records(dataset, f"hub:{options.path}/{options.hub_split}")
+        dataset = _files.load_hub_split(options.path, options.hub_config, options.train_split)
+        inputs[options.path] = f"hub:{options.path}@{options.hub_config}/{options.train_split}"
+        yield from _files.hub_records(dataset, f"hub:{options.path}/{options.train_split}")
         return
     for file in _local_files(options):
         digest, records = _files.read_file(file)

@@ -22,13 +22,27 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class SourceOptions(BaseModel):
-    """What every source has: the row format, and the seed."""
+    """What every source has, under one name each: the row format, how many train / eval rows (each split is
+    shuffled with the seed, then cut to its size) and the seed. An option of the previous release that has
+    a new name (RENAMED) is refused with the new one."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    RENAMED: ClassVar[dict[str, str]] = {}  # an option of the previous release -> what to write instead
+
     format: Literal[FORMATS] | None = Field(
         None, description="row format to produce; null = the one train.method reads (grpo: rl, sft: sft, kto: kto)")
+    train_size: int | None = Field(None, ge=1, description="train rows, after a seeded shuffle; null = all")
+    eval_size: int | None = Field(None, ge=1, description="eval rows, after a seeded shuffle; null = all")
     seed: int = Field(0, description="seed of the shuffles and splits")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, section: Any) -> Any:
+        old = next((name for name in cls.RENAMED if isinstance(section, dict) and name in section), None)
+        if old is not None:
+            raise FieldError(old, f"renamed to data.{cls.RENAMED[old]}, as every source calls it")
+        return section
 
     @classmethod
     def formats(cls) -> tuple[str, ...]:
@@ -38,14 +52,7 @@ class SourceOptions(BaseModel):
 
 
 
-class SplitSizes(SourceOptions):
-    """How many train / eval rows: each split is shuffled with the seed, then cut to its size."""
-
-    train_size: int | None = Field(None, ge=1, description="train rows, after a seeded shuffle; null = all")
-    eval_size: int | None = Field(None, ge=1, description="eval rows, after a seeded shuffle; null = all")
-
-
-class Gsm8kOptions(SplitSizes):
+class Gsm8kOptions(SourceOptions):
     """GSM8K: a folder of <split>.jsonl files or a hub dataset (docs/datasets.md)."""
 
     source: Literal["gsm8k"] = "gsm8k"
@@ -55,7 +62,7 @@ class Gsm8kOptions(SplitSizes):
     eval_split: NonEmpty = "test"
 
 
-class CustomOptions(SplitSizes):
+class CustomOptions(SourceOptions):
     """Your own rows: JSON lines (`jsonl`), Parquet (`parquet`) or a Hugging Face dataset (`hf`)."""
 
     source: Literal["jsonl", "parquet", "hf"]
@@ -133,15 +140,21 @@ class CustomOptions(SplitSizes):
 class OpenSpielOptions(SourceOptions):
     """Positions of OpenSpiel games (`cases`, or `games` x `game_configs`), drawn with seeded random moves."""
 
-    MAX_TASKS_PER_CASE: ClassVar[int] = 1_000_000  # keeps the train and eval seed ranges apart
+    MAX_TASKS: ClassVar[int] = 1_000_000  # keeps the train and eval seed ranges apart
+    RENAMED: ClassVar[dict[str, str]] = {
+        "num_tasks_per_case": "train_size (the train positions of all cases together: 100 per case x 3 cases = 300)",
+        "eval_tasks_per_case": "eval_size (the eval positions of all cases together: 20 per case x 3 cases = 60)",
+    }
 
     source: Literal["openspiel"]
     format: Literal["rl"] | None = None
     cases: list[str] | None = Field(None, min_length=1, description="OpenSpiel load strings, e.g. hex(board_size=5)")
     games: list[str] | None = Field(None, min_length=1, description="game names, each played with every game_config")
     game_configs: list[dict[str, Any]] | None = Field(None, min_length=1, description="game parameter mappings")
-    num_tasks_per_case: int = Field(100, ge=1, le=MAX_TASKS_PER_CASE, description="train positions per case")
-    eval_tasks_per_case: int = Field(20, ge=1, le=MAX_TASKS_PER_CASE, description="eval positions per case")
+    train_size: int = Field(100, ge=1, le=MAX_TASKS, description="train positions of all cases together, spread "
+                            "evenly over them")
+    eval_size: int = Field(20, ge=1, le=MAX_TASKS, description="eval positions of all cases together (before "
+                           "repeats of train positions are dropped)")
     min_random_steps: int = Field(0, ge=0, le=100_000, description="random moves played before a position, at least")
     max_random_steps: int = Field(10, ge=0, le=100_000, description="... and at most")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="task i of a split uses seed + i (eval: + 1,000,000)")
@@ -159,8 +172,16 @@ class OpenSpielOptions(SourceOptions):
                 raise FieldError(path, f"{config}{load_string!r} is listed twice (also data.{seen[load_string]})")
             seen[load_string] = path
             _check_game(path, config, load_string)
+        for option in ("train_size", "eval_size"):
+            if getattr(self, option) < len(seen):
+                raise FieldError(option, f"{getattr(self, option)} positions for {len(seen)} cases: at least one each")
         self.cases, self.games, self.game_configs = list(seen), None, None
         return self
+
+    def per_case(self, size: int) -> list[int]:
+        """`size` positions spread over the cases: the first ones get one more while the remainder lasts."""
+        share, extra = divmod(size, len(self.cases))
+        return [share + (index < extra) for index in range(len(self.cases))]
 
     def _labelled_cases(self) -> list[tuple[str, str, str]]:
         """[(the path of the option that names it, "with data.game_configs[j]: " or "", load string)] from
@@ -235,10 +256,11 @@ def _check_game(path: str, config: str, load_string: str) -> None:
         raise FieldError(path, f"{config}{load_string!r} {reason}")
 
 
-class SweInputs(SplitSizes):
+class SweInputs(SourceOptions):
     """Where SWE task files come from: one path (a hub id, a file or a folder) or several local paths."""
 
     HUB_DEFAULT: ClassVar[str]  # the hub dataset read when neither path nor paths is given
+    RENAMED: ClassVar[dict[str, str]] = {"hub_split": "train_split"}
 
     path: NonEmpty | None = Field(None, description="a hub dataset id, or a local file or folder")
     paths: list[NonEmpty] | None = Field(None, min_length=1, description="several local files or folders, in order")
@@ -262,7 +284,7 @@ class SweBenchOptions(SweInputs):
 
     source: Literal["swe_bench"]
     format: Literal["rl"] | None = None
-    hub_split: NonEmpty = Field("test", description="the hub split read, divided into train and eval by eval_ratio")
+    train_split: NonEmpty = Field("test", description="the hub split read; eval_ratio holds out the eval rows")
     cache_dir: NonEmpty | None = Field(None, description="a folder of task_{i}.json files (written from the hub)")
     use_cache_only: bool = Field(False, description="read only cache_dir, no network")
     task_ids: list[NonEmpty] | None = Field(None, min_length=1, description="keep these instance ids")
@@ -294,7 +316,7 @@ class SweSynthOptions(SweInputs):
 
     source: Literal["swe_synth"]
     format: Literal["sft"] | None = None
-    hub_split: NonEmpty = Field("train", description="the hub split read, divided into train and eval by eval_ratio")
+    train_split: NonEmpty = Field("train", description="the hub split read; eval_ratio holds out the eval rows")
     mode: Literal["trajectory", "patch"] = Field("trajectory", description="whole conversations, or issue -> patch")
     prompt_from: Literal["messages", "problem_statement"] = Field(
         "messages", description="patch mode / eval prompts: the turns before the first assistant turn, or the issue")
