@@ -244,7 +244,7 @@ def test_cli_error_exits_non_zero_and_writes_nothing(tmp_path):
     "options, message",
     [
         ({"source": "csv"}, r"data.source: 'csv' is not a known data source"),
-        ({"prompt_kye": "q"}, r"data.prompt_kye: unknown key 'prompt_kye'; did you mean 'prompt_key'\?"),
+        ({"prompt_kye": "q"}, r"data.prompt_kye: unknown key 'prompt_kye' \(did you mean 'prompt_key'\?\)"),
         ({"format": "dpo"}, r"data.format: 'dpo' is not allowed; allowed: 'rl', 'sft' or 'kto'"),
         ({"path": None}, r"data.path: source 'jsonl' needs exactly one of data.path .* got neither"),
         ({"train_files": ["a.jsonl"]}, r"needs exactly one of data.path .* got both"),

@@ -242,7 +242,7 @@ def test_missing_split_file_lists_what_is_there(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"train_sise": 3}, r"data.train_sise: unknown key 'train_sise'; did you mean 'train_size'\? \(valid keys: "
+        ({"train_sise": 3}, r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\); valid keys: "
                             r"eval_size, eval_split, format"),
         ({"train_size": 0}, r"data.train_size: 0 is out of range; allowed: 1 <= value"),
         ({"eval_size": 2.5}, r"data.eval_size: 2.5: Input should be a valid integer"),

@@ -96,7 +96,7 @@ def test_defaults_and_games_times_configs_expand_into_cases():
 
 @pytest.mark.parametrize("options, message", [
     (data(cases=["tic_tac_toe"], train_sise=3),
-     r"data.train_sise: unknown key 'train_sise'; did you mean 'train_size'\?"),
+     r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\)"),
     (data(cases=["tic_tac_toe"], num_tasks_per_case=3),
      r"data.num_tasks_per_case: renamed to data.train_size \(the train positions of all cases together: "),
     (data(cases=["tic_tac_toe", "connect_four"], train_size=1), r"data.train_size: 1 positions for 2 cases: at least "

@@ -214,7 +214,7 @@ def test_split_is_seeded_and_deterministic():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz'; did you mean 'task_ids'\?"),
+    ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz' \(did you mean 'task_ids'\?\)"),
     ({"hub_split": "dev"}, r"data.hub_split: renamed to data.train_split, as every source calls it"),
     ({"format": "sft"}, r"data.format: 'sft' is not allowed; allowed: 'rl'"),
     ({"use_cache_only": True}, r"data.use_cache_only: true needs data.cache_dir"),
@@ -423,7 +423,7 @@ def test_repeated_instance_ids_get_numbered_row_ids_and_stay_on_one_side(tmp_pat
     ({"chars_per_token": "three"}, r"data.chars_per_token: 'three': Input should be a valid number"),
     ({"chars_per_token": 30}, r"data.chars_per_token: 30 is out of range; allowed: 0.5 <= value <= 20"),
     ({"paths": []}, r"data.paths: \[\]: List should have at least 1 item"),
-    ({"max_lenght": 10}, r"data.max_lenght: unknown key 'max_lenght'; did you mean 'max_length'\?"),
+    ({"max_lenght": 10}, r"data.max_lenght: unknown key 'max_lenght' \(did you mean 'max_length'\?\)"),
 ])
 def test_swe_synth_bad_options_name_the_field(options, message):
     with pytest.raises(SpecError, match="--config-json: " + message):

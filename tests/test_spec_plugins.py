@@ -36,7 +36,7 @@ def test_data_and_reward_are_resolved_with_every_default(write_spec):
 
 def test_a_converter_option_error_names_the_field_and_the_run(write_spec):
     found = problems(write_spec, BASE.replace("eval_size: 5}", "eval_size: 5, train_sise: 3}"))
-    assert any("exp.yaml: baseline.data.train_sise: unknown key 'train_sise'; did you mean 'train_size'?" in p
+    assert any("exp.yaml: baseline.data.train_sise: unknown key 'train_sise' (did you mean 'train_size'?)" in p
                and "(run 'baseline')" in p for p in found), found
 
 

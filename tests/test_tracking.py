@@ -119,12 +119,12 @@ def test_a_corrupt_id_file_is_named(tmp_path):
 # --- bad tracking sections: the training stage reads --run-info-json with the spec's models ---
 
 @pytest.mark.parametrize("tracking, message", [
-    ({"mlflow": {}}, r"tracking.mlflow: unknown key 'mlflow' \(valid keys: wandb\)"),
+    ({"mlflow": {}}, r"tracking.mlflow: unknown key 'mlflow'; valid keys: wandb"),
     ({"wandb": {"mode": "offline"}}, r"tracking.wandb.project: is required but missing"),
     ({"wandb": {"project": ""}}, r"tracking.wandb.project: '': String should have at least 1 character"),
     ({"wandb": {"project": "p", "mode": "disabled"}}, r"tracking.wandb.mode: 'disabled' is not allowed; "
                                                       r"allowed: 'online' or 'offline'"),
-    ({"wandb": {"project": "p", "entitiy": "x"}}, r"tracking.wandb.entitiy: unknown key 'entitiy'; did you mean "
+    ({"wandb": {"project": "p", "entitiy": "x"}}, r"tracking.wandb.entitiy: unknown key 'entitiy' \(did you mean "
                                                   r"'entity'\?"),
     ({"wandb": {"project": "p", "entity": 3}}, r"tracking.wandb.entity: 3: Input should be a valid string"),
     ({"wandb": "p"}, r"tracking.wandb: 'p': Input should be a valid dictionary"),

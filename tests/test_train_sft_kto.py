@@ -88,7 +88,7 @@ def test_kto_knobs_reach_kto_config(tmp_path):
     assert (defaults.beta, defaults.desirable_weight, defaults.undesirable_weight) == (0.1, 1.0, 1.0)
     with pytest.raises(SpecError, match=r"train.kto.beta: 0 is out of range; allowed: 0.0 < value <= 10.0"):
         parse(TrainJob, method_config("kto", kto={"beta": 0}), "--config-json")
-    with pytest.raises(SpecError, match=r"train.sft.pack: unknown key 'pack'; did you mean 'packing'\?"):
+    with pytest.raises(SpecError, match=r"train.sft.pack: unknown key 'pack' \(did you mean 'packing'\?\)"):
         parse(TrainJob, method_config("sft", sft={"pack": True}), "--config-json")
 
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,18 +29,6 @@ from knobsweep.spec.sources import SourceOptions, read_options
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
-
-
-def jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(0-based line index, record, None) per line of a JSON-lines file, or (index, None, reason)
-    for a line that cannot be read; blank lines (e.g. a trailing newline) are layout, not rows."""
-    for index, line in enumerate(data.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            yield index, json.loads(line), None
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            yield index, None, f"not a JSON line: {error}"
 
 
 def shuffle_key(seed: int, row_id: str, salt: str = "") -> bytes:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import DATA_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+from knobsweep.io import json_lines
 
 
 @dataclass
@@ -76,13 +77,8 @@ def read_file(file: Path) -> tuple[str, Iterator[Record]]:
 
 
 def _jsonl_records(name: str, data: bytes) -> Iterator[Record]:
-    for index, line in enumerate(data.splitlines()):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing newline) are layout, not rows
-        try:
-            yield Record(name, index + 1, json.loads(line))
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            yield Record(name, index + 1, None, f"not a JSON line: {error}")
+    for line in json_lines(data.splitlines(keepends=True)):
+        yield Record(name, line.index + 1, line.value, line.error)
 
 
 def _json_records(name: str, data: bytes) -> Iterator[Record]:

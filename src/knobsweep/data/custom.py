@@ -36,10 +36,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from knobsweep.data import MESSAGES, ConversionResult, jsonl_records, shuffle_key
+from knobsweep.data import MESSAGES, ConversionResult, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
-from knobsweep.io import file_sha256
+from knobsweep.io import JsonLine, file_sha256, json_lines
 from knobsweep.spec.sources import CustomOptions
 
 CONVERTER_VERSION = "1"
@@ -180,14 +180,14 @@ def _read_file(path: Path, source: str) -> tuple[str, list]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if source == "jsonl":
-        return digest, list(jsonl_records(data))
+        return digest, list(json_lines(data.splitlines(keepends=True)))
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"{path}: not a readable Parquet file: {error}") from error
-    return digest, [(index, record, None) for index, record in enumerate(table.to_pylist())]
+    return digest, [JsonLine(index, record) for index, record in enumerate(table.to_pylist())]
 
 
 def _hf_splits(options: CustomOptions) -> dict:
@@ -253,7 +253,7 @@ def _read_inputs(options: CustomOptions) -> tuple[dict[str, list[tuple[Part, lis
                 f"{', '.join(splits) or 'none'}"
                 + ("; or set data.eval_ratio to hold out train rows" if role == "eval" else "")
             )
-        records = [(index, record, None) for index, record in enumerate(splits[split].to_list())]
+        records = [JsonLine(index, record) for index, record in enumerate(splits[split].to_list())]
         parts[role] = [(Part(split, f"{options.path}:{split}"), records)]
     return parts, input_fingerprint(options)
 
@@ -412,13 +412,14 @@ def convert(options: CustomOptions) -> ConversionResult:
     parsed: dict[str, list] = {"train": [], "eval": []}
     for role, role_parts in parts.items():
         for part, records in role_parts or []:
-            for index, record, reason in records:
-                if reason is None and not isinstance(record, dict):
-                    reason = f"not a JSON object: {type(record).__name__}"
+            for line in records:
+                reason = line.error
+                if reason is None and not isinstance(line.value, dict):
+                    reason = f"not a JSON object: {type(line.value).__name__}"
                 if reason is None:
-                    parsed[role].append((part, index, record))
+                    parsed[role].append((part, line.index, line.value))
                 else:
-                    dropped.append(_dropped(role, part, index, reason))
+                    dropped.append(_dropped(role, part, line.index, reason))
     if parts["eval"] is None:
         parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options)
 

@@ -25,10 +25,10 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from knobsweep.data import MESSAGES, ConversionResult, jsonl_records, shuffle_key
+from knobsweep.data import MESSAGES, ConversionResult, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
-from knobsweep.io import file_sha256
+from knobsweep.io import JsonLine, file_sha256, json_lines
 from knobsweep.rewards.gsm8k import STRICT_PATTERN, extract_ground_truth, extract_strict_answer
 from knobsweep.spec.sources import Gsm8kOptions
 
@@ -88,8 +88,8 @@ def _hub_fingerprint(options: Gsm8kOptions) -> dict[str, str]:
     return {options.path: f"hub:{options.path}@{options.hub_config}"}
 
 
-# A source yields (index, record, None) per row, or (index, None, reason) when it cannot be read.
-Records = Iterable[tuple[int, dict | None, str | None]]
+# A split's records: a JsonLine per row (its index, value, and why it cannot be read when it cannot).
+Records = Iterable[JsonLine]
 
 
 def _to_row(record, split: str, index: int) -> tuple[dict | None, str | None]:
@@ -115,10 +115,10 @@ def _convert_split(
 ) -> tuple[list[dict], list[dict]]:
     """(the selected rows, the dropped-row records) of one split."""
     rows, dropped = [], []
-    for index, record, reason in records:
-        row = None
+    for line in records:
+        index, row, reason = line.index, None, line.error
         if reason is None:
-            row, reason = _to_row(record, split, index)
+            row, reason = _to_row(line.value, split, index)
         if row is None:
             dropped.append({"split": split, "line": index + 1, "reason": reason})
         else:
@@ -149,7 +149,8 @@ def convert(options: Gsm8kOptions) -> ConversionResult:
             data = file.read_bytes()
             # Hash the bytes converted, so the manifest describes exactly this output.
             inputs[file.as_posix()] = hashlib.sha256(data).hexdigest()
-            out[role], bad = _convert_split(jsonl_records(data), role, split, str(file), sizes[role], options.seed)
+            records = json_lines(data.splitlines(keepends=True))
+            out[role], bad = _convert_split(records, role, split, str(file), sizes[role], options.seed)
             dropped += bad
     else:
         hub = _load_hub(options)
@@ -158,7 +159,7 @@ def convert(options: Gsm8kOptions) -> ConversionResult:
             if split not in hub:
                 raise FieldError(f"data.{role}_split", f"hub dataset {options.path!r} has no split {split!r}; "
                                 f"it has: {', '.join(hub)}")
-            records = ((index, record, None) for index, record in enumerate(hub[split]))
+            records = (JsonLine(index, record) for index, record in enumerate(hub[split]))
             label = f"{options.path} ({options.hub_config}) split {split!r}"
             out[role], bad = _convert_split(records, role, split, label, sizes[role], options.seed)
             dropped += bad

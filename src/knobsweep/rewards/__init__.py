@@ -8,12 +8,11 @@ only when used).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from knobsweep.errors import FieldError
+from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.registry import EVALUATORS, load
 
 
@@ -50,7 +49,7 @@ def evaluator_class(name: str) -> type:
     target = EVALUATORS.get(name) or (name if isinstance(name, str) and ":" in name else None)
     if target is None:
         raise FieldError(
-            "reward.name", f"unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
+            "reward.name", f"unknown evaluator {name!r}{did_you_mean(name, EVALUATORS)}; "
             f"valid names: {', '.join(sorted(EVALUATORS))}"
         )
     return load(target)
@@ -81,11 +80,6 @@ def get_evaluator(section: dict) -> Evaluator:
         if option not in allowed:
             raise FieldError(
                 f"reward.{option}", f"unknown option for evaluator {name!r}"
-                f"{_did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
+                f"{did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
             )
     return factory(**options)
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -18,7 +18,6 @@ from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
 from knobsweep.spec.sources import read_options
-from knobsweep.spec.validate import closest
 
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
@@ -115,18 +114,16 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
     used = {(run.config["train"]["method"], key, run.name) for run in runs for key in run.config["train"]["trl"]}
     if not used:
         return []
-    import dataclasses
-
     import trl  # imported only when used: it takes seconds
+
+    from knobsweep.train.method import unknown_trl_field
 
     problems, reported = [], set()
     for method, key, run_name in sorted(used):
-        config_class = METHODS[method].trl_config
-        known = sorted(f.name for f in dataclasses.fields(getattr(trl, config_class)))
-        if key not in known and (method, key) not in reported:
+        problem = unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
+        if problem and (method, key) not in reported:
             reported.add((method, key))
-            problems.append(Problem(file, f"train.trl.{key}",
-                                    f"unknown TRL {config_class} field '{key}'{closest(key, known)}", run_name))
+            problems.append(Problem(file, f"train.trl.{key}", problem, run_name))
     return problems
 
 

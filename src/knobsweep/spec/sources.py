@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from knobsweep.errors import FieldError
+from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.hub import looks_like_hub_id
 from knobsweep.registry import BUILTIN_SOURCES, FORMATS, SOURCES, converter
 from knobsweep.spec.validate import parse
@@ -232,8 +232,6 @@ def _parameters(index: int, config: dict) -> str:
 
 def _check_game(path: str, config: str, load_string: str) -> None:
     """OpenSpiel loads `load_string`, and it is a game the converter can draw one-move tasks from."""
-    import difflib
-
     try:
         import pyspiel
     except ImportError as error:
@@ -248,8 +246,7 @@ def _check_game(path: str, config: str, load_string: str) -> None:
         message = str(error).splitlines()[0]
         if message.startswith("Unknown game"):  # OpenSpiel lists all ~130 games: name the closest
             name = load_string.split("(")[0]
-            close = difflib.get_close_matches(name, pyspiel.registered_names(), n=3)
-            message = f"unknown game {name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            message = f"unknown game {name!r}{did_you_mean(name, pyspiel.registered_names(), most=3)}"
         raise FieldError(path, f"{config}OpenSpiel cannot load {load_string!r}: {message}") from error
     reason = unsupported_reason(game)
     if reason is not None:

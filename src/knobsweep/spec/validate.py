@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Any, TypeVar
@@ -11,7 +10,7 @@ import annotated_types
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
-from knobsweep.errors import FieldError, Problem, SpecError
+from knobsweep.errors import FieldError, Problem, SpecError, did_you_mean
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -91,11 +90,6 @@ def model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return _walk(model, loc)[1] if loc else model
 
 
-def closest(name: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else ""
-
-
 def allowed_range(info: FieldInfo | None) -> str:
     if info is None:
         return ""
@@ -123,7 +117,7 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     if kind == "extra_forbidden":
         owner = model_at(model, loc[:-1])
         choices = sorted(owner.model_fields) if owner else []
-        return path, f"unknown key '{loc[-1]}'{closest(str(loc[-1]), choices)} (valid keys: {', '.join(choices)})"
+        return path, f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), choices)}; valid keys: {', '.join(choices)}"
     if kind == "missing":
         return path, "is required but missing"
     if kind == "literal_error":

@@ -10,10 +10,10 @@ on top unchanged) and the trainer (`build_trainer`). Nothing heavy is imported a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
+from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.registry import load, method
 from knobsweep.spec.schema import LoraConfig, TrainJob
 
@@ -79,16 +79,22 @@ def common_kwargs(job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to:
     return kwargs
 
 
-def build_trl_config(config_class, kwargs: dict[str, Any]):
-    """config_class(**kwargs), naming an unknown field (and the closest real one) instead of a TypeError."""
+def unknown_trl_field(config_class, name: str) -> str | None:
+    """Why `name` cannot be set on TRL's `config_class` (it is not one of its fields), or None."""
     import trl
 
     known = {field.name for field in dataclasses.fields(config_class) if field.init}
+    if name in known:
+        return None
+    return f"not a {config_class.__name__} field in TRL {trl.__version__}{did_you_mean(name, known)}"
+
+
+def build_trl_config(config_class, kwargs: dict[str, Any]):
+    """config_class(**kwargs), naming an unknown field (and the closest real one) instead of a TypeError."""
     for name in kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"train.trl.{name}: not a {config_class.__name__} field in TRL {trl.__version__}{hint}")
+        problem = unknown_trl_field(config_class, name)
+        if problem:
+            raise FieldError(f"train.trl.{name}", problem)
     return config_class(**kwargs)
 
 
