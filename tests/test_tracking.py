@@ -15,7 +15,8 @@ import pytest
 from knobsweep.errors import SpecError
 from knobsweep.spec.schema import RunInfo
 from knobsweep.spec.validate import parse
-from knobsweep.train.tracking import RUN_ID_FILE, WandbRunCallback, persistent_run_id, run_tags
+from knobsweep.layout import WANDB_RUN_ID as RUN_ID_FILE
+from knobsweep.train.tracking import WandbRunCallback, persistent_run_id, run_tags
 
 
 def wandb_setup(tracking, run_info: dict, out_dir, config):

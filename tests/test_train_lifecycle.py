@@ -280,12 +280,13 @@ def test_restore_logs_cuts_back_to_the_checkpoint(tmp_path):
 # --- the real stage under accelerate launch ---------------------------------------------
 
 def start(config: dict, model: Path, data: Path, out: Path, env: dict | None = None,
-          launcher: bool = True) -> subprocess.Popen:
+          launcher: bool = True, warm_start: Path | None = None) -> subprocess.Popen:
     """The stage as a rule runs it (under `accelerate launch`), or without the launcher process
     (`launcher=False`: the same single-process run, ~3 s faster, for tests about the stage itself)."""
     command = (ACCELERATE if launcher else [sys.executable]) + [
         "-m", "knobsweep.train", "--config-json", json.dumps(config),
         "--model", str(model), "--data", str(data), "--out", str(out)]
+    command += ["--warm-start", str(warm_start)] if warm_start else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
     # Its own process group, as under Slurm or a terminal: a signal reaches the launcher and the trainer.
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

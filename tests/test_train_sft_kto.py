@@ -339,8 +339,10 @@ def gsm8k_inputs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def run_stage(config: dict, inputs: dict, data: str, out: Path, env: dict | None = None) -> tuple[int, str, dict]:
-    code, output = finish(start(config, inputs["model"], inputs[data], out, env=env, launcher=False))
+def run_stage(config: dict, inputs: dict, data: str, out: Path, env: dict | None = None,
+              warm_start: Path | None = None) -> tuple[int, str, dict]:
+    code, output = finish(start(config, inputs["model"], inputs[data], out, env=env, launcher=False,
+                                warm_start=warm_start))
     return code, output, status_of(out)
 
 
@@ -446,10 +448,10 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
 
     sft_adapter = sft_run[0] / "adapter"
     sft_params, sft_l2 = adapter_l2(sft_adapter)
-    config = method_config("grpo", batch_size=2, kl_beta=0.01, warm_start_from=str(sft_adapter))
+    config = method_config("grpo", batch_size=2, kl_beta=0.01)
     config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # always some signal
     out = tmp_path / "grpo"
-    code, output, status = run_stage(config, gsm8k_inputs, "rl", out)
+    code, output, status = run_stage(config, gsm8k_inputs, "rl", out, warm_start=sft_adapter)
     assert code == 0, output[-4000:]
     assert (status["state"], status["step"]) == ("COMPLETED", 3), status
     assert status["warm_start"]["kind"] == "adapter" and status["warm_start"]["from"] == str(sft_adapter)
@@ -469,9 +471,9 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
 @pytest.mark.slow
 def test_a_missing_warm_start_path_fails_validation(gsm8k_inputs, tmp_path):
     missing = tmp_path / "results" / "train" / "abc" / "adapter"
-    config = method_config("kto", warm_start_from=str(missing))
+    config = method_config("kto")
     out = tmp_path / "train"
-    code, output, status = run_stage(config, gsm8k_inputs, "kto", out)
+    code, output, status = run_stage(config, gsm8k_inputs, "kto", out, warm_start=missing)
     assert code == 1
     assert [h["state"] for h in status["history"]] == ["PENDING", "VALIDATING", "FAILED"]
     assert f"train.warm_start_from={missing}: no such file or directory" in status["reason"]
@@ -563,3 +565,10 @@ def test_the_cli_names_an_unknown_method(capsys):
         capsys.readouterr().err)
     with pytest.raises(ValueError, match=r"train.method: 'dpo' is not a training method; allowed: grpo, sft, kto"):
         get_method("dpo")
+
+
+def test_a_training_job_gets_its_warm_start_as_an_argument():
+    # The spec resolves train.warm_start_from into the key and --warm-start; a job naming it is not one it made.
+    with pytest.raises(SpecError, match=r"--config-json: train.warm_start_from: a training job gets the weights it "
+                                        r"starts from as --warm-start DIR"):
+        parse(TrainJob, method_config("sft", warm_start_from="results/train/abc/adapter"), "--config-json")

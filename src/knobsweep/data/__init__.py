@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from knobsweep import layout
 from knobsweep.errors import DataError  # noqa: F401 - third-party converters import it from here
 from knobsweep.io import atomic_dir
 from knobsweep.registry import converter
@@ -80,10 +81,10 @@ def convert_to_dir(section: dict, out: str | Path) -> dict:
     }
     if result.stats:
         manifest["stats"] = result.stats
-    schemas = {"train": result.schema, "eval": result.eval_schema or result.schema}
     with atomic_dir(out) as tmp:
-        for name, rows in (("train", result.train), ("eval", result.eval)):
-            pq.write_table(pa.Table.from_pylist(rows, schema=schemas[name]), tmp / f"{name}.parquet")
+        for name, rows, schema in ((layout.TRAIN_ROWS, result.train, result.schema),
+                                   (layout.EVAL_ROWS, result.eval, result.eval_schema or result.schema)):
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / name)
         # A plain write: the directory rename is what makes the output appear atomically.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_json
 from knobsweep.spec.schema import EvalConfig, EvalJob
 
@@ -82,7 +83,7 @@ def load_rows(data_dir: str | Path) -> list[dict]:
     """eval.parquet as plain Python dicts (pyarrow, so `prompt` stays a list of dicts)."""
     import pyarrow.parquet as pq
 
-    path = Path(data_dir) / "eval.parquet"
+    path = Path(data_dir) / layout.EVAL_ROWS
     if not path.is_file():
         raise FileNotFoundError(f"--data {data_dir}: no eval.parquet there (run the data stage first)")
     table = pq.read_table(path)
@@ -287,8 +288,8 @@ def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path
         config=job.model_dump(mode="json"),
     )
     with atomic_dir(out_dir) as tmp:
-        (tmp / "samples.jsonl").write_text(
+        (tmp / layout.SAMPLES).write_text(
             "".join(json.dumps(r, allow_nan=False) + "\n" for r in records), encoding="utf-8"
         )
-        atomic_write_json(tmp / "summary.json", summary)
+        atomic_write_json(tmp / layout.SUMMARY, summary)
     return summary

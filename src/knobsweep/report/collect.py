@@ -393,7 +393,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         gpu_hours = _tidy(train_time * gpus / 3600) if (gpus and train_time is not None) else None
         diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else {}
         rollouts += pick_rollouts(
-            layout.path(layout.TRAIN_DIR, root, key=keys.train) / "rollouts.jsonl",
+            layout.path(layout.TRAIN_ROLLOUTS, root, key=keys.train),
             numbers["steps"], warnings, label, run.name,
         )
 

@@ -42,6 +42,7 @@ class Run:
     config: dict  # the fully resolved run config
     keys: StageKeys
     tracking: dict = field(default_factory=dict)  # the experiment's `tracking` section (never hashed)
+    warm_start: str | None = None  # where the weights of train.warm_start_from are: a run's adapter, or the path
 
     @property
     def is_baseline(self) -> bool:
@@ -101,8 +102,15 @@ def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_s
 
 
 def train_config(config: dict) -> dict:
-    """The part of a run config that feeds training (and so keys it): the method's hashed sections."""
-    return {k: config[k] for k in METHODS[config["train"]["method"]].hashed_sections}
+    """The part of a run config that feeds training (and so keys it): the method's hashed sections.
+
+    The weights a warm start loads are not named in it: the key's `warm_start` entry identifies them
+    (the upstream run's train key, or the path's files), and the training stage gets them as
+    --warm-start, so where `layout` puts an adapter is no part of any key."""
+    sections = {k: config[k] for k in METHODS[config["train"]["method"]].hashed_sections}
+    if config["train"]["warm_start_from"] is not None:
+        sections["train"] = {**config["train"], "warm_start_from": None}
+    return sections
 
 
 def evaluation_config(config: dict) -> dict:
@@ -144,8 +152,8 @@ def load_experiment(path: str | Path) -> Experiment:
         if run_name in runs:
             return runs[run_name]
         changed, seed, config = by_name[run_name]
-        source = config["train"].get("warm_start_from")
-        warm_start = tiny_model = None
+        source = config["train"]["warm_start_from"]
+        warm_start = tiny_model = weights = None
         if source is not None:
             upstream_name = source if len(spec.seeds) == 1 else f"{source},seed={seed}"
             if upstream_name in by_name:
@@ -160,7 +168,7 @@ def load_experiment(path: str | Path) -> Experiment:
                     return None
                 warm_start = {"train": upstream.keys.train}
                 tiny_model = upstream.keys.model
-                resolved = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
+                weights = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
             else:
                 location = Path(source).expanduser()
                 if not location.exists():
@@ -170,8 +178,7 @@ def load_experiment(path: str | Path) -> Experiment:
                                             "directory", run_name))
                     return None
                 warm_start = {"path": str(location), "files": weights_fingerprint(location)}
-                resolved = str(location)
-            config = {**config, "train": {**config["train"], "warm_start_from": resolved}}
+                weights = str(location)
         try:
             keys = stage_keys(config, data_identities, warm_start, tiny_model)
         except FieldError as error:  # the inputs of `data` cannot be read (a missing file, say)
@@ -181,7 +188,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if launch_problem:
             problems.append(Problem(str(path), *launch_problem, run_name))
             return None
-        runs[run_name] = Run(run_name, changed, seed, config, keys, tracking)
+        runs[run_name] = Run(run_name, changed, seed, config, keys, tracking, weights)
         return runs[run_name]
 
     for run_name in by_name:

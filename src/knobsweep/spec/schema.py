@@ -340,6 +340,13 @@ class TrainJob(Section):
     seed: int
 
     @model_validator(mode="after")
+    def _weights_come_as_an_argument(self) -> "TrainJob":
+        if self.train.warm_start_from is not None:
+            raise FieldError("train.warm_start_from", "a training job gets the weights it starts from as "
+                             "--warm-start DIR (the spec resolves a run name or path into it)")
+        return self
+
+    @model_validator(mode="after")
     def _what_the_method_reads(self) -> "TrainJob":
         if METHODS[self.train.method].generates:
             for section in ("rollout", "reward"):

@@ -2,7 +2,7 @@
 
     accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
         --dynamo_backend no -m knobsweep.train --config-json TRAIN --model M --data D --out OUT \
-        [--run-info-json RUN_INFO]
+        [--run-info-json RUN_INFO] [--warm-start DIR]
 
 TRAIN = {model, train, rollout, reward, seed} of the resolved run config (docs/contracts.md);
 train.method picks grpo, sft or kto. RUN_INFO = {experiment, run, changed, tracking} names the
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory results/train/<key>")
     parser.add_argument("--run-info-json", type=json_object, default=None,
                         help="{experiment, run, changed, tracking} as JSON (W&B naming; not hashed)")
+    parser.add_argument("--warm-start", default=None,
+                        help="a PEFT adapter or model directory to start from (train.warm_start_from, resolved)")
     args = parser.parse_args(argv)
 
     from knobsweep.spec.schema import RunInfo, TrainJob
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from knobsweep.train.lifecycle import Cancelled, run_training
 
     try:
-        run_training(job, args.model, args.data, args.out, run_info=run_info)
+        run_training(job, args.model, args.data, args.out, run_info=run_info, warm_start=args.warm_start)
     except Cancelled as exc:  # SIGTERM / SIGINT: status.json says CANCELLED; the shell's 128 + signal
         print(f"knobsweep.train: cancelled: {exc}", file=sys.stderr)
         return 128 + exc.signum

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from knobsweep import layout
 from knobsweep.io import append_jsonl
 from knobsweep.spec.schema import RolloutConfig, TrainJob
 from knobsweep.train.batching import batch_plan
@@ -249,7 +250,7 @@ class GRPOMethod(Method):
         self.reward = EvaluatorReward(
             get_evaluator(job.reward.model_dump()),
             columns=[c for c in dataset.column_names if c != "prompt"],
-            rollouts_path=out_dir / "rollouts.jsonl" if is_main else None,
+            rollouts_path=out_dir / layout.ROLLOUTS if is_main else None,
             timeout=job.train.reward_timeout_s,
             rollouts_per_step=job.train.rollouts_per_step,
         )

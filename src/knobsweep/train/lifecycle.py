@@ -25,15 +25,15 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
 from knobsweep.spec.schema import RunInfo, TrainJob
 from knobsweep.train.batching import batch_plan
-from knobsweep.train.callbacks import LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
+from knobsweep.train.callbacks import HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
 from knobsweep.train.health import HealthMonitor, NonFiniteError
 from knobsweep.train.method import Method, build_trl_config, get_method
 from knobsweep.train.status import (CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING,
                                     RunStatus)
-from knobsweep.train.tracking import RUN_ID_FILE
 
 
 class Cancelled(BaseException):
@@ -63,7 +63,7 @@ def restore_logs(checkpoint: Path, logs: tuple[Path, ...]) -> int:
     """
     step = int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
     for path in logs:
-        saved = checkpoint / LOGS_IN_CHECKPOINT / path.name
+        saved = checkpoint / layout.CHECKPOINT_LOGS / path.name
         source = saved if saved.is_file() else path
         records = read_jsonl(source) if source.is_file() else []
         kept = [r for r in records if int(r.get("step", 0)) <= step]
@@ -76,7 +76,7 @@ def load_dataset(data_dir: str | Path):
     import pandas as pd
     from datasets import Dataset
 
-    path = Path(data_dir) / "train.parquet"
+    path = Path(data_dir) / layout.TRAIN_ROWS
     if not path.is_file():
         raise FileNotFoundError(f"--data {data_dir}: no train.parquet there (run the data stage first)")
     frame = pd.read_parquet(path)
@@ -116,12 +116,13 @@ def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
 # --- the run ------------------------------------------------------------------------------
 
 def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: str | Path,
-                 run_info: RunInfo | None = None) -> Path:
+                 run_info: RunInfo | None = None, warm_start: str | None = None) -> Path:
     """Train with job.train.method; write the contract's outputs into out_dir; return it.
 
     Resumes from the latest checkpoint in out_dir/checkpoints when run.yaml there records the same
     job. `run_info` ({experiment, run, changed, tracking}; not part of the run's identity)
-    names the run for experiment tracking. Raises `Cancelled` after SIGTERM / SIGINT (a
+    names the run for experiment tracking. `warm_start`: an adapter or model directory to start from
+    (warmstart.inspect_warm_start). Raises `Cancelled` after SIGTERM / SIGINT (a
     checkpoint saved first); on any other exception status.json says FAILED with the reason,
     and the exception propagates.
     """
@@ -134,11 +135,11 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
     # when told it runs on the CPU; the trainer's own Accelerator is told the same (use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
     is_main = state.is_main_process
-    status = RunStatus(out_dir / "status.json", write=is_main)
+    status = RunStatus(out_dir / layout.STATUS, write=is_main)
     console = Console(highlight=False, soft_wrap=True)  # log files: one line per row, never wrapped
-    logs = (out_dir / "metrics.jsonl", out_dir / "rollouts.jsonl")
-    checkpoints = out_dir / "checkpoints"
-    run_yaml = out_dir / "run.yaml"
+    logs = (out_dir / layout.METRICS, out_dir / layout.ROLLOUTS)
+    checkpoints = out_dir / layout.CHECKPOINTS
+    run_yaml = out_dir / layout.RUN_CONFIG
     config = job.model_dump(mode="json")
     same_run = run_yaml.is_file() and yaml.safe_load(run_yaml.read_text()) == config
     checkpoint = latest_checkpoint(checkpoints) if same_run else None
@@ -151,7 +152,7 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
                 atomic_write_text(path, "")
             # A fresh start is a new W&B run: an attempt that died before its first checkpoint
             # must not have its steps logged twice under one run id.
-            (out_dir / RUN_ID_FILE).unlink(missing_ok=True)
+            (out_dir / layout.WANDB_RUN_ID).unlink(missing_ok=True)
         else:
             status.resume(restore_logs(checkpoint, logs), str(checkpoint))
         atomic_write_text(run_yaml, yaml.safe_dump(config, sort_keys=False))
@@ -165,7 +166,7 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
         status.write(VALIDATING)
         method = get_method(job.train.method)
         trainer, tokenizer, lifecycle = _validate_and_build(method, job, model_path, data_dir, out_dir, state,
-                                                            status, console, stop, run_info)
+                                                            status, console, stop, run_info, warm_start)
         if checkpoint is None:
             status.write(initial_weights=_fingerprint(trainer))
         status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")
@@ -178,7 +179,7 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
                                          f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
                                          "run the same command again to resume")
         if is_main:
-            with atomic_dir(out_dir / "adapter") as tmp:
+            with atomic_dir(out_dir / layout.ADAPTER) as tmp:
                 save_policy(trainer.accelerator.unwrap_model(trainer.model), tmp)
                 tokenizer.save_pretrained(tmp)
     except Cancelled as exc:
@@ -224,7 +225,7 @@ def _fingerprint(trainer) -> dict:
 
 
 def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out_dir, state, status, console, stop,
-                        run_info: RunInfo | None):
+                        run_info: RunInfo | None, warm_start: str | None):
     """VALIDATING: every check that can fail before a step runs, then the trainer."""
     import torch
     from transformers import AutoTokenizer, PrinterCallback
@@ -235,7 +236,6 @@ def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out
     train = job.train
     monitor = HealthMonitor(method.name, train.health)
     dataset = method.validate_rows(job, load_dataset(data_dir))
-    warm_start = train.warm_start_from
     warm_kind = inspect_warm_start(warm_start)
     plan = batch_plan(train, job.rollout, state.num_processes)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -254,11 +254,11 @@ def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out
     if warm_kind:
         status.write(warm_start={"from": warm_start, "kind": warm_kind, "how": warm_description})
 
-    metrics_path = out_dir / "metrics.jsonl"
+    metrics_path = out_dir / layout.METRICS
     previous = read_jsonl(metrics_path) if metrics_path.is_file() else []
     last = previous[-1] if previous else None
     health = HealthCallback(monitor, status, console)
-    lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / "rollouts.jsonl"))
+    lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / layout.ROLLOUTS))
     logger = MetricsLogger(metrics_path, status, console, log_every=train.log_every,
                            elapsed_offset=float(last["elapsed_s"]) if last else 0.0, last=last,
                            columns=method.columns)

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from knobsweep import layout
 from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.registry import load, method
 from knobsweep.spec.schema import LoraConfig, TrainJob
@@ -58,7 +59,7 @@ def common_kwargs(job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to:
     """The TRL config fields every method shares: schedule, batch plan, checkpoints, logging, device."""
     train = job.train
     kwargs: dict[str, Any] = dict(
-        output_dir=str(out_dir / "checkpoints"),
+        output_dir=str(out_dir / layout.CHECKPOINTS),
         learning_rate=train.learning_rate,
         num_train_epochs=train.epochs,
         per_device_train_batch_size=plan.per_device_batch_size,

@@ -36,12 +36,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from knobsweep import layout
 from knobsweep.io import atomic_write_text
 from knobsweep.spec.schema import RunInfo
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_FILE = "wandb_run_id"
 RUN_ID_PATTERN = re.compile(r"[a-z0-9]{1,64}")
 TAG_MAX = 64  # W&B rejects longer tags
 BASELINE_TAG = "baseline"
@@ -116,9 +116,9 @@ def persistent_run_id(out_dir: Path) -> str:
     file and hard-links it into place, which fails if another got there first; all then read
     the winner.
     """
-    path = Path(out_dir) / RUN_ID_FILE
+    path = Path(out_dir) / layout.WANDB_RUN_ID
     if not path.exists():
-        candidate = path.with_name(f".{RUN_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         atomic_write_text(candidate, new_run_id() + "\n")
         try:
             os.link(candidate, path)
@@ -163,7 +163,7 @@ class WandbRunCallback(TrainerCallback):
         if run.id != self.run_id:
             logger.warning("W&B run id %s is not the id in %s (%s): was WANDB_RUN_ID set before the trainer "
                            "was built? A resumed training run will start a new W&B run.",
-                           run.id, RUN_ID_FILE, self.run_id)
+                           run.id, layout.WANDB_RUN_ID, self.run_id)
         wandb.config.update(self.config, allow_val_change=True)
         if run.name != self.name:
             run.name = self.name

@@ -1,7 +1,7 @@
 """Loading the policy a run starts from: the base model, or `train.warm_start_from`.
 
-warm_start_from is a directory (the spec resolves a run reference to its
-results/train/<key>/adapter):
+The training stage gets a directory as --warm-start (the spec resolves a run named in
+train.warm_start_from to its results/train/<key>/adapter):
 - a PEFT adapter (adapter_config.json + adapter weights): the base is loaded, then
   `PeftModel.from_pretrained(base, adapter, is_trainable=True)`, and training continues that
   adapter (no new LoRA; the adapter's own rank / targets win over model.lora). With
