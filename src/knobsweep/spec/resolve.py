@@ -59,7 +59,8 @@ def _timeout_problems(config: dict, reward: dict, file: str, run: str) -> list[P
     """An evaluator allowed longer per sample (its `timeout_s`) than GRPO waits for one
     (train.reward_timeout_s) would have most samples time out and be dropped as invalid."""
     own, waits = reward.get("timeout_s"), config["train"].get("reward_timeout_s")
-    if config["train"]["method"] != "grpo" or not isinstance(own, (int, float)) or waits is None or waits >= own:
+    generates = METHODS[config["train"]["method"]].generates  # only a method that samples calls it while training
+    if not generates or not isinstance(own, (int, float)) or waits is None or waits >= own:
         return []
     return [Problem(file, "train.reward_timeout_s", f"{waits:g} s is shorter than the evaluator's own "
                                                     f"reward.timeout_s ({own:g} s): samples would time out and "
