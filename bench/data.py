@@ -104,7 +104,7 @@ def run(tmp: Path, base_config: dict, args) -> None:
             out = layout.path(layout.DATA_DIR, tmp, key=key)
             # Each repeat converts into a fresh directory, as a first run does.
             fresh = (out.with_name(f"{key}-{i}") for i in range(args.repeat))
-            elapsed, manifest = best_of(args.repeat, lambda: convert_to_dir(options, next(fresh)))
+            elapsed, manifest = best_of(args.repeat, lambda options=options, fresh=fresh: convert_to_dir(options, next(fresh)))
         except FieldError as error:
             print(f"  {name:28s} failed: {error}")
             continue

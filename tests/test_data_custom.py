@@ -386,8 +386,9 @@ def test_kto_response_must_be_one_assistant_turn(tmp_path):
 # --- parquet and hf: the same rows ------------------------------------------------------
 
 def rl_rows(result) -> tuple[list, list]:
-    strip = lambda rows: sorted((r["row_id"].rsplit("-", 1)[1], r["prompt"][-1]["content"], r["ground_truth"])
-                                for r in rows)
+    def strip(rows):
+        return sorted((r["row_id"].rsplit("-", 1)[1], r["prompt"][-1]["content"], r["ground_truth"]) for r in rows)
+
     return strip(result.train), strip(result.eval)
 
 

@@ -110,7 +110,8 @@ def test_defaults_and_games_times_configs_expand_into_cases():
     (data(cases=["tic_tac_toe", "tic_tac_toe"]),
      r"data.cases\[1\]: 'tic_tac_toe' is listed twice \(also data.cases\[0\]\)"),
     (data(cases=["tic_tac_toe", "tic_tac_teo"]),
-     r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' \(did you mean 'tic_tac_toe'"),
+     r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' "
+     r"\(did you mean 'tic_tac_toe'"),
     (data(cases=["hex(rows=5)"]),
      r"data.cases\[0\]: OpenSpiel cannot load 'hex\(rows=5\)': Unknown parameter 'rows'. "
      r"Available parameters are: board_size"),

@@ -456,7 +456,7 @@ diff --git a/pkg/b.py b/pkg/b.py
      y = 1
 +    y += 1
      return y
-"""
+"""  # noqa: W293 - a blank context line of a diff is one space
 
 
 def test_gold_patches_of_every_shared_instance_score_one():

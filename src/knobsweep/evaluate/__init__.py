@@ -193,7 +193,7 @@ def parser_summary(records: list[dict]) -> dict[str, dict]:
         failures = sum(r["parsers"][name]["answer"] is None for r in judged)
         out[name] = {
             "score": sum(correct) / len(judged),
-            "ci95": bootstrap_ci(judged, lambda r: float(r["parsers"][name]["correct"])),
+            "ci95": bootstrap_ci(judged, lambda r, name=name: float(r["parsers"][name]["correct"])),
             "parse_failures": failures,
             "parse_failure_rate": failures / len(judged),
             "n": len(judged),

@@ -8,8 +8,10 @@ section is `PluginOptions`, every key allowed, and its converter's own `resolve_
 
 from __future__ import annotations
 
+import functools
+import operator
 import typing
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -361,9 +363,11 @@ def _tag(section: Any) -> str:
     return _TAGS.get(source, PluginOptions.__name__) if isinstance(source, str) else PluginOptions.__name__
 
 
+# The union of the built-in models and PluginOptions, each tagged by its name (the tag _tag returns). Built
+# with `|` from the models themselves: a Union[...] of a computed tuple is what ruff's UP007 fix mangles.
 DataOptions = Annotated[
-    Union[tuple(Annotated[model, Tag(model.__name__)] for model in (*dict.fromkeys(BUILTIN_OPTIONS.values()),
-                                                                      PluginOptions))],
+    functools.reduce(operator.or_, (Annotated[model, Tag(model.__name__)]
+                                     for model in (*dict.fromkeys(BUILTIN_OPTIONS.values()), PluginOptions))),
     Discriminator(_tag),
 ]
 
