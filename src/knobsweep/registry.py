@@ -29,6 +29,7 @@ class Method:
     data_format: str  # the rows it trains on (data.format)
     trl_config: str  # the name of its TRL config class (trl.<name>), which train.trl passes fields to
     implementation: str  # "module:Class" of its knobsweep.train.method.Method
+    trainer: str  # "module:Class" of its trainer (TRL's, with knobsweep's hooks: knobsweep.train.trainer)
     generates: bool  # samples rollout.n completions per prompt, scored by the reward (reads rollout, reward)
     pairs_in_micro_batch: bool  # its loss pairs each sequence with another of the same micro-batch (KTO's KL)
 
@@ -39,10 +40,14 @@ class Method:
         return ("model", "train", "rollout", "reward", "seed") if self.generates else ("model", "train", "seed")
 
 
+_TRAINERS = "knobsweep.train.trainer"
 METHODS: dict[str, Method] = {
-    "grpo": Method("rl", "GRPOConfig", "knobsweep.train.grpo:GRPOMethod", generates=True, pairs_in_micro_batch=False),
-    "sft": Method("sft", "SFTConfig", "knobsweep.train.sft:SFTMethod", generates=False, pairs_in_micro_batch=False),
-    "kto": Method("kto", "KTOConfig", "knobsweep.train.kto:KTOMethod", generates=False, pairs_in_micro_batch=True),
+    "grpo": Method("rl", "GRPOConfig", "knobsweep.train.grpo:GRPOMethod", f"{_TRAINERS}:KnobsweepGRPOTrainer",
+                   generates=True, pairs_in_micro_batch=False),
+    "sft": Method("sft", "SFTConfig", "knobsweep.train.sft:SFTMethod", f"{_TRAINERS}:KnobsweepSFTTrainer",
+                  generates=False, pairs_in_micro_batch=False),
+    "kto": Method("kto", "KTOConfig", "knobsweep.train.kto:KTOMethod", f"{_TRAINERS}:KnobsweepKTOTrainer",
+                  generates=False, pairs_in_micro_batch=True),
 }
 
 

@@ -310,11 +310,7 @@ def pick_rollouts(path: Path, last_step: int | None, warnings: list[str], label:
     for pick, record in zip(ROLLOUT_PICKS, (best, worst, early, mid, late)):
         if record is None:
             continue
-        out.append({
-            "run": run, "pick": pick, "step": _int(record.get("step")), "row_id": _text(record.get("row_id")),
-            "prompt": _prompt_text(record.get("prompt")), "completion": _text(record.get("completion")),
-            "score": _finite(record.get("score")), "reason": _text(record.get("reason")),
-        })
+        out.append({"run": run, "pick": pick, "step": _int(record.get("step")), **_shown(record)})
     return out
 
 
@@ -494,19 +490,16 @@ def _sample_rows(name: str, key: str, root: Path, limit: int, warnings: list[str
     path = layout.path(layout.EVAL_SAMPLES, root, key=key)
     out = []
     for record in read_samples(path, limit, warnings, label):
-        out.append(
-            {
-                "run": name,
-                "row_id": _text(record.get("row_id")),
-                "prompt": _prompt_text(record.get("prompt")),
-                "completion": _text(record.get("completion")),
-                "ground_truth": _text(record.get("ground_truth")),
-                "score": _finite(record.get("score")),
-                "reason": _text(record.get("reason")),
-                "valid": record.get("valid"),
-            }
-        )
+        out.append({"run": name, **_shown(record), "ground_truth": _text(record.get("ground_truth")),
+                    "valid": record.get("valid")})
     return out
+
+
+def _shown(record: dict) -> dict:
+    """What the report shows of a rollout or an eval sample, as text and numbers."""
+    return {"row_id": _text(record.get("row_id")), "prompt": _prompt_text(record.get("prompt")),
+            "completion": _text(record.get("completion")), "score": _finite(record.get("score")),
+            "reason": _text(record.get("reason"))}
 
 
 def _text(value: Any) -> str:

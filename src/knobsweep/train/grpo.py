@@ -284,11 +284,8 @@ class GRPOMethod(Method):
             kwargs.pop("steps_per_generation", None)
         return kwargs
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepGRPOTrainer
-
-        return KnobsweepGRPOTrainer(model=model, reward_funcs=[self.reward], args=args, train_dataset=dataset,
-                                    processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"reward_funcs": [self.reward]}
 
     def describe(self, job: TrainJob, dataset) -> str:
         train, rollout = job.train, job.rollout

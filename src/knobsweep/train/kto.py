@@ -104,12 +104,6 @@ class KTOMethod(Method):
         # TRL's KTOConfig fields of the same names; sequences are truncated at the context budget
         return {**job.train.kto.model_dump(), "max_length": job.train.max_context_length}
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepKTOTrainer
-
-        return KnobsweepKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   peft_config=peft_config, callbacks=callbacks)
-
     def describe(self, job: TrainJob, dataset) -> str:
         options = job.train.kto
         return (f"{len(dataset)} rows ({self.counts[True]} desirable, {self.counts[False]} undesirable), "

@@ -152,8 +152,15 @@ class Method:
             kwargs.pop("activation_checkpointing", None)  # the user's older name must win over our default
         return kwargs
 
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The method's own arguments of its trainer (GRPO: the reward function)."""
+        return {}
+
     def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        raise NotImplementedError
+        """The method's trainer (knobsweep.registry.METHODS) on the run's model, TRL config and rows."""
+        trainer = load(method(self.name).trainer)
+        return trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       peft_config=peft_config, callbacks=callbacks, **self.trainer_kwargs())
 
     def dropped_rows(self, job: TrainJob, rows: int, train_rows: int) -> str | None:
         """A warning when the trainer's own preparation left fewer rows than the file had, or None."""

@@ -147,12 +147,6 @@ class SFTMethod(Method):
     def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
         return job.train.sft.model_dump()  # TRL's SFTConfig fields of the same names
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepSFTTrainer
-
-        return KnobsweepSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   peft_config=peft_config, callbacks=callbacks)
-
     def dropped_rows(self, job: TrainJob, rows: int, train_rows: int) -> str | None:
         options = job.train.sft
         if options.packing or train_rows >= rows:  # packing merges rows: fewer is expected
