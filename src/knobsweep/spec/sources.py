@@ -26,7 +26,7 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 class SourceOptions(BaseModel):
     """What every source has, under one name each: the row format, how many train / eval rows (each split is
     shuffled with the seed, then cut to its size) and the seed. An option of the previous release that has
-    a new name (RENAMED) is refused with the new one."""
+    a new name (RENAMED) is an unknown key whose message gives the new one (spec.validate)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -37,14 +37,6 @@ class SourceOptions(BaseModel):
     train_size: int | None = Field(None, ge=1, description="train rows, after a seeded shuffle; null = all")
     eval_size: int | None = Field(None, ge=1, description="eval rows, after a seeded shuffle; null = all")
     seed: int = Field(0, description="seed of the shuffles and splits")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, section: Any) -> Any:
-        old = next((name for name in cls.RENAMED if isinstance(section, dict) and name in section), None)
-        if old is not None:
-            raise FieldError(old, f"renamed to data.{cls.RENAMED[old]}, as every source calls it")
-        return section
 
     @classmethod
     def formats(cls) -> tuple[str, ...]:
@@ -144,8 +136,8 @@ class OpenSpielOptions(SourceOptions):
 
     MAX_TASKS: ClassVar[int] = 1_000_000  # keeps the train and eval seed ranges apart
     RENAMED: ClassVar[dict[str, str]] = {
-        "num_tasks_per_case": "train_size (the train positions of all cases together: 100 per case x 3 cases = 300)",
-        "eval_tasks_per_case": "eval_size (the eval positions of all cases together: 20 per case x 3 cases = 60)",
+        "num_tasks_per_case": "data.train_size (the train positions of all cases together: 100 per case x 3 = 300)",
+        "eval_tasks_per_case": "data.eval_size (the eval positions of all cases together: 20 per case x 3 = 60)",
     }
 
     source: Literal["openspiel"]
@@ -259,7 +251,7 @@ class SweInputs(SourceOptions):
     """Where SWE task files come from: one path (a hub id, a file or a folder) or several local paths."""
 
     HUB_DEFAULT: ClassVar[str]  # the hub dataset read when neither path nor paths is given
-    RENAMED: ClassVar[dict[str, str]] = {"hub_split": "train_split"}
+    RENAMED: ClassVar[dict[str, str]] = {"hub_split": "data.train_split"}
 
     path: NonEmpty | None = Field(None, description="a hub dataset id, or a local file or folder")
     paths: list[NonEmpty] | None = Field(None, min_length=1, description="several local files or folders, in order")

@@ -116,6 +116,9 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     path = dotted(_walk(model, loc)[2])
     if kind == "extra_forbidden":
         owner = model_at(model, loc[:-1])
+        renamed = getattr(owner, "RENAMED", {}).get(loc[-1])  # an option of the previous release
+        if renamed:
+            return path, f"renamed to {renamed}, as every source calls it"
         choices = sorted(owner.model_fields) if owner else []
         return path, f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), choices)}; valid keys: {', '.join(choices)}"
     if kind == "missing":
