@@ -70,7 +70,7 @@ def test_demo_converts_to_rl_rows(tmp_path):
     evals = read_rows(tmp_path / "out" / "eval.parquet")
     assert (len(train), len(evals)) == (100, 20)
     assert manifest["rows"] == {"train": 100, "eval": 20}
-    assert pq.read_schema(tmp_path / "out" / "train.parquet").equals(gsm8k.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "out" / "train.parquet").equals(gsm8k.schemas()["rl"])
 
     source = {
         split: [json.loads(line) for line in (DEMO / f"{split}.jsonl").read_text().splitlines()]
@@ -285,22 +285,22 @@ def test_sft_rows_are_the_rl_prompt_and_the_reference_solution(tmp_path):
     manifest = convert_to_dir(demo_options(format="sft", train_size=40, eval_size=10), tmp_path / "sft")
     rl = {row["row_id"]: row for row in converted(demo_options(train_size=40, eval_size=10)).train}
     train = read_rows(tmp_path / "sft" / "train.parquet")
-    assert pq.read_schema(tmp_path / "sft" / "train.parquet").equals(gsm8k.SFT_SCHEMA)
+    assert pq.read_schema(tmp_path / "sft" / "train.parquet").equals(gsm8k.schemas()["sft"])
     assert [row["row_id"] for row in train] == list(rl)  # the same rows in the same order
     for row in train:
         assert row["prompt"] == rl[row["row_id"]]["prompt"]
         assert row["completion"] == [{"role": "assistant", "content": rl[row["row_id"]]["answer"]}]
         assert "#### " + rl[row["row_id"]]["ground_truth"] in row["completion"][0]["content"].replace(",", "")
     # eval rows stay rl rows: the eval stage generates from `prompt` and scores `ground_truth`.
-    assert pq.read_schema(tmp_path / "sft" / "eval.parquet").equals(gsm8k.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "sft" / "eval.parquet").equals(gsm8k.schemas()["rl"])
     assert manifest["options"]["format"] == "sft" and "stats" not in manifest
 
 
 def test_kto_labels_come_from_a_seeded_coin_and_wrong_answers_are_wrong(tmp_path):
     manifest = convert_to_dir(demo_options(format="kto", train_size=200, eval_size=10), tmp_path / "kto")
     train = read_rows(tmp_path / "kto" / "train.parquet")
-    assert pq.read_schema(tmp_path / "kto" / "train.parquet").equals(gsm8k.KTO_SCHEMA)
-    assert pq.read_schema(tmp_path / "kto" / "eval.parquet").equals(gsm8k.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "kto" / "train.parquet").equals(gsm8k.schemas()["kto"])
+    assert pq.read_schema(tmp_path / "kto" / "eval.parquet").equals(gsm8k.schemas()["rl"])
     rl = {row["row_id"]: row for row in converted(demo_options(train_size=200)).train}
     true = [row for row in train if row["label"]]
     false = [row for row in train if not row["label"]]

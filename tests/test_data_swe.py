@@ -84,7 +84,7 @@ def test_swe_bench_rows_carry_the_prompt_gold_patch_and_test_lists(tmp_path):
     by_id = {record["instance_id"]: record for record in combined_instances()}
     convert_to_dir({"source": "swe_bench", "path": str(COMBINED), "eval_ratio": 0.5}, tmp_path / "out")
     rows = read_rows(tmp_path / "out/train.parquet") + read_rows(tmp_path / "out/eval.parquet")
-    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_bench.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_bench.row_schema())
     assert sorted(row["row_id"] for row in rows) == sorted(by_id)
     for row in rows:
         source = by_id[row["row_id"]]
@@ -247,8 +247,8 @@ def test_swe_bench_inputs_are_named(tmp_path, monkeypatch):
 def test_every_shared_trajectory_layout_converts(tmp_path):
     manifest = convert_to_dir({"source": "swe_synth", "path": str(TRAJECTORIES), "eval_ratio": 0.2}, tmp_path / "out")
     train, evals = read_rows(tmp_path / "out/train.parquet"), read_rows(tmp_path / "out/eval.parquet")
-    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_synth.TRAJECTORY_SCHEMA)
-    assert pq.read_schema(tmp_path / "out/eval.parquet").equals(swe_synth.EVAL_SCHEMA)
+    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_synth.schemas()["trajectory"])
+    assert pq.read_schema(tmp_path / "out/eval.parquet").equals(swe_synth.schemas()["eval"])
     ids = {row["row_id"] for row in train + evals}
     # 3 SWE-smith rows, 1 SWE-agent .traj (named after its file), 2 mini-swe-agent message lists
     assert ids == {"pandas-dev__pandas.95280573.pr_53652", "getmoto__moto.694ce1f4.pr_7331",

@@ -285,3 +285,19 @@ def test_committed_json_schema_is_current(capsys):
     assert main(["schema", "--out", "-"]) == 0
     assert capsys.readouterr().out == (REPO / "workflow" / "schemas" / "experiment.schema.json").read_text(), \
         "run `make schema` and commit workflow/schemas/experiment.schema.json"
+
+
+def test_loading_every_experiment_imports_no_heavy_library():
+    # Snakemake loads the spec in every job: keying the data (input_fingerprint) must not import pyarrow,
+    # and validating must not import torch or pandas (measure: python -X importtime -c 'import knobsweep.spec').
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = ("import sys, glob; from knobsweep.spec import load_experiment; "
+              "[load_experiment(f) for f in sorted(glob.glob('experiments/*.yaml'))]; "
+              "print(sorted(m for m in ('pyarrow', 'pandas', 'torch', 'transformers', 'trl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

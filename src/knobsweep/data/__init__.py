@@ -14,13 +14,12 @@ resolve_options(section: dict) -> dict, and reads the dict that returns (docs/da
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from knobsweep import layout
 from knobsweep.errors import DataError  # noqa: F401 - third-party converters import it from here
@@ -28,8 +27,25 @@ from knobsweep.io import atomic_dir
 from knobsweep.registry import converter
 from knobsweep.spec.sources import SourceOptions, read_options
 
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-MESSAGES = pa.list_(MESSAGE)
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where rows are converted and written, not at import: the spec imports the
+# converters to key their inputs (input_fingerprint) in every Snakemake process, which writes no rows.
+
+
+@functools.cache
+def messages_type() -> pa.DataType:
+    """The Arrow type of a column of messages: a list of {role, content}."""
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def __getattr__(name: str):
+    if name == "MESSAGES":  # the name third-party converters use (docs/datasets.md), made on first use
+        return messages_type()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def shuffle_key(seed: int, row_id: str, salt: str = "") -> bytes:
@@ -81,6 +97,9 @@ def convert_to_dir(section: dict, out: str | Path) -> dict:
     }
     if result.stats:
         manifest["stats"] = result.stats
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with atomic_dir(out) as tmp:
         for name, rows, schema in ((layout.TRAIN_ROWS, result.train, result.schema),
                                    (layout.EVAL_ROWS, result.eval, result.eval_schema or result.schema)):

@@ -33,14 +33,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, shuffle_key
+from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
 from knobsweep.io import JsonLine, file_sha256, json_lines
 from knobsweep.spec.sources import CustomOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
 EXTENSIONS = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
@@ -181,6 +183,7 @@ def _read_file(path: Path, source: str) -> tuple[str, list]:
     digest = hashlib.sha256(data).hexdigest()
     if source == "jsonl":
         return digest, list(json_lines(data.splitlines(keepends=True)))
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -437,11 +440,12 @@ def convert(options: CustomOptions) -> ConversionResult:
     dropped.sort(key=lambda d: (d["split"] != "train", d["file"], d["line"]))  # in reading order
     extras = _extra_types(rows["train"] + rows["eval"], options)
     _encode_extras(train + rows["eval"], extras)
+    schema, eval_schema = _schemas(options.format, train, extras)
     return ConversionResult(
         train=train,
         eval=rows["eval"],
-        schema=_train_schema(options.format, train, extras),
-        eval_schema=_rl_schema(extras),
+        schema=schema,
+        eval_schema=eval_schema,
         options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,
@@ -498,40 +502,40 @@ def _finish_train(rows: list[dict], fmt: str) -> tuple[list[dict], dict]:
     return rows, {}
 
 
-def _extra_types(rows: list[dict], options: CustomOptions) -> dict[str, pa.DataType]:
-    """One Arrow type per extra column: its values' type, or JSON text when they are mixed."""
+def _extra_types(rows: list[dict], options: CustomOptions) -> dict[str, str]:
+    """One Arrow type (its pyarrow name) per extra column: its values' type, or JSON text when they are mixed."""
     types = {}
     for key in options.extra_keys:
         kinds = {type(row[key]) for row in rows if row.get(key) is not None}
         if kinds == {bool}:
-            types[key] = pa.bool_()
+            types[key] = "bool_"
         elif kinds == {int}:
-            types[key] = pa.int64()
+            types[key] = "int64"
         elif kinds and kinds <= {int, float}:
-            types[key] = pa.float64()
+            types[key] = "float64"
         else:
-            types[key] = pa.string()
+            types[key] = "string"
     return types
 
 
-def _encode_extras(rows: list[dict], types: dict[str, pa.DataType]) -> None:
+def _encode_extras(rows: list[dict], types: dict[str, str]) -> None:
     for key, kind in types.items():
         for row in rows:
-            if row.get(key) is not None and kind == pa.string():
+            if row.get(key) is not None and kind == "string":
                 row[key] = _text(row[key])
 
 
-def _rl_schema(extras: dict[str, pa.DataType]) -> pa.Schema:
-    fields = [("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string())]
-    return pa.schema(fields + list(extras.items()))
+def _schemas(fmt: str, rows: list[dict], extras: dict[str, str]) -> tuple[pa.Schema, pa.Schema]:
+    """(train.parquet's schema, eval.parquet's: rl rows with the extra columns)."""
+    import pyarrow as pa
 
-
-def _train_schema(fmt: str, rows: list[dict], extras: dict[str, pa.DataType]) -> pa.Schema:
+    messages, text = messages_type(), pa.string()
+    rl = pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text),
+                    *((key, getattr(pa, kind)()) for key, kind in extras.items())])
     if fmt == "rl":
-        return _rl_schema(extras)
+        return rl, rl
     if fmt == "kto":
-        return pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES),
-                          ("label", pa.bool_())])
+        return pa.schema([("row_id", text), ("prompt", messages), ("completion", messages), ("label", pa.bool_())]), rl
     if rows and "messages" in rows[0]:
-        return pa.schema([("row_id", pa.string()), ("messages", MESSAGES)])
-    return pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
+        return pa.schema([("row_id", text), ("messages", messages)]), rl
+    return pa.schema([("row_id", text), ("prompt", messages), ("completion", messages)]), rl

@@ -18,14 +18,13 @@ line number in the file (for a hub split, the row index + 1); `row_id` is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, shuffle_key
+from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
 from knobsweep.io import JsonLine, file_sha256, json_lines
@@ -38,14 +37,23 @@ CONVERTER_VERSION = "2"  # 2: the `format` option (sft and kto rows)
 # evaluator scores what the prompt asked for.
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
 
-ROW_SCHEMA = pa.schema(
-    [("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string()), ("answer", pa.string())]
-)
-SFT_SCHEMA = pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
-KTO_SCHEMA = pa.schema(
-    [("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES), ("label", pa.bool_())]
-)
-SCHEMAS = {"rl": ROW_SCHEMA, "sft": SFT_SCHEMA, "kto": KTO_SCHEMA}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@functools.cache
+def schemas() -> dict[str, pa.Schema]:
+    """train.parquet's schema of each format (eval.parquet holds rl rows)."""
+    import pyarrow as pa
+
+    messages = messages_type()
+    return {
+        "rl": pa.schema([("row_id", pa.string()), ("prompt", messages), ("ground_truth", pa.string()),
+                         ("answer", pa.string())]),
+        "sft": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages)]),
+        "kto": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages),
+                          ("label", pa.bool_())]),
+    }
 
 def _local_dir(options: Gsm8kOptions) -> Path | None:
     """The local directory `path` names, or None when it is a hub dataset id.
@@ -167,8 +175,8 @@ def convert(options: Gsm8kOptions) -> ConversionResult:
     return ConversionResult(
         train=train,
         eval=out["eval"],
-        schema=SCHEMAS[options.format],
-        eval_schema=ROW_SCHEMA,
+        schema=schemas()[options.format],
+        eval_schema=schemas()["rl"],
         options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,

@@ -46,13 +46,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import random
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from knobsweep.data import ConversionResult
+from knobsweep.data import ConversionResult, messages_type
 from knobsweep.errors import FieldError
 from knobsweep.rewards.openspiel import board_text, legal_moves, load_game
 from knobsweep.spec.sources import OpenSpielOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
 
@@ -62,19 +64,14 @@ MAX_DRAWS = 100  # draws per task before a game that always ends is an error
 
 INSTRUCTION = "Answer with exactly one legal move, written exactly as in the list, and nothing else."
 
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-ROW_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", pa.list_(_MESSAGE)),
-        ("ground_truth", pa.string()),
-        ("answer", pa.string()),
-        ("game", pa.string()),
-        ("task_seed", pa.int64()),
-        ("player", pa.int64()),
-        ("num_legal_moves", pa.int64()),
-    ]
-)
+
+def row_schema() -> pa.Schema:
+    """The rows' schema (train and eval)."""
+    import pyarrow as pa
+
+    return pa.schema([("row_id", pa.string()), ("prompt", messages_type()), ("ground_truth", pa.string()),
+                      ("answer", pa.string()), ("game", pa.string()), ("task_seed", pa.int64()),
+                      ("player", pa.int64()), ("num_legal_moves", pa.int64())])
 
 
 def input_fingerprint(options: OpenSpielOptions) -> dict[str, str]:
@@ -198,7 +195,7 @@ def convert(options: OpenSpielOptions) -> ConversionResult:
     return ConversionResult(
         train=train,
         eval=evaluation,
-        schema=ROW_SCHEMA,
+        schema=row_schema(),
         options=options.model_dump(mode="json"),
         inputs={"open_spiel": f"open_spiel=={importlib.metadata.version('open_spiel')}"},
         dropped=dropped,

@@ -28,14 +28,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, _files, shuffle_key
+from knobsweep.data import ConversionResult, _files, messages_type, shuffle_key
 from knobsweep.data._files import Record
 from knobsweep.errors import DataError, FieldError
 from knobsweep.spec.sources import SweBenchOptions, SweInputs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
 
@@ -46,21 +47,14 @@ PATCH_INSTRUCTION = (
     "headers, `@@` hunks with correct line counts), inside one ```diff fenced code block."
 )
 
-ROW_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", MESSAGES),
-        ("ground_truth", pa.string()),
-        ("instance_id", pa.string()),
-        ("repo", pa.string()),
-        ("base_commit", pa.string()),
-        ("FAIL_TO_PASS", pa.string()),
-        ("PASS_TO_PASS", pa.string()),
-        ("test_patch", pa.string()),
-        ("version", pa.string()),
-        ("environment_setup_commit", pa.string()),
-    ]
-)
+def row_schema() -> pa.Schema:
+    """The rows' schema (train and eval)."""
+    import pyarrow as pa
+
+    text = pa.string()
+    columns = ("ground_truth", "instance_id", "repo", "base_commit", "FAIL_TO_PASS", "PASS_TO_PASS", "test_patch",
+               "version", "environment_setup_commit")
+    return pa.schema([("row_id", text), ("prompt", messages_type()), *((column, text) for column in columns)])
 
 _CACHE_FILE = re.compile(r"task_(\d+)\.json")
 _REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement", "patch")
@@ -296,6 +290,6 @@ def convert(options: SweBenchOptions) -> ConversionResult:
             f"{what}: no usable SWE-bench tasks, all {len(dropped)} were dropped ({summarise_dropped(dropped)})"
         )
     train, evals = split_rows(rows, lambda row: row["instance_id"], options, what)
-    return ConversionResult(train=train, eval=evals, schema=ROW_SCHEMA, options=options.model_dump(mode="json"),
+    return ConversionResult(train=train, eval=evals, schema=row_schema(), options=options.model_dump(mode="json"),
                             inputs=inputs, dropped=dropped)
 

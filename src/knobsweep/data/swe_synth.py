@@ -49,33 +49,36 @@ Extra column `origin` ("<file>:<line>") names where each row was read.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, _files
+from knobsweep.data import ConversionResult, _files, messages_type
 from knobsweep.data._files import Record
 from knobsweep.data.swe_bench import inputs_label, issue_message, split_rows, summarise_dropped, with_instruction
 from knobsweep.errors import DataError
 from knobsweep.spec.sources import SweSynthOptions
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 CONVERTER_VERSION = "1"
 MESSAGE_OVERHEAD = 16  # characters per message for the chat template's role markers
 
-TRAJECTORY_SCHEMA = pa.schema([("row_id", pa.string()), ("messages", MESSAGES)])
-PATCH_SCHEMA = pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
-EVAL_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", MESSAGES),
-        ("ground_truth", pa.string()),
-        ("instance_id", pa.string()),
-        ("origin", pa.string()),
-    ]
-)
+@functools.cache
+def schemas() -> dict[str, pa.Schema]:
+    """The train rows' schema of each mode, and the eval rows' ("eval")."""
+    import pyarrow as pa
+
+    messages, text = messages_type(), pa.string()
+    return {
+        "trajectory": pa.schema([("row_id", text), ("messages", messages)]),
+        "patch": pa.schema([("row_id", text), ("prompt", messages), ("completion", messages)]),
+        "eval": pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text), ("instance_id", text),
+                           ("origin", text)]),
+    }
 
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
           "model": "assistant"}
@@ -457,8 +460,8 @@ def convert(options: SweSynthOptions) -> ConversionResult:
     return ConversionResult(
         train=train_rows,
         eval=eval_rows,
-        schema=TRAJECTORY_SCHEMA if options.mode == "trajectory" else PATCH_SCHEMA,
-        eval_schema=EVAL_SCHEMA,
+        schema=schemas()[options.mode],
+        eval_schema=schemas()["eval"],
         options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,
