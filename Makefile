@@ -1,6 +1,7 @@
 # The README's set-up commands. Everything installs into .venv from this repo's own files.
 #   make demo   install, then run the demo sweep (tiny local model, real GSM8K slice, CPU)
 #   make test   install with the dev extras, then run the whole test suite
+#   make format ruff (format + lint) and snakefmt over the code
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -16,7 +17,7 @@ ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INDEX ?= --retries 1 --timeout 10 --index-url https://download.pytorch.org/whl/cpu
 endif
 
-.PHONY: install install-dev demo test lint schema clean
+.PHONY: install install-dev demo test lint format schema clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,15 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/snakemake --lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+
+# ruff (format + lint, configured in pyproject.toml) on the Python code, snakefmt on the rules
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/snakefmt Snakefile rules
 
 schema: install
 	$(BIN)/knobsweep schema

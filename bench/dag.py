@@ -5,10 +5,9 @@
 For each size, writes a tiny-model experiment with that many runs (mode: grid over learning rate,
 rollout temperature and eval max_tokens) into a temporary copy of the workflow and times
 `snakemake -n` (targets on 2 cores: 1,000 runs <= 5 s, 10,000 runs <= 30 s); each timing is the median
-of `--repeat` calls. Then a no-op re-run:
-a 100-run sweep whose outputs all exist (empty files, stamped in order by `snakemake --touch`), timed with `snakemake -n`
-(target <= 3 s). Also times loading + expanding the spec and building the job tables alone
-(`--profile` prints where that time goes).
+of `--repeat` calls. Then a no-op re-run: a 100-run sweep whose outputs all exist (empty files, stamped
+in order by `snakemake --touch`), timed with `snakemake -n` (target <= 3 s). Also times loading +
+expanding the spec and building the job tables alone (`--profile` prints where that time goes).
 """
 
 from __future__ import annotations

@@ -78,8 +78,11 @@ def full_size_gsm8k(directory: Path) -> Path:
 
 def run(tmp: Path, base_config: dict, args) -> None:
     from knobsweep import layout
-    from knobsweep.data import DataError, convert_to_dir, get_converter
+    from knobsweep.data import convert_to_dir
+    from knobsweep.errors import FieldError
+    from knobsweep.registry import converter
     from knobsweep.spec.experiment import stage_keys
+    from knobsweep.spec.sources import read_options
 
     gsm8k = full_size_gsm8k(tmp / "gsm8k")
     cases: list[tuple[str, dict, float | None]] = []
@@ -98,24 +101,23 @@ def run(tmp: Path, base_config: dict, args) -> None:
                                       "prompt_key": "problem", "ground_truth_key": "final_answer"}, None))
 
     try:
-        get_converter("openspiel")
+        converter("openspiel")
         cases.append((f"openspiel {len(OPENSPIEL_CASES)} x {args.tasks_per_case}",
                       {"source": "openspiel", "format": "rl", "cases": OPENSPIEL_CASES,
-                       "num_tasks_per_case": args.tasks_per_case}, 10.0))
+                       "train_size": args.tasks_per_case * len(OPENSPIEL_CASES)}, 10.0))
     except ImportError as error:
         print(f"  (openspiel skipped: knobsweep.data.openspiel is not importable: {error})")
 
     for name, options, target in cases:
-        converter = get_converter(options["source"])
-        options = converter.resolve_options(options)
+        options = read_options(options).model_dump(mode="json")
         config = {**base_config, "data": options}
         try:
             key = stage_keys(config, {}).data
             out = layout.path(layout.DATA_DIR, tmp, key=key)
             # Each repeat converts into a fresh directory, as a first run does.
             fresh = (out.with_name(f"{key}-{i}") for i in range(args.repeat))
-            elapsed, manifest = best_of(args.repeat, lambda: convert_to_dir(options, next(fresh)))
-        except DataError as error:
+            elapsed, manifest = best_of(args.repeat, lambda options=options, fresh=fresh: convert_to_dir(options, next(fresh)))
+        except FieldError as error:
             print(f"  {name:28s} failed: {error}")
             continue
         convert_to_dir(options, out)

@@ -33,6 +33,7 @@ def main() -> int:
     from knobsweep.data import convert_to_dir
     from knobsweep.evaluate import evaluate
     from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
+    from knobsweep.spec.schema import EvalJob
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,10 +43,10 @@ def main() -> int:
         convert_to_dir({"source": "gsm8k", "path": str(data_dir), "train_size": 200, "eval_size": args.rows},
                        tmp / "data")
         model = build_tiny_model(texts_from_parquet(tmp / "data" / "train.parquet"), tmp / "model")
-        config = {"eval": {"backend": "hf", "temperature": 0.0, "max_tokens": args.max_tokens,
-                           "batch_size": args.batch_size}, "reward": {"name": "gsm8k"}}
+        job = EvalJob.model_validate({"eval": {"backend": "hf", "temperature": 0.0, "max_tokens": args.max_tokens,
+                                               "batch_size": args.batch_size}, "reward": {"name": "gsm8k"}})
         started = time.perf_counter()
-        summary = evaluate(config, model, tmp / "data", tmp / "eval")
+        summary = evaluate(job, model, tmp / "data", tmp / "eval")
         wall = time.perf_counter() - started
     print(f"hf backend, tiny model, CPU ({torch.get_num_threads()} threads), {args.rows} prompts, "
           f"max_tokens {args.max_tokens}, batch {args.batch_size}")

@@ -8,7 +8,7 @@ rule report:
     params:
         spec=per_job(lambda wildcards: str(pipeline.experiments[wildcards.experiment].path)),
     log:
-        "results/logs/report/{experiment}.log",
+        layout.REPORT_LOG,
     threads: report_threads
     resources:
         **report_resources(),

@@ -119,7 +119,8 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     # Changed-knob cells are highlighted; the rest are not.
     backgrounds = page.evaluate(
         """() => Array.from(document.querySelectorAll('table.runs tbody tr')).map(tr =>
-               Array.from(tr.querySelectorAll('td[data-column="train.learning_rate"], td[data-column="rollout.temperature"]'))
+               Array.from(tr.querySelectorAll(
+                   'td[data-column="train.learning_rate"], td[data-column="rollout.temperature"]'))
                     .map(td => getComputedStyle(td).backgroundColor))"""
     )
     plain = backgrounds[0][0]
@@ -135,7 +136,8 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     # Executable scripts: ours and the inflated plotly.js only; none carries the injected text.
     assert page.evaluate("document.querySelectorAll('script:not([type])').length") == 2
     assert page.evaluate(
-        "Array.from(document.querySelectorAll('script:not([type])')).filter(s => s.textContent.includes('alert(1)')).length"
+        "Array.from(document.querySelectorAll('script:not([type])'))"
+        ".filter(s => s.textContent.includes('alert(1)')).length"
     ) == 0
     legend = page.evaluate("Array.from(document.querySelectorAll('#fig-reward .legendtext')).map(t => t.textContent)")
     assert XSS + IMG_XSS in legend

@@ -15,7 +15,9 @@ import pytest
 
 from conftest import FIXTURES
 
-from knobsweep.data import MESSAGES, DataError, convert_to_dir, input_fingerprint
+from knobsweep.data import MESSAGES, convert_to_dir, input_fingerprint
+from knobsweep.errors import DataError, FieldError, SpecError
+from knobsweep.spec.sources import CustomOptions, read_options
 from knobsweep.data import custom
 from knobsweep.io import file_sha256, read_jsonl
 from knobsweep.rewards import get_evaluator
@@ -38,6 +40,16 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 def read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
+
+
+def converted(section: dict):
+    """What the converter makes of a `data` section, read by the spec's models as the data stage reads it."""
+    return custom.convert(read_options(section))
+
+
+def resolved(section: dict) -> dict:
+    """A `data` section as the spec resolves it (every default filled in)."""
+    return read_options(section).model_dump(mode="json")
 
 
 def example(**overrides) -> dict:
@@ -71,17 +83,17 @@ def test_directory_splits_map_columns_onto_rl_rows(tmp_path):
 def test_one_file_with_eval_ratio_holds_out_a_seeded_share():
     options = {"source": "jsonl", "path": str(EXAMPLE / "train.jsonl"), "eval_ratio": 0.25,
                "prompt_key": "problem", "ground_truth_key": "final_answer"}
-    result = custom.convert(options)
+    result = converted(options)
     train, evals = {r["row_id"] for r in result.train}, {r["row_id"] for r in result.eval}
     assert (len(train), len(evals)) == (48, 16) and not train & evals
     assert train | evals == {f"train-{i}" for i in range(64)}
     assert result.options["eval_split"] is None  # nothing was read from an eval split
-    again = custom.convert(options)
+    again = converted(options)
     assert [r["row_id"] for r in again.eval] == [r["row_id"] for r in result.eval]
-    reseeded = {r["row_id"] for r in custom.convert({**options, "seed": 1}).eval}
+    reseeded = {r["row_id"] for r in converted({**options, "seed": 1}).eval}
     assert reseeded != evals
     # Sizes cut after the holdout, so the eval rows stay the same rows.
-    small = custom.convert({**options, "train_size": 10, "eval_size": 5})
+    small = converted({**options, "train_size": 10, "eval_size": 5})
     assert [r["row_id"] for r in small.eval] == [r["row_id"] for r in result.eval][:5]
 
 
@@ -92,7 +104,7 @@ def test_train_and_eval_files_name_rows_by_file(tmp_path):
     c = write_jsonl(tmp_path / "c.jsonl", records[25:30])
     options = {"source": "jsonl", "train_files": [str(a), str(b)], "eval_files": str(c),
                "prompt_key": "problem", "ground_truth_key": "final_answer"}
-    result = custom.convert(options)
+    result = converted(options)
     assert sorted(r["row_id"] for r in result.train) == sorted(
         [f"a-{i}" for i in range(10)] + [f"b-{i}" for i in range(15)])
     assert sorted(r["row_id"] for r in result.eval) == [f"c-{i}" for i in range(5)]
@@ -100,7 +112,7 @@ def test_train_and_eval_files_name_rows_by_file(tmp_path):
     assert set(input_fingerprint(options)) == {a.as_posix(), b.as_posix(), c.as_posix()}
     # Two files with one stem keep their rows apart by path.
     twin = write_jsonl(tmp_path / "other" / "a.jsonl", records[30:32])
-    ids = {r["row_id"] for r in custom.convert({**options, "train_files": [str(a), str(twin)]}).train}
+    ids = {r["row_id"] for r in converted({**options, "train_files": [str(a), str(twin)]}).train}
     assert f"{(tmp_path / 'a').as_posix()}-0" in ids and f"{(tmp_path / 'other' / 'a').as_posix()}-1" in ids
 
 
@@ -111,7 +123,7 @@ def test_prompts_may_be_message_lists_and_ground_truths_any_json(tmp_path):
         {"prompt": "Name a colour.", "ground_truth": ["red", "blue"], "meta": 3},
         {"prompt": "Yes?", "ground_truth": True, "meta": None},
     ])
-    result = custom.convert({"source": "jsonl", "path": str(file), "eval_files": str(file),
+    result = converted({"source": "jsonl", "path": str(file), "eval_files": str(file),
                              "extra_keys": ["meta"], "system_prompt": "Sys."})
     rows = {r["row_id"]: r for r in result.eval}
     assert rows["rows-0"]["prompt"][0] == {"role": "system", "content": "S"}  # its own system turn kept
@@ -127,7 +139,7 @@ def test_extra_columns_keep_their_type(tmp_path):
     file = write_jsonl(tmp_path / "rows.jsonl", [
         {"prompt": f"q{i}", "ground_truth": str(i), "n": i, "w": i / 2, "ok": i % 2 == 0, "tag": f"t{i}"}
         for i in range(4)])
-    result = custom.convert({"source": "jsonl", "path": str(file), "eval_ratio": 0.5,
+    result = converted({"source": "jsonl", "path": str(file), "eval_ratio": 0.5,
                              "extra_keys": ["n", "w", "ok", "tag"]})
     types = {name: result.schema.field(name).type for name in ("n", "w", "ok", "tag")}
     assert types == {"n": pa.int64(), "w": pa.float64(), "ok": pa.bool_(), "tag": pa.string()}
@@ -190,7 +202,7 @@ def test_every_row_bad_fails_naming_the_first_lines_and_leaves_nothing(tmp_path)
 def test_empty_input_fails(tmp_path):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(DataError, match=r"empty.jsonl \(eval rows\): no rows \(the input is empty\)"):
-        custom.convert({"source": "jsonl", "path": str(EXAMPLE / "train.jsonl"), "eval_files": str(empty),
+        converted({"source": "jsonl", "path": str(EXAMPLE / "train.jsonl"), "eval_files": str(empty),
                         "prompt_key": "problem", "ground_truth_key": "final_answer"})
 
 
@@ -198,7 +210,7 @@ def test_failure_keeps_a_previous_output(tmp_path):
     out = tmp_path / "out"
     convert_to_dir(example(train_size=4, eval_size=2), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(DataError, match=r"data.train_size asks for 65 rows but only 64 are usable"):
+    with pytest.raises(FieldError, match=r"data.train_size: .* asks for 65 rows but only 64 are usable"):
         convert_to_dir(example(train_size=65), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -233,35 +245,36 @@ def test_cli_error_exits_non_zero_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"source": "csv"}, r"data.source: expected one of jsonl, parquet, hf, got 'csv'"),
-        ({"prompt_kye": "q"}, r"data.prompt_kye: unknown option for source 'jsonl' \(did you mean 'prompt_key'\?\)"),
-        ({"format": "dpo"}, r"data.format: unknown format 'dpo'; valid formats: rl, sft, kto"),
+        ({"source": "csv"}, r"data.source: 'csv' is not a known data source"),
+        ({"prompt_kye": "q"}, r"data.prompt_kye: unknown key 'prompt_kye' \(did you mean 'prompt_key'\?\)"),
+        ({"format": "dpo"}, r"data.format: 'dpo' is not allowed; allowed: 'rl', 'sft' or 'kto'"),
         ({"path": None}, r"data.path: source 'jsonl' needs exactly one of data.path .* got neither"),
         ({"train_files": ["a.jsonl"]}, r"needs exactly one of data.path .* got both"),
-        ({"train_files": []}, r"data.train_files: must be a file path or a non-empty list"),
-        ({"eval_ratio": 1.0}, r"data.eval_ratio: must be a number between 0 and 1"),
+        ({"train_files": []}, r"data.train_files: \[\]: List should have at least 1 item"),
+        ({"eval_ratio": 1.0}, r"data.eval_ratio: 1.0 is out of range; allowed: 0 < value < 1"),
         ({"eval_ratio": 0.1, "eval_files": ["x"]}, r"data.eval_ratio: eval rows come from data.eval_files or"),
         ({"eval_ratio": 0.1, "eval_split": "test"}, r"data.eval_ratio: eval rows come from data.eval_split or"),
         ({"eval_files": "x", "eval_split": "dev"}, r"data.eval_split: eval rows come from data.eval_files or"),
-        ({"eval_split": ""}, r"data.eval_split: must be a non-empty string"),
+        ({"eval_split": ""}, r"data.eval_split: '': String should have at least 1 character"),
+        ({"eval_split": None}, r"data.eval_split: must be a split name \(or set data.eval_files or data.eval_ratio\)"),
         ({"hub_config": "main"}, r"data.hub_config: only for source 'hf'"),
-        ({"prompt_key": ""}, r"data.prompt_key: must be a non-empty string"),
-        ({"system_prompt": " "}, r"data.system_prompt: must be a non-empty string or null"),
-        ({"extra_keys": "id"}, r"data.extra_keys: must be a list of column names"),
-        ({"extra_keys": ["id", "id"]}, r"data.extra_keys: lists a column twice"),
-        ({"extra_keys": ["label"]}, r"data.extra_keys: 'label' is an output column of its own"),
-        ({"train_size": 0}, r"data.train_size: must be a positive integer or null"),
-        ({"seed": 1.5}, r"data.seed: must be an integer"),
+        ({"prompt_key": ""}, r"data.prompt_key: '': String should have at least 1 character"),
+        ({"system_prompt": " "}, r"data.system_prompt: ' ' must be a non-empty string or null"),
+        ({"extra_keys": "id"}, r"data.extra_keys: 'id': Input should be a valid list"),
+        ({"extra_keys": ["id", "id"]}, r"data.extra_keys: \['id', 'id'\] lists a column twice"),
+        ({"extra_keys": ["label"]}, r"data.extra_keys: \['label'\] 'label' is an output column of its own"),
+        ({"train_size": 0}, r"data.train_size: 0 is out of range; allowed: 1 <= value"),
+        ({"seed": 1.5}, r"data.seed: 1.5: Input should be a valid integer"),
     ],
 )
 def test_bad_options_name_the_field(options, message):
-    with pytest.raises(DataError, match=message):
-        custom.resolve_options({"source": "jsonl", "path": "rows.jsonl", **options})
+    with pytest.raises(SpecError, match=message):
+        read_options({"source": "jsonl", "path": "rows.jsonl", **options})
 
 
 def test_hf_needs_a_path():
-    with pytest.raises(DataError, match=r"data.path: source 'hf' needs a hub dataset id"):
-        custom.resolve_options({"source": "hf"})
+    with pytest.raises(SpecError, match=r"data.path: source 'hf' needs a hub dataset id"):
+        read_options({"source": "hf"})
 
 
 @pytest.mark.parametrize("options", [
@@ -272,22 +285,22 @@ def test_hf_needs_a_path():
 ])
 def test_resolving_twice_changes_nothing(options):
     # The spec stores resolved options in the run config; the data stage resolves them again.
-    once = custom.resolve_options(options)
-    assert custom.resolve_options(once) == once
-    assert set(once) == set(custom.DEFAULTS)
+    once = resolved(options)
+    assert resolved(once) == once
+    assert set(once) == set(CustomOptions.model_fields)
 
 
 def test_missing_inputs_are_named(tmp_path):
     (tmp_path / "dir").mkdir()
     write_jsonl(tmp_path / "dir" / "train.jsonl", example_records()[:3])
-    with pytest.raises(DataError, match=r"data.eval_split: .*dir has no 'test' file; it has: train.jsonl; "
+    with pytest.raises(FieldError, match=r"data.eval_split: .*dir has no 'test' file; it has: train.jsonl; "
                                         r"set data.eval_split, data.eval_files, or data.eval_ratio"):
-        custom.convert({"source": "jsonl", "path": str(tmp_path / "dir")})
-    with pytest.raises(DataError, match=r"data.train_split: .*dir has no 'dev' file"):
-        custom.convert({"source": "jsonl", "path": str(tmp_path / "dir"), "train_split": "dev"})
-    with pytest.raises(DataError, match=r"data.eval_ratio: .*train.jsonl holds no eval split"):
-        custom.convert({"source": "jsonl", "path": str(tmp_path / "dir" / "train.jsonl")})
-    with pytest.raises(DataError, match=r"data.eval_files: 'nope.jsonl' is no such file"):
+        converted({"source": "jsonl", "path": str(tmp_path / "dir")})
+    with pytest.raises(FieldError, match=r"data.train_split: .*dir has no 'dev' file"):
+        converted({"source": "jsonl", "path": str(tmp_path / "dir"), "train_split": "dev"})
+    with pytest.raises(FieldError, match=r"data.eval_ratio: .*train.jsonl holds no eval split"):
+        converted({"source": "jsonl", "path": str(tmp_path / "dir" / "train.jsonl")})
+    with pytest.raises(FieldError, match=r"data.eval_files: 'nope.jsonl' is no such file"):
         input_fingerprint({"source": "jsonl", "path": str(tmp_path / "dir"), "eval_files": "nope.jsonl"})
 
 
@@ -315,7 +328,7 @@ def test_sft_conversations_and_mixed_rows(tmp_path):
     trajectories = FIXTURES / "trajectories" / "swesmith__ft_xml_example.jsonl"
     conversations = [json.loads(line) for line in trajectories.read_text().splitlines()]
     file = write_jsonl(tmp_path / "sft.jsonl", conversations)
-    result = custom.convert({"source": "jsonl", "format": "sft", "path": str(file), "eval_files": str(file),
+    result = converted({"source": "jsonl", "format": "sft", "path": str(file), "eval_files": str(file),
                              "extra_keys": ["instance_id"]})
     assert result.schema.names == ["row_id", "messages"]
     by_id = {r["row_id"]: r for r in result.train}
@@ -328,7 +341,7 @@ def test_sft_conversations_and_mixed_rows(tmp_path):
     assert first["instance_id"] == conversations[0]["instance_id"]
 
     mixed = write_jsonl(tmp_path / "mixed.jsonl", conversations[:1] + [{"prompt": "Hi", "response": "Hello"}])
-    result = custom.convert({"source": "jsonl", "format": "sft", "path": str(mixed), "eval_files": str(mixed)})
+    result = converted({"source": "jsonl", "format": "sft", "path": str(mixed), "eval_files": str(mixed)})
     rows = {r["row_id"]: r for r in result.train}
     assert rows["mixed-1"] == {"row_id": "mixed-1", "messages": [{"role": "user", "content": "Hi"},
                                                                  {"role": "assistant", "content": "Hello"}]}
@@ -363,7 +376,7 @@ def test_kto_response_must_be_one_assistant_turn(tmp_path):
         {"prompt": "p", "response": [{"role": "user", "content": "x"}], "label": True},
         {"prompt": "p", "response": "fine", "label": False, "ground_truth": "fine"},
     ])
-    result = custom.convert({"source": "jsonl", "format": "kto", "path": str(file), "eval_files": str(file)})
+    result = converted({"source": "jsonl", "format": "kto", "path": str(file), "eval_files": str(file)})
     assert [r["row_id"] for r in result.train] == ["kto-2"]
     reasons = [d["reason"] for d in result.dropped if d["split"] == "train"]
     assert reasons == ["'response' (data.response_key) must be one assistant message for kto, got 2 messages",
@@ -373,14 +386,15 @@ def test_kto_response_must_be_one_assistant_turn(tmp_path):
 # --- parquet and hf: the same rows ------------------------------------------------------
 
 def rl_rows(result) -> tuple[list, list]:
-    strip = lambda rows: sorted((r["row_id"].rsplit("-", 1)[1], r["prompt"][-1]["content"], r["ground_truth"])
-                                for r in rows)
+    def strip(rows):
+        return sorted((r["row_id"].rsplit("-", 1)[1], r["prompt"][-1]["content"], r["ground_truth"]) for r in rows)
+
     return strip(result.train), strip(result.eval)
 
 
 @pytest.fixture(scope="module")
 def jsonl_rows():
-    return rl_rows(custom.convert(example()))
+    return rl_rows(converted(example()))
 
 
 def test_parquet_files_give_the_same_rows(tmp_path, jsonl_rows):
@@ -388,7 +402,7 @@ def test_parquet_files_give_the_same_rows(tmp_path, jsonl_rows):
     for split in ("train", "test"):
         pq.write_table(pa.Table.from_pylist(example_records(split)), tmp_path / "pq" / f"{split}.parquet")
     options = example(source="parquet", path=str(tmp_path / "pq"))
-    result = custom.convert(options)
+    result = converted(options)
     assert rl_rows(result) == jsonl_rows
     assert result.inputs == input_fingerprint(options)
     assert {r["row_id"].rsplit("-", 1)[0] for r in result.train} == {"train"}
@@ -400,7 +414,7 @@ def test_parquet_shards_and_bad_rows(tmp_path):
     pq.write_table(pa.Table.from_pylist(records[:30]), tmp_path / "pq" / "train-00000-of-00002.parquet")
     broken = records[30:34] + [{**records[34], "problem": None}]
     pq.write_table(pa.Table.from_pylist(broken), tmp_path / "pq" / "train-00001-of-00002.parquet")
-    result = custom.convert(example(source="parquet", path=str(tmp_path / "pq"), eval_ratio=0.1))
+    result = converted(example(source="parquet", path=str(tmp_path / "pq"), eval_ratio=0.1))
     assert len(result.train) + len(result.eval) == 34
     assert result.dropped == [{"split": "train", "file": str(tmp_path / "pq" / "train-00001-of-00002.parquet"),
                                "line": 5, "reason": "'problem' (data.prompt_key) is null"}]
@@ -410,7 +424,7 @@ def test_unreadable_parquet_is_named(tmp_path):
     bad = tmp_path / "rows.parquet"
     bad.write_text("not parquet")
     with pytest.raises(DataError, match=r"rows.parquet: not a readable Parquet file"):
-        custom.convert({"source": "parquet", "path": str(bad), "eval_ratio": 0.5})
+        converted({"source": "parquet", "path": str(bad), "eval_ratio": 0.5})
 
 
 def test_hf_saved_dataset_gives_the_same_rows(tmp_path, jsonl_rows):
@@ -421,15 +435,15 @@ def test_hf_saved_dataset_gives_the_same_rows(tmp_path, jsonl_rows):
         split: datasets.Dataset.from_list(example_records(split)) for split in ("train", "test")
     }).save_to_disk(str(saved))
     options = example(source="hf", path=str(saved))
-    result = custom.convert(options)
+    result = converted(options)
     assert rl_rows(result) == jsonl_rows
     assert result.inputs == input_fingerprint(options)
     assert any(name.endswith(".arrow") for name in result.inputs)
-    with pytest.raises(DataError, match=r"data.eval_split: dataset .* has no split 'validation'; it has: train, test"):
-        custom.convert({**options, "eval_split": "validation"})
+    with pytest.raises(FieldError, match=r"data.eval_split: dataset .* has no split 'validation'; it has: train, test"):
+        converted({**options, "eval_split": "validation"})
     # One saved split is the train split; eval rows are held out.
     datasets.Dataset.from_list(example_records()).save_to_disk(str(tmp_path / "one"))
-    held = custom.convert(example(source="hf", path=str(tmp_path / "one"), eval_ratio=0.25))
+    held = converted(example(source="hf", path=str(tmp_path / "one"), eval_ratio=0.25))
     assert (len(held.train), len(held.eval)) == (48, 16)
 
 
@@ -437,11 +451,11 @@ def test_hf_data_files_go_through_load_dataset(tmp_path, jsonl_rows):
     # load_dataset(path, name, data_files=...): the call a hub id takes, here with the json loader.
     options = example(source="hf", path="json", train_files=[str(EXAMPLE / "train.jsonl")],
                       eval_files=[str(EXAMPLE / "test.jsonl")])
-    result = custom.convert(options)
+    result = converted(options)
     assert rl_rows(result) == jsonl_rows
     assert result.inputs == {(EXAMPLE / f).as_posix(): file_sha256(EXAMPLE / f) for f in ("train.jsonl", "test.jsonl")}
     # A local data directory: load_dataset(dir) finds its train / test files by name.
-    assert rl_rows(custom.convert(example(source="hf"))) == jsonl_rows
+    assert rl_rows(converted(example(source="hf"))) == jsonl_rows
 
 
 def test_hf_missing_local_directory_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
@@ -453,8 +467,8 @@ def test_hf_missing_local_directory_is_not_looked_up_on_the_hub(tmp_path, monkey
     monkeypatch.setattr(datasets, "load_dataset", no_hub)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    with pytest.raises(DataError, match=r"data.path 'data/mine': no such directory .* and not a hub dataset id"):
-        custom.convert({"source": "hf", "path": "data/mine"})
+    with pytest.raises(FieldError, match=r"data.path: 'data/mine': no such directory .* and not a hub dataset id"):
+        converted({"source": "hf", "path": "data/mine"})
     assert input_fingerprint({"source": "hf", "path": "owner/name", "revision": "abc123"}) == {
         "owner/name": "hub:owner/name config=default revision=abc123"}
 
@@ -540,7 +554,7 @@ def test_match_bad_options(section, message):
 
 def test_match_scores_the_converted_example_rows():
     evaluate = get_evaluator({"name": "match", "mode": "numeric"})
-    for row in custom.convert(example()).eval:
+    for row in converted(example()).eval:
         solution = next(r["solution"] for r in example_records("test") if r["final_answer"] == row["ground_truth"])
         assert evaluate(solution, row).score == 1.0  # the reference solution ends in its number
         assert evaluate("I don't know", row).score == 0.0

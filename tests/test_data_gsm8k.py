@@ -13,7 +13,9 @@ import pytest
 
 from conftest import FIXTURES
 
-from knobsweep.data import DataError, convert_to_dir, input_fingerprint
+from knobsweep.data import convert_to_dir, input_fingerprint
+from knobsweep.errors import DataError, FieldError, SpecError
+from knobsweep.spec.sources import Gsm8kOptions, read_options
 from knobsweep.data import gsm8k
 from knobsweep.io import file_sha256
 from knobsweep.rewards.gsm8k import extract_ground_truth
@@ -31,6 +33,11 @@ GOOD_LINES = [
 
 def demo_options(**overrides) -> dict:
     return {"source": "gsm8k", "path": str(DEMO), **overrides}
+
+
+def converted(section: dict):
+    """What the converter makes of a `data` section, read by the spec's models as the data stage reads it."""
+    return gsm8k.convert(read_options(section))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -62,7 +69,7 @@ def test_demo_converts_to_rl_rows(tmp_path):
     evals = read_rows(tmp_path / "out" / "eval.parquet")
     assert (len(train), len(evals)) == (100, 20)
     assert manifest["rows"] == {"train": 100, "eval": 20}
-    assert pq.read_schema(tmp_path / "out" / "train.parquet").equals(gsm8k.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "out" / "train.parquet").equals(gsm8k.schemas()["rl"])
 
     source = {
         split: [json.loads(line) for line in (DEMO / f"{split}.jsonl").read_text().splitlines()]
@@ -133,7 +140,7 @@ def test_hub_id_fingerprint_names_the_dataset(tmp_path, monkeypatch):
 
 def test_shuffle_is_deterministic_and_seeded():
     def ids(**options):
-        result = gsm8k.convert(demo_options(**options))
+        result = converted(demo_options(**options))
         return [row["row_id"] for row in result.train], [row["row_id"] for row in result.eval]
 
     seed0 = ids(seed=0)
@@ -196,14 +203,14 @@ def test_every_line_bad_fails_and_leaves_nothing(tmp_path):
 def test_empty_split_fails_naming_the_file(tmp_path):
     directory = write_split_dir(tmp_path / "gsm", GOOD_LINES, test_lines=[])
     with pytest.raises(DataError, match=r"gsm/test.jsonl: no GSM8K rows \(the split is empty\)"):
-        gsm8k.convert({"source": "gsm8k", "path": str(directory)})
+        converted({"source": "gsm8k", "path": str(directory)})
 
 
 def test_failure_keeps_a_previous_output(tmp_path):
     out = tmp_path / "out"
     convert_to_dir(demo_options(train_size=5, eval_size=5), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(DataError):
+    with pytest.raises(FieldError, match="data.train_size: .*asked for 5000 rows"):
         convert_to_dir(demo_options(train_size=5000), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -216,45 +223,49 @@ def test_missing_local_directory_is_not_looked_up_on_the_hub(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     for path in [str(tmp_path / "nope"), "data/gsm8k", "./gsm8k", "~/no/such/dir", "a/b/c"]:
-        with pytest.raises(DataError, match=rf"data.path {re.escape(repr(path))}: no such directory"):
-            gsm8k.convert({"source": "gsm8k", "path": path})
-        with pytest.raises(DataError, match="no such directory"):
+        with pytest.raises(FieldError, match=rf"data.path: {re.escape(repr(path))}: no such directory"):
+            converted({"source": "gsm8k", "path": path})
+        with pytest.raises(FieldError, match="no such directory"):
             input_fingerprint({"source": "gsm8k", "path": path})
     (tmp_path / "file").write_text("")
-    with pytest.raises(DataError, match="data.path 'file' is a file"):
-        gsm8k.convert({"source": "gsm8k", "path": "file"})
+    with pytest.raises(FieldError, match="data.path: 'file' is a file"):
+        converted({"source": "gsm8k", "path": "file"})
 
 
 def test_missing_split_file_lists_what_is_there(tmp_path):
     directory = write_split_dir(tmp_path / "gsm", GOOD_LINES)
     with pytest.raises(DataError, match=r"validation.jsonl: no such file .* has: test.jsonl, train.jsonl"):
-        gsm8k.convert({"source": "gsm8k", "path": str(directory), "eval_split": "validation"})
+        converted({"source": "gsm8k", "path": str(directory), "eval_split": "validation"})
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"train_sise": 3}, r"data.train_sise: unknown option .*did you mean 'train_size'.*allowed options: source, format, path"),
-        ({"train_size": 0}, r"data.train_size: must be a positive integer or null"),
-        ({"eval_size": 2.5}, r"data.eval_size: must be a positive integer or null"),
-        ({"eval_size": True}, r"data.eval_size: must be a positive integer or null"),
-        ({"seed": "0"}, r"data.seed: must be an integer"),
-        ({"path": ""}, r"data.path: must be a non-empty string"),
-        ({"hub_config": 3}, r"data.hub_config: must be a string or null"),
-        ({"format": "dpo"}, r"data.format: unknown format 'dpo'; valid formats: rl, sft, kto"),
-        ({"eval_size": 201}, r"test.jsonl: asked for 201 rows but only 200 are usable"),
+        ({"train_sise": 3}, r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\); valid keys: "
+                            r"eval_size, eval_split, format"),
+        ({"train_size": 0}, r"data.train_size: 0 is out of range; allowed: 1 <= value"),
+        ({"eval_size": 2.5}, r"data.eval_size: 2.5: Input should be a valid integer"),
+        ({"seed": "zero"}, r"data.seed: 'zero': Input should be a valid integer"),
+        ({"path": ""}, r"data.path: '': String should have at least 1 character"),
+        ({"hub_config": 3}, r"data.hub_config: 3: Input should be a valid string"),
+        ({"format": "dpo"}, r"data.format: 'dpo' is not allowed; allowed: 'rl', 'sft' or 'kto'"),
     ],
 )
 def test_bad_options(options, message):
-    with pytest.raises(DataError, match=message):
-        gsm8k.convert(demo_options(**options))
+    with pytest.raises(SpecError, match="--config-json: " + message):
+        converted(demo_options(**options))
+
+
+def test_more_rows_than_there_are():
+    with pytest.raises(FieldError, match=r"data.eval_size: .*test.jsonl: asked for 201 rows but only 200 are usable"):
+        converted(demo_options(eval_size=201))
 
 
 def test_unknown_source():
-    with pytest.raises(DataError, match="unknown source 'squad'; valid sources: gsm8k, hf, jsonl, openspiel"):
+    with pytest.raises(SpecError, match="data.source: 'squad' is not a known data source; allowed: gsm8k, hf, jsonl"):
         convert_to_dir({"source": "squad"}, "unused")
-    with pytest.raises(DataError, match="expected a mapping with a 'source'"):
-        input_fingerprint({"path": "x"})
+    with pytest.raises(SpecError, match=r"data: 3: Input should be a valid dictionary"):
+        input_fingerprint(3)
 
 
 def test_the_whole_real_test_split_converts_without_dropping_a_row(tmp_path):
@@ -270,25 +281,25 @@ def test_the_whole_real_test_split_converts_without_dropping_a_row(tmp_path):
 
 def test_sft_rows_are_the_rl_prompt_and_the_reference_solution(tmp_path):
     manifest = convert_to_dir(demo_options(format="sft", train_size=40, eval_size=10), tmp_path / "sft")
-    rl = {row["row_id"]: row for row in gsm8k.convert(demo_options(train_size=40, eval_size=10)).train}
+    rl = {row["row_id"]: row for row in converted(demo_options(train_size=40, eval_size=10)).train}
     train = read_rows(tmp_path / "sft" / "train.parquet")
-    assert pq.read_schema(tmp_path / "sft" / "train.parquet").equals(gsm8k.SFT_SCHEMA)
+    assert pq.read_schema(tmp_path / "sft" / "train.parquet").equals(gsm8k.schemas()["sft"])
     assert [row["row_id"] for row in train] == list(rl)  # the same rows in the same order
     for row in train:
         assert row["prompt"] == rl[row["row_id"]]["prompt"]
         assert row["completion"] == [{"role": "assistant", "content": rl[row["row_id"]]["answer"]}]
         assert "#### " + rl[row["row_id"]]["ground_truth"] in row["completion"][0]["content"].replace(",", "")
     # eval rows stay rl rows: the eval stage generates from `prompt` and scores `ground_truth`.
-    assert pq.read_schema(tmp_path / "sft" / "eval.parquet").equals(gsm8k.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "sft" / "eval.parquet").equals(gsm8k.schemas()["rl"])
     assert manifest["options"]["format"] == "sft" and "stats" not in manifest
 
 
 def test_kto_labels_come_from_a_seeded_coin_and_wrong_answers_are_wrong(tmp_path):
     manifest = convert_to_dir(demo_options(format="kto", train_size=200, eval_size=10), tmp_path / "kto")
     train = read_rows(tmp_path / "kto" / "train.parquet")
-    assert pq.read_schema(tmp_path / "kto" / "train.parquet").equals(gsm8k.KTO_SCHEMA)
-    assert pq.read_schema(tmp_path / "kto" / "eval.parquet").equals(gsm8k.ROW_SCHEMA)
-    rl = {row["row_id"]: row for row in gsm8k.convert(demo_options(train_size=200)).train}
+    assert pq.read_schema(tmp_path / "kto" / "train.parquet").equals(gsm8k.schemas()["kto"])
+    assert pq.read_schema(tmp_path / "kto" / "eval.parquet").equals(gsm8k.schemas()["rl"])
+    rl = {row["row_id"]: row for row in converted(demo_options(train_size=200)).train}
     true = [row for row in train if row["label"]]
     false = [row for row in train if not row["label"]]
     assert manifest["stats"] == {"label_true": len(true), "label_false": len(false)}
@@ -302,10 +313,10 @@ def test_kto_labels_come_from_a_seeded_coin_and_wrong_answers_are_wrong(tmp_path
         assert extract_ground_truth(changed) != reference["ground_truth"]
         assert abs(float(extract_ground_truth(changed)) - float(reference["ground_truth"])) <= 10
     # The coin is per row: a smaller size keeps each row's label; another seed changes them.
-    again = {r["row_id"]: r["label"] for r in gsm8k.convert(demo_options(format="kto", train_size=20)).train}
+    again = {r["row_id"]: r["label"] for r in converted(demo_options(format="kto", train_size=20)).train}
     assert again == {r["row_id"]: r["label"] for r in train if r["row_id"] in again}
-    reseeded = gsm8k.convert(demo_options(format="kto", seed=1)).train
-    ids = {r["row_id"]: r["label"] for r in gsm8k.convert(demo_options(format="kto")).train}
+    reseeded = converted(demo_options(format="kto", seed=1)).train
+    ids = {r["row_id"]: r["label"] for r in converted(demo_options(format="kto")).train}
     assert any(ids[r["row_id"]] != r["label"] for r in reseeded)
 
 
@@ -327,9 +338,9 @@ def test_wrong_final_answer_changes_only_the_final_number(solution, seed):
 
 
 def test_format_is_part_of_the_converter_version_and_options():
-    assert gsm8k.FORMATS == ("rl", "sft", "kto")
+    assert Gsm8kOptions.formats() == ("rl", "sft", "kto")
     assert gsm8k.CONVERTER_VERSION != "1"  # rows of version 1 had no format option
-    assert gsm8k.resolve_options({"source": "gsm8k"})["format"] == "rl"
+    assert read_options({"source": "gsm8k"}).format == "rl"  # the data stage's default
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -374,8 +385,8 @@ def test_cli_prints_the_first_dropped_lines(tmp_path):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ('{"source": "gsm8k", "path": "data/missing"}', "data.path 'data/missing': no such directory"),
-        ('{"source": "squad"}', "unknown source 'squad'"),
+        ('{"source": "gsm8k", "path": "data/missing"}', "data.path: 'data/missing': no such directory"),
+        ('{"source": "squad"}', "'squad' is not a known data source"),
         ("{not json", "argument --config-json: not valid JSON"),
     ],
 )

@@ -20,9 +20,11 @@ pyspiel = pytest.importorskip(
     "pyspiel", reason="open_spiel is not installed: `.venv/bin/pip install -e '.[openspiel]'` (`make test` installs it)"
 )
 
-from knobsweep.data import DataError, convert_to_dir  # noqa: E402
+from knobsweep.data import convert_to_dir  # noqa: E402
 from knobsweep.data import openspiel as source  # noqa: E402
+from knobsweep.errors import DataError, FieldError, SpecError  # noqa: E402
 from knobsweep.io import read_jsonl  # noqa: E402
+from knobsweep.spec.sources import OpenSpielOptions, read_options  # noqa: E402
 from knobsweep.rewards import get_evaluator  # noqa: E402
 from knobsweep.rewards.openspiel import (  # noqa: E402
     OpenSpielEvaluator,
@@ -44,7 +46,7 @@ def data(**options) -> dict:
 
 
 def small(**options) -> dict:
-    return data(**{"cases": ["tic_tac_toe"], "num_tasks_per_case": 10, "eval_tasks_per_case": 5,
+    return data(**{"cases": ["tic_tac_toe"], "train_size": 10, "eval_size": 5,
                    "max_random_steps": 6, **options})
 
 
@@ -68,37 +70,50 @@ def row_at(load_string: str, actions: list[int], answer: str | None = None) -> d
 
 # --- options ---------------------------------------------------------------------------------
 
-def test_defaults_and_games_times_configs_expand_into_cases():
-    resolved = source.resolve_options(data(cases=["tic_tac_toe"]))
-    assert resolved["num_tasks_per_case"] == 100 and resolved["eval_tasks_per_case"] == 20
-    assert (resolved["min_random_steps"], resolved["max_random_steps"], resolved["seed"]) == (0, 10, 0)
-    assert resolved["eval_overlap"] == "drop"
-    assert source.FORMATS == ("rl",)
+def resolved(section: dict) -> dict:
+    """A `data` section as the spec resolves it (every default filled in)."""
+    return read_options(section).model_dump(mode="json")
 
-    expanded = source.resolve_options(data(games=["hex", "go"], game_configs=[{"board_size": 5}, {}]))
+
+def converted(section: dict):
+    """What the converter makes of a `data` section, read by the spec's models as the data stage reads it."""
+    return source.convert(read_options(section))
+
+
+def test_defaults_and_games_times_configs_expand_into_cases():
+    options = resolved(data(cases=["tic_tac_toe"]))
+    assert options["train_size"] == 100 and options["eval_size"] == 20
+    assert (options["min_random_steps"], options["max_random_steps"], options["seed"]) == (0, 10, 0)
+    assert options["eval_overlap"] == "drop"
+    assert OpenSpielOptions.formats() == ("rl",)
+
+    expanded = resolved(data(games=["hex", "go"], game_configs=[{"board_size": 5}, {}]))
     assert expanded["cases"] == ["hex(board_size=5)", "hex", "go(board_size=5)", "go"]
     assert expanded["games"] is None and expanded["game_configs"] is None
-    assert source.resolve_options(expanded) == expanded  # idempotent: the spec may resolve twice
-    several = source.resolve_options(data(games=["breakthrough"], game_configs=[{"rows": 6, "columns": 6}]))
+    assert resolved(expanded) == expanded  # idempotent: the spec may resolve twice
+    several = resolved(data(games=["breakthrough"], game_configs=[{"rows": 6, "columns": 6}]))
     assert several["cases"] == ["breakthrough(columns=6,rows=6)"]  # keys in order
-    assert source.resolve_options(data(games=["tic_tac_toe"]))["cases"] == ["tic_tac_toe"]
+    assert resolved(data(games=["tic_tac_toe"]))["cases"] == ["tic_tac_toe"]
 
 
 @pytest.mark.parametrize("options, message", [
-    (data(cases=["tic_tac_toe"], num_task_per_case=3),
-     r"data.num_task_per_case: unknown option for source 'openspiel' \(did you mean 'num_tasks_per_case'\?\)"),
-    (data(cases=["tic_tac_toe"], format="sft"),
-     r"data.format: source 'openspiel' cannot produce 'sft' rows; it produces: rl"),
-    (data(cases=["tic_tac_toe"], format="xml"), r"data.format: unknown format 'xml'; valid formats: rl, sft, kto"),
+    (data(cases=["tic_tac_toe"], train_sise=3),
+     r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\)"),
+    (data(cases=["tic_tac_toe"], num_tasks_per_case=3),
+     r"data.num_tasks_per_case: renamed to data.train_size \(the train positions of all cases together: "),
+    (data(cases=["tic_tac_toe", "connect_four"], train_size=1), r"data.train_size: 1 positions for 2 cases: at least "
+                                                                r"one each"),
+    (data(cases=["tic_tac_toe"], format="sft"), r"data.format: 'sft' is not allowed; allowed: 'rl'"),
     (data(), r"data.cases: required"),
-    (data(cases=["tic_tac_toe"], games=["hex"]), r"data.cases and data.games: give one of them"),
+    (data(cases=["tic_tac_toe"], games=["hex"]), r"data.cases: give data.cases or data.games, not both"),
     (data(cases=["tic_tac_toe"], game_configs=[{}]), r"data.game_configs: needs data.games"),
-    (data(cases=[]), r"data.cases: must be a non-empty list"),
-    (data(cases=["tic_tac_toe", 5]), r"data.cases\[1\]: must be a string, got 5"),
+    (data(cases=[]), r"data.cases: \[\]: List should have at least 1 item"),
+    (data(cases=["tic_tac_toe", 5]), r"data.cases\[1\]: 5: Input should be a valid string"),
     (data(cases=["tic_tac_toe", "tic_tac_toe"]),
      r"data.cases\[1\]: 'tic_tac_toe' is listed twice \(also data.cases\[0\]\)"),
     (data(cases=["tic_tac_toe", "tic_tac_teo"]),
-     r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' \(did you mean 'tic_tac_toe'"),
+     r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' "
+     r"\(did you mean 'tic_tac_toe'"),
     (data(cases=["hex(rows=5)"]),
      r"data.cases\[0\]: OpenSpiel cannot load 'hex\(rows=5\)': Unknown parameter 'rows'. "
      r"Available parameters are: board_size"),
@@ -107,36 +122,37 @@ def test_defaults_and_games_times_configs_expand_into_cases():
      r"data.cases\[2\]: 'goofspiel' is a simultaneous-move game; supported: sequential games "
      r"\(chance nodes are sampled with the task's seed\)"),
     (data(cases=["mfg_crowd_modelling"]), r"data.cases\[0\]: 'mfg_crowd_modelling' has mean_field dynamics"),
-    (data(cases=["stones_and_gems"]), r"'stones_and_gems' samples its chance events inside the game"),
+    (data(cases=["stones_and_gems"]), r"data.cases\[0\]: 'stones_and_gems' samples its chance events inside the game"),
     (data(games=["hex"], game_configs=[{"board_size": 5}, {"rows": 6}]),
-     r"data.games\[0\] with data.game_configs\[1\]: OpenSpiel cannot load 'hex\(rows=6\)': Unknown parameter 'rows'"),
+     r"data.games\[0\]: with data.game_configs\[1\]: OpenSpiel cannot load 'hex\(rows=6\)': Unknown parameter"),
     (data(games=["hex(board_size=5)"]), r"data.games\[0\]: must be a game name without parameters"),
     (data(games=["hex"], game_configs=[{"board_size": [5]}]), r"data.game_configs\[0\].board_size: must be a number"),
-    (data(games=["hex"], game_configs=["board_size=5"]), r"data.game_configs\[0\]: must be a mapping"),
-    (data(cases=["tic_tac_toe"], num_tasks_per_case=0),
-     r"data.num_tasks_per_case: must be an integer in 1..1000000, got 0"),
-    (data(cases=["tic_tac_toe"], eval_tasks_per_case=True), r"data.eval_tasks_per_case: must be an integer"),
-    (data(cases=["tic_tac_toe"], seed=-1), r"data.seed: must be an integer in 0..2147483647, got -1"),
-    (data(cases=["tic_tac_toe"], eval_overlap="warn"), r"data.eval_overlap: must be one of drop, keep, got 'warn'"),
+    (data(games=["hex"], game_configs=["board_size=5"]), r"data.game_configs\[0\]: 'board_size=5': Input should "
+                                                         r"be a valid dictionary"),
+    (data(cases=["tic_tac_toe"], train_size=0), r"data.train_size: 0 is out of range; allowed: 1 <= value <= 1000000"),
+    (data(cases=["tic_tac_toe"], eval_size=None), r"data.eval_size: None: Input should be a valid integer"),
+    (data(cases=["tic_tac_toe"], seed=-1), r"data.seed: -1 is out of range; allowed: 0 <= value <= 2147483647"),
+    (data(cases=["tic_tac_toe"], eval_overlap="warn"), r"data.eval_overlap: 'warn' is not allowed; allowed: "
+                                                       r"'drop' or 'keep'"),
     (data(cases=["tic_tac_toe"], min_random_steps=5, max_random_steps=2),
      r"data.min_random_steps: 5 is more than data.max_random_steps \(2\)"),
 ])
 def test_bad_options_are_named(options, message):
-    with pytest.raises(DataError, match=message):
-        source.resolve_options(options)
+    with pytest.raises(SpecError, match="--config-json: " + message):
+        read_options(options)
 
 
 def test_fingerprint_is_the_installed_open_spiel():
     from importlib.metadata import version
 
-    assert source.input_fingerprint(small()) == {"open_spiel": f"open_spiel=={version('open_spiel')}"}
+    assert source.input_fingerprint(read_options(small())) == {"open_spiel": f"open_spiel=={version('open_spiel')}"}
 
 
 # --- rows ------------------------------------------------------------------------------------
 
 def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path):
     manifest = convert_to_dir(data(cases=["tic_tac_toe", "chess", "backgammon", "kuhn_poker"],
-                                   num_tasks_per_case=8, eval_tasks_per_case=4), tmp_path / "out")
+                                   train_size=32, eval_size=16), tmp_path / "out")
     train = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
     evaluation = pq.read_table(tmp_path / "out" / "eval.parquet").to_pylist()
     assert manifest["rows"] == {"train": 32, "eval": len(evaluation)} and manifest["converter_version"] == "1"
@@ -173,11 +189,11 @@ def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path)
 
 def test_the_same_seed_gives_the_same_states_here_and_in_another_process():
     options = data(cases=["tic_tac_toe", "backgammon", "breakthrough(rows=6,columns=6)"],
-                   num_tasks_per_case=20, eval_tasks_per_case=5, seed=7)
-    first, second = source.convert(options), source.convert(options)
+                   train_size=60, eval_size=15, seed=7)
+    first, second = converted(options), converted(options)
     assert digest(first.train + first.eval) == digest(second.train + second.eval)
     script = ("import hashlib, json, sys; from knobsweep.data import openspiel as s; "
-              "r = s.convert(json.loads(sys.argv[1])); "
+              "from knobsweep.spec.sources import read_options; r = s.convert(read_options(json.loads(sys.argv[1]))); "
               "print(hashlib.sha256(json.dumps(r.train + r.eval, sort_keys=True).encode()).hexdigest())")
     # A different hash seed too: nothing may depend on Python's salted str hashes.
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -185,13 +201,13 @@ def test_the_same_seed_gives_the_same_states_here_and_in_another_process():
                          env=env, check=True).stdout.strip()
     assert out == digest(first.train + first.eval)
 
-    other = source.convert({**options, "seed": 8})
+    other = converted({**options, "seed": 8})
     assert [truth(r)["history"] for r in other.train] != [truth(r)["history"] for r in first.train]
 
 
 def test_task_seeds_and_the_eval_set_do_not_move_with_the_train_size():
-    few = source.convert(small(num_tasks_per_case=3, eval_tasks_per_case=10, max_random_steps=8))
-    many = source.convert(small(num_tasks_per_case=40, eval_tasks_per_case=10, max_random_steps=8))
+    few = converted(small(train_size=3, eval_size=10, max_random_steps=8))
+    many = converted(small(train_size=40, eval_size=10, max_random_steps=8))
     assert [r["task_seed"] for r in few.train] == [0, 1, 2]
     assert {r["task_seed"] for r in many.eval} <= set(range(source.EVAL_SEED_OFFSET, source.EVAL_SEED_OFFSET + 10))
     # Train task i is the same position whatever the train size; so is eval task j.
@@ -201,7 +217,7 @@ def test_task_seeds_and_the_eval_set_do_not_move_with_the_train_size():
 
 
 def test_eval_positions_that_are_train_positions_are_dropped_and_listed():
-    result = source.convert(small(num_tasks_per_case=30, eval_tasks_per_case=20, max_random_steps=3))
+    result = converted(small(train_size=30, eval_size=20, max_random_steps=3))
     train_histories = {tuple(truth(r)["history"]) for r in result.train}
     assert result.dropped and all(d["split"] == "eval" for d in result.dropped)
     assert not any(tuple(truth(r)["history"]) in train_histories for r in result.eval)
@@ -209,25 +225,26 @@ def test_eval_positions_that_are_train_positions_are_dropped_and_listed():
     first = result.dropped[0]
     assert first["reason"].startswith(f"eval-0-{first['line'] - 1} (tic_tac_toe): same position as train-0-")
 
-    with pytest.raises(DataError, match=r"data.cases\[0\]: all 5 eval positions of 'tic_tac_toe' are also train "
+    with pytest.raises(FieldError, match=r"data.cases\[0\]: all 5 eval positions of 'tic_tac_toe' are also train "
                                         r"positions .* or set data.eval_overlap: keep"):
-        source.convert(small(max_random_steps=0))
-    kept = source.convert(small(max_random_steps=0, eval_overlap="keep"))  # every task is the empty board
+        converted(small(max_random_steps=0))
+    kept = converted(small(max_random_steps=0, eval_overlap="keep"))  # every task is the empty board
     assert len(kept.eval) == 5 and not kept.dropped and {truth(r)["history"] == [] for r in kept.eval} == {True}
 
 
 def test_a_game_that_always_ends_within_the_random_moves_is_an_error():
-    with pytest.raises(DataError, match=r"data.cases\[0\]: 'tic_tac_toe' train task 0 \(seed 0\): all 100 draws "
+    with pytest.raises(FieldError, match=r"data.cases\[0\]: 'tic_tac_toe' train task 0 \(seed 0\): all 100 draws "
                                         r"of 9..9 random moves ended the game; lower data.max_random_steps"):
-        source.convert(small(min_random_steps=9, max_random_steps=9))
+        converted(small(min_random_steps=9, max_random_steps=9))
 
 
 def test_one_thousand_tasks_over_five_cases_convert_quickly():
     """The figure for the report (no wall-time assertion: the machine is shared)."""
     started = time.perf_counter()
-    result = source.convert(data(cases=FIVE_CASES, num_tasks_per_case=200, eval_tasks_per_case=20))
+    result = converted(data(cases=FIVE_CASES, train_size=1000, eval_size=100))
     elapsed = time.perf_counter() - started
     assert len(result.train) == 1000
+    assert {r["row_id"] for r in result.train} >= {f"train-{case}-199" for case in range(5)}  # 200 per case
     print(f"\n1,000 OpenSpiel train tasks (+{len(result.eval)} eval) over 5 cases: {elapsed:.2f} s")
 
 
@@ -276,10 +293,10 @@ def test_prompts_match_the_upstream_playthroughs(path):
     reason = unsupported_reason(game)
     if reason is not None:  # the converter refuses it with this very message
         assert "simultaneous-move" in reason and any(s["joint"] for s in states)
-        with pytest.raises(DataError, match=r"data.cases\[0\]: .* is a simultaneous-move game"):
-            source.resolve_options(data(cases=[load_string]))
+        with pytest.raises(SpecError, match=r"data.cases\[0\]: .* is a simultaneous-move game"):
+            read_options(data(cases=[load_string]))
         return
-    source.resolve_options(data(cases=[load_string]))
+    read_options(data(cases=[load_string]))
     perfect = game.get_type().information == pyspiel.GameType.Information.PERFECT_INFORMATION
     state = game.new_initial_state()
     compared, mismatches = 0, []
@@ -441,7 +458,7 @@ def test_grpo_trains_the_tiny_model_on_openspiel_positions(tmp_path):
     from knobsweep.models.tiny import build_tiny_model
 
     data_dir = tmp_path / "data"
-    convert_to_dir(data(cases=["tic_tac_toe"], num_tasks_per_case=6, eval_tasks_per_case=4, max_random_steps=6,
+    convert_to_dir(data(cases=["tic_tac_toe"], train_size=6, eval_size=4, max_random_steps=6,
                         seed=1), data_dir)
     rows = pq.read_table(data_dir / "train.parquet").to_pylist()
     texts = [m["content"] for r in rows for m in r["prompt"]] + [r["answer"] for r in rows]

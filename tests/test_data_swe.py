@@ -16,10 +16,12 @@ import pytest
 
 from conftest import FIXTURES
 
-from knobsweep.data import DataError, convert_to_dir, input_fingerprint, swe_bench, swe_synth
+from knobsweep.data import convert_to_dir, input_fingerprint, swe_bench, swe_synth
 from knobsweep.data._files import Record
+from knobsweep.errors import DataError, FieldError, SpecError
 from knobsweep.io import file_sha256
 from knobsweep.rewards import get_evaluator
+from knobsweep.spec.sources import SweSynthOptions, read_options
 from knobsweep.rewards.swe import (
     SwePatchEvaluator,
     SweTestsEvaluator,
@@ -36,6 +38,16 @@ COMBINED = SWEBENCH / "swebench_instances_combined.jsonl"
 
 def combined_instances() -> list[dict]:
     return [json.loads(line) for line in COMBINED.read_text().splitlines()]
+
+
+def convert_bench(section: dict):
+    """What the swe_bench converter makes of a `data` section, read as the data stage reads it."""
+    return swe_bench.convert(read_options(section))
+
+
+def convert_synth(section: dict):
+    """What the swe_synth converter makes of a `data` section, read as the data stage reads it."""
+    return swe_synth.convert(read_options(section))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -71,7 +83,7 @@ def test_swe_bench_rows_carry_the_prompt_gold_patch_and_test_lists(tmp_path):
     by_id = {record["instance_id"]: record for record in combined_instances()}
     convert_to_dir({"source": "swe_bench", "path": str(COMBINED), "eval_ratio": 0.5}, tmp_path / "out")
     rows = read_rows(tmp_path / "out/train.parquet") + read_rows(tmp_path / "out/eval.parquet")
-    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_bench.ROW_SCHEMA)
+    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_bench.row_schema())
     assert sorted(row["row_id"] for row in rows) == sorted(by_id)
     for row in rows:
         source = by_id[row["row_id"]]
@@ -90,21 +102,21 @@ def test_swe_bench_rows_carry_the_prompt_gold_patch_and_test_lists(tmp_path):
 def test_hub_form_json_string_test_lists_give_the_same_rows(tmp_path):
     hub_form = [{**r, "FAIL_TO_PASS": json.dumps(r["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps(r["PASS_TO_PASS"])}
                 for r in combined_instances()]
-    as_lists = swe_bench.convert({"source": "swe_bench", "path": str(COMBINED)})
-    as_strings = swe_bench.convert({"source": "swe_bench", "path": str(write_jsonl(tmp_path / "hub.jsonl", hub_form))})
+    as_lists = convert_bench({"source": "swe_bench", "path": str(COMBINED)})
+    as_strings = convert_bench({"source": "swe_bench", "path": str(write_jsonl(tmp_path / "hub.jsonl", hub_form))})
     assert (as_strings.train, as_strings.eval) == (as_lists.train, as_lists.eval)
 
 
 def test_task_ids_and_task_id_range_select(tmp_path):
     ids = [r["instance_id"] for r in combined_instances()]
-    picked = swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "task_ids": ids[2:6]})
+    picked = convert_bench({"source": "swe_bench", "path": str(COMBINED), "task_ids": ids[2:6]})
     assert sorted(r["row_id"] for r in picked.train + picked.eval) == sorted(ids[2:6])
-    ranged = swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "task_id_range": [10, 14]})
+    ranged = convert_bench({"source": "swe_bench", "path": str(COMBINED), "task_id_range": [10, 14]})
     assert sorted(r["row_id"] for r in ranged.train + ranged.eval) == sorted(ids[10:14])
-    with pytest.raises(DataError, match=r"data.task_ids: not found in .*combined.jsonl: nope__nope-1"):
-        swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "task_ids": [ids[0], ids[1], "nope__nope-1"]})
-    with pytest.raises(DataError, match=r"within data.task_id_range: " + ids[0]):
-        swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "task_ids": ids[:3], "task_id_range": [1, 5]})
+    with pytest.raises(FieldError, match=r"data.task_ids: not found in .*combined.jsonl: nope__nope-1"):
+        convert_bench({"source": "swe_bench", "path": str(COMBINED), "task_ids": [ids[0], ids[1], "nope__nope-1"]})
+    with pytest.raises(FieldError, match=r"within data.task_id_range: " + ids[0]):
+        convert_bench({"source": "swe_bench", "path": str(COMBINED), "task_ids": ids[:3], "task_id_range": [1, 5]})
 
 
 def test_cache_dir_of_task_files_reads_offline(tmp_path):
@@ -116,14 +128,14 @@ def test_cache_dir_of_task_files_reads_offline(tmp_path):
         (cache / f"task_{index}.json").write_text(json.dumps(record))
     (cache / "notes.txt").write_text("not a task")
     options = {"source": "swe_bench", "cache_dir": str(cache), "use_cache_only": True, "task_id_range": [3, 9]}
-    result = swe_bench.convert(options)
+    result = convert_bench(options)
     assert sorted(r["row_id"] for r in result.train + result.eval) == sorted(r["instance_id"] for r in hub_form[3:9])
     assert result.options["path"] is None
     # only the tasks in range are read, and only they key the conversion
     assert set(result.inputs) == set(input_fingerprint(options)) == {
         (cache / f"task_{i}.json").as_posix() for i in range(3, 9)}
-    with pytest.raises(DataError, match=r"data.cache_dir .*: no task_\{i\}.json files there"):
-        swe_bench.convert({**options, "cache_dir": str(tmp_path)})
+    with pytest.raises(FieldError, match=r"data.cache_dir: .*: no task_\{i\}.json files there"):
+        convert_bench({**options, "cache_dir": str(tmp_path)})
 
 
 def test_hub_split_fills_the_cache_that_a_later_offline_run_reads(tmp_path, monkeypatch):
@@ -138,12 +150,12 @@ def test_hub_split_fills_the_cache_that_a_later_offline_run_reads(tmp_path, monk
     loaded = []
     monkeypatch.setattr(_files, "load_hub_split", lambda *args, **kw: loaded.append(args) or Dataset.from_list(hub_form))
     monkeypatch.chdir(tmp_path)
-    online = swe_bench.convert({"source": "swe_bench", "cache_dir": "cache", "task_id_range": [0, 10]})
+    online = convert_bench({"source": "swe_bench", "cache_dir": "cache", "task_id_range": [0, 10]})
     assert loaded == [("princeton-nlp/SWE-bench_Lite", None, "test")]
     assert online.inputs == {"princeton-nlp/SWE-bench_Lite": "hub:princeton-nlp/SWE-bench_Lite@None/test"}
     assert len(list((tmp_path / "cache").glob("task_*.json"))) == len(hub_form)  # the whole split is cached
     assert json.loads((tmp_path / "cache/task_3.json").read_text()) == hub_form[3]
-    offline = swe_bench.convert({"source": "swe_bench", "cache_dir": "cache", "use_cache_only": True,
+    offline = convert_bench({"source": "swe_bench", "cache_dir": "cache", "use_cache_only": True,
                                  "task_id_range": [0, 10]})
     assert (offline.train, offline.eval) == (online.train, online.eval)
     assert len(loaded) == 1
@@ -157,9 +169,9 @@ def test_swe_synth_reads_the_hub_layout(monkeypatch):
     rows = [json.loads(line) for line in (TRAJECTORIES / "swesmith__ft_xml_example.jsonl").read_text().splitlines()]
     hub = Dataset.from_list([{**r, "model_patch": "", "run_name": "run-1"} for r in rows])
     monkeypatch.setattr(_files, "load_hub_split", lambda path, config, split, option="path": hub)
-    result = swe_synth.convert({"source": "swe_synth", "eval_ratio": 0.34})
+    result = convert_synth({"source": "swe_synth", "eval_ratio": 0.34})
     assert sorted(r["row_id"] for r in result.train + result.eval) == sorted(r["instance_id"] for r in rows)
-    assert result.eval[0]["origin"].startswith(f"hub:{swe_synth.HUB_DEFAULT}/train:")
+    assert result.eval[0]["origin"].startswith(f"hub:{SweSynthOptions.HUB_DEFAULT}/train:")
     assert result.stats["eval_without_patch"] == 1  # "" is no patch: swe_patch marks such rows invalid
 
 
@@ -174,7 +186,7 @@ def test_unusable_tasks_are_dropped_with_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "tasks.jsonl", good + bad)
     with path.open("a") as handle:
         handle.write("{torn line\n")
-    result = swe_bench.convert({"source": "swe_bench", "path": str(path)})
+    result = convert_bench({"source": "swe_bench", "path": str(path)})
     assert len(result.train + result.eval) == 3
     reasons = {d["line"]: d["reason"] for d in result.dropped}
     assert reasons[4] == "missing or empty 'patch'"
@@ -184,45 +196,47 @@ def test_unusable_tasks_are_dropped_with_file_and_line(tmp_path):
     assert reasons[8].startswith("not a JSON line")
     assert {d["file"] for d in result.dropped} == {path.as_posix()}
     with pytest.raises(DataError, match=r"no usable SWE-bench tasks, all 2 were dropped .*bad.jsonl:1: missing"):
-        swe_bench.convert({"source": "swe_bench", "path": str(write_jsonl(tmp_path / "bad.jsonl", bad[:2]))})
+        convert_bench({"source": "swe_bench", "path": str(write_jsonl(tmp_path / "bad.jsonl", bad[:2]))})
 
 
 def test_split_is_seeded_and_deterministic():
     def split(seed):
-        result = swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "seed": seed})
+        result = convert_bench({"source": "swe_bench", "path": str(COMBINED), "seed": seed})
         return [r["row_id"] for r in result.train], [r["row_id"] for r in result.eval]
 
     assert split(0) == split(0)
     assert split(0) != split(1)
     train, evals = split(0)
     assert not set(train) & set(evals) and len(train + evals) == 14
-    sized = swe_bench.convert({"source": "swe_bench", "path": str(COMBINED), "train_size": 4, "eval_size": 2})
+    sized = convert_bench({"source": "swe_bench", "path": str(COMBINED), "train_size": 4, "eval_size": 2})
     assert ([r["row_id"] for r in sized.train], [r["row_id"] for r in sized.eval]) == (train[:4], evals[:2])
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"task_idz": ["a"]}, r"data.task_idz: unknown option for source 'swe_bench' \(did you mean 'task_ids'\?\)"),
-    ({"format": "sft"}, r"data.format: source 'swe_bench' cannot produce 'sft' rows; it produces: rl"),
+    ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz' \(did you mean 'task_ids'\?\)"),
+    ({"hub_split": "dev"}, r"data.hub_split: renamed to data.train_split, as every source calls it"),
+    ({"format": "sft"}, r"data.format: 'sft' is not allowed; allowed: 'rl'"),
     ({"use_cache_only": True}, r"data.use_cache_only: true needs data.cache_dir"),
-    ({"use_cache_only": True, "cache_dir": "c", "path": "x.json"}, r"reads only data.cache_dir"),
-    ({"path": "a.json", "paths": ["b.json"]}, r"data.path and data.paths: give one"),
-    ({"eval_ratio": 0}, r"data.eval_ratio: must be a number between 0 and 1"),
-    ({"task_id_range": [5, 2]}, r"data.task_id_range: must be \[start, end\)"),
-    ({"task_ids": "django__django-1"}, r"data.task_ids: must be a non-empty list"),
+    ({"use_cache_only": True, "cache_dir": "c", "path": "x.json"}, r"data.use_cache_only: true reads only data.cache"),
+    ({"path": "a.json", "paths": ["b.json"]}, r"data.paths: give data.path or data.paths, not both"),
+    ({"eval_ratio": 0}, r"data.eval_ratio: 0 is out of range; allowed: 0 < value < 1"),
+    ({"task_id_range": [5, 2]}, r"data.task_id_range: \[5, 2\]: must be \[start, end\) with start < end"),
+    ({"task_id_range": [-1, 2]}, r"data.task_id_range\[0\]: -1 is out of range"),
+    ({"task_ids": "django__django-1"}, r"data.task_ids: 'django__django-1': Input should be a valid list"),
     ({"paths": ["data/missing.jsonl"], "cache_dir": "c"}, r"data.cache_dir: caches a hub dataset"),
 ])
 def test_swe_bench_bad_options_name_the_field(options, message):
-    with pytest.raises(DataError, match=message):
-        swe_bench.resolve_options({"source": "swe_bench", **options})
+    with pytest.raises(SpecError, match="--config-json: " + message):
+        read_options({"source": "swe_bench", **options})
 
 
 def test_swe_bench_inputs_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert input_fingerprint({"source": "swe_bench"}) == {
         "princeton-nlp/SWE-bench_Lite": "hub:princeton-nlp/SWE-bench_Lite@None/test"}
-    with pytest.raises(DataError, match=r"data.paths 'missing.jsonl': no such file or directory"):
+    with pytest.raises(FieldError, match=r"data.paths: 'missing.jsonl': no such file or directory"):
         input_fingerprint({"source": "swe_bench", "paths": ["missing.jsonl"]})
-    with pytest.raises(DataError, match=r"unsupported file type '.patch'"):
+    with pytest.raises(FieldError, match=r"data.path: .* unsupported file type '.patch'"):
         input_fingerprint({"source": "swe_bench", "path": str(TRAJECTORIES / "sweagent__pydicom__pydicom-1458.patch")})
 
 
@@ -232,8 +246,8 @@ def test_swe_bench_inputs_are_named(tmp_path, monkeypatch):
 def test_every_fixture_trajectory_layout_converts(tmp_path):
     manifest = convert_to_dir({"source": "swe_synth", "path": str(TRAJECTORIES), "eval_ratio": 0.2}, tmp_path / "out")
     train, evals = read_rows(tmp_path / "out/train.parquet"), read_rows(tmp_path / "out/eval.parquet")
-    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_synth.TRAJECTORY_SCHEMA)
-    assert pq.read_schema(tmp_path / "out/eval.parquet").equals(swe_synth.EVAL_SCHEMA)
+    assert pq.read_schema(tmp_path / "out/train.parquet").equals(swe_synth.schemas()["trajectory"])
+    assert pq.read_schema(tmp_path / "out/eval.parquet").equals(swe_synth.schemas()["eval"])
     ids = {row["row_id"] for row in train + evals}
     # 3 SWE-smith rows, 1 SWE-agent .traj (named after its file), 2 mini-swe-agent message lists
     assert ids == {"pandas-dev__pandas.95280573.pr_53652", "getmoto__moto.694ce1f4.pr_7331",
@@ -270,7 +284,7 @@ def test_predictions_attach_to_trajectories_by_instance_id(tmp_path):
     shutil.copy(TRAJECTORIES / "sweagent__pydicom__pydicom-1458.traj", tmp_path / "pydicom__pydicom-1458.traj")
     files = [str(TRAJECTORIES / "swesmith__ft_xml_example.jsonl"), str(TRAJECTORIES / "swesmith__preds_from_traj.jsonl"),
              str(tmp_path / "pydicom__pydicom-1458.traj"), str(TRAJECTORIES / "sweagent__all_preds.jsonl")]
-    result = swe_synth.convert({"source": "swe_synth", "paths": files, "mode": "patch", "eval_ratio": 0.25})
+    result = convert_synth({"source": "swe_synth", "paths": files, "mode": "patch", "eval_ratio": 0.25})
     preds = {json.loads(line)["instance_id"]: json.loads(line)["model_patch"]
              for line in (TRAJECTORIES / "swesmith__preds_from_traj.jsonl").read_text().splitlines()}
     rows = {row["row_id"]: row for row in result.train}
@@ -294,7 +308,7 @@ def test_predictions_attach_to_trajectories_by_instance_id(tmp_path):
 def test_patch_mode_from_problem_statements(tmp_path):
     records = [{"instance_id": r["instance_id"], "repo": r["repo"], "problem_statement": r["problem_statement"],
                 "model_patch": r["patch"], "run_name": "gold"} for r in combined_instances()]
-    result = swe_synth.convert({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "p.jsonl", records)),
+    result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "p.jsonl", records)),
                                 "mode": "patch", "prompt_from": "problem_statement"})
     assert (len(result.train), len(result.eval)) == (13, 1) and not result.dropped
     by_id = {r["instance_id"]: r for r in records}
@@ -378,7 +392,7 @@ def test_unusable_trajectories_are_dropped(tmp_path):
     records = [good, {**good, "instance_id": "other"}, {"instance_id": "x", "messages": []},
                {"instance_id": "y", "messages": [{"role": "user", "content": "only a question"}]},
                {"instance_id": "z"}, {"model_patch": "--- a/x\n+++ b/x\n"}]
-    result = swe_synth.convert({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", records))})
+    result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", records))})
     assert {d["line"]: d["reason"] for d in result.dropped} == {
         3: "messages: expected a non-empty list of messages, got list",
         4: "no assistant message in the trajectory",
@@ -386,12 +400,12 @@ def test_unusable_trajectories_are_dropped(tmp_path):
         6: "a prediction (model_patch) without an instance_id",
     }
     with pytest.raises(DataError, match=r"needs at least 2 tasks"):
-        swe_synth.convert({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "one.jsonl", [good]))})
+        convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "one.jsonl", [good]))})
 
 
 def test_repeated_instance_ids_get_numbered_row_ids_and_stay_on_one_side(tmp_path):
     rows = [json.loads(line) for line in (TRAJECTORIES / "swesmith__ft_xml_example.jsonl").read_text().splitlines()]
-    result = swe_synth.convert({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", rows + rows)),
+    result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", rows + rows)),
                                 "eval_ratio": 0.3})
     train_ids = {r["row_id"] for r in result.train}
     eval_ids = {r["row_id"] for r in result.eval}
@@ -400,26 +414,27 @@ def test_repeated_instance_ids_get_numbered_row_ids_and_stay_on_one_side(tmp_pat
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"format": "rl"}, r"data.format: source 'swe_synth' cannot produce 'rl' rows; it produces: sft"),
-    ({"mode": "diff"}, r"data.mode: must be one of trajectory, patch, got 'diff'"),
-    ({"prompt_from": "issue"}, r"data.prompt_from: must be one of messages, problem_statement"),
-    ({"tool_role": "function"}, r"data.tool_role: must be one of user, tool"),
-    ({"max_length": 0}, r"data.max_length: must be a number of tokens >= 16"),
-    ({"chars_per_token": "3"}, r"data.chars_per_token: must be a number in \[0.5, 20\]"),
-    ({"paths": []}, r"data.paths: must be a non-empty list"),
-    ({"max_lenght": 10}, r"data.max_lenght: unknown option .*did you mean 'max_length'"),
+    ({"format": "rl"}, r"data.format: 'rl' is not allowed; allowed: 'sft'"),
+    ({"mode": "diff"}, r"data.mode: 'diff' is not allowed; allowed: 'trajectory' or 'patch'"),
+    ({"prompt_from": "issue"}, r"data.prompt_from: 'issue' is not allowed; allowed: 'messages' or 'problem_statement'"),
+    ({"tool_role": "function"}, r"data.tool_role: 'function' is not allowed; allowed: 'user' or 'tool'"),
+    ({"max_length": 0}, r"data.max_length: 0 is out of range; allowed: 16 <= value"),
+    ({"chars_per_token": "three"}, r"data.chars_per_token: 'three': Input should be a valid number"),
+    ({"chars_per_token": 30}, r"data.chars_per_token: 30 is out of range; allowed: 0.5 <= value <= 20"),
+    ({"paths": []}, r"data.paths: \[\]: List should have at least 1 item"),
+    ({"max_lenght": 10}, r"data.max_lenght: unknown key 'max_lenght' \(did you mean 'max_length'\?\)"),
 ])
 def test_swe_synth_bad_options_name_the_field(options, message):
-    with pytest.raises(DataError, match=message):
-        swe_synth.resolve_options({"source": "swe_synth", **options})
+    with pytest.raises(SpecError, match="--config-json: " + message):
+        read_options({"source": "swe_synth", **options})
 
 
 def test_swe_synth_defaults_to_the_hub_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    resolved = swe_synth.resolve_options({"source": "swe_synth"})
-    assert (resolved["path"], resolved["format"], resolved["mode"]) == (swe_synth.HUB_DEFAULT, "sft", "trajectory")
+    options = read_options({"source": "swe_synth"})
+    assert (options.path, options.format, options.mode) == (SweSynthOptions.HUB_DEFAULT, "sft", "trajectory")
     assert input_fingerprint({"source": "swe_synth"}) == {
-        swe_synth.HUB_DEFAULT: f"hub:{swe_synth.HUB_DEFAULT}@None/train"}
+        SweSynthOptions.HUB_DEFAULT: f"hub:{SweSynthOptions.HUB_DEFAULT}@None/train"}
 
 
 # ================================================================== swe_patch
@@ -440,7 +455,7 @@ diff --git a/pkg/b.py b/pkg/b.py
      y = 1
 +    y += 1
      return y
-"""
+"""  # noqa: W293 - a blank context line of a diff is one space
 
 
 def test_gold_patches_of_every_fixture_instance_score_one():

@@ -15,7 +15,10 @@ from knobsweep.data import convert_to_dir
 from knobsweep.evaluate import evaluate, pass_at_k, resolve_backend, score_samples, summarize
 from knobsweep.io import read_jsonl
 from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
+from knobsweep.errors import SpecError
 from knobsweep.rewards import Evaluation, get_evaluator
+from knobsweep.spec.schema import EvalJob
+from knobsweep.spec.validate import parse
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = REPO / "data" / "gsm8k"
@@ -26,6 +29,11 @@ REWARD = {"name": "gsm8k", "format_weight": 0.1}
 def config(**eval_options) -> dict:
     return {"eval": {"backend": "hf", "temperature": 0.0, "top_p": 1.0, "max_tokens": 24,
                      "samples": 1, "batch_size": 4, **eval_options}, "reward": REWARD}
+
+
+def job(**eval_options) -> EvalJob:
+    """config() as the evaluation stage reads it (the spec's models)."""
+    return EvalJob.model_validate(config(**eval_options))
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +92,14 @@ def test_cli_writes_a_consistent_summary(model, data, tmp_path):
 
 
 def test_greedy_is_deterministic(model, data, tmp_path):
-    first = evaluate(config(), model, data, tmp_path / "a")
-    second = evaluate(config(), model, data, tmp_path / "b")
+    first = evaluate(job(), model, data, tmp_path / "a")
+    second = evaluate(job(), model, data, tmp_path / "b")
     assert completions(tmp_path / "a") == completions(tmp_path / "b")
     assert first["score"] == second["score"]
 
 
 def test_sampling_gives_samples_per_prompt_and_pass_at_k(model, data, tmp_path):
-    cfg = config(temperature=1.0, samples=4, batch_size=3)
+    cfg = job(temperature=1.0, samples=4, batch_size=3)
     summary = evaluate(cfg, model, data, tmp_path / "a")
     assert summary["n"] == EVAL_ROWS * 4 and summary["samples"] == 4
     assert set(summary["pass_at_k"]) == {"1", "2", "4"}
@@ -138,20 +146,28 @@ def test_raising_or_junk_evaluator_marks_samples_invalid():
     assert summary["score"] == pytest.approx((1.0 + 0.1) / 2)  # invalid samples are skipped
 
 
-def test_bad_config_fails_before_writing(model, data, tmp_path):
+@pytest.mark.parametrize("options, message", [
+    ({"backend": "tpu"}, r"eval.backend: 'tpu' is not allowed; allowed: 'auto', 'hf' or 'vllm'"),
+    ({"samples": 0}, r"eval.samples: 0 is out of range; allowed: 1 <= value <= 64"),
+    ({"temperature": 2.5}, r"eval.temperature: 2.5 is out of range; allowed: 0.0 <= value <= 2.0"),
+    ({"max_tokens": 8}, r"eval.max_tokens: 8 is out of range; allowed: 16 <= value <= 16384"),
+    ({"parser": "lenient"}, r"eval.parser: 'lenient' is not allowed"),
+])
+def test_the_stage_reads_its_config_with_the_specs_ranges(options, message, tmp_path):
     out = tmp_path / "eval"
-    with pytest.raises(ValueError, match="eval.backend: got 'tpu'"):
-        evaluate(config(backend="tpu"), model, data, out)
-    with pytest.raises(ValueError, match="eval.samples: got 0"):
-        evaluate(config(samples=0), model, data, out)
+    result = subprocess.run([sys.executable, "-m", "knobsweep.evaluate", "--config-json", json.dumps(config(**options)),
+                             "--model", "unused", "--data", "unused", "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 2 and f"--config-json: {message}" in result.stderr.replace("\\", ""), result.stderr
     assert not out.exists()
+    with pytest.raises(SpecError, match=message):
+        parse(EvalJob, config(**options), "--config-json")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_backend_without_the_gpu_extra_says_how_to_get_it(model, data, tmp_path):
     assert resolve_backend("auto") == "hf"
     with pytest.raises(RuntimeError, match=r"pip install knobsweep\[gpu\]"):
-        evaluate(config(backend="vllm"), model, data, tmp_path / "eval")
+        evaluate(job(backend="vllm"), model, data, tmp_path / "eval")
 
 
 def _record(row_id, completion, ground_truth="42", score=None):
@@ -192,11 +208,3 @@ def test_bootstrap_resamples_prompts_not_samples():
     low, high = bootstrap_ci(records, lambda rec: rec["v"])
     assert low == 0.0 and high == 1.0
     assert bootstrap_ci([], lambda rec: 0.0) is None
-
-
-def test_eval_parser_is_validated():
-    from knobsweep.evaluate import eval_options
-
-    with pytest.raises(ValueError, match="eval.parser"):
-        eval_options({"parser": "lenient"})
-    assert eval_options({"parser": "math_verify"})["parser"] == "math_verify"

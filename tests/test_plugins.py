@@ -14,21 +14,26 @@ PLUGIN = '''
 """A third-party source: echoes GSM8K rows, scored by a third-party evaluator."""
 from knobsweep.data import gsm8k
 from knobsweep.rewards import Evaluation
+from knobsweep.spec.sources import Gsm8kOptions
 
 CONVERTER_VERSION = "1"
 FORMATS = ("rl",)
 
 
+def as_gsm8k(options):
+    return Gsm8kOptions(**{**options, "source": "gsm8k"})
+
+
 def resolve_options(options):
-    return gsm8k.resolve_options({**options, "source": "gsm8k"}) | {"source": "echo"}
+    return as_gsm8k(options).model_dump() | {"source": "echo"}
 
 
 def input_fingerprint(options):
-    return gsm8k.input_fingerprint({**options, "source": "gsm8k"})
+    return gsm8k.input_fingerprint(as_gsm8k(options))
 
 
 def convert(options):
-    return gsm8k.convert({**options, "source": "gsm8k"})
+    return gsm8k.convert(as_gsm8k(options))
 
 
 class Length:

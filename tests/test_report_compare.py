@@ -8,7 +8,8 @@ import pytest
 from test_report import write_eval, write_train
 
 from knobsweep.cli import main
-from knobsweep.report.compare import combine, config_changes
+from knobsweep.dotted import config_diff
+from knobsweep.report.compare import combine
 from knobsweep.spec import load_experiment
 
 FIRST = """
@@ -23,11 +24,14 @@ sweep:
 SECOND = FIRST.replace("temperature: 0.7", "temperature: 1.0").replace("train.learning_rate: [2.0e-4]", "rollout.n: [4]")
 
 
-def test_config_changes_lists_each_differing_leaf():
-    reference = {"train": {"lr": 1, "trl": {}}, "rollout": {"n": 8, "stop": ["a"]}, "seed": 0}
-    config = {"train": {"lr": 2, "trl": {"x": 1}}, "rollout": {"n": 8, "stop": ["b"]}, "seed": 0}
-    assert config_changes(reference, config) == {"train.lr": 2, "train.trl.x": 1, "rollout.stop": ["b"]}
-    assert config_changes(reference, reference) == {}
+def test_config_diff_lists_each_differing_leaf_but_never_resources():
+    reference = {"train": {"lr": 1, "trl": {}}, "rollout": {"n": 8, "stop": ["a"]}, "seed": 0,
+                 "resources": {"train": {"gpus": 1}}}
+    config = {"train": {"lr": 2, "trl": {"x": 1}}, "rollout": {"n": 8, "stop": ["b"]}, "seed": 0,
+              "resources": {"train": {"gpus": 4}}}
+    assert config_diff(reference, config) == {"train.lr": (1, 2), "train.trl.x": (None, 1),
+                                              "rollout.stop": (["a"], ["b"])}
+    assert config_diff(reference, reference) == {}
 
 
 def test_compare_puts_both_experiments_in_one_report(write_spec, tmp_path, capsys):

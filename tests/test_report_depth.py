@@ -66,7 +66,7 @@ def test_parsers_cis_health_rollouts_diffs(tmp_path: Path) -> None:
     assert XSS not in page and IMG_XSS not in page
 
     # Parameter diff against the baseline: the swept knob highlighted.
-    assert collected.diffs["lr=3e-4"] == [("train.learning_rate", 1e-4, 3e-4)]
+    assert collected.diffs["lr=3e-4"] == {"train.learning_rate": (1e-4, 3e-4)}
     assert re.search(r'<td class="swept">3e-4</td>', page)
 
     # Curves: every logged metric drawn, one trace per run; all of them in curves.csv.

@@ -75,7 +75,7 @@ def test_the_train_job_also_holds_its_merge(write_spec):
 def test_the_merge_takes_only_cpus_memory_and_time(write_spec):
     with pytest.raises(SpecError) as error:
         load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, partition: cpu}\nsweep:")))
-    assert ("baseline.resources: merge.partition is 'cpu': the merge runs on the CPU at the end of the train job, "
+    assert ("baseline.resources.merge.partition: 'cpu': the merge runs on the CPU at the end of the train job, "
             "on the train job's placement; merge takes only cpus, mem_mb, runtime_min") in str(error.value)
     load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, gpus: 0}\nsweep:")))
 

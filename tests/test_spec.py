@@ -177,7 +177,7 @@ baseline:
     ("  train: {loss: dapo, kl_beta: 0.01}", "baseline.train.kl_beta: 0.01: kl_beta must be 0/unset when loss is dapo"),
     ("  train: {loss: gspo-token, kl_beta: 0.01}", "kl_beta must be 0/unset when loss is gspo-token"),
     ("  train: {loss: ppo}", "baseline.train.loss: 'ppo' is not allowed; allowed: 'grpo', 'dapo' or 'gspo-token'"),
-    ("  train: {learnig_rate: 1.0e-4}", "baseline.train.learnig_rate: unknown key 'learnig_rate'; did you mean 'learning_rate'?"),
+    ("  train: {learnig_rate: 1.0e-4}", "baseline.train.learnig_rate: unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
     ("  eval: {backend: vlm}", "baseline.eval.backend: 'vlm' is not allowed; allowed: 'auto', 'hf' or 'vllm'"),
 ])
 def test_each_rule_names_path_value_and_what_is_allowed(write_spec, text, expected):
@@ -220,7 +220,7 @@ sweep:
   train.learnig_rate: [2.0e-4]
   rollout.temprature: [1.0]
 """)
-    assert any("sweep.train.learnig_rate: unknown knob 'train.learnig_rate'; did you mean 'train.learning_rate'?" in p
+    assert any("sweep.train.learnig_rate: unknown knob 'train.learnig_rate' (did you mean 'train.learning_rate'?)" in p
                for p in found), found
     assert any("did you mean 'rollout.temperature'?" in p for p in found), found
 
@@ -235,7 +235,7 @@ sweep:
 
 def test_unknown_trl_field_names_the_closest_field(write_spec):
     found = problems(write_spec, MINIMAL + "  train: {trl: {max_step: 3}}")
-    assert any("train.trl.max_step: unknown TRL GRPOConfig field 'max_step'; did you mean 'max_steps'?" in p
+    assert any("train.trl.max_step: not a GRPOConfig field in TRL " in p and "(did you mean 'max_steps'?)" in p
                for p in found), found
 
 
@@ -256,7 +256,7 @@ def test_missing_required_model(write_spec):
 
 def test_missing_local_data_is_an_error(write_spec):
     found = problems(write_spec, BASE.replace("path: data/gsm8k", "path: ./nowhere"))
-    assert any("exp.yaml: data.path './nowhere': no such directory" in p and "(run 'baseline')" in p for p in found), found
+    assert any("exp.yaml: data.path: './nowhere': no such directory" in p and "(run 'baseline')" in p for p in found), found
 
 
 def test_reserved_experiment_names(write_spec):
@@ -285,3 +285,19 @@ def test_committed_json_schema_is_current(capsys):
     assert main(["schema", "--out", "-"]) == 0
     assert capsys.readouterr().out == (REPO / "workflow" / "schemas" / "experiment.schema.json").read_text(), \
         "run `make schema` and commit workflow/schemas/experiment.schema.json"
+
+
+def test_loading_every_experiment_imports_no_heavy_library():
+    # Snakemake loads the spec in every job: keying the data (input_fingerprint) must not import pyarrow,
+    # and validating must not import torch or pandas (measure: python -X importtime -c 'import knobsweep.spec').
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = ("import sys, glob; from knobsweep.spec import load_experiment; "
+              "[load_experiment(f) for f in sorted(glob.glob('experiments/*.yaml'))]; "
+              "print(sorted(m for m in ('pyarrow', 'pandas', 'torch', 'transformers', 'trl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

@@ -38,7 +38,7 @@ def test_data_and_reward_are_resolved_with_every_default(write_spec):
 
 def test_a_converter_option_error_names_the_field_and_the_run(write_spec):
     found = problems(write_spec, BASE.replace("eval_size: 5}", "eval_size: 5, train_sise: 3}"))
-    assert any("exp.yaml: data.train_sise: unknown option for source 'gsm8k'" in p and "did you mean 'train_size'" in p
+    assert any("exp.yaml: baseline.data.train_sise: unknown key 'train_sise' (did you mean 'train_size'?)" in p
                and "(run 'baseline')" in p for p in found), found
 
 
@@ -116,9 +116,12 @@ runs:
     runs = {run.name: run for run in experiment.runs}
     chained, sft = runs["sft_then_grpo"], runs["sft"]
     upstream = layout.TRAIN_ADAPTER.format(key=sft.keys.train)
-    assert chained.keys.warm_start == sft.keys.train
-    assert chained.config["train"]["warm_start_from"] == upstream
-    assert upstream in pipeline.train[chained.keys.train].inputs  # Snakemake trains the SFT run first
+    assert chained.keys.warm_start == sft.keys.train and chained.warm_start == upstream
+    assert chained.config["train"]["warm_start_from"] == "sft"  # as written: the report's config diff shows it
+    job = pipeline.train[chained.keys.train]
+    assert upstream in job.inputs  # Snakemake trains the SFT run first
+    # The stage gets the weights as an argument: its config, which the key hashes, names no path.
+    assert job.config["train"]["warm_start_from"] is None and f"--warm-start {upstream}" in job.args
     assert chained.keys.train != runs["baseline"].keys.train
     # It continues the SFT run's weights, so it keeps that run's tiny base model (tokenizer included),
     # although its own data (rl rows) differs.
@@ -159,6 +162,7 @@ def test_warm_start_from_a_path_is_keyed_on_its_files(write_spec, tmp_path):
     text = BASE + f"runs:\n  resumed: {{train.warm_start_from: {adapter}}}\n"
     before = {r.name: r for r in load_experiment(write_spec(text)).runs}["resumed"]
     assert before.config["train"]["warm_start_from"] == str(adapter) and before.keys.warm_start is None
+    assert before.warm_start == str(adapter)
     (adapter / "adapter_config.json").write_text('{"r": 8}')
     after = {r.name: r for r in load_experiment(write_spec(text)).runs}["resumed"]
     assert before.keys.train != after.keys.train
@@ -200,4 +204,4 @@ def test_launches_that_cannot_work_fail_at_validation(write_spec):
     found = problems(write_spec, BASE.replace("{batch_size: 2}", "{batch_size: 2, distributed: fsdp}"))
     assert any("train.distributed: fsdp needs GPUs" in p for p in found), found
     found = problems(write_spec, BASE + "  resources: {eval: {nodes: 2}}\n")
-    assert any("eval.nodes is 2: only the train stage runs on several nodes" in p for p in found), found
+    assert any("resources.eval.nodes: 2: only the train stage runs on several nodes" in p for p in found), found

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from knobsweep.train.tracking import RUN_ID_FILE, WandbRunCallback, persistent_run_id, run_tags, wandb_setup
+from knobsweep.errors import SpecError
+from knobsweep.spec.schema import RunInfo
+from knobsweep.spec.validate import parse
+from knobsweep.layout import WANDB_RUN_ID as RUN_ID_FILE
+from knobsweep.train.tracking import WandbRunCallback, persistent_run_id, run_tags
+
+
+def wandb_setup(tracking, run_info: dict, out_dir, config):
+    """knobsweep.train.tracking.wandb_setup of a --run-info-json with this `tracking` section."""
+    from knobsweep.train import tracking as module
+
+    return module.wandb_setup(RunInfo(**run_info, tracking=tracking or {}), out_dir, config)
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
@@ -104,30 +115,30 @@ def test_a_corrupt_id_file_is_named(tmp_path):
         wandb_setup(TRACKING, RUN_INFO, tmp_path, CONFIG)
 
 
-# --- bad tracking sections ----------------------------------------------------------------
+# --- bad tracking sections: the training stage reads --run-info-json with the spec's models ---
 
 @pytest.mark.parametrize("tracking, message", [
-    ({"mlflow": {}}, r"tracking.mlflow: unknown tracker; allowed: wandb"),
-    ({"wandb": {"mode": "offline"}}, r"tracking.wandb.project: expected a W&B project name, got None"),
-    ({"wandb": {"project": ""}}, r"tracking.wandb.project"),
+    ({"mlflow": {}}, r"tracking.mlflow: unknown key 'mlflow'; valid keys: wandb"),
+    ({"wandb": {"mode": "offline"}}, r"tracking.wandb.project: is required but missing"),
+    ({"wandb": {"project": ""}}, r"tracking.wandb.project: '': String should have at least 1 character"),
     ({"wandb": {"project": "p", "mode": "disabled"}}, r"tracking.wandb.mode: 'disabled' is not allowed; "
-                                                      r"allowed: online, offline"),
-    ({"wandb": {"project": "p", "entitiy": "x"}}, r"tracking.wandb.entitiy: unknown field; allowed: project, "
-                                                  r"entity, mode"),
-    ({"wandb": {"project": "p", "entity": 3}}, r"tracking.wandb.entity"),
-    ({"wandb": "p"}, r"tracking.wandb: expected a mapping"),
-    ("wandb", r"tracking: expected a mapping"),
+                                                      r"allowed: 'online' or 'offline'"),
+    ({"wandb": {"project": "p", "entitiy": "x"}}, r"tracking.wandb.entitiy: unknown key 'entitiy' \(did you mean "
+                                                  r"'entity'\?"),
+    ({"wandb": {"project": "p", "entity": 3}}, r"tracking.wandb.entity: 3: Input should be a valid string"),
+    ({"wandb": "p"}, r"tracking.wandb: 'p': Input should be a valid dictionary"),
+    ("wandb", r"tracking: 'wandb': Input should be a valid dictionary"),
 ])
-def test_bad_tracking_sections_are_named(tracking, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        wandb_setup(tracking, RUN_INFO, tmp_path, CONFIG)
+def test_bad_tracking_sections_are_named(tracking, message):
+    with pytest.raises(SpecError, match=rf"--run-info-json: {message}"):
+        parse(RunInfo, {**RUN_INFO, "tracking": tracking}, "--run-info-json")
 
 
-def test_bad_run_info_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"run_info.run: expected a non-empty string, got None"):
-        wandb_setup(TRACKING, {"experiment": "e"}, tmp_path, CONFIG)
-    with pytest.raises(ValueError, match=r"run_info.changed"):
-        wandb_setup(TRACKING, {"experiment": "e", "run": "r", "changed": ["lr"]}, tmp_path, CONFIG)
+def test_bad_run_info_is_named():
+    with pytest.raises(SpecError, match=r"--run-info-json: run: is required but missing"):
+        parse(RunInfo, {"experiment": "e"}, "--run-info-json")
+    with pytest.raises(SpecError, match=r"--run-info-json: changed: \['lr'\]: Input should be a valid dictionary"):
+        parse(RunInfo, {"experiment": "e", "run": "r", "changed": ["lr"]}, "--run-info-json")
 
 
 # --- a real offline W&B run ---------------------------------------------------------------

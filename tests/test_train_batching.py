@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from knobsweep.train.batching import BatchPlan, batch_plan
+from knobsweep.errors import SpecError
+from knobsweep.spec.schema import RolloutConfig, TrainConfig, TrainJob
+from knobsweep.spec.validate import parse
+from knobsweep.train import batching
+from knobsweep.train.batching import BatchPlan
+
+
+def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: int) -> BatchPlan:
+    """The plan of a train section (`method` + knobs) and a rollout section, read by the spec's models."""
+    return batching.batch_plan(TrainConfig(method=method, **train),
+                               None if rollout is None else RolloutConfig(**rollout), num_processes)
 
 
 def fields(plan: BatchPlan) -> tuple:
@@ -31,10 +41,8 @@ def test_two_processes_split_the_completions():
 
 
 def test_batch_size_wins_over_batch_tokens():
-    plan = batch_plan("grpo", {"batch_size": 3, "batch_tokens": 10**6, "max_context_length": 16}, {"n": 2}, 1)
+    plan = batch_plan("grpo", {"batch_size": 3, "batch_tokens": 10**6, "max_context_length": 1024}, {"n": 2}, 1)
     assert (plan.sequences_per_step, plan.prompts_per_step) == (6, 3)
-    # ... and the unused budget is not even read
-    assert batch_plan("sft", {"batch_size": 4, "batch_tokens": None}, None, 1).sequences_per_step == 4
 
 
 # --- batch_tokens: the managed services' tokens per optimizer step ------------------------
@@ -157,10 +165,11 @@ def test_grpo_batch_must_split_over_processes():
 
 
 def test_grpo_needs_two_completions_and_a_rollout_section():
-    with pytest.raises(ValueError, match=r"rollout.n=1: GRPO needs at least 2"):
-        batch_plan("grpo", {"batch_size": 2}, {"n": 1}, 1)
-    with pytest.raises(ValueError, match=r"rollout: GRPO needs the rollout section"):
-        batch_plan("grpo", {"batch_size": 2}, None, 1)
+    job = {"model": {"name": "tiny"}, "train": {"batch_size": 2}, "reward": {"name": "gsm8k"}, "seed": 0}
+    with pytest.raises(SpecError, match=r"--config-json: rollout.n: 1 is out of range; allowed: 2 <= value <= 256"):
+        parse(TrainJob, {**job, "rollout": {"n": 1}}, "--config-json")
+    with pytest.raises(SpecError, match=r"--config-json: rollout: is required: train.method 'grpo' samples "):
+        parse(TrainJob, job, "--config-json")
 
 
 # --- SFT / KTO --------------------------------------------------------------------------
@@ -192,22 +201,20 @@ def test_kto_keeps_pairs_in_each_micro_batch():
 
 
 @pytest.mark.parametrize("train, message", [
-    ({"batch_size": 0}, r"train.batch_size=0: expected a positive integer or null"),
-    ({"batch_size": 2.0}, r"train.batch_size=2.0: expected a positive integer or null"),
-    ({"batch_size": True}, r"train.batch_size=True"),
-    ({"batch_size": None, "batch_tokens": None}, r"train.batch_tokens=None: expected a positive integer$"),
-    ({"max_context_length": -1}, r"train.max_context_length=-1"),
-    ({"per_device_batch_size": "8"}, r"train.per_device_batch_size='8'"),
-    ({"steps_per_generation": 0}, r"train.steps_per_generation=0"),
+    ({"batch_size": 0}, r"train.batch_size: 0 is out of range; allowed: 1 <= value <= 4096"),
+    ({"batch_size": 2.5}, r"train.batch_size: 2.5: Input should be a valid integer"),
+    ({"batch_tokens": None}, r"train.batch_tokens: None: Input should be a valid integer"),
+    ({"max_context_length": -1}, r"train.max_context_length: -1 is out of range"),
+    ({"per_device_batch_size": "eight"}, r"train.per_device_batch_size: 'eight'"),
+    ({"steps_per_generation": 0}, r"train.steps_per_generation: 0 is out of range"),
+    ({"method": "dpo"}, r"train.method: 'dpo' is not allowed; allowed: 'grpo', 'sft' or 'kto'"),
 ])
-def test_bad_knob_values_are_named(train, message):
-    with pytest.raises(ValueError, match=message):
-        batch_plan("grpo", train, {"n": 4}, 1)
+def test_bad_knob_values_are_named_by_the_schema(train, message):
+    with pytest.raises(SpecError, match=message):
+        parse(TrainConfig, train, "--config-json", "train")
 
 
-def test_bad_method_and_processes_are_named():
-    with pytest.raises(ValueError, match=r"train.method='dpo': allowed are 'grpo', 'sft', 'kto'"):
-        batch_plan("dpo", {}, None, 1)
+def test_bad_processes_are_named():
     with pytest.raises(ValueError, match=r"num_processes=0"):
         batch_plan("sft", {}, None, 0)
 

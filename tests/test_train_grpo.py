@@ -14,16 +14,12 @@ import pytest
 import yaml
 from transformers import TrainerState
 
+from knobsweep.errors import SpecError
 from knobsweep.io import read_jsonl
 from knobsweep.rewards import Evaluation, get_evaluator
-from knobsweep.train.grpo import (
-    EvaluatorReward,
-    build_grpo_config,
-    check_config,
-    completion_text,
-    grpo_config_kwargs,
-    loss_fields,
-)
+from knobsweep.spec.schema import TrainJob
+from knobsweep.spec.validate import parse
+from knobsweep.train.grpo import EvaluatorReward, build_grpo_config, completion_text, grpo_config_kwargs, loss_fields
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
@@ -32,7 +28,8 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--nu
 
 
 def train_config(**train) -> dict:
-    """A resolved TRAIN section (docs/contracts.md), small enough for a few CPU steps."""
+    """A TRAIN section (docs/contracts.md; unset knobs take the schema's defaults), small enough for a few
+    CPU steps."""
     return {
         "model": {"name": "tiny", "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
                                            "exclude_modules": ["lm_head", "embed_tokens"]}},
@@ -58,11 +55,11 @@ def test_loss_fields_follow_the_method_table():
     assert loss_fields("dapo", 0.0)["beta"] == 0.0  # an explicit zero is no KL, so allowed
 
 
-def test_loss_fields_reject_kl_without_grpo_and_unknown_losses():
-    with pytest.raises(ValueError, match=r"kl_beta=0.01.*'dapo'"):
-        loss_fields("dapo", 0.01)
-    with pytest.raises(ValueError, match=r"train.loss='ppo'.*'gspo-token'"):
-        loss_fields("ppo", None)
+def test_the_schema_rejects_kl_without_grpo_and_unknown_losses():
+    with pytest.raises(SpecError, match=r"train.kl_beta: 0.01: kl_beta must be 0/unset when loss is dapo"):
+        parse(TrainJob, train_config(loss="dapo", kl_beta=0.01), "--config-json")
+    with pytest.raises(SpecError, match=r"train.loss: 'ppo' is not allowed; allowed: 'grpo', 'dapo' or 'gspo-token'"):
+        parse(TrainJob, train_config(loss="ppo"), "--config-json")
 
 
 # --- our knobs onto a real GRPOConfig ----------------------------------------------------
@@ -71,7 +68,7 @@ def test_knobs_reach_grpo_config(tmp_path):
     config = train_config(loss="gspo-token", batch_size=3, epochs=2, log_every=5)
     config["rollout"].update(n=6, temperature=0.7, top_p=0.9, top_k=40, max_tokens=32,
                              extra_body={"repetition_penalty": 1.1})
-    args = build_grpo_config(grpo_config_kwargs(config, tmp_path, num_processes=1, use_cuda=False))
+    args = build_grpo_config(grpo_config_kwargs(TrainJob(**config), tmp_path, num_processes=1, use_cuda=False))
     # 3 prompts per step x 6 completions each, all generated and trained in one step.
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (18, 1)
     assert (args.generation_batch_size, args.steps_per_generation, args.num_generations) == (18, 1, 6)
@@ -90,34 +87,38 @@ def test_knobs_reach_grpo_config(tmp_path):
 
 def test_trl_pass_through_wins_and_unknown_fields_are_named(tmp_path):
     config = train_config(trl={"beta": 0.02, "lr_scheduler_type": "constant", "num_iterations": 2})
-    args = build_grpo_config(grpo_config_kwargs(config, tmp_path, num_processes=1, use_cuda=False))
+    args = build_grpo_config(grpo_config_kwargs(TrainJob(**config), tmp_path, num_processes=1, use_cuda=False))
     assert (args.beta, args.lr_scheduler_type, args.num_iterations) == (0.02, "constant", 2)
 
-    bad = grpo_config_kwargs(train_config(trl={"num_generation": 4}), tmp_path, num_processes=1, use_cuda=False)
+    bad = grpo_config_kwargs(TrainJob(**train_config(trl={"num_generation": 4})), tmp_path, num_processes=1,
+                             use_cuda=False)
     with pytest.raises(ValueError, match=r"train.trl.num_generation: not a GRPOConfig field.*'num_generations'"):
         build_grpo_config(bad)
 
 
-def test_a_missing_key_is_named():
-    check_config(train_config())
+def test_a_missing_section_is_named():
     config = train_config()
-    del config["rollout"]["top_k"]
-    with pytest.raises(ValueError, match=r"missing rollout.top_k"):
-        check_config(config)
+    del config["seed"], config["reward"]
+    with pytest.raises(SpecError) as caught:
+        parse(TrainJob, config, "--config-json")
+    assert [str(p) for p in caught.value.problems] == ["--config-json: seed: is required but missing"]
+    with pytest.raises(SpecError, match=r"--config-json: reward: is required: train.method 'grpo' samples"):
+        parse(TrainJob, {**config, "seed": 0}, "--config-json")
 
 
 def test_batch_must_split_over_processes(tmp_path):
-    kwargs = grpo_config_kwargs(train_config(), tmp_path, num_processes=2, use_cuda=False)
+    kwargs = grpo_config_kwargs(TrainJob(**train_config()), tmp_path, num_processes=2, use_cuda=False)
     assert kwargs["per_device_train_batch_size"] == 4
     with pytest.raises(ValueError, match=r"2 \* 4 = 8 completions per step cannot be split evenly over 3"):
-        grpo_config_kwargs(train_config(), tmp_path, num_processes=3, use_cuda=False)
+        grpo_config_kwargs(TrainJob(**train_config()), tmp_path, num_processes=3, use_cuda=False)
 
 
 # --- the reward function TRL calls --------------------------------------------------------
 
 def test_reward_wraps_the_gsm8k_evaluator(tmp_path):
     reward = EvaluatorReward(get_evaluator({"name": "gsm8k", "format_weight": 0.5}),
-                             columns=["row_id", "ground_truth"], rollouts_path=tmp_path / "rollouts.jsonl")
+                             columns=["row_id", "ground_truth"], rollouts_path=tmp_path / "rollouts.jsonl",
+                             rollouts_per_step=4)
     assert reward.__name__ == "gsm8k"
     texts = ["so #### 72", "#### 5", "####", "no answer", "#### 3"]
     logged: dict[str, list[float]] = {}
@@ -209,7 +210,7 @@ def test_accelerate_launch_trains_and_writes_the_contract_outputs(inputs, tmp_pa
     status = json.loads((out / "status.json").read_text())
     assert (status["state"], status["step"], status["reason"]) == ("COMPLETED", 3, "")
     assert status["started_at"] <= status["updated_at"]
-    assert yaml.safe_load((out / "run.yaml").read_text()) == config
+    assert yaml.safe_load((out / "run.yaml").read_text()) == TrainJob(**config).model_dump(mode="json")  # as read
 
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]

@@ -18,7 +18,10 @@ import pytest
 from datasets import Dataset
 from rich.console import Console
 
+from knobsweep.errors import SpecError
 from knobsweep.io import read_jsonl
+from knobsweep.spec.schema import HealthConfig, RolloutConfig, TrainJob
+from knobsweep.spec.validate import parse
 from knobsweep.train.batching import batch_plan
 from knobsweep.train.callbacks import KTO_COLUMNS, MetricsLogger
 from knobsweep.train.grpo import vllm_fields, vllm_problem
@@ -35,7 +38,7 @@ ROWS = 40  # batch 2 -> 20 optimizer steps per epoch
 
 
 def method_config(method: str, **train) -> dict:
-    """A resolved TRAIN section; SFT / KTO get {model, train, seed} only (no rollout / reward: the
+    """A TRAIN section; SFT / KTO get {model, train, seed} only (no rollout / reward: the
     spec hashes and passes just those for them, docs/contracts.md)."""
     config = train_config(method=method, **train)
     if method != "grpo":
@@ -44,10 +47,15 @@ def method_config(method: str, **train) -> dict:
     return config
 
 
+def method_job(method: str, **train) -> TrainJob:
+    """method_config as the training stage reads it (the spec's models)."""
+    return TrainJob.model_validate(method_config(method, **train))
+
+
 def trl_args(method: str, config: dict, tmp_path: Path, num_processes: int = 1):
-    impl = get_method(method)
-    plan = batch_plan(method, config["train"], config["rollout"] if method == "grpo" else None, num_processes)
-    return build_trl_config(impl.config_class, impl.trl_kwargs(config, tmp_path, plan, use_cuda=False))
+    impl, job = get_method(method), TrainJob.model_validate(config)
+    plan = batch_plan(job.train, job.rollout, num_processes)
+    return build_trl_config(impl.config_class, impl.trl_kwargs(job, tmp_path, plan, use_cuda=False))
 
 
 # --- each method's TRL config ------------------------------------------------------------
@@ -63,7 +71,7 @@ def test_sft_knobs_reach_sft_config(tmp_path):
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)  # 4 rows, 2 at a time
     assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (2e-4, 3, 1, 0)
     assert (args.use_cpu, args.bf16, args.gradient_checkpointing, args.report_to) == (True, False, False, [])
-    defaults = trl_args("sft", method_config("sft"), tmp_path)  # older configs: no train.sft section
+    defaults = trl_args("sft", method_config("sft"), tmp_path)  # no train.sft section: the schema's defaults
     assert (defaults.completion_only_loss, defaults.assistant_only_loss, defaults.max_length, defaults.packing) == (
         True, False, 1024, False)
 
@@ -78,10 +86,10 @@ def test_kto_knobs_reach_kto_config(tmp_path):
     assert args.train_sampling_strategy == "sequential"  # the KL estimate pairs neighbours: order matters
     defaults = trl_args("kto", method_config("kto"), tmp_path)
     assert (defaults.beta, defaults.desirable_weight, defaults.undesirable_weight) == (0.1, 1.0, 1.0)
-    with pytest.raises(ValueError, match=r"train.kto.beta=0: expected a number > 0"):
-        trl_args("kto", method_config("kto", kto={"beta": 0}), tmp_path)
-    with pytest.raises(ValueError, match=r"train.sft: unknown option\(s\) \['pack'\]"):
-        trl_args("sft", method_config("sft", sft={"pack": True}), tmp_path)
+    with pytest.raises(SpecError, match=r"train.kto.beta: 0 is out of range; allowed: 0.0 < value <= 10.0"):
+        parse(TrainJob, method_config("kto", kto={"beta": 0}), "--config-json")
+    with pytest.raises(SpecError, match=r"train.sft.pack: unknown key 'pack' \(did you mean 'packing'\?\)"):
+        parse(TrainJob, method_config("sft", sft={"pack": True}), "--config-json")
 
 
 def test_a_trl_pass_through_field_is_checked_against_the_methods_config(tmp_path):
@@ -118,14 +126,12 @@ def test_grpo_iterations_and_generation_batches(tmp_path):
 
 
 def test_rollout_vllm_modes_map_to_grpo_config(tmp_path):
-    assert vllm_fields({"vllm": "off"}) == {"use_vllm": False}
-    assert vllm_fields({}) == {"use_vllm": False}  # older configs
-    assert vllm_fields({"vllm": "colocate"}, 4096) == {"use_vllm": True, "vllm_mode": "colocate",
-                                                       "vllm_max_model_length": 4096}
-    assert vllm_fields({"vllm": "server", "vllm_server": "gpu-node-3:8000"}) == {
-        "use_vllm": True, "vllm_mode": "server", "vllm_server_host": "gpu-node-3", "vllm_server_port": 8000}
-    assert vllm_fields({"vllm": "server", "vllm_server": "http://10.0.0.5:8001/"})["vllm_server_base_url"] == (
-        "http://10.0.0.5:8001")
+    assert vllm_fields(RolloutConfig(vllm="off"), 4096) == {"use_vllm": False}
+    assert vllm_fields(RolloutConfig(vllm="colocate"), 4096) == {"use_vllm": True, "vllm_mode": "colocate",
+                                                                 "vllm_max_model_length": 4096}
+    assert vllm_fields(RolloutConfig(vllm="server", vllm_server="gpu-node-3:8000"), 4096) == {
+        "use_vllm": True, "vllm_mode": "server", "vllm_max_model_length": 4096, "vllm_server_host": "gpu-node-3",
+        "vllm_server_port": 8000}
 
     config = method_config("grpo", max_context_length=2048)
     config["rollout"].update(vllm="server", vllm_server="localhost:8123")
@@ -139,15 +145,19 @@ def test_rollout_vllm_modes_map_to_grpo_config(tmp_path):
     assert trl_args("grpo", method_config("grpo"), tmp_path).use_vllm is False
 
 
-def test_bad_vllm_settings_are_named():
-    with pytest.raises(ValueError, match=r"rollout.vllm='remote': allowed are 'off', 'colocate', 'server'"):
-        vllm_fields({"vllm": "remote"})
-    with pytest.raises(ValueError, match=r"rollout.vllm='server' needs rollout.vllm_server"):
-        vllm_fields({"vllm": "server"})
-    with pytest.raises(ValueError, match=r"rollout.vllm_server='gpu-node-3': expected 'host:port'"):
-        vllm_fields({"vllm": "server", "vllm_server": "gpu-node-3"})
-    with pytest.raises(ValueError, match=r"rollout.vllm_server='h:1' is set but rollout.vllm is 'off'"):
-        vllm_fields({"vllm": "off", "vllm_server": "h:1"})
+@pytest.mark.parametrize("rollout, message", [
+    ({"vllm": "remote"}, r"rollout.vllm: 'remote' is not allowed; allowed: 'off', 'colocate' or 'server'"),
+    ({"vllm": "server"}, r"rollout.vllm_server: rollout.vllm 'server' needs the 'host:port' of a running"),
+    ({"vllm": "server", "vllm_server": "gpu-node-3"}, r"rollout.vllm_server: 'gpu-node-3': String should match"),
+    ({"vllm": "off", "vllm_server": "h:1"}, r"rollout.vllm_server: 'h:1' only applies with rollout.vllm 'server', "
+                                            r"not 'off'"),
+])
+def test_bad_vllm_settings_are_named_by_the_schema(rollout, message):
+    with pytest.raises(SpecError, match=message):
+        parse(RolloutConfig, rollout, "exp.yaml", "rollout")
+
+
+def test_vllm_needs_cuda_and_the_gpu_extra():
     assert vllm_problem({"use_vllm": False}) is None
     problem = vllm_problem({"use_vllm": True, "vllm_mode": "colocate"})  # this machine: CPU only, no vllm
     assert problem is not None and "rollout.vllm='colocate'" in problem
@@ -164,7 +174,7 @@ def assistant(text):
 
 
 def test_sft_rows_of_either_form_pass_and_bad_rows_are_named():
-    config = method_config("sft")
+    config = method_job("sft")
     messages = Dataset.from_dict({"row_id": ["a", "b"], "extra": [1, 2],
                                   "messages": [[user("q"), assistant("a"), user("q2"), assistant("a2")],
                                                [user("q"), assistant("a")]]})
@@ -182,7 +192,7 @@ def test_sft_rows_of_either_form_pass_and_bad_rows_are_named():
     no_answer = Dataset.from_dict({"row_id": ["a"], "messages": [[user("q")]]})
     SFTMethod().validate_rows(config, no_answer)  # trains on every token: fine
     with pytest.raises(ValueError, match=r"row a: messages: no assistant message"):
-        SFTMethod().validate_rows(method_config("sft", sft={"assistant_only_loss": True}), no_answer)
+        SFTMethod().validate_rows(method_job("sft", sft={"assistant_only_loss": True}), no_answer)
     with pytest.raises(ValueError, match=r"SFT needs a 'messages' column or 'prompt' \+ 'completion'.*"
                                          r"columns: row_id, prompt, ground_truth"):
         SFTMethod().validate_rows(config, Dataset.from_dict({"row_id": ["a"], "prompt": [[user("q")]],
@@ -191,12 +201,12 @@ def test_sft_rows_of_either_form_pass_and_bad_rows_are_named():
                                "prompt": [None, [user("q")]], "completion": [None, [assistant("a")]]})
     with pytest.raises(ValueError, match=r"rows mix the sft forms \(row a has messages, row b has prompt"):
         SFTMethod().validate_rows(config, mixed)
-    with pytest.raises(ValueError, match=r"train.sft.max_length=8192 exceeds train.max_context_length=4096"):
-        SFTMethod().validate_rows(method_config("sft", max_context_length=4096, sft={"max_length": 8192}), messages)
+    with pytest.raises(SpecError, match=r"train.sft.max_length: 8192 is longer than max_context_length 4096"):
+        parse(TrainJob, method_config("sft", max_context_length=4096, sft={"max_length": 8192}), "--config-json")
 
 
 def test_kto_rows_need_both_labels_and_are_interleaved():
-    config = method_config("kto")
+    config = method_job("kto")
     rows = {"row_id": [f"r{i}" for i in range(6)], "prompt": [[user(f"q{i}")] for i in range(6)],
             "completion": [[assistant(f"a{i}")] for i in range(6)], "label": [True] * 4 + [False] * 2}
     method = KTOMethod()
@@ -225,7 +235,7 @@ def test_assistant_only_loss_needs_generation_markers_in_the_template():
     from knobsweep.models.tiny import train_tokenizer
 
     tokenizer = train_tokenizer([json.loads(line)["answer"] for line in GSM8K_TRAIN.read_text().splitlines()[:50]])
-    config = method_config("sft", sft={"assistant_only_loss": True})
+    config = method_job("sft", sft={"assistant_only_loss": True})
     dataset = Dataset.from_dict({"row_id": ["a"], "messages": [[user("2 + 2?"), assistant("#### 4")]]})
     method = SFTMethod()
     method.validate_rows(config, dataset)
@@ -267,7 +277,7 @@ def test_warm_start_paths_are_checked(tmp_path):
 # --- KTO health and console ---------------------------------------------------------------
 
 def test_a_negative_kto_margin_after_the_warm_up_warns_once():
-    monitor = HealthMonitor("kto", kto_margin_warmup=3)
+    monitor = HealthMonitor("kto", HealthConfig(kto_margin_warmup=3))
     found = []
     for step, margin in enumerate([-0.5, -0.4, -0.3, -0.2, None, -0.1, 0.3, 0.9, 1.0, 1.0, 1.0], start=1):
         metrics = {"kl": 50.0, **({"rewards/margins": margin} if margin is not None else {})}
@@ -275,7 +285,7 @@ def test_a_negative_kto_margin_after_the_warm_up_warns_once():
     # warned at step 4 (past the warm-up, 5-step mean < 0); a step without a margin is no recovery;
     # KTO's batch-level kl is not held to GRPO's per-token kl_max
     assert found == [(4, "kto_margin_negative")]
-    assert HealthMonitor("kto").t["kto_margin_warmup"] == 10
+    assert HealthMonitor("kto", HealthConfig()).t.kto_margin_warmup == 10
 
 
 def test_the_kto_console_table_shows_chosen_rejected_margin(tmp_path):
@@ -329,8 +339,10 @@ def gsm8k_inputs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def run_stage(config: dict, inputs: dict, data: str, out: Path, env: dict | None = None) -> tuple[int, str, dict]:
-    code, output = finish(start(config, inputs["model"], inputs[data], out, env=env, launcher=False))
+def run_stage(config: dict, inputs: dict, data: str, out: Path, env: dict | None = None,
+              warm_start: Path | None = None) -> tuple[int, str, dict]:
+    code, output = finish(start(config, inputs["model"], inputs[data], out, env=env, launcher=False,
+                                warm_start=warm_start))
     return code, output, status_of(out)
 
 
@@ -345,7 +357,7 @@ def adapter_l2(adapter: Path) -> tuple[int, float]:
 @pytest.fixture(scope="module")
 def sft_run(gsm8k_inputs, tmp_path_factory) -> tuple[Path, str]:
     """SFT on multi-turn messages, assistant tokens only: 40 rows, batch 2 = 20 steps."""
-    config = method_config("sft", batch_size=2, log_every=5, learning_rate=1e-3,
+    config = method_config("sft", batch_size=2, log_every=5, learning_rate=5e-4,  # the schema's maximum
                            sft={"assistant_only_loss": True, "max_length": 256})
     out = tmp_path_factory.mktemp("sft") / "train"
     code, output = finish(start(config, gsm8k_inputs["model"], gsm8k_inputs["sft_messages"], out, launcher=False))
@@ -436,10 +448,10 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
 
     sft_adapter = sft_run[0] / "adapter"
     sft_params, sft_l2 = adapter_l2(sft_adapter)
-    config = method_config("grpo", batch_size=2, kl_beta=0.01, warm_start_from=str(sft_adapter))
+    config = method_config("grpo", batch_size=2, kl_beta=0.01)
     config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # always some signal
     out = tmp_path / "grpo"
-    code, output, status = run_stage(config, gsm8k_inputs, "rl", out)
+    code, output, status = run_stage(config, gsm8k_inputs, "rl", out, warm_start=sft_adapter)
     assert code == 0, output[-4000:]
     assert (status["state"], status["step"]) == ("COMPLETED", 3), status
     assert status["warm_start"]["kind"] == "adapter" and status["warm_start"]["from"] == str(sft_adapter)
@@ -459,9 +471,9 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
 @pytest.mark.slow
 def test_a_missing_warm_start_path_fails_validation(gsm8k_inputs, tmp_path):
     missing = tmp_path / "results" / "train" / "abc" / "adapter"
-    config = method_config("kto", warm_start_from=str(missing))
+    config = method_config("kto")
     out = tmp_path / "train"
-    code, output, status = run_stage(config, gsm8k_inputs, "kto", out)
+    code, output, status = run_stage(config, gsm8k_inputs, "kto", out, warm_start=missing)
     assert code == 1
     assert [h["state"] for h in status["history"]] == ["PENDING", "VALIDATING", "FAILED"]
     assert f"train.warm_start_from={missing}: no such file or directory" in status["reason"]
@@ -504,7 +516,7 @@ def test_load_policy_from_a_full_model_or_an_adapter(tmp_path):
     texts = [json.loads(line)["answer"] for line in GSM8K_TRAIN.read_text().splitlines()[:50]]
     base_dir = build_tiny_model(texts, tmp_path / "base", seed=0)
     other_dir = build_tiny_model(texts, tmp_path / "other", seed=1)  # same tokenizer, other weights
-    lora = train_config()["model"]["lora"]
+    lora = TrainJob(**train_config()).model.lora
     kwargs = {"dtype": torch.float32}
 
     def weights(model):
@@ -513,7 +525,7 @@ def test_load_policy_from_a_full_model_or_an_adapter(tmp_path):
     # A full model directory replaces the base; a new LoRA trains on top of it.
     model, peft, how = load_policy(str(base_dir), lora, str(other_dir), "model", kwargs)
     other = load_policy(str(other_dir), None, None, None, kwargs)[0]
-    assert torch.equal(weights(model), weights(other)) and peft.r == lora["rank"] and str(other_dir) in how
+    assert torch.equal(weights(model), weights(other)) and peft.r == lora.rank and str(other_dir) in how
 
     # An adapter (non-zero, as after training) is loaded trainable; with model.lora null it is merged.
     base = load_policy(str(base_dir), None, None, None, kwargs)[0]
@@ -535,12 +547,12 @@ def test_load_policy_from_a_full_model_or_an_adapter(tmp_path):
 def test_rows_truncated_to_nothing_are_reported():
     method = SFTMethod()
     method.form = "prompt/completion"
-    config = method_config("sft", sft={"max_length": 64})
+    config = method_job("sft", sft={"max_length": 64})
     assert method.dropped_rows(config, 40, 40) is None
     assert method.dropped_rows(config, 40, 31) == ("9 of 40 rows have no completion tokens left within "
                                                   "train.sft.max_length=64 and were dropped; raise max_length "
                                                   "to keep them")
-    assert method.dropped_rows(method_config("sft", sft={"packing": True}), 40, 12) is None
+    assert method.dropped_rows(method_job("sft", sft={"packing": True}), 40, 12) is None
 
 
 def test_the_cli_names_an_unknown_method(capsys):
@@ -549,6 +561,14 @@ def test_the_cli_names_an_unknown_method(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--config-json", '{"train": {"method": "dpo"}}', "--model", "m", "--data", "d", "--out", "o"])
     assert exit_info.value.code == 2
-    assert "train.method='dpo': this stage implements grpo, sft, kto" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"train.method='dpo': allowed are 'grpo', 'sft', 'kto'"):
+    assert "--config-json: train.method: 'dpo' is not allowed; allowed: 'grpo', 'sft' or 'kto'" in (
+        capsys.readouterr().err)
+    with pytest.raises(ValueError, match=r"train.method: 'dpo' is not a training method; allowed: grpo, sft, kto"):
         get_method("dpo")
+
+
+def test_a_training_job_gets_its_warm_start_as_an_argument():
+    # The spec resolves train.warm_start_from into the key and --warm-start; a job naming it is not one it made.
+    with pytest.raises(SpecError, match=r"--config-json: train.warm_start_from: a training job gets the weights it "
+                                        r"starts from as --warm-start DIR"):
+        parse(TrainJob, method_config("sft", warm_start_from="results/train/abc/adapter"), "--config-json")

@@ -135,7 +135,7 @@ def test_changing_one_arms_learning_rate_reruns_only_that_arm(finished):
     (("eval.max_tokens: [20]", "eval.max_tokens: [twenty]"),
      "tiny.yaml: sweep.eval.max_tokens[0]: 'twenty': Input should be a valid integer"),
     (("eval.max_tokens: [20]", "eval.max_tokns: [20]"),
-     "tiny.yaml: sweep.eval.max_tokns: unknown knob 'eval.max_tokns'; did you mean 'eval.max_tokens'?"),
+     "tiny.yaml: sweep.eval.max_tokns: unknown knob 'eval.max_tokns' (did you mean 'eval.max_tokens'?)"),
     (("eval: {max_tokens: 16}", "eval: {max_tokens: 16"), "tiny.yaml: YAML syntax error: line"),
 ])
 def test_bad_spec_fails_before_any_job_and_writes_nothing(workflow_copy, tmp_path, bad, message):

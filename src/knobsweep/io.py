@@ -13,8 +13,9 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def canonical_json(obj: Any, *, is_normalised: bool = False) -> str:
@@ -107,21 +108,35 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         handle.flush()
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read JSON lines, ignoring a torn last line left by a killed writer."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for number, line in enumerate(lines, start=1):
+@dataclass(frozen=True)
+class JsonLine:
+    index: int  # 0-based line number
+    value: Any  # the parsed JSON value; None when `error` says why the line is not JSON
+    error: str | None = None
+    torn: bool = False  # not JSON and without its newline: the last line of a writer killed mid-write
+
+
+def json_lines(lines: Iterable[str | bytes]) -> Iterator[JsonLine]:
+    """Each non-blank line of a JSON-lines file (an open file, or data.splitlines(keepends=True)) parsed;
+    a line that is not JSON comes with why, so each reader decides: fail, skip, or drop the row."""
+    for index, line in enumerate(lines):
         if not line.strip():
-            continue
+            continue  # blank lines (e.g. a trailing newline) are layout, not records
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines) and not line.endswith("\n"):
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line: {line[:80]!r}") from None
-    return records
+            yield JsonLine(index, json.loads(line))
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+            ending = b"\n" if isinstance(line, bytes) else "\n"
+            yield JsonLine(index, None, f"not a JSON line: {error}", torn=not line.endswith(ending))
+
+
+def read_jsonl(path: str | Path) -> list:
+    """Read JSON lines, ignoring a torn last line left by a killed writer; any other bad line is an error."""
+    with open(path, "rb") as handle:
+        lines = list(json_lines(handle))
+    bad = next((line for line in lines if line.error and not line.torn), None)
+    if bad is not None:
+        raise ValueError(f"{path}:{bad.index + 1}: {bad.error}")
+    return [line.value for line in lines if line.error is None]
 
 
 @contextlib.contextmanager

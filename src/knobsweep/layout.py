@@ -1,7 +1,8 @@
 """Where each stage's outputs live, keyed by the hash of the config that feeds it.
 
-The Snakemake rules and the CLI (`knobsweep plan`, `knobsweep report`) both read these
-patterns, so a path is spelled in exactly one place.
+Every file a stage writes is named here once: a stage writes its files into the folder it is given
+(--out) under these names, and the Snakemake rules, the CLI (`knobsweep plan`, `status`, `report`) and
+the report find them through the patterns below.
 """
 
 from __future__ import annotations
@@ -10,30 +11,40 @@ from pathlib import Path
 
 RESULTS = "results"
 
+# The files of each stage's folder.
+TRAIN_ROWS, EVAL_ROWS, MANIFEST = "train.parquet", "eval.parquet", "manifest.json"  # data
+RUN_CONFIG, STATUS, METRICS, ROLLOUTS = "run.yaml", "status.json", "metrics.jsonl", "rollouts.jsonl"  # train
+CHECKPOINTS, ADAPTER, WANDB_RUN_ID = "checkpoints", "adapter", "wandb_run_id"  # train
+CHECKPOINT_LOGS = "knobsweep-logs"  # in each checkpoint: copies of the logs, restored on resume
+VERIFICATION = "verification.json"  # merge
+SUMMARY, SAMPLES = "summary.json", "samples.jsonl"  # eval
+
 # Patterns with Snakemake-style wildcards, relative to the working directory.
 TINY_MODEL = "results/models/tiny-{key}"
 DATA_DIR = "results/data/{key}"
-DATA_TRAIN = DATA_DIR + "/train.parquet"
-DATA_EVAL = DATA_DIR + "/eval.parquet"
-DATA_MANIFEST = DATA_DIR + "/manifest.json"
+DATA_TRAIN = f"{DATA_DIR}/{TRAIN_ROWS}"
+DATA_EVAL = f"{DATA_DIR}/{EVAL_ROWS}"
+DATA_MANIFEST = f"{DATA_DIR}/{MANIFEST}"
 TRAIN_DIR = "results/train/{key}"
-TRAIN_ADAPTER = TRAIN_DIR + "/adapter"
-TRAIN_METRICS = TRAIN_DIR + "/metrics.jsonl"
-TRAIN_STATUS = TRAIN_DIR + "/status.json"
-TRAIN_ROLLOUTS = TRAIN_DIR + "/rollouts.jsonl"
-TRAIN_CHECKPOINTS = TRAIN_DIR + "/checkpoints"
+TRAIN_ADAPTER = f"{TRAIN_DIR}/{ADAPTER}"
+TRAIN_METRICS = f"{TRAIN_DIR}/{METRICS}"
+TRAIN_ROLLOUTS = f"{TRAIN_DIR}/{ROLLOUTS}"
+TRAIN_STATUS = f"{TRAIN_DIR}/{STATUS}"
+TRAIN_CHECKPOINTS = f"{TRAIN_DIR}/{CHECKPOINTS}"
 MERGE_DIR = "results/merge/{key}"
 EVAL_DIR = "results/eval/{key}"
-EVAL_SUMMARY = EVAL_DIR + "/summary.json"
-EVAL_SAMPLES = EVAL_DIR + "/samples.jsonl"
+EVAL_SUMMARY = f"{EVAL_DIR}/{SUMMARY}"
+EVAL_SAMPLES = f"{EVAL_DIR}/{SAMPLES}"
 REPORT_DIR = "results/{experiment}"
 REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
 REPORT_JSON = REPORT_DIR + "/summary.json"
+REPORT_CURVES = REPORT_DIR + "/curves.csv"
 # One folder per run of an experiment, named for people, of links into the stage folders above
 # (knobsweep.runlinks); `{run}` is the run's name made safe as a file name (runlinks.folder_name).
 RUN_LINKS = REPORT_DIR + "/runs/{run}"
 LOGS = "results/logs/{stage}/{key}.log"
+REPORT_LOG = "results/logs/report/{experiment}.log"
 
 # Names an experiment may not take, because they are stage folders under results/.
 RESERVED_NAMES = frozenset({"models", "data", "train", "merge", "eval", "logs"})

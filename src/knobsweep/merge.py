@@ -19,6 +19,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_json
 
 # Merged and unmerged differ only by float32 rounding (~3e-7 measured); 1e-4 leaves room
@@ -156,7 +157,7 @@ def merge_adapter_into_base(
                 f"the saved merged model does not reload identically: logits differ by "
                 f"{numbers['max_abs_logit_diff_reloaded_vs_merged']:.3g}"
             )
-        atomic_write_json(tmp / "verification.json", numbers)
+        atomic_write_json(tmp / layout.VERIFICATION, numbers)
     return numbers
 
 

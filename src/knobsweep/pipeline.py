@@ -27,6 +27,7 @@ class Job:
     inputs: tuple[str, ...]  # upstream files/directories Snakemake must build first
     resources: dict  # the spec's resources for this stage
     run_info: dict = field(default_factory=dict)  # train: who it is for (W&B names, tags), never hashed
+    warm_start: str | None = None  # train: the weights it starts from (train.warm_start_from, resolved)
 
     @property
     def config_json(self) -> str:
@@ -38,11 +39,13 @@ class Job:
 
     @property
     def args(self) -> str:
-        """The stage module's arguments, shell-quoted: --config-json (train: --run-info-json too),
-        --model and --data; the rule adds --out."""
+        """The stage module's arguments, shell-quoted: --config-json (train: --run-info-json and
+        --warm-start too), --model and --data; the rule adds --out."""
         words = ["--config-json", self.config_json]
         if self.run_info:
             words += ["--run-info-json", self.run_info_json]
+        if self.warm_start:
+            words += ["--warm-start", self.warm_start]
         words += ["--model", self.model, "--data", layout.DATA_DIR.format(key=self.data)]
         return shlex.join(words)
 
@@ -77,10 +80,9 @@ class Pipeline:
                 # A job shared by several runs (or experiments) is named after the first one.
                 run_info = {"experiment": experiment.name, "run": run.name, "changed": run.changed,
                             "tracking": run.tracking}
-                warm_start = (layout.TRAIN_ADAPTER.format(key=keys.warm_start),) if keys.warm_start else ()
-                self.train[keys.train] = Job(train_config(config), keys.data, base,
-                                             (manifest, *base_inputs, *warm_start),
-                                             train_job_resources(config, self.site), run_info)
+                upstream = (run.warm_start,) if keys.warm_start else ()  # Snakemake trains the upstream run first
+                self.train[keys.train] = Job(train_config(config), keys.data, base, (manifest, *base_inputs, *upstream),
+                                             train_job_resources(config, self.site), run_info, run.warm_start)
             merged = layout.MERGE_DIR.format(key=keys.train)
             if keys.eval not in self.eval or keys.base_eval not in self.eval:
                 eval_config = evaluation_config(config)

@@ -28,7 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-TINY = "tiny"
+from knobsweep.errors import FieldError
+from knobsweep.registry import TINY
+
 STAGES = ("data", "train", "merge", "eval", "report")
 GPU_STAGES = ("train", "eval")
 SITE_FILE = "slurm/site.yaml"
@@ -207,12 +209,12 @@ def launch_args(gpus: int | Mapping[str, Any], nodes: int = 1, port: int | None 
 def accelerate_config(distributed: str, config_dir: str | Path = ACCELERATE_CONFIG_DIR) -> str | None:
     """The accelerate config file of `train.distributed` (None for plain data parallelism)."""
     if distributed not in DISTRIBUTED:
-        raise ValueError(f"train.distributed: {distributed!r} is not one of {', '.join(DISTRIBUTED)}")
+        raise FieldError("train.distributed", f"{distributed!r} is not one of {', '.join(DISTRIBUTED)}")
     if distributed == "none":
         return None
     path = Path(config_dir) / f"{distributed}.yaml"
     if not path.is_file():
-        raise ValueError(f"train.distributed: {distributed!r} needs the accelerate config {path}, which does not exist")
+        raise FieldError("train.distributed", f"{distributed!r} needs the accelerate config {path}, which does not exist")
     return str(path)
 
 
@@ -227,8 +229,8 @@ def launch_command(resources: Mapping[str, Any], distributed: str = "none", port
     """
     gpus, nodes = int(resources["gpus"]), int(resources.get("nodes", 1))
     if not gpus and (nodes > 1 or distributed != "none"):
-        asked = f"resources.train.nodes: {nodes}" if nodes > 1 else f"train.distributed: {distributed}"
-        raise ValueError(f"{asked} needs GPUs, but resources.train.gpus is 0 (CPU training runs one process)")
+        path, asked = ("resources.train.nodes", nodes) if nodes > 1 else ("train.distributed", distributed)
+        raise FieldError(path, f"{asked} needs GPUs, but resources.train.gpus is 0 (CPU training runs one process)")
     srun = nodes > 1 if srun is None else srun
     args = launch_args(gpus, nodes, port, accelerate_config(distributed, config_dir), per_node=srun)
     grace = f"{GRACE_ENV} " if gpus else ""

@@ -1,107 +1,51 @@
 """Data conversion: one converter module per `data.source`, all writing the same layout.
 
-A converter module (registered in SOURCES) provides
+A built-in converter module (knobsweep.registry.SOURCES) reads its source's options model
+(knobsweep.spec.sources: defaults, ranges and rules) and provides
     CONVERTER_VERSION: str                       bump when its output for the same input changes
-    FORMATS: tuple[str, ...]                     the row formats it can produce ("rl", "sft", "kto")
-    resolve_options(options) -> dict             defaults filled in; bad options raise DataError
-    convert(options) -> ConversionResult         options = the run config's `data` section
+    convert(options) -> ConversionResult         the rows
     input_fingerprint(options) -> dict[str, str] what it reads -> sha256 (or hub revision)
 The version and the fingerprint belong in the data stage's cache key, so editing a converter
 or an input file re-converts only that data. Row schemas per format: docs/contracts.md;
 eval.parquet always holds rl rows (the eval stage generates from `prompt` and scores them).
+A third-party converter (the `knobsweep.sources` entry point) also provides FORMATS and
+resolve_options(section: dict) -> dict, and reads the dict that returns (docs/datasets.md).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.metadata
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from knobsweep import layout
+from knobsweep.errors import DataError  # noqa: F401 - third-party converters import it from here
 from knobsweep.io import atomic_dir
+from knobsweep.registry import converter
+from knobsweep.spec.sources import SourceOptions, read_options
 
-# source name -> module implementing it (imported on use).
-SOURCES: dict[str, str] = {
-    "gsm8k": "knobsweep.data.gsm8k",
-    "openspiel": "knobsweep.data.openspiel",
-    "swe_synth": "knobsweep.data.swe_synth",
-    "swe_bench": "knobsweep.data.swe_bench",
-    "jsonl": "knobsweep.data.custom",
-    "parquet": "knobsweep.data.custom",
-    "hf": "knobsweep.data.custom",
-}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where rows are converted and written, not at import: the spec imports the
+# converters to key their inputs (input_fingerprint) in every Snakemake process, which writes no rows.
 
 
-# Installed packages add their own sources through the `knobsweep.sources` entry-point group
-# (name = the `data.source` value, value = the converter module), so every stage process sees them.
-for _entry in importlib.metadata.entry_points(group="knobsweep.sources"):
-    SOURCES.setdefault(_entry.name, _entry.value)
+@functools.cache
+def messages_type() -> pa.DataType:
+    """The Arrow type of a column of messages: a list of {role, content}."""
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
-ALL_FORMATS = ("rl", "sft", "kto")
-
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-MESSAGES = pa.list_(MESSAGE)
-
-
-class DataError(ValueError):
-    """Bad options or unusable input: the message names the option, file or line."""
-
-
-def check_format(source: str, fmt, formats: tuple[str, ...]) -> None:
-    """Raise DataError unless `fmt` is a format this source can produce."""
-    if fmt not in ALL_FORMATS:
-        raise DataError(f"data.format: unknown format {fmt!r}; valid formats: {', '.join(ALL_FORMATS)}")
-    if fmt not in formats:
-        raise DataError(
-            f"data.format: source {source!r} cannot produce {fmt!r} rows; it produces: {', '.join(formats)}"
-        )
-
-
-def with_defaults(options: dict, defaults: dict, source: str, formats: tuple[str, ...]) -> dict:
-    """`options` over `defaults`, for source `source`: an unknown option (named with the closest
-    known one), another source, or a format it cannot produce raises DataError."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"data.{unknown[0]}: unknown option for source {source!r}{hint}; "
-                        f"allowed options: {', '.join(defaults)}")
-    resolved = {**defaults, **options}
-    if resolved["source"] != source:
-        raise DataError(f"data.source: expected {source!r}, got {resolved['source']!r}")
-    check_format(source, resolved["format"], formats)
-    return resolved
-
-
-def check_sizes_and_seed(resolved: dict) -> None:
-    """`train_size` / `eval_size` (positive or null = all rows) and `seed` (an integer)."""
-    for key in ("train_size", "eval_size"):
-        size = resolved[key]
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise DataError(f"data.{key}: must be a positive integer or null (all rows), got {size!r}")
-    if isinstance(resolved["seed"], bool) or not isinstance(resolved["seed"], int):
-        raise DataError(f"data.seed: must be an integer, got {resolved['seed']!r}")
-
-
-def jsonl_records(data: bytes) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(0-based line index, record, None) per line of a JSON-lines file, or (index, None, reason)
-    for a line that cannot be read; blank lines (e.g. a trailing newline) are layout, not rows."""
-    for index, line in enumerate(data.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            yield index, json.loads(line), None
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            yield index, None, f"not a JSON line: {error}"
+def __getattr__(name: str):
+    if name == "MESSAGES":  # the name third-party converters use (docs/datasets.md), made on first use
+        return messages_type()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def shuffle_key(seed: int, row_id: str, salt: str = "") -> bytes:
@@ -124,47 +68,42 @@ class ConversionResult:
     stats: dict = field(default_factory=dict)
 
 
-def get_converter(source: str) -> ModuleType:
-    if not isinstance(source, str) or source not in SOURCES:
-        raise DataError(
-            f"data.source: unknown source {source!r}; valid sources: {', '.join(sorted(SOURCES))}"
-        )
-    return importlib.import_module(SOURCES[source])
+def _source(options: SourceOptions | dict) -> str:
+    return options.source if isinstance(options, SourceOptions) else options["source"]
 
 
-def _source(options: dict) -> str:
-    if not isinstance(options, dict) or "source" not in options:
-        raise DataError(f"data: expected a mapping with a 'source', got {options!r}")
-    return options["source"]
-
-
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(section: dict) -> dict[str, str]:
     """What the `data` section reads, each with its content hash: part of the cache key."""
-    return get_converter(_source(options)).input_fingerprint(options)
+    options = read_options(section)
+    return converter(_source(options)).input_fingerprint(options)
 
 
-def convert_to_dir(options: dict, out: str | Path) -> dict:
+def convert_to_dir(section: dict, out: str | Path) -> dict:
     """Convert the `data` section into `out`/{train,eval}.parquet + manifest.json.
 
     All or nothing: `out` appears only once every file is written. Returns the manifest.
     """
+    options = read_options(section)
     source = _source(options)
-    converter = get_converter(source)
-    result = converter.convert(options)
+    module = converter(source)
+    result = module.convert(options)
     manifest = {
         "source": source,
         "options": result.options,
-        "converter_version": converter.CONVERTER_VERSION,
+        "converter_version": module.CONVERTER_VERSION,
         "inputs": result.inputs,
         "rows": {"train": len(result.train), "eval": len(result.eval)},
         "dropped": result.dropped,
     }
     if result.stats:
         manifest["stats"] = result.stats
-    schemas = {"train": result.schema, "eval": result.eval_schema or result.schema}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with atomic_dir(out) as tmp:
-        for name, rows in (("train", result.train), ("eval", result.eval)):
-            pq.write_table(pa.Table.from_pylist(rows, schema=schemas[name]), tmp / f"{name}.parquet")
+        for name, rows, schema in ((layout.TRAIN_ROWS, result.train, result.schema),
+                                   (layout.EVAL_ROWS, result.eval, result.eval_schema or result.schema)):
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / name)
         # A plain write: the directory rename is what makes the output appear atomically.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from knobsweep.data import DataError, convert_to_dir
+from knobsweep.data import convert_to_dir
+from knobsweep.errors import FieldError, SpecError
 from knobsweep.io import json_object
 
 SHOWN_DROPPED = 5
@@ -43,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m knobsweep.data",
         description="Convert a dataset into train.parquet, eval.parquet and manifest.json.",
     )
-    parser.add_argument("--config-json", required=True, type=json_object, help="the run config's `data` section, as JSON")
+    parser.add_argument("--config-json", required=True, type=json_object,
+                        help="the run config's `data` section, as JSON (read by the spec's models)")
     parser.add_argument("--out", required=True, help="output directory, e.g. results/data/<key>")
     args = parser.parse_args(argv)
     options = args.config_json
     try:
         manifest = convert_to_dir(options, args.out)
-    except DataError as error:
+    except (FieldError, SpecError) as error:  # bad options (named by the spec's models) or unusable inputs
         print(f"knobsweep.data: error: {error}", file=sys.stderr)
         return 1
 

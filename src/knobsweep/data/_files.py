@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from knobsweep.data import DataError
-
-# Suffixes read from a directory; anything else there (LICENSE, .patch, ...) is not data.
-JSON_SUFFIXES = (".json", ".traj")
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-PARQUET_SUFFIXES = (".parquet",)
-DATA_SUFFIXES = JSON_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
-
-# "name" or "owner/name", as on the Hugging Face hub.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+from knobsweep.errors import DataError, FieldError
+from knobsweep.hub import DATA_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+from knobsweep.io import json_lines
 
 
 @dataclass
@@ -42,19 +34,6 @@ class Record:
         return f"{self.file}:{self.line}"
 
 
-def looks_like_hub_id(path: str) -> bool:
-    """True for "owner/name" that is not an existing or obviously local path."""
-    local = Path(path).expanduser()
-    return (
-        _HUB_ID.fullmatch(path) is not None
-        and ".." not in path
-        and not local.exists()
-        and Path(path).suffix.lower() not in DATA_SUFFIXES
-        # "data/x" next to an existing data/ folder is a missing local path, not a hub id.
-        and (local.parent == Path(".") or not local.parent.is_dir())
-    )
-
-
 def expand_paths(paths: list[str], option: str) -> list[Path]:
     """Local files named by `paths` (a directory stands for its data files, sorted by name)."""
     files: list[Path] = []
@@ -63,20 +42,20 @@ def expand_paths(paths: list[str], option: str) -> list[Path]:
         if local.is_dir():
             found = sorted(p for p in local.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
             if not found:
-                raise DataError(
-                    f"data.{option} {path!r}: the directory has no data files "
+                raise FieldError(
+                    f"data.{option}", f"{path!r}: the directory has no data files "
                     f"(looked for {', '.join(DATA_SUFFIXES)})"
                 )
             files.extend(found)
         elif local.is_file():
             if local.suffix.lower() not in DATA_SUFFIXES:
-                raise DataError(
-                    f"data.{option} {path!r}: unsupported file type {local.suffix or '(none)'!r}; "
+                raise FieldError(
+                    f"data.{option}", f"{path!r}: unsupported file type {local.suffix or '(none)'!r}; "
                     f"expected one of {', '.join(DATA_SUFFIXES)}"
                 )
             files.append(local)
         else:
-            raise DataError(f"data.{option} {path!r}: no such file or directory ({local.absolute()})")
+            raise FieldError(f"data.{option}", f"{path!r}: no such file or directory ({local.absolute()})")
     return files
 
 
@@ -98,13 +77,8 @@ def read_file(file: Path) -> tuple[str, Iterator[Record]]:
 
 
 def _jsonl_records(name: str, data: bytes) -> Iterator[Record]:
-    for index, line in enumerate(data.splitlines()):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing newline) are layout, not rows
-        try:
-            yield Record(name, index + 1, json.loads(line))
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            yield Record(name, index + 1, None, f"not a JSON line: {error}")
+    for line in json_lines(data.splitlines(keepends=True)):
+        yield Record(name, line.index + 1, line.value, line.error)
 
 
 def _json_records(name: str, data: bytes) -> Iterator[Record]:
@@ -133,8 +107,8 @@ def load_hub_split(path: str, config: str | None, split: str, option: str = "pat
     try:
         return datasets.load_dataset(path, config, split=split)
     except Exception as error:  # network, auth, unknown id / config / split: all end here
-        raise DataError(
-            f"data.{option} {path!r}: not a local file or directory ({Path(path).absolute()}) and loading "
+        raise FieldError(
+            f"data.{option}", f"{path!r}: not a local file or directory ({Path(path).absolute()}) and loading "
             f"it from the Hugging Face hub (config {config!r}, split {split!r}) failed: "
             f"{type(error).__name__}: {error}"
         ) from error

@@ -33,138 +33,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+from knobsweep.data import ConversionResult, messages_type, shuffle_key
+from knobsweep.errors import DataError, FieldError
+from knobsweep.hub import looks_like_hub_id
+from knobsweep.io import JsonLine, file_sha256, json_lines
+from knobsweep.spec.sources import CustomOptions
 
-from knobsweep.data import (MESSAGES, ConversionResult, DataError, check_sizes_and_seed, jsonl_records, shuffle_key,
-                            with_defaults)
-from knobsweep.io import file_sha256
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
-FORMATS = ("rl", "sft", "kto")
-SOURCES = ("jsonl", "parquet", "hf")
 EXTENSIONS = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
-
-DEFAULTS: dict = {
-    "source": "jsonl",
-    "format": "rl",
-    "path": None,
-    "train_files": None,
-    "eval_files": None,
-    "hub_config": None,
-    "revision": None,
-    "train_split": "train",
-    "eval_split": "test",
-    "eval_ratio": None,
-    "prompt_key": "prompt",
-    "response_key": "response",
-    "label_key": "label",
-    "messages_key": "messages",
-    "ground_truth_key": "ground_truth",
-    "system_prompt": None,
-    "extra_keys": [],
-    "train_size": None,
-    "eval_size": None,
-    "seed": 0,
-}
-KEY_OPTIONS = ("prompt_key", "response_key", "label_key", "messages_key", "ground_truth_key")
-# Output columns an extra column would clash with.
-RESERVED = ("row_id", "prompt", "ground_truth", "completion", "messages", "label")
 LABELS = {"true": True, "false": False}
-
-
-# ------------------------------------------------------------------------------- options
-
-def resolve_options(options: dict) -> dict:
-    """The `data` section with defaults filled in; wrong names or values raise DataError.
-
-    Fast and free of I/O: the spec calls it for every run while validating.
-    """
-    if not isinstance(options, dict):
-        raise DataError(f"data: expected a mapping, got {options!r}")
-    source = options.get("source")
-    if source not in SOURCES:
-        raise DataError(f"data.source: expected one of {', '.join(SOURCES)}, got {source!r}")
-    resolved = with_defaults(options, DEFAULTS, source, FORMATS)
-
-    if resolved["path"] is not None and (not isinstance(resolved["path"], str) or not resolved["path"]):
-        raise DataError(
-            f"data.path: must be a non-empty string (a file, a directory or a hub id), got {resolved['path']!r}"
-        )
-    for key in ("train_files", "eval_files"):
-        resolved[key] = _file_list(key, resolved[key])
-    if source == "hf":
-        if resolved["path"] is None:
-            raise DataError(
-                "data.path: source 'hf' needs a hub dataset id (e.g. 'openai/gsm8k'), a directory "
-                "written by Dataset.save_to_disk, or a loader name with data.train_files (e.g. 'json')"
-            )
-    elif (resolved["path"] is None) == (resolved["train_files"] is None):
-        raise DataError(
-            f"data.path: source {source!r} needs exactly one of data.path (a file or a directory) "
-            f"and data.train_files (a list of files), got "
-            + ("both" if resolved["path"] is not None else "neither")
-        )
-    for key in ("hub_config", "revision"):
-        if resolved[key] is not None:
-            if source != "hf":
-                raise DataError(f"data.{key}: only for source 'hf' (got source {source!r})")
-            if not isinstance(resolved[key], str) or not resolved[key]:
-                raise DataError(f"data.{key}: must be a non-empty string or null, got {resolved[key]!r}")
-    for key in ("train_split", *KEY_OPTIONS):
-        if not isinstance(resolved[key], str) or not resolved[key]:
-            raise DataError(f"data.{key}: must be a non-empty string, got {resolved[key]!r}")
-
-    # Eval rows come from one place: eval_ratio (held out), eval_files, or the eval_split.
-    # What is not read is recorded as null, so resolving twice gives the same options.
-    ratio = resolved["eval_ratio"]
-    if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-            raise DataError(
-                f"data.eval_ratio: must be a number between 0 and 1 (the share of train rows held out "
-                f"for eval), or null, got {ratio!r}"
-            )
-        for key in ("eval_files", "eval_split"):
-            if options.get(key) is not None:
-                raise DataError(
-                    f"data.eval_ratio: eval rows come from data.{key} or from data.eval_ratio, not both"
-                )
-        resolved["eval_split"] = None
-    elif resolved["eval_files"] is not None and source != "hf":  # hf names the eval_files' split
-        if options.get("eval_split") is not None:
-            raise DataError("data.eval_split: eval rows come from data.eval_files or data.eval_split, not both")
-        resolved["eval_split"] = None
-    elif not isinstance(resolved["eval_split"], str) or not resolved["eval_split"]:
-        raise DataError(
-            f"data.eval_split: must be a non-empty string (or set data.eval_files or data.eval_ratio), "
-            f"got {resolved['eval_split']!r}"
-        )
-
-    system = resolved["system_prompt"]
-    if system is not None and (not isinstance(system, str) or not system.strip()):
-        raise DataError(f"data.system_prompt: must be a non-empty string or null, got {system!r}")
-    extras = resolved["extra_keys"]
-    if not isinstance(extras, list) or not all(isinstance(k, str) and k for k in extras):
-        raise DataError(f"data.extra_keys: must be a list of column names, got {extras!r}")
-    if len(set(extras)) != len(extras):
-        raise DataError(f"data.extra_keys: lists a column twice: {extras!r}")
-    clash = [key for key in extras if key in RESERVED]
-    if clash:
-        raise DataError(
-            f"data.extra_keys: {clash[0]!r} is an output column of its own ({', '.join(RESERVED)}); "
-            f"map it with data.prompt_key / ground_truth_key / ... instead"
-        )
-    check_sizes_and_seed(resolved)
-    return resolved
-
-
-def _file_list(key: str, value) -> list[str] | None:
-    if value is None:
-        return None
-    files = [value] if isinstance(value, str) else value
-    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
-        raise DataError(f"data.{key}: must be a file path or a non-empty list of file paths, got {value!r}")
-    return list(files)
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -177,22 +59,22 @@ class Part:
     name: str  # how messages and the manifest name it: the file, or "<path>:<split>"
 
 
-def _files(options: dict) -> tuple[list[Path], list[Path] | None]:
+def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
     """(train files, eval files or None for a holdout) of a jsonl / parquet source."""
-    if options["train_files"] is not None:
-        train = [_existing_file("train_files", f) for f in options["train_files"]]
+    if options.train_files is not None:
+        train = [_existing_file("train_files", f) for f in options.train_files]
     else:
-        path = Path(options["path"]).expanduser()
+        path = Path(options.path).expanduser()
         if path.is_dir():
             return _directory_files(path, options)
         if not path.exists():
-            raise DataError(f"data.path {options['path']!r}: no such file or directory ({path.absolute()})")
+            raise FieldError("data.path", f"{options.path!r}: no such file or directory ({path.absolute()})")
         train = [path]
-    if options["eval_files"] is not None:
-        return train, [_existing_file("eval_files", f) for f in options["eval_files"]]
-    if options["eval_ratio"] is None:
-        raise DataError(
-            f"data.eval_ratio: {', '.join(map(str, train))} holds no eval split; set data.eval_files, "
+    if options.eval_files is not None:
+        return train, [_existing_file("eval_files", f) for f in options.eval_files]
+    if options.eval_ratio is None:
+        raise FieldError(
+            "data.eval_ratio", f"{', '.join(map(str, train))} holds no eval split; set data.eval_files, "
             f"or data.eval_ratio (e.g. 0.1) to hold out a seeded share of the train rows"
         )
     return train, None
@@ -202,7 +84,7 @@ def _existing_file(key: str, name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
         what = "a directory" if path.is_dir() else "no such file"
-        raise DataError(f"data.{key}: {name!r} is {what} ({path.absolute()}); expected a data file")
+        raise FieldError(f"data.{key}", f"{name!r} is {what} ({path.absolute()}); expected a data file")
     return path
 
 
@@ -214,28 +96,28 @@ def _split_files(directory: Path, split: str, source: str) -> list[Path]:
     return found
 
 
-def _directory_files(directory: Path, options: dict) -> tuple[list[Path], list[Path] | None]:
-    source = options["source"]
+def _directory_files(directory: Path, options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
+    source = options.source
     pattern = " or ".join(f"<split>{ext}" for ext in EXTENSIONS[source])
 
     def present() -> str:
         names = sorted(p.name for ext in EXTENSIONS[source] for p in directory.glob(f"*{ext}"))
         return ", ".join(names) or f"no {' / '.join(EXTENSIONS[source])} files"
 
-    train = _split_files(directory, options["train_split"], source)
+    train = _split_files(directory, options.train_split, source)
     if not train:
-        raise DataError(
-            f"data.train_split: {directory} has no {options['train_split']!r} file ({pattern}, or "
+        raise FieldError(
+            "data.train_split", f"{directory} has no {options.train_split!r} file ({pattern}, or "
             f"shards <split>-*); it has: {present()}"
         )
-    if options["eval_files"] is not None:
-        return train, [_existing_file("eval_files", f) for f in options["eval_files"]]
-    if options["eval_ratio"] is not None:
+    if options.eval_files is not None:
+        return train, [_existing_file("eval_files", f) for f in options.eval_files]
+    if options.eval_ratio is not None:
         return train, None
-    evals = _split_files(directory, options["eval_split"], source)
+    evals = _split_files(directory, options.eval_split, source)
     if not evals:
-        raise DataError(
-            f"data.eval_split: {directory} has no {options['eval_split']!r} file; it has: {present()}; "
+        raise FieldError(
+            "data.eval_split", f"{directory} has no {options.eval_split!r} file; it has: {present()}; "
             f"set data.eval_split, data.eval_files, or data.eval_ratio (e.g. 0.1) to hold out train rows"
         )
     return train, evals
@@ -249,14 +131,14 @@ def _labels(files: list[Path]) -> dict[Path, str]:
     return {f: stem if stems.count(stem) == 1 else f.with_suffix("").as_posix() for f, stem in zip(files, stems)}
 
 
-def _hf_local(options: dict) -> Path | None:
+def _hf_local(options: CustomOptions) -> Path | None:
     """The local directory an hf `path` names, or None for a hub id or a loader name."""
-    path = Path(options["path"]).expanduser()
+    path = Path(options.path).expanduser()
     if path.is_dir():
         return path
     if path.exists():
-        raise DataError(
-            f"data.path {options['path']!r} is a file; for source 'hf' give a directory or a hub id, or "
+        raise FieldError(
+            "data.path", f"{options.path!r} is a file; for source 'hf' give a directory or a hub id, or "
             f"path: json (or parquet, csv) with data.train_files; for one file use source jsonl / parquet"
         )
     return None
@@ -270,27 +152,26 @@ def _tree_fingerprint(directory: Path) -> dict[str, str]:
     }
 
 
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(options: CustomOptions) -> dict[str, str]:
     """{input file: sha256}; for a hub dataset {hub id: "hub:<id> config=... revision=..."}."""
-    options = resolve_options(options)
-    if options["source"] != "hf":
+    if options.source != "hf":
         train, evals = _files(options)
         return {f.as_posix(): file_sha256(f) for f in train + (evals or [])}
-    data_files = [Path(f).expanduser() for f in (options["train_files"] or []) + (options["eval_files"] or [])]
+    data_files = [Path(f).expanduser() for f in (options.train_files or []) + (options.eval_files or [])]
     if data_files and all(f.is_file() for f in data_files):
         return {f.as_posix(): file_sha256(f) for f in data_files}
     local = _hf_local(options)
     if local is not None:
         return _tree_fingerprint(local)
-    return {options["path"]: _hub_identity(options)}
+    return {options.path: _hub_identity(options)}
 
 
-def _hub_identity(options: dict) -> str:
+def _hub_identity(options: CustomOptions) -> str:
     # Without a `revision` the hub copy can change under the same key: pin one to be sure.
-    files = options["train_files"] or []
+    files = options.train_files or []
     return (
-        f"hub:{options['path']} config={options['hub_config'] or 'default'} "
-        f"revision={options['revision'] or 'latest'}" + (f" data_files={','.join(files)}" if files else "")
+        f"hub:{options.path} config={options.hub_config or 'default'} "
+        f"revision={options.revision or 'latest'}" + (f" data_files={','.join(files)}" if files else "")
     )
 
 
@@ -301,64 +182,53 @@ def _read_file(path: Path, source: str) -> tuple[str, list]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if source == "jsonl":
-        return digest, list(jsonl_records(data))
+        return digest, list(json_lines(data.splitlines(keepends=True)))
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"{path}: not a readable Parquet file: {error}") from error
-    return digest, [(index, record, None) for index, record in enumerate(table.to_pylist())]
+    return digest, [JsonLine(index, record) for index, record in enumerate(table.to_pylist())]
 
 
-def _hf_splits(options: dict) -> dict:
+def _hf_splits(options: CustomOptions) -> dict:
     """{split name: datasets.Dataset} of an hf source, through the `datasets` library."""
-    path, local = options["path"], _hf_local(options)
-    if local is None and not _looks_like_hub_id(path):
-        raise DataError(f"data.path {path!r}: no such directory ({Path(path).absolute()}) and not a hub dataset id")
+    path, local = options.path, _hf_local(options)
+    if local is None and not looks_like_hub_id(path):
+        raise FieldError("data.path", f"{path!r}: no such directory ({Path(path).absolute()}) and not a hub dataset id")
     saved = local is not None and any((local / name).is_file() for name in ("dataset_dict.json", "state.json"))
 
     import datasets  # slow to import; only hf users pay for it
 
     data_files = None
-    if options["train_files"] is not None:
-        data_files = {options["train_split"]: options["train_files"]}
-        if options["eval_files"] is not None:
-            data_files[options["eval_split"]] = options["eval_files"]
+    if options.train_files is not None:
+        data_files = {options.train_split: options.train_files}
+        if options.eval_files is not None:
+            data_files[options.eval_split] = options.eval_files
     try:
         if saved:
             loaded = datasets.load_from_disk(str(local))
         else:
             loaded = datasets.load_dataset(
-                path, options["hub_config"], revision=options["revision"], data_files=data_files
+                path, options.hub_config, revision=options.revision, data_files=data_files
             )
     except Exception as error:  # network, auth, unknown id or config, unreadable files: all end here
         where = "the saved dataset" if saved else ("the local dataset" if local else "the Hugging Face hub dataset")
-        raise DataError(
-            f"data.path {path!r}: loading {where} failed"
-            + (f" (config {options['hub_config']!r})" if options["hub_config"] else "")
+        raise FieldError(
+            "data.path", f"{path!r}: loading {where} failed"
+            + (f" (config {options.hub_config!r})" if options.hub_config else "")
             + f": {type(error).__name__}: {error}"
         ) from error
     if isinstance(loaded, datasets.Dataset):  # save_to_disk of one split
-        return {options["train_split"]: loaded}
+        return {options.train_split: loaded}
     return dict(loaded)
 
 
-def _looks_like_hub_id(path: str) -> bool:
-    from knobsweep.data.gsm8k import _HUB_ID
-
-    local = Path(path).expanduser()
-    return (
-        _HUB_ID.fullmatch(path) is not None
-        and ".." not in path
-        # "data/mine" next to an existing data/ folder is a missing directory, not a hub id.
-        and (local.parent == Path(".") or not local.parent.is_dir())
-    )
-
-
-def _read_inputs(options: dict) -> tuple[dict[str, list[tuple[Part, list]] | None], dict[str, str]]:
+def _read_inputs(options: CustomOptions) -> tuple[dict[str, list[tuple[Part, list]] | None], dict[str, str]]:
     """({"train": [(part, records)], "eval": [...] or None (held out)}, inputs fingerprint)."""
-    source = options["source"]
+    source = options.source
     if source != "hf":
         train, evals = _files(options)
         labels = _labels(train + (evals or []))
@@ -376,18 +246,18 @@ def _read_inputs(options: dict) -> tuple[dict[str, list[tuple[Part, list]] | Non
     splits = _hf_splits(options)
     parts = {}
     for role in ("train", "eval"):
-        split = options[f"{role}_split"]
-        if role == "eval" and options["eval_ratio"] is not None:
+        split = getattr(options, f"{role}_split")
+        if role == "eval" and options.eval_ratio is not None:
             parts[role] = None
             continue
         if split not in splits:
-            raise DataError(
-                f"data.{role}_split: dataset {options['path']!r} has no split {split!r}; it has: "
+            raise FieldError(
+                f"data.{role}_split", f"dataset {options.path!r} has no split {split!r}; it has: "
                 f"{', '.join(splits) or 'none'}"
                 + ("; or set data.eval_ratio to hold out train rows" if role == "eval" else "")
             )
-        records = [(index, record, None) for index, record in enumerate(splits[split].to_list())]
-        parts[role] = [(Part(split, f"{options['path']}:{split}"), records)]
+        records = [JsonLine(index, record) for index, record in enumerate(splits[split].to_list())]
+        parts[role] = [(Part(split, f"{options.path}:{split}"), records)]
     return parts, input_fingerprint(options)
 
 
@@ -418,8 +288,8 @@ def _messages(value, key: str, option: str, role: str) -> list[dict]:
     raise BadRow(f"{key!r} ({option}) must be a string or a list of {{role, content}} messages, got {got}")
 
 
-def _column(record: dict, options: dict, option: str):
-    key = options[option]
+def _column(record: dict, options: CustomOptions, option: str):
+    key = getattr(options, option)
     if key not in record:
         raise BadRow(f"missing {key!r} (data.{option}); the row has: {', '.join(map(str, record)) or 'no columns'}")
     if record[key] is None:
@@ -435,19 +305,19 @@ def _text(value) -> str:
 class RowBuilder:
     """Turns one input record into a train row of the run's format or an rl eval row."""
 
-    def __init__(self, options: dict):
+    def __init__(self, options: CustomOptions):
         self.options = options
-        self.format = options["format"]
-        system = options["system_prompt"]
+        self.format = options.format
+        system = options.system_prompt
         self.system = [{"role": "system", "content": system}] if system else []
 
     def name(self, option: str) -> str:
         """How a reason names a column: "'question' (data.prompt_key)"."""
-        return f"{self.options[option]!r} (data.{option})"
+        return f"{getattr(self.options, option)!r} (data.{option})"
 
     def messages(self, record: dict, option: str, role: str) -> list[dict]:
         value = _column(record, self.options, option)
-        messages = _messages(value, self.options[option], f"data.{option}", role)
+        messages = _messages(value, getattr(self.options, option), f"data.{option}", role)
         if role == "assistant" and not any(m["role"] == "assistant" for m in messages):
             raise BadRow(f"{self.name(option)} has no assistant message")
         return messages
@@ -460,7 +330,7 @@ class RowBuilder:
 
     def conversation(self, record: dict) -> list[dict] | None:
         """An sft record's whole conversation, or None when it has none (prompt + response)."""
-        if self.format != "sft" or record.get(self.options["messages_key"]) is None:
+        if self.format != "sft" or record.get(self.options.messages_key) is None:
             return None
         messages = self._with_system(self.messages(record, "messages_key", "user"))
         if not any(m["role"] == "assistant" for m in messages):
@@ -468,11 +338,11 @@ class RowBuilder:
         return messages
 
     def extras(self, record: dict) -> dict:
-        missing = [key for key in self.options["extra_keys"] if key not in record]
+        missing = [key for key in self.options.extra_keys if key not in record]
         if missing:
             raise BadRow(f"missing extra column {missing[0]!r} (data.extra_keys); "
                          f"the row has: {', '.join(map(str, record))}")
-        return {key: record[key] for key in self.options["extra_keys"]}
+        return {key: record[key] for key in self.options.extra_keys}
 
     def label(self, record: dict) -> bool:
         value = _column(record, self.options, "label_key")
@@ -491,7 +361,7 @@ class RowBuilder:
             conversation = self.conversation(record)
             if conversation is not None:
                 return {"row_id": row_id, "messages": conversation}
-            if record.get(self.options["prompt_key"]) is None:
+            if record.get(self.options.prompt_key) is None:
                 raise BadRow(f"no {self.name('messages_key')} and no {self.name('prompt_key')}; "
                              f"the row has: {', '.join(map(str, record)) or 'no columns'}")
             return {"row_id": row_id, "prompt": self.prompt(record),
@@ -515,7 +385,7 @@ class RowBuilder:
 
     def _prompt_and_reference(self, record: dict) -> tuple[list[dict], str | None]:
         """(prompt, the reference response when sft / kto data has no ground-truth column, else None)."""
-        need_reference = self.format != "rl" and record.get(self.options["ground_truth_key"]) is None
+        need_reference = self.format != "rl" and record.get(self.options.ground_truth_key) is None
         conversation = self.conversation(record)
         if conversation is not None:
             # The conversation up to its last assistant turn is the prompt; that turn the reference.
@@ -535,9 +405,8 @@ class RowBuilder:
 
 # ------------------------------------------------------------------------------- convert
 
-def convert(options: dict) -> ConversionResult:
+def convert(options: CustomOptions) -> ConversionResult:
     """Read the inputs, build rows of the run's format (eval: rl rows), shuffle and cut."""
-    options = resolve_options(options)
     parts, inputs = _read_inputs(options)
     builder = RowBuilder(options)
     dropped: list[dict] = []
@@ -546,13 +415,14 @@ def convert(options: dict) -> ConversionResult:
     parsed: dict[str, list] = {"train": [], "eval": []}
     for role, role_parts in parts.items():
         for part, records in role_parts or []:
-            for index, record, reason in records:
-                if reason is None and not isinstance(record, dict):
-                    reason = f"not a JSON object: {type(record).__name__}"
+            for line in records:
+                reason = line.error
+                if reason is None and not isinstance(line.value, dict):
+                    reason = f"not a JSON object: {type(line.value).__name__}"
                 if reason is None:
-                    parsed[role].append((part, index, record))
+                    parsed[role].append((part, line.index, line.value))
                 else:
-                    dropped.append(_dropped(role, part, index, reason))
+                    dropped.append(_dropped(role, part, line.index, reason))
     if parts["eval"] is None:
         parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options)
 
@@ -566,16 +436,17 @@ def convert(options: dict) -> ConversionResult:
                 dropped.append(_dropped(role, part, index, str(error)))
         rows[role] = _select(rows[role], role, options, parts, dropped)
 
-    train, stats = _finish_train(rows["train"], options["format"])
+    train, stats = _finish_train(rows["train"], options.format)
     dropped.sort(key=lambda d: (d["split"] != "train", d["file"], d["line"]))  # in reading order
     extras = _extra_types(rows["train"] + rows["eval"], options)
     _encode_extras(train + rows["eval"], extras)
+    schema, eval_schema = _schemas(options.format, train, extras)
     return ConversionResult(
         train=train,
         eval=rows["eval"],
-        schema=_train_schema(options["format"], train, extras),
-        eval_schema=_rl_schema(extras),
-        options=options,
+        schema=schema,
+        eval_schema=eval_schema,
+        options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,
         stats=stats,
@@ -586,20 +457,20 @@ def _dropped(role: str, part: Part, index: int, reason: str) -> dict:
     return {"split": role, "file": part.name, "line": index + 1, "reason": reason}
 
 
-def _hold_out(rows: list, options: dict) -> tuple[list, list]:
+def _hold_out(rows: list, options: CustomOptions) -> tuple[list, list]:
     """(train, eval) of one pool: a seeded `eval_ratio` share, at least one row each."""
     if len(rows) < 2:
-        raise DataError(
-            f"data.eval_ratio: holding out eval rows needs at least 2 readable train rows, got {len(rows)}"
+        raise FieldError(
+            "data.eval_ratio", f"holding out eval rows needs at least 2 readable train rows, got {len(rows)}"
         )
-    order = sorted(rows, key=lambda r: shuffle_key(options["seed"], f"{r[0].label}-{r[1]}", salt="holdout:"))
-    count = min(max(1, round(options["eval_ratio"] * len(rows))), len(rows) - 1)
+    order = sorted(rows, key=lambda r: shuffle_key(options.seed, f"{r[0].label}-{r[1]}", salt="holdout:"))
+    count = min(max(1, round(options.eval_ratio * len(rows))), len(rows) - 1)
     held = {id(r) for r in order[:count]}
     # Keep the input order within each side; the split-wise shuffle comes later.
     return [r for r in rows if id(r) not in held], [r for r in rows if id(r) in held]
 
 
-def _select(rows: list[dict], role: str, options: dict, parts: dict, dropped: list[dict]) -> list[dict]:
+def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dropped: list[dict]) -> list[dict]:
     """Shuffle with the seed and cut to size; an empty or all-bad split is an error."""
     where = ", ".join(part.name for part, _ in (parts[role] or parts["train"]))
     label = f"{where} ({role} rows{', held out by data.eval_ratio' if parts[role] is None else ''})"
@@ -608,15 +479,13 @@ def _select(rows: list[dict], role: str, options: dict, parts: dict, dropped: li
         if not bad:
             raise DataError(f"{label}: no rows (the input is empty)")
         first = "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
-        raise DataError(f"{label}: no usable rows for format {options['format']!r}, "
+        raise DataError(f"{label}: no usable rows for format {options.format!r}, "
                         f"all {len(bad)} were dropped ({first})")
-    rows.sort(key=lambda row: shuffle_key(options["seed"], row["row_id"]))
-    size = options[f"{role}_size"]
+    rows.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
+    size = getattr(options, f"{role}_size")
     if size is not None and size > len(rows):
-        raise DataError(
-            f"{label}: data.{role}_size asks for {size} rows but only {len(rows)} are usable; "
-            f"lower it or set it to null for all rows"
-        )
+        raise FieldError(f"data.{role}_size", f"{label}: asks for {size} rows but only {len(rows)} are usable; "
+                        f"lower it or set it to null for all rows")
     return rows[:size]
 
 
@@ -633,40 +502,40 @@ def _finish_train(rows: list[dict], fmt: str) -> tuple[list[dict], dict]:
     return rows, {}
 
 
-def _extra_types(rows: list[dict], options: dict) -> dict[str, pa.DataType]:
-    """One Arrow type per extra column: its values' type, or JSON text when they are mixed."""
+def _extra_types(rows: list[dict], options: CustomOptions) -> dict[str, str]:
+    """One Arrow type (its pyarrow name) per extra column: its values' type, or JSON text when they are mixed."""
     types = {}
-    for key in options["extra_keys"]:
+    for key in options.extra_keys:
         kinds = {type(row[key]) for row in rows if row.get(key) is not None}
         if kinds == {bool}:
-            types[key] = pa.bool_()
+            types[key] = "bool_"
         elif kinds == {int}:
-            types[key] = pa.int64()
+            types[key] = "int64"
         elif kinds and kinds <= {int, float}:
-            types[key] = pa.float64()
+            types[key] = "float64"
         else:
-            types[key] = pa.string()
+            types[key] = "string"
     return types
 
 
-def _encode_extras(rows: list[dict], types: dict[str, pa.DataType]) -> None:
+def _encode_extras(rows: list[dict], types: dict[str, str]) -> None:
     for key, kind in types.items():
         for row in rows:
-            if row.get(key) is not None and kind == pa.string():
+            if row.get(key) is not None and kind == "string":
                 row[key] = _text(row[key])
 
 
-def _rl_schema(extras: dict[str, pa.DataType]) -> pa.Schema:
-    fields = [("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string())]
-    return pa.schema(fields + list(extras.items()))
+def _schemas(fmt: str, rows: list[dict], extras: dict[str, str]) -> tuple[pa.Schema, pa.Schema]:
+    """(train.parquet's schema, eval.parquet's: rl rows with the extra columns)."""
+    import pyarrow as pa
 
-
-def _train_schema(fmt: str, rows: list[dict], extras: dict[str, pa.DataType]) -> pa.Schema:
+    messages, text = messages_type(), pa.string()
+    rl = pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text),
+                    *((key, getattr(pa, kind)()) for key, kind in extras.items())])
     if fmt == "rl":
-        return _rl_schema(extras)
+        return rl, rl
     if fmt == "kto":
-        return pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES),
-                          ("label", pa.bool_())])
+        return pa.schema([("row_id", text), ("prompt", messages), ("completion", messages), ("label", pa.bool_())]), rl
     if rows and "messages" in rows[0]:
-        return pa.schema([("row_id", pa.string()), ("messages", MESSAGES)])
-    return pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
+        return pa.schema([("row_id", text), ("messages", messages)]), rl
+    return pa.schema([("row_id", text), ("prompt", messages), ("completion", messages)]), rl

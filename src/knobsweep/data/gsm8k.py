@@ -18,90 +18,60 @@ line number in the file (for a hub split, the row index + 1); `row_id` is
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import pyarrow as pa
-
-from knobsweep.data import (MESSAGES, ConversionResult, DataError, check_sizes_and_seed, jsonl_records, shuffle_key,
-                            with_defaults)
-from knobsweep.io import file_sha256
+from knobsweep.data import ConversionResult, messages_type, shuffle_key
+from knobsweep.errors import DataError, FieldError
+from knobsweep.hub import looks_like_hub_id
+from knobsweep.io import JsonLine, file_sha256, json_lines
 from knobsweep.rewards.gsm8k import STRICT_PATTERN, extract_ground_truth, extract_strict_answer
+from knobsweep.spec.sources import Gsm8kOptions
 
 CONVERTER_VERSION = "2"  # 2: the `format` option (sft and kto rows)
-FORMATS = ("rl", "sft", "kto")
 
 # verl's GSM8K instruction (examples/data_preprocess/gsm8k.py), so the strict `#### N`
 # evaluator scores what the prompt asked for.
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
 
-DEFAULTS: dict = {
-    "source": "gsm8k",
-    "format": "rl",
-    "path": "openai/gsm8k",
-    "hub_config": "main",
-    "train_split": "train",
-    "eval_split": "test",
-    "train_size": None,
-    "eval_size": None,
-    "seed": 0,
-}
-
-ROW_SCHEMA = pa.schema(
-    [("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string()), ("answer", pa.string())]
-)
-SFT_SCHEMA = pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
-KTO_SCHEMA = pa.schema(
-    [("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES), ("label", pa.bool_())]
-)
-SCHEMAS = {"rl": ROW_SCHEMA, "sft": SFT_SCHEMA, "kto": KTO_SCHEMA}
-
-# "name" or "owner/name", as on the Hugging Face hub.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
-def resolve_options(options: dict) -> dict:
-    """The `data` section with defaults filled in; wrong names or values raise DataError."""
-    resolved = with_defaults(options, DEFAULTS, "gsm8k", FORMATS)
-    for key in ("path", "train_split", "eval_split"):
-        if not isinstance(resolved[key], str) or not resolved[key]:
-            raise DataError(f"data.{key}: must be a non-empty string, got {resolved[key]!r}")
-    if resolved["hub_config"] is not None and not isinstance(resolved["hub_config"], str):
-        raise DataError(f"data.hub_config: must be a string or null, got {resolved['hub_config']!r}")
-    check_sizes_and_seed(resolved)
-    return resolved
+@functools.cache
+def schemas() -> dict[str, pa.Schema]:
+    """train.parquet's schema of each format (eval.parquet holds rl rows)."""
+    import pyarrow as pa
 
+    messages = messages_type()
+    return {
+        "rl": pa.schema([("row_id", pa.string()), ("prompt", messages), ("ground_truth", pa.string()),
+                         ("answer", pa.string())]),
+        "sft": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages)]),
+        "kto": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages),
+                          ("label", pa.bool_())]),
+    }
 
-def _local_dir(options: dict) -> Path | None:
+def _local_dir(options: Gsm8kOptions) -> Path | None:
     """The local directory `path` names, or None when it is a hub dataset id.
 
     A path that looks local (absolute, ./, ~, several parts, or under an existing folder)
     but is missing fails here: a hub lookup would only add a confusing network error.
     """
-    path = options["path"]
+    path = options.path
     local = Path(path).expanduser()
     if local.is_dir():
         return local
-    expected = f"{options['train_split']}.jsonl and {options['eval_split']}.jsonl"
+    expected = f"{options.train_split}.jsonl and {options.eval_split}.jsonl"
     if local.exists():
-        raise DataError(
-            f"data.path {path!r} is a file; expected a directory holding {expected}, "
-            f"or a hub dataset id such as 'openai/gsm8k'"
-        )
-    hub_like = (
-        _HUB_ID.fullmatch(path) is not None
-        and ".." not in path
-        # "data/gsm8k" next to an existing data/ folder is a missing directory, not a hub id.
-        and (local.parent == Path(".") or not local.parent.is_dir())
-    )
-    if not hub_like:
-        raise DataError(
-            f"data.path {path!r}: no such directory ({local.absolute()}); expected a directory "
-            f"holding {expected}, or a hub dataset id such as 'openai/gsm8k'"
-        )
+        raise FieldError("data.path", f"{path!r} is a file; expected a directory holding {expected}, "
+                        f"or a hub dataset id such as 'openai/gsm8k'")
+    if not looks_like_hub_id(path):
+        raise FieldError("data.path", f"{path!r}: no such directory ({local.absolute()}); expected a directory "
+                        f"holding {expected}, or a hub dataset id such as 'openai/gsm8k'")
     return None
 
 
@@ -113,22 +83,21 @@ def _split_file(directory: Path, split: str) -> Path:
     return file
 
 
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(options: Gsm8kOptions) -> dict[str, str]:
     """{input file: sha256} for a local directory, {hub id: "hub:<id>@<config>"} otherwise."""
-    options = resolve_options(options)
     directory = _local_dir(options)
     if directory is None:
         return _hub_fingerprint(options)
-    files = (_split_file(directory, options[key]) for key in ("train_split", "eval_split"))
+    files = (_split_file(directory, split) for split in (options.train_split, options.eval_split))
     return {file.as_posix(): file_sha256(file) for file in files}
 
 
-def _hub_fingerprint(options: dict) -> dict[str, str]:
-    return {options["path"]: f"hub:{options['path']}@{options['hub_config']}"}
+def _hub_fingerprint(options: Gsm8kOptions) -> dict[str, str]:
+    return {options.path: f"hub:{options.path}@{options.hub_config}"}
 
 
-# A source yields (index, record, None) per row, or (index, None, reason) when it cannot be read.
-Records = Iterable[tuple[int, dict | None, str | None]]
+# A split's records: a JsonLine per row (its index, value, and why it cannot be read when it cannot).
+Records = Iterable[JsonLine]
 
 
 def _to_row(record, split: str, index: int) -> tuple[dict | None, str | None]:
@@ -150,14 +119,14 @@ def _to_row(record, split: str, index: int) -> tuple[dict | None, str | None]:
 
 
 def _convert_split(
-    records: Records, split: str, label: str, size: int | None, seed: int
+    records: Records, role: str, split: str, label: str, size: int | None, seed: int
 ) -> tuple[list[dict], list[dict]]:
     """(the selected rows, the dropped-row records) of one split."""
     rows, dropped = [], []
-    for index, record, reason in records:
-        row = None
+    for line in records:
+        index, row, reason = line.index, None, line.error
         if reason is None:
-            row, reason = _to_row(record, split, index)
+            row, reason = _to_row(line.value, split, index)
         if row is None:
             dropped.append({"split": split, "line": index + 1, "reason": reason})
         else:
@@ -169,19 +138,16 @@ def _convert_split(
         raise DataError(f"{label}: no usable GSM8K rows, all {len(dropped)} were dropped ({first})")
     rows.sort(key=lambda row: shuffle_key(seed, row["row_id"]))
     if size is not None and size > len(rows):
-        raise DataError(
-            f"{label}: asked for {size} rows but only {len(rows)} are usable; "
-            f"lower the size or set it to null for all rows"
-        )
+        raise FieldError(f"data.{role}_size", f"{label}: asked for {size} rows but only {len(rows)} are usable; "
+                        f"lower the size or set it to null for all rows")
     return rows[:size], dropped
 
 
-def convert(options: dict) -> ConversionResult:
+def convert(options: Gsm8kOptions) -> ConversionResult:
     """Read both splits, drop unusable rows, shuffle with `seed` and cut to size."""
-    options = resolve_options(options)
     directory = _local_dir(options)
-    splits = {"train": options["train_split"], "eval": options["eval_split"]}
-    sizes = {"train": options["train_size"], "eval": options["eval_size"]}
+    splits = {"train": options.train_split, "eval": options.eval_split}
+    sizes = {"train": options.train_size, "eval": options.eval_size}
     dropped: list[dict] = []
     out: dict[str, list[dict]] = {}
     if directory is not None:
@@ -191,30 +157,27 @@ def convert(options: dict) -> ConversionResult:
             data = file.read_bytes()
             # Hash the bytes converted, so the manifest describes exactly this output.
             inputs[file.as_posix()] = hashlib.sha256(data).hexdigest()
-            out[role], bad = _convert_split(
-                jsonl_records(data), split, str(file), sizes[role], options["seed"]
-            )
+            records = json_lines(data.splitlines(keepends=True))
+            out[role], bad = _convert_split(records, role, split, str(file), sizes[role], options.seed)
             dropped += bad
     else:
         hub = _load_hub(options)
         inputs = _hub_fingerprint(options)
         for role, split in splits.items():
             if split not in hub:
-                raise DataError(
-                    f"data.{role}_split: hub dataset {options['path']!r} has no split {split!r}; "
-                    f"it has: {', '.join(hub)}"
-                )
-            records = ((index, record, None) for index, record in enumerate(hub[split]))
-            label = f"{options['path']} ({options['hub_config']}) split {split!r}"
-            out[role], bad = _convert_split(records, split, label, sizes[role], options["seed"])
+                raise FieldError(f"data.{role}_split", f"hub dataset {options.path!r} has no split {split!r}; "
+                                f"it has: {', '.join(hub)}")
+            records = (JsonLine(index, record) for index, record in enumerate(hub[split]))
+            label = f"{options.path} ({options.hub_config}) split {split!r}"
+            out[role], bad = _convert_split(records, role, split, label, sizes[role], options.seed)
             dropped += bad
-    train, stats = _format_rows(out["train"], options["format"], options["seed"])
+    train, stats = _format_rows(out["train"], options.format, options.seed)
     return ConversionResult(
         train=train,
         eval=out["eval"],
-        schema=SCHEMAS[options["format"]],
-        eval_schema=ROW_SCHEMA,
-        options=options,
+        schema=schemas()[options.format],
+        eval_schema=schemas()["rl"],
+        options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,
         stats=stats,
@@ -264,14 +227,12 @@ def wrong_final_answer(solution: str, seed: int, row_id: str) -> str:
     return solution[:start] + text + solution[end:]
 
 
-def _load_hub(options: dict):
+def _load_hub(options: Gsm8kOptions):
     import datasets  # slow to import; only hub users pay for it
 
     try:
-        return datasets.load_dataset(options["path"], options["hub_config"])
+        return datasets.load_dataset(options.path, options.hub_config)
     except Exception as error:  # network, auth, unknown id or config: all end here
-        raise DataError(
-            f"data.path {options['path']!r}: not a local directory ({Path(options['path']).absolute()}) "
-            f"and loading it from the Hugging Face hub (config {options['hub_config']!r}) failed: "
-            f"{type(error).__name__}: {error}"
-        ) from error
+        raise FieldError("data.path", f"{options.path!r}: not a local directory ({Path(options.path).absolute()}) "
+                        f"and loading it from the Hugging Face hub (config {options.hub_config!r}) failed: "
+                        f"{type(error).__name__}: {error}") from error

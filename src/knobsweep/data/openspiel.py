@@ -7,7 +7,7 @@ configs inner: games [hex, go] x game_configs [{board_size: 5}, {board_size: 7}]
 hex(board_size=5), hex(board_size=7), go(board_size=5), go(board_size=7); parameters are written
 in key order, and an empty mapping {} means the game's defaults. Without `game_configs` each
 game is one case with its defaults. Every pair must be valid: a parameter one game lacks fails.
-`cases` and `games` are exclusive; resolve_options expands `games` x `game_configs` into
+`cases` and `games` are exclusive; the options model expands `games` x `game_configs` into
 `cases` (and sets both to null), so equal case lists give equal resolved options.
 
 Supported: sequential games, with or without chance nodes (open_spiel's explicit chance
@@ -22,9 +22,10 @@ is played uniformly at random, chance nodes are sampled from their probabilities
 count as moves), and the position reached, once no chance node is pending, is shown. A draw
 that ends the game is drawn again from the same stream (up to 100 times).
 
-Train / eval. Train task i has seed `seed + i` (i < num_tasks_per_case); eval task j has
-seed `seed + 1_000_000 + j` (j < eval_tasks_per_case), so the seed ranges never overlap and the
-eval set does not move when num_tasks_per_case changes. Small games repeat positions, so by
+Train / eval. `train_size` / `eval_size` positions of all cases together are spread evenly over
+the cases (the first ones get one more while the remainder lasts). Train task i of a case has seed
+`seed + i`; eval task j has seed `seed + 1_000_000 + j`, so the seed ranges never overlap and the
+eval set does not move when train_size changes. Small games repeat positions, so by
 default (`eval_overlap: drop`) an eval task whose position (same action history, chance outcomes
 included) is also a train task of its case is dropped and listed in the manifest's `dropped`
 ("line" = eval task index + 1); a case left with no eval task at all is an error. With
@@ -42,177 +43,39 @@ player, num_legal_moves.
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import json
 import random
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+from knobsweep.data import ConversionResult, messages_type
+from knobsweep.errors import FieldError
+from knobsweep.rewards.openspiel import board_text, legal_moves, load_game
+from knobsweep.spec.sources import OpenSpielOptions
 
-from knobsweep.data import ConversionResult, DataError, with_defaults
-from knobsweep.rewards.openspiel import board_text, legal_moves, load_game, unsupported_reason
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
-FORMATS = ("rl",)
 
-DEFAULTS: dict = {
-    "source": "openspiel",
-    "format": "rl",
-    "cases": None,
-    "games": None,
-    "game_configs": None,
-    "num_tasks_per_case": 100,
-    "eval_tasks_per_case": 20,
-    "min_random_steps": 0,
-    "max_random_steps": 10,
-    "seed": 0,
-    "eval_overlap": "drop",
-}
-EVAL_OVERLAP = ("drop", "keep")
-
-EVAL_SEED_OFFSET = 1_000_000  # eval task j: seed + EVAL_SEED_OFFSET + j
-MAX_TASKS_PER_CASE = EVAL_SEED_OFFSET  # keeps the train and eval seed ranges apart
-MAX_RANDOM_STEPS = 100_000
+# Eval task j has seed seed + EVAL_SEED_OFFSET + j; train_size is at most this, so the ranges stay apart.
+EVAL_SEED_OFFSET = OpenSpielOptions.MAX_TASKS
 MAX_DRAWS = 100  # draws per task before a game that always ends is an error
 
 INSTRUCTION = "Answer with exactly one legal move, written exactly as in the list, and nothing else."
 
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-ROW_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", pa.list_(_MESSAGE)),
-        ("ground_truth", pa.string()),
-        ("answer", pa.string()),
-        ("game", pa.string()),
-        ("task_seed", pa.int64()),
-        ("player", pa.int64()),
-        ("num_legal_moves", pa.int64()),
-    ]
-)
+
+def row_schema() -> pa.Schema:
+    """The rows' schema (train and eval)."""
+    import pyarrow as pa
+
+    return pa.schema([("row_id", pa.string()), ("prompt", messages_type()), ("ground_truth", pa.string()),
+                      ("answer", pa.string()), ("game", pa.string()), ("task_seed", pa.int64()),
+                      ("player", pa.int64()), ("num_legal_moves", pa.int64())])
 
 
-# ------------------------------------------------------------------ options
-
-def resolve_options(options: dict) -> dict:
-    """The `data` section with defaults filled in and games x game_configs expanded into cases;
-    wrong names or values, unknown games and unsupported games raise DataError."""
-    resolved = with_defaults(options, DEFAULTS, "openspiel", FORMATS)
-    for key, low, high in (("num_tasks_per_case", 1, MAX_TASKS_PER_CASE),
-                           ("eval_tasks_per_case", 1, MAX_TASKS_PER_CASE),
-                           ("min_random_steps", 0, MAX_RANDOM_STEPS),
-                           ("max_random_steps", 0, MAX_RANDOM_STEPS),
-                           ("seed", 0, 2**31 - 1)):
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise DataError(f"data.{key}: must be an integer in {low}..{high}, got {value!r}")
-    if resolved["eval_overlap"] not in EVAL_OVERLAP:
-        raise DataError(
-            f"data.eval_overlap: must be one of {', '.join(EVAL_OVERLAP)}, got {resolved['eval_overlap']!r}"
-        )
-    if resolved["min_random_steps"] > resolved["max_random_steps"]:
-        raise DataError(
-            f"data.min_random_steps: {resolved['min_random_steps']} is more than "
-            f"data.max_random_steps ({resolved['max_random_steps']})"
-        )
-    labelled = _labelled_cases(resolved)
-    seen: dict[str, str] = {}
-    for label, load_string in labelled:
-        if load_string in seen:
-            raise DataError(f"{label}: {load_string!r} is listed twice (also {seen[load_string]})")
-        seen[load_string] = label
-        _check_game(label, load_string)
-    return {**resolved, "cases": [load for _, load in labelled], "games": None, "game_configs": None}
-
-
-def _labelled_cases(options: dict) -> list[tuple[str, str]]:
-    """[(the option that names it, load string)] from `cases` or from games x game_configs."""
-    cases, games, configs = options["cases"], options["games"], options["game_configs"]
-    if cases is not None and games is not None:
-        raise DataError("data.cases and data.games: give one of them, not both (games x game_configs "
-                        "is another way to write a list of cases)")
-    if configs is not None and games is None:
-        raise DataError("data.game_configs: needs data.games (the games to apply each config to)")
-    if cases is None and games is None:
-        raise DataError("data.cases: required: a list of OpenSpiel load strings such as "
-                        "['tic_tac_toe', 'hex(board_size=5)'] (or data.games with data.game_configs)")
-    if cases is not None:
-        _check_list("cases", cases, str)
-        for i, case in enumerate(cases):
-            if not case.strip() or case != case.strip():
-                raise DataError(f"data.cases[{i}]: must be a load string without surrounding spaces, got {case!r}")
-        return [(f"data.cases[{i}]", case) for i, case in enumerate(cases)]
-    _check_list("games", games, str)
-    for i, game in enumerate(games):
-        if not game or any(c in game for c in "()=, "):
-            raise DataError(
-                f"data.games[{i}]: must be a game name without parameters, got {game!r}; put parameters "
-                f"in data.game_configs, or list whole load strings in data.cases"
-            )
-    configs = [{}] if configs is None else configs
-    _check_list("game_configs", configs, dict)
-    params = [_parameters(j, config) for j, config in enumerate(configs)]
-    return [
-        (f"data.games[{i}] with data.game_configs[{j}]" if options["game_configs"] is not None
-         else f"data.games[{i}]", f"{game}({param})" if param else game)
-        for i, game in enumerate(games)
-        for j, param in enumerate(params)
-    ]
-
-
-def _check_list(key: str, value, kind: type) -> None:
-    if not isinstance(value, list) or not value:
-        raise DataError(f"data.{key}: must be a non-empty list, got {value!r}")
-    for i, item in enumerate(value):
-        if not isinstance(item, kind):
-            expected = "a string" if kind is str else "a mapping of parameter: value"
-            raise DataError(f"data.{key}[{i}]: must be {expected}, got {item!r}")
-
-
-def _parameters(index: int, config: dict) -> str:
-    """A game_configs mapping as OpenSpiel parameter text: "a=1,b=True" (keys in order)."""
-    parts = []
-    for key in sorted(config, key=str):
-        value = config[key]
-        label = f"data.game_configs[{index}].{key}"
-        if not isinstance(key, str) or not key.isidentifier():
-            raise DataError(f"data.game_configs[{index}]: parameter names must be identifiers, got {key!r}")
-        if isinstance(value, bool) or isinstance(value, int):
-            text = str(value)
-        elif isinstance(value, float):
-            text = repr(value)
-        elif isinstance(value, str) and value and not any(c in value for c in "()=,"):
-            text = value
-        else:
-            raise DataError(
-                f"{label}: must be a number, a boolean or a string without ( ) = , , got {value!r}; "
-                f"write nested games as whole load strings in data.cases"
-            )
-        parts.append(f"{key}={text}")
-    return ",".join(parts)
-
-
-def _check_game(label: str, load_string: str):
-    import pyspiel
-
-    try:
-        game = load_game(load_string)
-    except pyspiel.SpielError as error:
-        message = str(error).splitlines()[0]
-        if message.startswith("Unknown game"):  # OpenSpiel lists all ~130 games: name the closest
-            name = load_string.split("(")[0]
-            close = difflib.get_close_matches(name, pyspiel.registered_names(), n=3)
-            message = f"unknown game {name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
-        raise DataError(f"{label}: OpenSpiel cannot load {load_string!r}: {message}") from error
-    reason = unsupported_reason(game)
-    if reason is not None:
-        raise DataError(f"{label}: {load_string!r} {reason}")
-    return game
-
-
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(options: OpenSpielOptions) -> dict[str, str]:
     """No input files: positions come from the games, so the installed open_spiel is the input."""
-    resolve_options(options)
     return {"open_spiel": f"open_spiel=={importlib.metadata.version('open_spiel')}"}
 
 
@@ -282,38 +145,35 @@ def task_row(game, load_string: str, state, row_id: str, task_seed: int, answer:
 
 
 def _case_rows(label: str, game, load_string: str, split: str, case_index: int, seeds: range,
-               options: dict) -> list[dict]:
+               options: OpenSpielOptions) -> list[dict]:
     rows = []
     for task, task_seed in enumerate(seeds):
         rng = random.Random(task_seed)
-        state = draw_state(game, rng, options["min_random_steps"], options["max_random_steps"])
+        state = draw_state(game, rng, options.min_random_steps, options.max_random_steps)
         if state is None:
-            raise DataError(
-                f"{label}: {load_string!r} {split} task {task} (seed {task_seed}): all {MAX_DRAWS} draws of "
-                f"{options['min_random_steps']}..{options['max_random_steps']} random moves ended the game; "
-                f"lower data.max_random_steps"
-            )
+            raise FieldError(label, f"{load_string!r} {split} task {task} (seed {task_seed}): all {MAX_DRAWS} draws "
+                            f"of {options.min_random_steps}..{options.max_random_steps} random moves ended the game; "
+                            "lower data.max_random_steps")
         moves = list(legal_moves(state))
         answer = moves[rng.randrange(len(moves))]
         rows.append(task_row(game, load_string, state, f"{split}-{case_index}-{task}", task_seed, answer))
     return rows
 
 
-def convert(options: dict) -> ConversionResult:
-    """Draw num_tasks_per_case train and eval_tasks_per_case eval positions per case."""
-    options = resolve_options(options)
-    base = options["seed"]
+def convert(options: OpenSpielOptions) -> ConversionResult:
+    """Draw train_size train and eval_size eval positions, spread over the cases."""
+    base = options.seed
     train: list[dict] = []
     evaluation: list[dict] = []
     dropped: list[dict] = []
-    for case_index, load_string in enumerate(options["cases"]):
+    sizes = zip(options.per_case(options.train_size), options.per_case(options.eval_size))
+    for case_index, (load_string, (train_tasks, eval_tasks)) in enumerate(zip(options.cases, sizes)):
         label = f"data.cases[{case_index}]"
         game = load_game(load_string)
-        train_rows = _case_rows(label, game, load_string, "train", case_index,
-                                range(base, base + options["num_tasks_per_case"]), options)
+        train_rows = _case_rows(label, game, load_string, "train", case_index, range(base, base + train_tasks), options)
         eval_start = base + EVAL_SEED_OFFSET
         eval_rows = _case_rows(label, game, load_string, "eval", case_index,
-                               range(eval_start, eval_start + options["eval_tasks_per_case"]), options)
+                               range(eval_start, eval_start + eval_tasks), options)
         # Positions are identified by their action history (chance outcomes included).
         train_ids = {}
         for row in train_rows:
@@ -321,24 +181,22 @@ def convert(options: dict) -> ConversionResult:
         kept = []
         for task, row in enumerate(eval_rows):
             same = train_ids.get(_history(row))
-            if same is None or options["eval_overlap"] == "keep":
+            if same is None or options.eval_overlap == "keep":
                 kept.append(row)
             else:
                 dropped.append({"split": "eval", "line": task + 1,
                                 "reason": f"{row['row_id']} ({load_string}): same position as {same}"})
         if not kept:
-            raise DataError(
-                f"{label}: all {len(eval_rows)} eval positions of {load_string!r} are also train positions "
-                f"(a small game, or few positions within {options['max_random_steps']} random moves); lower "
-                f"data.num_tasks_per_case, raise data.max_random_steps, or set data.eval_overlap: keep"
-            )
+            raise FieldError(label, f"all {len(eval_rows)} eval positions of {load_string!r} are also train positions "
+                            f"(a small game, or few positions within {options.max_random_steps} random moves); lower "
+                            "data.train_size, raise data.max_random_steps, or set data.eval_overlap: keep")
         train += train_rows
         evaluation += kept
     return ConversionResult(
         train=train,
         eval=evaluation,
-        schema=ROW_SCHEMA,
-        options=options,
+        schema=row_schema(),
+        options=options.model_dump(mode="json"),
         inputs={"open_spiel": f"open_spiel=={importlib.metadata.version('open_spiel')}"},
         dropped=dropped,
     )

@@ -1,7 +1,7 @@
 """SWE-bench task instances -> RL rows: the issue as the prompt, the gold patch as ground_truth.
 
 Inputs (one of):
-- `path`: a hub dataset id (default princeton-nlp/SWE-bench_Lite, `hub_split` test), or a local
+- `path`: a hub dataset id (default princeton-nlp/SWE-bench_Lite, `train_split` test), or a local
   JSON file (a list of instances or one instance), JSONL file, parquet file, or a directory of
   them; `paths`: several local files / directories, read in order.
 - `cache_dir` + `use_cache_only: true`: a directory of `task_{i}.json` files (one instance
@@ -28,34 +28,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, DataError, check_sizes_and_seed, shuffle_key, with_defaults
-from knobsweep.data import _files
+from knobsweep.data import ConversionResult, _files, messages_type, shuffle_key
 from knobsweep.data._files import Record
+from knobsweep.errors import DataError, FieldError
+from knobsweep.spec.sources import SweBenchOptions, SweInputs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
-FORMATS = ("rl",)
-HUB_DEFAULT = "princeton-nlp/SWE-bench_Lite"
-
-DEFAULTS: dict = {
-    "source": "swe_bench",
-    "format": "rl",
-    "path": None,  # null (and no paths / cache-only) = HUB_DEFAULT
-    "paths": None,
-    "hub_config": None,
-    "hub_split": "test",
-    "cache_dir": None,
-    "use_cache_only": False,
-    "task_ids": None,
-    "task_id_range": None,
-    "eval_ratio": 0.2,
-    "train_size": None,
-    "eval_size": None,
-    "seed": 0,
-}
 
 # Shared with swe_synth's eval prompts, so the swe_patch evaluator scores what was asked for.
 PATCH_INSTRUCTION = (
@@ -64,21 +47,14 @@ PATCH_INSTRUCTION = (
     "headers, `@@` hunks with correct line counts), inside one ```diff fenced code block."
 )
 
-ROW_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", MESSAGES),
-        ("ground_truth", pa.string()),
-        ("instance_id", pa.string()),
-        ("repo", pa.string()),
-        ("base_commit", pa.string()),
-        ("FAIL_TO_PASS", pa.string()),
-        ("PASS_TO_PASS", pa.string()),
-        ("test_patch", pa.string()),
-        ("version", pa.string()),
-        ("environment_setup_commit", pa.string()),
-    ]
-)
+def row_schema() -> pa.Schema:
+    """The rows' schema (train and eval)."""
+    import pyarrow as pa
+
+    text = pa.string()
+    columns = ("ground_truth", "instance_id", "repo", "base_commit", "FAIL_TO_PASS", "PASS_TO_PASS", "test_patch",
+               "version", "environment_setup_commit")
+    return pa.schema([("row_id", text), ("prompt", messages_type()), *((column, text) for column in columns)])
 
 _CACHE_FILE = re.compile(r"task_(\d+)\.json")
 _REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement", "patch")
@@ -103,129 +79,57 @@ def build_prompt(problem_statement: str, repo: str | None) -> list[dict]:
     return with_instruction([issue_message(problem_statement, repo)])
 
 
-# ------------------------------------------------------------------------------ options
+def _hub_label(options: SweBenchOptions) -> str:
+    return f"hub:{options.path}@{options.hub_config}/{options.train_split}"
 
 
-def check_common(resolved: dict) -> None:
-    """The checks swe_bench and swe_synth share: inputs, split and sizes."""
-    if resolved["path"] is not None and (not isinstance(resolved["path"], str) or not resolved["path"]):
-        raise DataError(f"data.path: must be a non-empty string (hub id, file or directory), got {resolved['path']!r}")
-    paths = resolved["paths"]
-    if paths is not None:
-        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
-            raise DataError(f"data.paths: must be a non-empty list of local files or directories, got {paths!r}")
-        if resolved["path"] is not None:
-            raise DataError("data.path and data.paths: give one of them (paths for several local files)")
-    if not isinstance(resolved["hub_split"], str) or not resolved["hub_split"]:
-        raise DataError(f"data.hub_split: must be a non-empty string, got {resolved['hub_split']!r}")
-    if resolved["hub_config"] is not None and not isinstance(resolved["hub_config"], str):
-        raise DataError(f"data.hub_config: must be a string or null, got {resolved['hub_config']!r}")
-    ratio = resolved["eval_ratio"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise DataError(
-            f"data.eval_ratio: must be a number between 0 and 1 (exclusive; the share of rows for "
-            f"the eval split), got {ratio!r}"
-        )
-    check_sizes_and_seed(resolved)
-
-
-def resolve_options(options: dict) -> dict:
-    """The `data` section with defaults filled in; wrong names or values raise DataError."""
-    resolved = with_defaults(options, DEFAULTS, "swe_bench", FORMATS)
-    check_common(resolved)
-    cache_dir, cache_only = resolved["cache_dir"], resolved["use_cache_only"]
-    if not isinstance(cache_only, bool):
-        raise DataError(f"data.use_cache_only: must be true or false, got {cache_only!r}")
-    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
-        raise DataError(f"data.cache_dir: must be a directory path or null, got {cache_dir!r}")
-    if cache_only:
-        if cache_dir is None:
-            raise DataError("data.use_cache_only: true needs data.cache_dir (a directory of task_{i}.json files)")
-        if resolved["path"] is not None or resolved["paths"] is not None:
-            raise DataError("data.use_cache_only: true reads only data.cache_dir; remove data.path / data.paths")
-    elif resolved["path"] is None and resolved["paths"] is None:
-        resolved["path"] = HUB_DEFAULT
-    if cache_dir is not None and not cache_only and not _is_hub(resolved):
-        raise DataError(
-            "data.cache_dir: caches a hub dataset's tasks; with a local data.path / data.paths "
-            "leave it out (or set use_cache_only: true and drop the path)"
-        )
-    task_ids = resolved["task_ids"]
-    if task_ids is not None and (
-        not isinstance(task_ids, list) or not task_ids or not all(isinstance(t, str) and t for t in task_ids)
-    ):
-        raise DataError(f"data.task_ids: must be a non-empty list of instance ids, got {task_ids!r}")
-    span = resolved["task_id_range"]
-    if span is not None:
-        if (
-            not isinstance(span, list)
-            or len(span) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in span)
-            or span[0] >= span[1]
-        ):
-            raise DataError(
-                f"data.task_id_range: must be [start, end) with 0 <= start < end (0-based task "
-                f"indices), got {span!r}"
-            )
-    return resolved
-
-
-def _is_hub(options: dict) -> bool:
-    return options["paths"] is None and options["path"] is not None and _files.looks_like_hub_id(options["path"])
-
-
-def _hub_label(options: dict) -> str:
-    return f"hub:{options['path']}@{options['hub_config']}/{options['hub_split']}"
-
-
-def _cache_files(options: dict) -> list[tuple[int, Path]]:
+def _cache_files(options: SweBenchOptions) -> list[tuple[int, Path]]:
     """(index, file) of the cached tasks, those in task_id_range only: the others are not read."""
-    cache_dir, span = options["cache_dir"], options["task_id_range"]
+    cache_dir, span = options.cache_dir, options.task_id_range
     directory = Path(cache_dir).expanduser()
     if not directory.is_dir():
-        raise DataError(f"data.cache_dir {cache_dir!r}: no such directory ({directory.absolute()})")
+        raise FieldError("data.cache_dir", f"{cache_dir!r}: no such directory ({directory.absolute()})")
     found = sorted(
         (int(match.group(1)), p) for p in directory.iterdir() if (match := _CACHE_FILE.fullmatch(p.name))
     )
     if not found:
-        raise DataError(f"data.cache_dir {cache_dir!r}: no task_{{i}}.json files there")
+        raise FieldError("data.cache_dir", f"{cache_dir!r}: no task_{{i}}.json files there")
     return [(index, file) for index, file in found if span is None or span[0] <= index < span[1]]
 
 
-def _local_files(options: dict) -> list[Path]:
-    paths = options["paths"] if options["paths"] is not None else [options["path"]]
-    return _files.expand_paths(paths, "paths" if options["paths"] is not None else "path")
+def _local_files(options: SweBenchOptions) -> list[Path]:
+    paths = options.paths if options.paths is not None else [options.path]
+    return _files.expand_paths(paths, "paths" if options.paths is not None else "path")
 
 
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(options: SweBenchOptions) -> dict[str, str]:
     """{input file: sha256} for local files and cached tasks, {hub id: "hub:<id>@<config>/<split>"} otherwise."""
-    options = resolve_options(options)
-    if options["use_cache_only"]:
+    if options.use_cache_only:
         return _files.fingerprint([p for _, p in _cache_files(options)])
-    if _is_hub(options):
-        return {options["path"]: _hub_label(options)}
+    if options.is_hub:
+        return {options.path: _hub_label(options)}
     return _files.fingerprint(_local_files(options))
 
 
 # ------------------------------------------------------------------------------ reading
 
 
-def _indexed_records(options: dict, inputs: dict[str, str]) -> Iterator[tuple[int, Record]]:
+def _indexed_records(options: SweBenchOptions, inputs: dict[str, str]) -> Iterator[tuple[int, Record]]:
     """(0-based task index, record) for every task in the input; fills `inputs` with what was read."""
-    if options["use_cache_only"]:
+    if options.use_cache_only:
         for index, file in _cache_files(options):
             digest, records = _files.read_file(file)
             inputs[file.as_posix()] = digest
             for record in records:
                 yield index, record
         return
-    if _is_hub(options):
-        dataset = _files.load_hub_split(options["path"], options["hub_config"], options["hub_split"])
-        inputs[options["path"]] = _hub_label(options)
-        label = f"hub:{options['path']}/{options['hub_split']}"
+    if options.is_hub:
+        dataset = _files.load_hub_split(options.path, options.hub_config, options.train_split)
+        inputs[options.path] = _hub_label(options)
+        label = f"hub:{options.path}/{options.train_split}"
         records = list(_files.hub_records(dataset, label))
-        if options["cache_dir"] is not None:
-            _fill_cache(options["cache_dir"], records)
+        if options.cache_dir is not None:
+            _fill_cache(options.cache_dir, records)
         for record in records:
             yield record.line - 1, record
         return
@@ -299,7 +203,7 @@ def _to_row(record: dict) -> tuple[dict | None, str | None]:
 # ------------------------------------------------------------------------------ splitting
 
 
-def split_rows(rows: list[dict], group_of, options: dict, what: str) -> tuple[list[dict], list[dict]]:
+def split_rows(rows: list[dict], group_of, options: SweInputs, what: str) -> tuple[list[dict], list[dict]]:
     """(train, eval): whole groups in a seeded hash order, `eval_ratio` of the rows to eval, then sizes.
 
     Rows of one group (one task instance) never end up on both sides.
@@ -312,21 +216,19 @@ def split_rows(rows: list[dict], group_of, options: dict, what: str) -> tuple[li
             f"{what}: {len(rows)} usable rows from {len(groups)} task(s); a train / eval split "
             f"(data.eval_ratio) needs at least 2 tasks"
         )
-    order = sorted(groups, key=lambda key: shuffle_key(options["seed"], key, salt="split:"))
-    wanted = min(max(1, round(options["eval_ratio"] * len(rows))), len(rows) - 1)
+    order = sorted(groups, key=lambda key: shuffle_key(options.seed, key, salt="split:"))
+    wanted = min(max(1, round(options.eval_ratio * len(rows))), len(rows) - 1)
     evals: list[dict] = []
     train: list[dict] = []
     for key in order:
         # Fill eval first; the last group always goes to train so it is never empty.
         (evals if len(evals) < wanted and key != order[-1] else train).extend(groups[key])
     out = []
-    for split, chosen, size in (("train", train, options["train_size"]), ("eval", evals, options["eval_size"])):
-        chosen.sort(key=lambda row: shuffle_key(options["seed"], row["row_id"]))
+    for split, chosen, size in (("train", train, options.train_size), ("eval", evals, options.eval_size)):
+        chosen.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
         if size is not None and size > len(chosen):
-            raise DataError(
-                f"{what}: data.{split}_size={size} but the {split} split has only {len(chosen)} rows "
-                f"(data.eval_ratio={options['eval_ratio']}); lower the size or set it to null"
-            )
+            raise FieldError(f"data.{split}_size", f"{what}: {size} but the {split} split has only {len(chosen)} rows "
+                            f"(data.eval_ratio={options.eval_ratio}); lower the size or set it to null")
         out.append(chosen[:size])
     return out[0], out[1]
 
@@ -348,15 +250,14 @@ def summarise_dropped(dropped: list[dict]) -> str:
 # ------------------------------------------------------------------------------ convert
 
 
-def convert(options: dict) -> ConversionResult:
+def convert(options: SweBenchOptions) -> ConversionResult:
     """Read the tasks, select (task_ids / task_id_range), drop unusable ones, split and cut."""
-    options = resolve_options(options)
     inputs: dict[str, str] = {}
     rows, dropped = [], []
     first_seen: dict[str, str] = {}
     present: set = set()  # selected instance ids, usable or not
-    wanted_ids = set(options["task_ids"] or [])
-    span = options["task_id_range"]
+    wanted_ids = set(options.task_ids or [])
+    span = options.task_id_range
     for index, record in _indexed_records(options, inputs):
         if span is not None and not span[0] <= index < span[1]:
             continue
@@ -378,8 +279,8 @@ def convert(options: dict) -> ConversionResult:
     if wanted_ids:
         missing = sorted(wanted_ids - present)
         if missing:
-            raise DataError(
-                f"data.task_ids: not found in {what}{' within data.task_id_range' if span else ''}: "
+            raise FieldError(
+                "data.task_ids", f"not found in {what}{' within data.task_id_range' if span else ''}: "
                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             )
     if not rows:
@@ -389,7 +290,6 @@ def convert(options: dict) -> ConversionResult:
             f"{what}: no usable SWE-bench tasks, all {len(dropped)} were dropped ({summarise_dropped(dropped)})"
         )
     train, evals = split_rows(rows, lambda row: row["instance_id"], options, what)
-    return ConversionResult(
-        train=train, eval=evals, schema=ROW_SCHEMA, options=options, inputs=inputs, dropped=dropped
-    )
+    return ConversionResult(train=train, eval=evals, schema=row_schema(), options=options.model_dump(mode="json"),
+                            inputs=inputs, dropped=dropped)
 

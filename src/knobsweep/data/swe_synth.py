@@ -1,7 +1,7 @@
 """SWE agent trajectories -> SFT rows (SWE-Synth, SWE-smith, SWE-agent, mini-swe-agent).
 
 Inputs: `path`, a hub dataset id (default swesynth/SWE-Synth_Moatless-SFT-Trajectories:
-instance_id, messages, model_patch, run_name; `hub_split` train) or a local file / directory;
+instance_id, messages, model_patch, run_name; `train_split` train) or a local file / directory;
 or `paths`, several local files / directories read in order. Accepted record layouts:
 - {instance_id, messages, model_patch?, problem_statement?, repo?} (SWE-Synth, SWE-smith
   `ft_xml`), in JSONL, parquet, or a JSON list of them; `conversations` (ShareGPT) = messages;
@@ -49,106 +49,57 @@ Extra column `origin` ("<file>:<line>") names where each row was read.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import pyarrow as pa
-
-from knobsweep.data import MESSAGES, ConversionResult, DataError, with_defaults
-from knobsweep.data import _files
+from knobsweep.data import ConversionResult, _files, messages_type
 from knobsweep.data._files import Record
-from knobsweep.data.swe_bench import (
-    check_common,
-    inputs_label,
-    issue_message,
-    split_rows,
-    summarise_dropped,
-    with_instruction,
-)
+from knobsweep.data.swe_bench import inputs_label, issue_message, split_rows, summarise_dropped, with_instruction
+from knobsweep.errors import DataError
+from knobsweep.spec.sources import SweSynthOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CONVERTER_VERSION = "1"
-FORMATS = ("sft",)
-HUB_DEFAULT = "swesynth/SWE-Synth_Moatless-SFT-Trajectories"
-MODES = ("trajectory", "patch")
-PROMPT_FROM = ("messages", "problem_statement")
-TOOL_ROLES = ("user", "tool")
 MESSAGE_OVERHEAD = 16  # characters per message for the chat template's role markers
 
-DEFAULTS: dict = {
-    "source": "swe_synth",
-    "format": "sft",
-    "path": None,  # null (and no paths) = HUB_DEFAULT
-    "paths": None,
-    "hub_config": None,
-    "hub_split": "train",
-    "mode": "trajectory",
-    "prompt_from": "messages",
-    "tool_role": "user",
-    "max_length": None,
-    "chars_per_token": 3.5,
-    "eval_ratio": 0.1,
-    "train_size": None,
-    "eval_size": None,
-    "seed": 0,
-}
+@functools.cache
+def schemas() -> dict[str, pa.Schema]:
+    """The train rows' schema of each mode, and the eval rows' ("eval")."""
+    import pyarrow as pa
 
-TRAJECTORY_SCHEMA = pa.schema([("row_id", pa.string()), ("messages", MESSAGES)])
-PATCH_SCHEMA = pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("completion", MESSAGES)])
-EVAL_SCHEMA = pa.schema(
-    [
-        ("row_id", pa.string()),
-        ("prompt", MESSAGES),
-        ("ground_truth", pa.string()),
-        ("instance_id", pa.string()),
-        ("origin", pa.string()),
-    ]
-)
+    messages, text = messages_type(), pa.string()
+    return {
+        "trajectory": pa.schema([("row_id", text), ("messages", messages)]),
+        "patch": pa.schema([("row_id", text), ("prompt", messages), ("completion", messages)]),
+        "eval": pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text), ("instance_id", text),
+                           ("origin", text)]),
+    }
 
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
           "model": "assistant"}
 _TOOL_ROLES = ("tool", "function", "ipython", "observation")
 
 
-def resolve_options(options: dict) -> dict:
-    """The `data` section with defaults filled in; wrong names or values raise DataError."""
-    resolved = with_defaults(options, DEFAULTS, "swe_synth", FORMATS)
-    check_common(resolved)
-    if resolved["path"] is None and resolved["paths"] is None:
-        resolved["path"] = HUB_DEFAULT
-    for key, allowed in (("mode", MODES), ("prompt_from", PROMPT_FROM), ("tool_role", TOOL_ROLES)):
-        if resolved[key] not in allowed:
-            raise DataError(f"data.{key}: must be one of {', '.join(allowed)}, got {resolved[key]!r}")
-    length = resolved["max_length"]
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 16):
-        raise DataError(f"data.max_length: must be a number of tokens >= 16, or null (no truncation), got {length!r}")
-    ratio = resolved["chars_per_token"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.5 <= ratio <= 20:
-        raise DataError(f"data.chars_per_token: must be a number in [0.5, 20] (characters per token), got {ratio!r}")
-    return resolved
+def char_budget(options: SweSynthOptions) -> int | None:
+    length = options.max_length
+    return None if length is None else int(length * options.chars_per_token)
 
 
-def char_budget(options: dict) -> int | None:
-    length = options["max_length"]
-    return None if length is None else int(length * options["chars_per_token"])
+def _local_files(options: SweSynthOptions) -> list[Path]:
+    if options.paths is not None:
+        return _files.expand_paths(options.paths, "paths")
+    return _files.expand_paths([options.path], "path")
 
 
-def _is_hub(options: dict) -> bool:
-    return options["paths"] is None and _files.looks_like_hub_id(options["path"])
-
-
-def _local_files(options: dict) -> list[Path]:
-    if options["paths"] is not None:
-        return _files.expand_paths(options["paths"], "paths")
-    return _files.expand_paths([options["path"]], "path")
-
-
-def input_fingerprint(options: dict) -> dict[str, str]:
+def input_fingerprint(options: SweSynthOptions) -> dict[str, str]:
     """{input file: sha256} for local files, {hub id: "hub:<id>@<config>/<split>"} otherwise."""
-    options = resolve_options(options)
-    if _is_hub(options):
-        return {options["path"]: f"hub:{options['path']}@{options['hub_config']}/{options['hub_split']}"}
+    if options.is_hub:
+        return {options.path: f"hub:{options.path}@{options.hub_config}/{options.train_split}"}
     return _files.fingerprint(_local_files(options))
 
 
@@ -171,11 +122,11 @@ class Entry:
         return self.messages is None and self.problem_statement is None
 
 
-def _records(options: dict, inputs: dict[str, str]) -> Iterator[Record]:
-    if _is_hub(options):
-        dataset = _files.load_hub_split(options["path"], options["hub_config"], options["hub_split"])
-        inputs[options["path"]] = f"hub:{options['path']}@{options['hub_config']}/{options['hub_split']}"
-        yield from _files.hub_records(dataset, f"hub:{options['path']}/{options['hub_split']}")
+def _records(options: SweSynthOptions, inputs: dict[str, str]) -> Iterator[Record]:
+    if options.is_hub:
+        dataset = _files.load_hub_split(options.path, options.hub_config, options.train_split)
+        inputs[options.path] = f"hub:{options.path}@{options.hub_config}/{options.train_split}"
+        yield from _files.hub_records(dataset, f"hub:{options.path}/{options.train_split}")
         return
     for file in _local_files(options):
         digest, records = _files.read_file(file)
@@ -417,14 +368,14 @@ def _well_formed(patch: str | None) -> str | None:
     return None
 
 
-def _rows(entry: Entry, options: dict, budget: int | None) -> tuple[dict | None, str | None]:
+def _rows(entry: Entry, options: SweSynthOptions, budget: int | None) -> tuple[dict | None, str | None]:
     """(a row with both forms' fields and whether its train / eval text was cut, or why it cannot be used)."""
-    context, problem = _context(entry, options["prompt_from"])
+    context, problem = _context(entry, options.prompt_from)
     if problem:
         return None, problem
     row = {"ground_truth": entry.model_patch or "", "instance_id": entry.instance_id, "origin": entry.origin.origin,
            "cut_train": False}
-    if options["mode"] == "trajectory":
+    if options.mode == "trajectory":
         if entry.messages is None:
             return None, "no messages (data.mode: trajectory trains on the conversation)"
         messages = entry.messages
@@ -450,14 +401,13 @@ def _rows(entry: Entry, options: dict, budget: int | None) -> tuple[dict | None,
         return None, (f"the prompt cannot be cut to fit the {budget}-character budget"
                       + (f" beside the {_size(row['completion'])}-character patch" if "completion" in row else ""))
     row["cut_eval"] = row["prompt"] != with_instruction(context)
-    if options["mode"] == "patch":
+    if options.mode == "patch":
         row["cut_train"] = row["cut_eval"]  # the same prompt
     return row, None
 
 
-def convert(options: dict) -> ConversionResult:
+def convert(options: SweSynthOptions) -> ConversionResult:
     """Read and normalise the trajectories, attach predictions, build rows, split and cut."""
-    options = resolve_options(options)
     budget = char_budget(options)
     inputs: dict[str, str] = {}
     entries, dropped = [], []
@@ -466,7 +416,7 @@ def convert(options: dict) -> ConversionResult:
             dropped.append(_drop(record, record.error))
             continue
         for where, value in _expand(record):
-            entry, reason = _entry(where, value, options["tool_role"])
+            entry, reason = _entry(where, value, options.tool_role)
             if entry is None:
                 dropped.append(_drop(where, reason))
             else:
@@ -493,7 +443,7 @@ def convert(options: dict) -> ConversionResult:
                         f"({summarise_dropped(dropped)})")
 
     train, evals = split_rows(rows, lambda row: row["group"], options, what)
-    train_fields = ("row_id", "messages") if options["mode"] == "trajectory" else ("row_id", "prompt", "completion")
+    train_fields = ("row_id", "messages") if options.mode == "trajectory" else ("row_id", "prompt", "completion")
     train_rows = [{key: row[key] for key in train_fields} for row in train]
     eval_rows = [
         {"row_id": row["row_id"], "prompt": row["prompt"], "ground_truth": row["ground_truth"],
@@ -510,9 +460,9 @@ def convert(options: dict) -> ConversionResult:
     return ConversionResult(
         train=train_rows,
         eval=eval_rows,
-        schema=TRAJECTORY_SCHEMA if options["mode"] == "trajectory" else PATCH_SCHEMA,
-        eval_schema=EVAL_SCHEMA,
-        options=options,
+        schema=schemas()[options.mode],
+        eval_schema=schemas()["eval"],
+        options=options.model_dump(mode="json"),
         inputs=inputs,
         dropped=dropped,
         stats=stats,

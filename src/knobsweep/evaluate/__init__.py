@@ -18,22 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_json
+from knobsweep.spec.schema import EvalConfig, EvalJob
 
-BACKENDS = ("auto", "hf", "vllm")
-
-# The contract's defaults for the `eval` section, so a hand-written config may omit keys.
-EVAL_DEFAULTS = {
-    "backend": "auto",
-    "temperature": 0.0,
-    "top_p": 1.0,
-    "max_tokens": 512,
-    "samples": 1,
-    "batch_size": 32,
-    "parser": "strict",
-    "seed": 0,
-}
-PARSER_CHOICES = ("strict", "flexible", "math_verify")
+PARSER_CHOICES = ("strict", "flexible", "math_verify")  # the GSM8K answer parsers, each reported (eval.parser)
 BOOTSTRAP_RESAMPLES = 1000
 
 # Sampled evals (temperature > 0) are reproducible: the same config (eval.seed included) gives the
@@ -50,36 +39,8 @@ class Generations:
     generate_s: float  # wall time of generation alone (no model loading)
 
 
-def eval_options(section: dict) -> dict:
-    """The `eval` section with defaults filled in, checked; raises naming field and value."""
-    unknown = set(section) - set(EVAL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"eval: unknown keys {sorted(unknown)}; allowed: {sorted(EVAL_DEFAULTS)}")
-    options = {**EVAL_DEFAULTS, **section}
-    checks = {
-        "backend": (options["backend"] in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-        "temperature": (_number(options["temperature"]) and options["temperature"] >= 0,
-                        "a number >= 0 (0 = greedy)"),
-        "top_p": (_number(options["top_p"]) and 0 < options["top_p"] <= 1, "a number in (0, 1]"),
-        "max_tokens": (_count(options["max_tokens"]), "an integer >= 1"),
-        "samples": (_count(options["samples"]), "an integer >= 1"),
-        "batch_size": (_count(options["batch_size"]), "an integer >= 1"),
-        "parser": (options["parser"] in PARSER_CHOICES, f"one of {', '.join(PARSER_CHOICES)}"),
-        "seed": (isinstance(options["seed"], int) and not isinstance(options["seed"], bool)
-                 and options["seed"] >= 0, "an integer >= 0"),
-    }
-    for key, (ok, allowed) in checks.items():
-        if not ok:
-            raise ValueError(f"eval.{key}: got {options[key]!r}, allowed: {allowed}")
-    return options
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def resolve_backend(name: str) -> str:
@@ -97,21 +58,21 @@ def resolve_backend(name: str) -> str:
     return "vllm"
 
 
-def generate(backend: str, model: str, conversations: list[list[dict]], options: dict) -> Generations:
+def generate(backend: str, model: str, conversations: list[list[dict]], options: EvalConfig) -> Generations:
     """Run the named (resolved) backend; each module imports its engine only when called."""
     module = importlib.import_module(f"knobsweep.evaluate.{backend}")
-    greedy = options["temperature"] == 0
-    samples = options["samples"]
+    greedy = options.temperature == 0
+    samples = options.samples
     generations = module.generate(
         model,
         conversations,
-        temperature=float(options["temperature"]),
-        top_p=float(options["top_p"]),
-        max_tokens=options["max_tokens"],
+        temperature=options.temperature,
+        top_p=options.top_p,
+        max_tokens=options.max_tokens,
         # Greedy samples are all the same completion: generate it once, copy it below.
         samples=1 if greedy else samples,
-        batch_size=options["batch_size"],
-        seed=options["seed"],
+        batch_size=options.batch_size,
+        seed=options.seed,
     )
     if greedy and samples > 1:
         generations.completions = [c * samples for c in generations.completions]
@@ -122,7 +83,7 @@ def load_rows(data_dir: str | Path) -> list[dict]:
     """eval.parquet as plain Python dicts (pyarrow, so `prompt` stays a list of dicts)."""
     import pyarrow.parquet as pq
 
-    path = Path(data_dir) / "eval.parquet"
+    path = Path(data_dir) / layout.EVAL_ROWS
     if not path.is_file():
         raise FileNotFoundError(f"--data {data_dir}: no eval.parquet there (run the data stage first)")
     table = pq.read_table(path)
@@ -232,7 +193,7 @@ def parser_summary(records: list[dict]) -> dict[str, dict]:
         failures = sum(r["parsers"][name]["answer"] is None for r in judged)
         out[name] = {
             "score": sum(correct) / len(judged),
-            "ci95": bootstrap_ci(judged, lambda r: float(r["parsers"][name]["correct"])),
+            "ci95": bootstrap_ci(judged, lambda r, name=name: float(r["parsers"][name]["correct"])),
             "parse_failures": failures,
             "parse_failure_rate": failures / len(judged),
             "n": len(judged),
@@ -304,22 +265,19 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def evaluate(config: dict, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
+def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
     """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
     from knobsweep.rewards import get_evaluator
 
     started = time.perf_counter()
-    missing = {"eval", "reward"} - set(config)
-    if missing:
-        raise ValueError(f"--config-json: missing sections {sorted(missing)} (expected eval and reward)")
-    options = eval_options(config["eval"])
-    evaluator = get_evaluator(config["reward"])  # fail on a bad reward before generating
+    options = job.eval
+    evaluator = get_evaluator(job.reward.model_dump())  # fail on a bad reward before generating
     rows = load_rows(data_dir)
-    backend = resolve_backend(options["backend"])
+    backend = resolve_backend(options.backend)
 
     generations = generate(backend, str(model), [row["prompt"] for row in rows], options)
     records = score_samples(evaluator, rows, generations.completions)
-    summary = summarize(records, options["samples"], options["parser"])
+    summary = summarize(records, options.samples, options.parser)
     summary.update(
         backend=backend,
         model=str(model),
@@ -327,11 +285,11 @@ def evaluate(config: dict, model: str, data_dir: str | Path, out_dir: str | Path
         generate_s=generations.generate_s,
         tokens_per_s=generations.completion_tokens / generations.generate_s,
         elapsed_s=time.perf_counter() - started,
-        config=config,
+        config=job.model_dump(mode="json"),
     )
     with atomic_dir(out_dir) as tmp:
-        (tmp / "samples.jsonl").write_text(
+        (tmp / layout.SAMPLES).write_text(
             "".join(json.dumps(r, allow_nan=False) + "\n" for r in records), encoding="utf-8"
         )
-        atomic_write_json(tmp / "summary.json", summary)
+        atomic_write_json(tmp / layout.SUMMARY, summary)
     return summary

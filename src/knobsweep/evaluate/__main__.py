@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from knobsweep.errors import SpecError
 from knobsweep.evaluate import evaluate
 from knobsweep.io import json_object
+from knobsweep.spec.schema import EvalJob
+from knobsweep.spec.validate import parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,14 +19,17 @@ def main(argv: list[str] | None = None) -> int:
         "write summary.json and samples.jsonl.",
     )
     parser.add_argument("--config-json", required=True, type=json_object,
-                        help='{"eval": {backend, temperature, top_p, max_tokens, samples, batch_size}, "reward": {...}}')
+                        help='{"eval": {backend, temperature, top_p, max_tokens, samples, ...}, "reward": {...}}')
     parser.add_argument("--model", required=True, help="hub id, local path or merged model dir")
     parser.add_argument("--data", required=True, help="data stage directory holding eval.parquet")
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
-    config = args.config_json
+    try:  # the spec's own models: the same defaults, ranges and messages as the experiment file
+        job = parse(EvalJob, args.config_json, "--config-json")
+    except SpecError as error:
+        parser.error(str(error))
     try:
-        summary = evaluate(config, args.model, args.data, args.out)
+        summary = evaluate(job, args.model, args.data, args.out)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

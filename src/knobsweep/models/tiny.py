@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Iterable
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir
 
 VOCAB_SIZE = 1024
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output directory (save_pretrained format)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
     args = parser.parse_args(argv)
-    train_file = Path(args.data) / "train.parquet"
+    train_file = Path(args.data) / layout.TRAIN_ROWS
     if not train_file.is_file():
         parser.error(f"--data {args.data}: no train.parquet there (run the data stage first)")
     out = build_tiny_model(texts_from_parquet(train_file), args.out, seed=args.seed)

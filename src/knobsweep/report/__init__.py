@@ -41,7 +41,7 @@ def report_paths(experiment_name: str, root: str | Path = ".") -> dict[str, Path
         "html": html,
         "csv": layout.path(layout.REPORT_CSV, root, experiment=experiment_name),
         "json": layout.path(layout.REPORT_JSON, root, experiment=experiment_name),
-        "curves": html.parent / "curves.csv",
+        "curves": layout.path(layout.REPORT_CURVES, root, experiment=experiment_name),
     }
 
 

@@ -16,6 +16,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from knobsweep import layout
+from knobsweep.dotted import config_diff, get_dotted
+from knobsweep.io import json_lines
 from knobsweep.spec.expand import format_value
 
 NOT_RUN = "not run"
@@ -86,7 +88,7 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
     health: list[dict] = field(default_factory=list)  # run, step, kind, message (status.json warnings)
     rollouts: list[dict] = field(default_factory=list)  # run, pick, step, row_id, prompt, completion, score, reason
-    diffs: dict[str, list[tuple[str, Any, Any]]] = field(default_factory=dict)  # run -> (key, baseline, run)
+    diffs: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # run -> {knob: (baseline, run)}
     curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
 
     @property
@@ -123,20 +125,15 @@ def iter_jsonl(path: Path, warnings: list[str], label: str) -> Iterable[dict]:
         return
     with handle:
         bad = 0
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+        for line in json_lines(handle):
+            if line.torn:  # the writer was killed mid-line
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if not line.endswith("\n"):  # the writer was killed mid-line
-                    continue
+            if line.error:
                 bad += 1
                 if bad == 1:
-                    warnings.append(f"{label}: {path}:{number}: not a JSON line, skipped")
-                continue
-            if isinstance(record, dict):
-                yield record
+                    warnings.append(f"{label}: {path}:{line.index + 1}: not a JSON line, skipped")
+            elif isinstance(line.value, dict):
+                yield line.value
         if bad > 1:
             warnings.append(f"{label}: {path}: {bad} bad lines skipped in all")
 
@@ -277,24 +274,6 @@ def eval_numbers(summary: dict | None) -> dict[str, Any]:
     return out
 
 
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
-    if not isinstance(config, dict) or (prefix and not config):
-        return {prefix: config} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def config_diff(base: dict | None, config: dict | None) -> list[tuple[str, Any, Any]]:
-    """(dotted key, baseline value, run value) for every resolved setting that differs
-    (resources excluded: they never change results)."""
-    left = {k: v for k, v in flatten(base or {}).items() if not k.startswith("resources.")}
-    right = {k: v for k, v in flatten(config or {}).items() if not k.startswith("resources.")}
-    return [(k, left.get(k), right.get(k)) for k in sorted(set(left) | set(right)) if left.get(k) != right.get(k)]
-
-
 def health_warnings(status: dict | None, run: str) -> list[dict]:
     """status.json `warnings: [{step, kind, message}]` as rows (malformed entries kept as text)."""
     items = (status or {}).get("warnings")
@@ -331,24 +310,11 @@ def pick_rollouts(path: Path, last_step: int | None, warnings: list[str], label:
     for pick, record in zip(ROLLOUT_PICKS, (best, worst, early, mid, late)):
         if record is None:
             continue
-        out.append({
-            "run": run, "pick": pick, "step": _int(record.get("step")), "row_id": _text(record.get("row_id")),
-            "prompt": _prompt_text(record.get("prompt")), "completion": _text(record.get("completion")),
-            "score": _finite(record.get("score")), "reason": _text(record.get("reason")),
-        })
+        out.append({"run": run, "pick": pick, "step": _int(record.get("step")), **_shown(record)})
     return out
 
 
 # ---------------------------------------------------------------- config helpers
-
-
-def get_dotted(config: Any, knob: str) -> Any:
-    node = config
-    for part in knob.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _changed_text(changed: dict[str, Any]) -> str:
@@ -391,7 +357,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     samples: list[dict] = []
     health: list[dict] = []
     rollouts: list[dict] = []
-    diffs: dict[str, list] = {}
+    diffs: dict[str, dict] = {}
     base_config = baseline.config if baseline is not None else None
     for run in runs:
         label = f"run '{run.name}'"
@@ -421,9 +387,9 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         gpus = _finite(get_dotted(run.config, "resources.train.gpus"))
         train_time = numbers["train_time_s"]
         gpu_hours = _tidy(train_time * gpus / 3600) if (gpus and train_time is not None) else None
-        diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else []
+        diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else {}
         rollouts += pick_rollouts(
-            layout.path(layout.TRAIN_DIR, root, key=keys.train) / "rollouts.jsonl",
+            layout.path(layout.TRAIN_ROLLOUTS, root, key=keys.train),
             numbers["steps"], warnings, label, run.name,
         )
 
@@ -524,19 +490,16 @@ def _sample_rows(name: str, key: str, root: Path, limit: int, warnings: list[str
     path = layout.path(layout.EVAL_SAMPLES, root, key=key)
     out = []
     for record in read_samples(path, limit, warnings, label):
-        out.append(
-            {
-                "run": name,
-                "row_id": _text(record.get("row_id")),
-                "prompt": _prompt_text(record.get("prompt")),
-                "completion": _text(record.get("completion")),
-                "ground_truth": _text(record.get("ground_truth")),
-                "score": _finite(record.get("score")),
-                "reason": _text(record.get("reason")),
-                "valid": record.get("valid"),
-            }
-        )
+        out.append({"run": name, **_shown(record), "ground_truth": _text(record.get("ground_truth")),
+                    "valid": record.get("valid")})
     return out
+
+
+def _shown(record: dict) -> dict:
+    """What the report shows of a rollout or an eval sample, as text and numbers."""
+    return {"row_id": _text(record.get("row_id")), "prompt": _prompt_text(record.get("prompt")),
+            "completion": _text(record.get("completion")), "score": _finite(record.get("score")),
+            "reason": _text(record.get("reason"))}
 
 
 def _text(value: Any) -> str:

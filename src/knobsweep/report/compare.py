@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
+from knobsweep.dotted import config_diff
 from knobsweep.spec import Experiment
-
-
-def config_changes(reference: Any, config: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted knob -> value for every leaf of `config` that differs from `reference` (lists are leaves)."""
-    if isinstance(reference, dict) and isinstance(config, dict):
-        changes: dict[str, Any] = {}
-        for key in sorted(set(reference) | set(config)):
-            changes.update(config_changes(reference.get(key), config.get(key), f"{prefix}{key}."))
-        return changes
-    return {} if reference == config else {prefix.rstrip("."): config}
 
 
 def combine(first: Experiment, second: Experiment) -> Experiment:
@@ -35,7 +25,8 @@ def combine(first: Experiment, second: Experiment) -> Experiment:
     for run in second.runs:
         # A run identical to the reference still differs in where it comes from: say so, or it
         # would pass for a second baseline.
-        changed = config_changes(reference, run.config) or {"experiment": second.name}
+        changed = {knob: value for knob, (_, value) in config_diff(reference, run.config).items()}
+        changed = changed or {"experiment": second.name}
         runs.append(dataclasses.replace(run, name=f"{second.name}/{run.name}", changed=changed))
     return Experiment(
         name=f"{first.name}-vs-{second.name}",

@@ -477,7 +477,7 @@ def diffs_context(collected: Collected) -> list[dict]:
             "run": run,
             "rows": [{"key": key, "base": format_value(base) if base is not None else "—",
                       "value": format_value(value) if value is not None else "—",
-                      "swept": key in collected.changed.get(run, set())} for key, base, value in diff],
+                      "swept": key in collected.changed.get(run, set())} for key, (base, value) in diff.items()],
         })
     return out
 

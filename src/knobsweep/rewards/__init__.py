@@ -2,17 +2,18 @@
 
 An evaluator is a callable object with a `name`; `get_evaluator` builds one from the
 run config's `reward` section ({"name": ..., **options}). One module per task; register
-it in `EVALUATORS` (imported lazily, so a task's heavy dependencies load only when used).
+it in `knobsweep.registry.EVALUATORS` (imported lazily, so a task's heavy dependencies load
+only when used).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.metadata
 import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from knobsweep.errors import FieldError, did_you_mean
+from knobsweep.registry import EVALUATORS, load
 
 
 @dataclass
@@ -33,22 +34,6 @@ class Evaluator(Protocol):
     def __call__(self, completion: str, row: dict) -> Evaluation: ...
 
 
-# name -> "module:attribute" of a class whose keyword arguments are the evaluator's options.
-EVALUATORS: dict[str, str] = {
-    "gsm8k": "knobsweep.rewards.gsm8k:Gsm8kEvaluator",
-    "openspiel": "knobsweep.rewards.openspiel:OpenSpielEvaluator",
-    "swe_patch": "knobsweep.rewards.swe:SwePatchEvaluator",
-    "swe_tests": "knobsweep.rewards.swe:SweTestsEvaluator",
-    "match": "knobsweep.rewards.match:MatchEvaluator",
-}
-
-
-# Installed packages add their own evaluators through the `knobsweep.evaluators` entry-point group
-# (name = the `reward.name` value, value = "module:Class"), so every stage process sees them.
-for _entry in importlib.metadata.entry_points(group="knobsweep.evaluators"):
-    EVALUATORS.setdefault(_entry.name, _entry.value)
-
-
 def register_evaluator(name: str, target: str) -> None:
     """Add an evaluator to this process's registry: `target` is "module:attribute" of its class.
 
@@ -63,12 +48,11 @@ def evaluator_class(name: str) -> type:
     """The class a registered name (or a "module:attribute" target) stands for, imported."""
     target = EVALUATORS.get(name) or (name if isinstance(name, str) and ":" in name else None)
     if target is None:
-        raise ValueError(
-            f"reward.name: unknown evaluator {name!r}{_did_you_mean(name, EVALUATORS)}; "
+        raise FieldError(
+            "reward.name", f"unknown evaluator {name!r}{did_you_mean(name, EVALUATORS)}; "
             f"valid names: {', '.join(sorted(EVALUATORS))}"
         )
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    return load(target)
 
 
 def evaluator_options(factory: type) -> dict[str, inspect.Parameter]:
@@ -94,13 +78,8 @@ def get_evaluator(section: dict) -> Evaluator:
     allowed = list(evaluator_options(factory))
     for option in options:
         if option not in allowed:
-            raise ValueError(
-                f"reward.{option}: unknown option for evaluator {name!r}"
-                f"{_did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
+            raise FieldError(
+                f"reward.{option}", f"unknown option for evaluator {name!r}"
+                f"{did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
             )
     return factory(**options)
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -12,6 +12,7 @@ import math
 import re
 from decimal import Decimal
 
+from knobsweep.errors import FieldError
 from knobsweep.rewards import Evaluation
 
 STRICT_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -58,8 +59,8 @@ class Gsm8kEvaluator:
             or not math.isfinite(format_weight)
             or not 0.0 <= format_weight <= 1.0
         ):
-            raise ValueError(
-                f"reward.format_weight: must be a number in [0, 1] (the share of the score "
+            raise FieldError(
+                "reward.format_weight", f"must be a number in [0, 1] (the share of the score "
                 f"given for writing '#### N'), got {format_weight!r}"
             )
         self.format_weight = float(format_weight)

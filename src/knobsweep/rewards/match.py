@@ -26,6 +26,7 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
+from knobsweep.errors import FieldError
 from knobsweep.rewards import Evaluation
 from knobsweep.rewards.gsm8k import extract_flexible_answer
 
@@ -39,27 +40,27 @@ class MatchEvaluator:
     def __init__(self, mode: str = "exact", pattern: str | None = None, case_sensitive: bool = False,
                  strip: bool = True, format_weight: float = 0.0):
         if mode not in MODES:
-            raise ValueError(f"reward.mode: must be one of {', '.join(MODES)}, got {mode!r}")
+            raise FieldError("reward.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "regex" and pattern is None:
-            raise ValueError("reward.pattern: mode 'regex' needs a pattern with one capture group, "
+            raise FieldError("reward.pattern", "mode 'regex' needs a pattern with one capture group, "
                              "e.g. 'answer: (.+)'")
         self.regex = None
         if pattern is not None:
             if not isinstance(pattern, str) or not pattern:
-                raise ValueError(f"reward.pattern: must be a non-empty regular expression, got {pattern!r}")
+                raise FieldError("reward.pattern", f"must be a non-empty regular expression, got {pattern!r}")
             try:
                 self.regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
             except re.error as error:
-                raise ValueError(f"reward.pattern: {pattern!r} is not a valid regular expression: {error}") from None
+                raise FieldError("reward.pattern", f"{pattern!r} is not a valid regular expression: {error}") from None
             if self.regex.groups != 1:
-                raise ValueError(f"reward.pattern: {pattern!r} must have exactly one capture group "
+                raise FieldError("reward.pattern", f"{pattern!r} must have exactly one capture group "
                                  f"(the answer), it has {self.regex.groups}")
         for option, value in (("case_sensitive", case_sensitive), ("strip", strip)):
             if not isinstance(value, bool):
-                raise ValueError(f"reward.{option}: must be true or false, got {value!r}")
+                raise FieldError(f"reward.{option}", f"must be true or false, got {value!r}")
         if (isinstance(format_weight, bool) or not isinstance(format_weight, (int, float))
                 or not math.isfinite(format_weight) or not 0.0 <= format_weight < 1.0):
-            raise ValueError(f"reward.format_weight: must be a number in [0, 1) (the score of a readable "
+            raise FieldError("reward.format_weight", f"must be a number in [0, 1) (the score of a readable "
                              f"but wrong answer), got {format_weight!r}")
         self.mode, self.pattern, self.case_sensitive, self.strip = mode, pattern, case_sensitive, strip
         self.format_weight = float(format_weight)

@@ -45,6 +45,7 @@ import re
 import sys
 import tempfile
 
+from knobsweep.errors import FieldError
 from knobsweep.rewards import Evaluation
 
 REWARD_MODES = ("legal", "outcome")
@@ -229,20 +230,20 @@ class OpenSpielEvaluator:
         seed: int | None = None,
     ):
         if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward.reward_mode: must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
+            raise FieldError("reward.reward_mode", f"must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
         if reward_mode == "legal":
             for option, value in (("opponent", opponent), ("rollouts", rollouts),
                                   ("mcts_simulations", mcts_simulations), ("seed", seed)):
                 if value is not None:
-                    raise ValueError(
-                        f"reward.{option}: only used with reward_mode 'outcome' (reward_mode is 'legal'); "
+                    raise FieldError(
+                        f"reward.{option}", f"only used with reward_mode 'outcome' (reward_mode is 'legal'); "
                         f"remove it or set reward_mode: outcome"
                     )
         opponent = "random" if opponent is None else opponent
         if opponent not in OPPONENTS:
-            raise ValueError(f"reward.opponent: must be one of {', '.join(OPPONENTS)}, got {opponent!r}")
+            raise FieldError("reward.opponent", f"must be one of {', '.join(OPPONENTS)}, got {opponent!r}")
         if opponent == "random" and mcts_simulations is not None:
-            raise ValueError("reward.mcts_simulations: only used with opponent 'mcts' (opponent is 'random')")
+            raise FieldError("reward.mcts_simulations", "only used with opponent 'mcts' (opponent is 'random')")
         self.reward_mode = reward_mode
         self.opponent = opponent
         self.rollouts = _positive_int("rollouts", DEFAULT_ROLLOUTS if rollouts is None else rollouts, 10_000)
@@ -251,7 +252,7 @@ class OpenSpielEvaluator:
         )
         self.seed = 0 if seed is None else seed
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"reward.seed: must be a non-negative integer, got {seed!r}")
+            raise FieldError("reward.seed", f"must be a non-negative integer, got {seed!r}")
 
     def __call__(self, completion: str, row: dict) -> Evaluation:
         truth = read_ground_truth(row)
@@ -332,5 +333,5 @@ def _play_out(state, policy, rng) -> list[float]:
 
 def _positive_int(option: str, value, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise ValueError(f"reward.{option}: must be an integer in 1..{limit}, got {value!r}")
+        raise FieldError(f"reward.{option}", f"must be an integer in 1..{limit}, got {value!r}")
     return value

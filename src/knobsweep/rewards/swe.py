@@ -37,6 +37,7 @@ import tempfile
 from difflib import SequenceMatcher
 from pathlib import Path
 
+from knobsweep.errors import FieldError
 from knobsweep.rewards import Evaluation
 
 NO_DIFF = "not a unified diff (no ```diff block or '--- a/' header)"
@@ -144,7 +145,7 @@ def _gold_patch(row: dict) -> dict[str, list[str]]:
 
 def _weight(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise ValueError(f"reward.{name}: must be a number in [0, 1], got {value!r}")
+        raise FieldError(f"reward.{name}", f"must be a number in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -259,18 +260,18 @@ class SweTestsEvaluator:
     def __init__(self, backend: str = "local", repos_dir: str | None = None,
                  test_cmd: str = "python -m pytest -x -q", timeout_s: float = 900, shaped: bool = True):
         if backend not in BACKENDS:
-            raise ValueError(f"reward.backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise FieldError("reward.backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-            raise ValueError(f"reward.timeout_s: must be a positive number of seconds, got {timeout_s!r}")
+            raise FieldError("reward.timeout_s", f"must be a positive number of seconds, got {timeout_s!r}")
         if not isinstance(shaped, bool):
-            raise ValueError(f"reward.shaped: must be true or false, got {shaped!r}")
+            raise FieldError("reward.shaped", f"must be true or false, got {shaped!r}")
         if not isinstance(test_cmd, str) or not shlex.split(test_cmd):
-            raise ValueError(f"reward.test_cmd: must be a command line, e.g. 'python -m pytest -x -q', got {test_cmd!r}")
+            raise FieldError("reward.test_cmd", f"must be a command line, e.g. 'python -m pytest -x -q', got {test_cmd!r}")
         self.backend, self.test_cmd, self.timeout_s, self.shaped = backend, test_cmd, float(timeout_s), shaped
         self.repos_dir = None
         if backend == "local":
             if not isinstance(repos_dir, str) or not repos_dir:
-                raise ValueError("reward.repos_dir: backend 'local' needs a directory of git clones "
+                raise FieldError("reward.repos_dir", "backend 'local' needs a directory of git clones "
                                  "named <owner>__<name> (e.g. repos/django__django)")
             self.repos_dir = Path(repos_dir).expanduser()
             if not self.repos_dir.is_dir():
@@ -309,7 +310,7 @@ class SweTestsEvaluator:
     def _local(self, patch: str, row: dict, f2p: list[str], p2p: list[str]) -> Evaluation:
         clone = self.repos_dir / repo_dir_name(row["repo"])
         if not (clone / ".git").exists() and not (clone / "HEAD").is_file():
-            raise ValueError(f"reward.repos_dir: no git clone of {row['repo']} at {clone} "
+            raise FieldError("reward.repos_dir", f"no git clone of {row['repo']} at {clone} "
                              f"(expected layout <repos_dir>/<owner>__<name>; e.g. "
                              f"git clone https://github.com/{row['repo']} {clone})")
         with tempfile.TemporaryDirectory(prefix="knobsweep-swe-") as tmp:

@@ -1,6 +1,6 @@
 """The experiment spec: load, validate, expand into runs, and key each stage."""
 
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.experiment import Experiment, Run, StageKeys, load_experiment
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 

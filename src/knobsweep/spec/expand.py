@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 from typing import Any, Iterator
 
 from pydantic import ValidationError
 
+from knobsweep.dotted import get_dotted, set_dotted
 from knobsweep.io import canonical_json, normalised
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.resolve import resolve_sections
 from knobsweep.spec.validate import problems_from
@@ -34,25 +34,6 @@ def knob_labels(knobs: list[str]) -> dict[str, str]:
     """The last path component names a knob, unless two swept knobs share it."""
     leaves = [knob.rsplit(".", 1)[-1] for knob in knobs]
     return {knob: leaf if leaves.count(leaf) == 1 else knob for knob, leaf in zip(knobs, leaves)}
-
-
-def set_dotted(config: dict, knob: str, value: Any) -> None:
-    *parents, leaf = knob.split(".")
-    node = config
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[leaf] = copy.deepcopy(value)
-
-
-def get_dotted(config: dict, knob: str) -> Any:
-    node: Any = config
-    for part in knob.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any]]]:

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
-from knobsweep.data import DataError, get_converter
+from knobsweep.errors import FieldError, Problem, SpecError
 from knobsweep.io import canonical_json, content_hash, file_sha256
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
-from knobsweep.spec.validate import closest
+from knobsweep.spec.sources import read_options
 
-TINY = "tiny"
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
 STAGE_VERSIONS = {"tiny": 2, "train": 1, "eval": 1}
@@ -43,6 +42,7 @@ class Run:
     config: dict  # the fully resolved run config
     keys: StageKeys
     tracking: dict = field(default_factory=dict)  # the experiment's `tracking` section (never hashed)
+    warm_start: str | None = None  # where the weights of train.warm_start_from are: a run's adapter, or the path
 
     @property
     def is_baseline(self) -> bool:
@@ -64,8 +64,8 @@ class Experiment:
 
 def data_identity(data: dict) -> dict:
     """What converted data depends on: the converter's version and its inputs' content hashes."""
-    converter = get_converter(data["source"])
-    return {"converter": converter.CONVERTER_VERSION, "inputs": converter.input_fingerprint(data)}
+    module = converter(data["source"])
+    return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(read_options(data))}
 
 
 def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_start: dict | None = None,
@@ -102,18 +102,19 @@ def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_s
 
 
 def train_config(config: dict) -> dict:
-    """The part of a run config that feeds training (and so keys it): SFT and KTO learn from the
-    rows alone, so rollout and reward knobs (eval-only for them) do not re-train them."""
-    sections = ("model", "train", "rollout", "reward", "seed") if config["train"]["method"] == "grpo" \
-        else ("model", "train", "seed")
-    return {k: config[k] for k in sections}
+    """The part of a run config that feeds training (and so keys it): the method's hashed sections.
+
+    The weights a warm start loads are not named in it: the key's `warm_start` entry identifies them
+    (the upstream run's train key, or the path's files), and the training stage gets them as
+    --warm-start, so where `layout` puts an adapter is no part of any key."""
+    sections = {k: config[k] for k in METHODS[config["train"]["method"]].hashed_sections}
+    if config["train"]["warm_start_from"] is not None:
+        sections["train"] = {**config["train"], "warm_start_from": None}
+    return sections
 
 
 def evaluation_config(config: dict) -> dict:
     return {"eval": config["eval"], "reward": config["reward"]}
-
-
-TRL_CONFIGS = {"grpo": "GRPOConfig", "sft": "SFTConfig", "kto": "KTOConfig"}
 
 
 def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
@@ -121,18 +122,16 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
     used = {(run.config["train"]["method"], key, run.name) for run in runs for key in run.config["train"]["trl"]}
     if not used:
         return []
-    import dataclasses
-
     import trl  # imported only when used: it takes seconds
+
+    from knobsweep.train.method import unknown_trl_field
 
     problems, reported = [], set()
     for method, key, run_name in sorted(used):
-        config_class = TRL_CONFIGS[method]
-        known = sorted(f.name for f in dataclasses.fields(getattr(trl, config_class)))
-        if key not in known and (method, key) not in reported:
+        problem = unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
+        if problem and (method, key) not in reported:
             reported.add((method, key))
-            problems.append(Problem(file, f"train.trl.{key}",
-                                    f"unknown TRL {config_class} field '{key}'{closest(key, known)}", run_name))
+            problems.append(Problem(file, f"train.trl.{key}", problem, run_name))
     return problems
 
 
@@ -153,8 +152,8 @@ def load_experiment(path: str | Path) -> Experiment:
         if run_name in runs:
             return runs[run_name]
         changed, seed, config = by_name[run_name]
-        source = config["train"].get("warm_start_from")
-        warm_start = tiny_model = None
+        source = config["train"]["warm_start_from"]
+        warm_start = tiny_model = weights = None
         if source is not None:
             upstream_name = source if len(spec.seeds) == 1 else f"{source},seed={seed}"
             if upstream_name in by_name:
@@ -169,7 +168,7 @@ def load_experiment(path: str | Path) -> Experiment:
                     return None
                 warm_start = {"train": upstream.keys.train}
                 tiny_model = upstream.keys.model
-                resolved = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
+                weights = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
             else:
                 location = Path(source).expanduser()
                 if not location.exists():
@@ -179,18 +178,17 @@ def load_experiment(path: str | Path) -> Experiment:
                                             "directory", run_name))
                     return None
                 warm_start = {"path": str(location), "files": weights_fingerprint(location)}
-                resolved = str(location)
-            config = {**config, "train": {**config["train"], "warm_start_from": resolved}}
+                weights = str(location)
         try:
             keys = stage_keys(config, data_identities, warm_start, tiny_model)
-        except DataError as error:
-            problems.append(Problem(str(path), "", str(error), run_name))
+        except FieldError as error:  # the inputs of `data` cannot be read (a missing file, say)
+            problems.append(Problem(str(path), error.path, error.message, run_name))
             return None
         launch_problem = _launch_problem(config, launches)
         if launch_problem:
             problems.append(Problem(str(path), *launch_problem, run_name))
             return None
-        runs[run_name] = Run(run_name, changed, seed, config, keys, tracking)
+        runs[run_name] = Run(run_name, changed, seed, config, keys, tracking, weights)
         return runs[run_name]
 
     for run_name in by_name:
@@ -215,10 +213,8 @@ def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
         try:
             launch_command(stage_resources(config, "train"), distributed)
             cache[key] = None
-        except ValueError as error:
-            message = str(error)
-            path, _, text = message.partition(": ")
-            cache[key] = (path, text) if path.startswith(("resources.", "train.")) and text else ("", message)
+        except FieldError as error:
+            cache[key] = (error.path, error.message)
     return cache[key]
 
 

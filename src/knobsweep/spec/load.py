@@ -12,9 +12,9 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from knobsweep.layout import RESERVED_NAMES
-from knobsweep.spec.errors import Problem, SpecError
+from knobsweep.errors import Problem, SpecError, did_you_mean
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
-from knobsweep.spec.validate import closest, field_info, is_free_mapping, model_at, problems_from
+from knobsweep.spec.validate import field_info, is_free_mapping, model_at, models_in, problems_from
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -78,17 +78,14 @@ def knob_problem(knob: str, where: str, file: str) -> Problem | None:
     if field_info(RunConfig, parts) is not None or free:
         return None
     owner = model_at(RunConfig, parts[:-1])
-    choices = sorted(owner.model_fields) if owner else []
-    prefix = ".".join(parts[: len(parts) - 1])
-    hint = closest(parts[-1], choices)
-    if hint:
-        hint = hint.replace("'", f"'{prefix}." if prefix else "'", 1)
-    return Problem(file, where, f"unknown knob '{knob}'{hint}")
+    prefix = "".join(f"{part}." for part in parts[:-1])
+    choices = [prefix + name for name in owner.model_fields] if owner else []
+    return Problem(file, where, f"unknown knob '{knob}'{did_you_mean(knob, choices)}")
 
 
 def _open_section(annotation) -> bool:
-    models = [m for m in getattr(annotation, "__args__", (annotation,)) if isinstance(m, type)]
-    return any(getattr(m, "model_config", {}).get("extra") == "allow" for m in models)
+    """A section (or one of a union's) that admits any key: `reward`, a third-party source's `data`."""
+    return any(model.model_config.get("extra") == "allow" for model in models_in(annotation))
 
 
 def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
@@ -108,7 +105,7 @@ def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
     for knob in spec.hypotheses:
         if knob not in spec.sweep and knob not in spec.runs:
             problems.append(Problem(file, f"hypotheses.{knob}", f"'{knob}' is not a swept knob or a named run"
-                                                                f"{closest(knob, [*spec.sweep, *spec.runs])}"))
+                                                                f"{did_you_mean(knob, [*spec.sweep, *spec.runs])}"))
     return problems
 
 

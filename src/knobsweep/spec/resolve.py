@@ -1,23 +1,18 @@
-"""Resolve the sections whose options belong to a plug-in: `data` (its converter) and `reward` (its evaluator).
+"""Resolve what the schema leaves to the run: `data.format` (from train.method), a third-party source's
+options (its converter's `resolve_options`) and `reward` (its evaluator's signature).
 
-The schema only knows their names; the converter's `resolve_options` and the evaluator's signature
-say which options exist, their defaults and their ranges. Resolving fills every default in, so two
-specs that spell a default out or leave it implicit hash alike.
+A built-in source's options are complete once the schema has read them (knobsweep.spec.sources).
+Resolving fills every default in, so two specs that spell a default out or leave it implicit hash alike.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from knobsweep.data import DataError, get_converter
+from knobsweep.errors import FieldError, Problem
 from knobsweep.io import canonical_json
-from knobsweep.spec.errors import Problem
-
-# The row format each training method reads (data.format: null picks it).
-METHOD_FORMATS = {"grpo": "rl", "sft": "sft", "kto": "kto"}
-# The evaluator a source's data is scored with when `reward` is left out.
-DEFAULT_REWARDS = {"gsm8k": {"name": "gsm8k"}, "openspiel": {"name": "openspiel"}}
+from knobsweep.registry import BUILTIN_SOURCES, METHODS, SOURCES, converter
+from knobsweep.spec.sources import BUILTIN_OPTIONS
 
 
 def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[dict | None, list[Problem]]:
@@ -25,28 +20,34 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
     problems: list[Problem] = []
     data = dict(config["data"])
     method = config["train"]["method"]
+    reads = METHODS[method].data_format
     if data.get("format") is None:
-        data["format"] = METHOD_FORMATS[method]
-    elif data["format"] != METHOD_FORMATS[method]:
+        data["format"] = reads
+    elif data["format"] != reads:
         problems.append(Problem(file, "data.format", f"{data['format']!r} rows cannot train train.method "
-                                                     f"{method!r}, which reads {METHOD_FORMATS[method]!r} rows "
+                                                     f"{method!r}, which reads {reads!r} rows "
                                                      "(leave data.format unset to follow the method)", run))
     try:
         data = _cached(cache, "data", data, _resolve_data)
-    except DataError as error:
-        problems.append(_problem(file, str(error), "data", run))
+    except FieldError as error:
+        problems.append(Problem(file, error.path, error.message, run))
+    except ValueError as error:  # a third-party converter's own error: its message says where
+        problems.append(Problem(file, "data", str(error), run))
     reward = config.get("reward")
     if reward is None:
         source = config["data"]["source"]
-        if source not in DEFAULT_REWARDS:
+        default = SOURCES[source].default_reward
+        if default is None:
             problems.append(Problem(file, "reward", f"is required for data.source '{source}' (it has no default "
                                                     "evaluator); e.g. reward: {name: ...}", run))
-        reward = DEFAULT_REWARDS.get(source)
+        reward = {"name": default} if default else None
     if reward is not None:
         try:
             reward = _cached(cache, "reward", reward, _resolve_reward)
-        except ValueError as error:
-            problems.append(_problem(file, str(error), "reward", run))
+        except FieldError as error:
+            problems.append(Problem(file, error.path, error.message, run))
+        except ValueError as error:  # a third-party evaluator's own error: its message says where
+            problems.append(Problem(file, "reward", str(error), run))
     if reward is not None and not problems:
         problems += _timeout_problems(config, reward, file, run)
     if problems:
@@ -58,7 +59,8 @@ def _timeout_problems(config: dict, reward: dict, file: str, run: str) -> list[P
     """An evaluator allowed longer per sample (its `timeout_s`) than GRPO waits for one
     (train.reward_timeout_s) would have most samples time out and be dropped as invalid."""
     own, waits = reward.get("timeout_s"), config["train"].get("reward_timeout_s")
-    if config["train"]["method"] != "grpo" or not isinstance(own, (int, float)) or waits is None or waits >= own:
+    generates = METHODS[config["train"]["method"]].generates  # only a method that samples calls it while training
+    if not generates or not isinstance(own, (int, float)) or waits is None or waits >= own:
         return []
     return [Problem(file, "train.reward_timeout_s", f"{waits:g} s is shorter than the evaluator's own "
                                                     f"reward.timeout_s ({own:g} s): samples would time out and "
@@ -79,13 +81,18 @@ def _cached(cache: dict, kind: str, section: dict, resolve) -> Any:
 
 
 def _resolve_data(section: dict) -> dict:
-    converter = get_converter(section["source"])
-    resolved = {"format": section["format"], **converter.resolve_options(section)}
-    # Built-in converters check this themselves; a third-party one may not.
-    formats = getattr(converter, "FORMATS", ("rl",))
+    """The section with its format checked against what the source produces; a third-party source's
+    options resolved by its converter (a built-in source's model has filled them in already)."""
+    source = section["source"]
+    if source in BUILTIN_SOURCES:
+        formats, resolved = BUILTIN_OPTIONS[source].formats(), section
+    else:
+        module = converter(source)
+        formats = getattr(module, "FORMATS", ("rl",))
+        resolved = {"format": section["format"], **module.resolve_options(section)}
     if resolved["format"] not in formats:
-        raise DataError(f"data.format: source '{section['source']}' cannot produce {resolved['format']!r} rows; "
-                        f"it produces: {', '.join(formats)}")
+        raise FieldError("data.format", f"source {source!r} cannot produce {resolved['format']!r} rows; "
+                         f"it produces: {', '.join(formats)}")
     return resolved
 
 
@@ -107,11 +114,3 @@ def _plain(value: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _problem(file: str, message: str, section: str, run: str) -> Problem:
-    """Point the problem at the dotted path its message starts with (`data.cases[2]: ...`)."""
-    match = re.match(rf"({section}(?:\.[\w-]+|\[\d+\])*):\s*(.*)", message, re.S)
-    if match:
-        return Problem(file, match.group(1), match.group(2), run)
-    return Problem(file, section, message, run)

@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from knobsweep.data import SOURCES
-from knobsweep.rewards import EVALUATORS
+from knobsweep.errors import FieldError
+from knobsweep.registry import EVALUATORS, METHODS
+from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 
 
 class Section(BaseModel):
@@ -47,25 +48,6 @@ class ModelConfig(Section):
         description="hub id (Qwen/Qwen2.5-0.5B-Instruct), local path, or `tiny` (offline tiny model)",
     )
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
-
-
-class DataConfig(BaseModel):
-    """`source` picks the converter (knobsweep.data.SOURCES); every other key is that converter's
-    option, checked by the converter itself when the spec is validated (docs/datasets.md)."""
-
-    model_config = ConfigDict(extra="allow", validate_default=True)
-
-    source: str = Field("gsm8k", description="converter: " + ", ".join(sorted(SOURCES)))
-    format: Literal["rl", "sft", "kto"] | None = Field(
-        None, description="row format to produce; null = the one train.method reads (grpo: rl, sft: sft, kto: kto)"
-    )
-
-    @field_validator("source")
-    @classmethod
-    def _registered(cls, source: str) -> str:
-        if source not in SOURCES:
-            raise ValueError(f"is not a known data source; allowed: {', '.join(sorted(SOURCES))}")
-        return source
 
 
 class HealthConfig(Section):
@@ -109,7 +91,7 @@ class KtoConfig(Section):
 
 
 class TrainConfig(Section):
-    method: Literal["grpo", "sft", "kto"] = "grpo"
+    method: Literal[tuple(METHODS)] = "grpo"
     loss: Literal["grpo", "dapo", "gspo-token"] = Field("grpo", description="GRPO loss (method grpo only)")
     learning_rate: float = Field(1e-4, ge=1e-7, le=5e-4)
     epochs: int = Field(1, ge=1, le=10)
@@ -155,18 +137,16 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _sft_fits_the_context(self) -> "TrainConfig":
-        if self.sft.max_length > self.max_context_length:
-            raise ValueError(f"sft.max_length {self.sft.max_length} is longer than max_context_length "
+        if self.method == "sft" and self.sft.max_length > self.max_context_length:
+            raise FieldError("sft.max_length", f"{self.sft.max_length} is longer than max_context_length "
                              f"{self.max_context_length}; raise max_context_length or lower sft.max_length")
         return self
 
     @model_validator(mode="after")
     def _kl_only_with_grpo(self) -> "TrainConfig":
         if self.kl_beta and self.loss != "grpo":
-            raise ValueError(
-                f"kl_beta must be 0/unset when loss is {self.loss} (got {self.kl_beta}); "
-                "a KL term is only part of loss grpo"
-            )
+            raise FieldError("kl_beta", f"{self.kl_beta}: kl_beta must be 0/unset when loss is {self.loss}; "
+                             "a KL term is only part of loss grpo")
         return self
 
 
@@ -186,6 +166,16 @@ class RolloutConfig(Section):
         None, pattern=r"^[^:\s]+:[0-9]+$", description="host:port of the vLLM server (vllm: server)"
     )
 
+    @model_validator(mode="after")
+    def _server_only_with_vllm_server(self) -> "RolloutConfig":
+        if self.vllm == "server" and not self.vllm_server:
+            raise FieldError("vllm_server", "rollout.vllm 'server' needs the 'host:port' of a running "
+                             "`trl vllm-serve --model M`")
+        if self.vllm != "server" and self.vllm_server:
+            raise FieldError("vllm_server", f"{self.vllm_server!r} only applies with rollout.vllm 'server', "
+                             f"not {self.vllm!r}")
+        return self
+
     @field_validator("extra_body", mode="before")
     @classmethod
     def _json_text(cls, value: Any) -> Any:
@@ -200,18 +190,20 @@ class RolloutConfig(Section):
 
 
 class RewardConfig(BaseModel):
-    """`name` picks the evaluator (knobsweep.rewards.EVALUATORS); every other key is one of its options,
-    checked against the evaluator's own signature when the spec is validated."""
+    """`name` picks the evaluator (knobsweep.registry.EVALUATORS, or "module:Class" of an importable one);
+    every other key is one of its options, checked against the evaluator's own signature when the spec is
+    validated."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
-    name: str = Field(..., description="evaluator: " + ", ".join(sorted(EVALUATORS)))
+    name: str = Field(..., description="evaluator: " + ", ".join(sorted(EVALUATORS)) + ", or module:Class")
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        if name not in EVALUATORS:
-            raise ValueError(f"is not a known evaluator; allowed: {', '.join(sorted(EVALUATORS))}")
+        if name not in EVALUATORS and ":" not in name:
+            raise ValueError(f"is not a known evaluator; allowed: {', '.join(sorted(EVALUATORS))} "
+                             "(or module:Class of an importable evaluator)")
         return name
 
 
@@ -267,7 +259,7 @@ class Resources(Section):
         for stage in ("data", "merge", "eval", "report"):
             nodes = getattr(self, stage).nodes
             if nodes != 1:
-                raise ValueError(f"{stage}.nodes is {nodes}: only the train stage runs on several nodes")
+                raise FieldError(f"{stage}.nodes", f"{nodes}: only the train stage runs on several nodes")
         return self
 
     @model_validator(mode="after")
@@ -277,7 +269,7 @@ class Resources(Section):
                   if name not in MERGE_FIELDS and name != "nodes" and value not in (None, 0)}
         if placed:
             name, value = next(iter(placed.items()))
-            raise ValueError(f"merge.{name} is {value!r}: the merge runs on the CPU at the end of the train job, "
+            raise FieldError(f"merge.{name}", f"{value!r}: the merge runs on the CPU at the end of the train job, "
                              f"on the train job's placement; merge takes only {', '.join(MERGE_FIELDS)}")
         return self
 
@@ -296,7 +288,7 @@ class RunConfig(Section):
     """Everything one run needs: the baseline, or the baseline with one knob turned."""
 
     model: ModelConfig
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataOptions = Field(default_factory=Gsm8kOptions, description="source (a converter) and its options")
     train: TrainConfig = Field(default_factory=TrainConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     reward: RewardConfig | None = Field(None, description="evaluator; null = the data source's default (gsm8k: gsm8k)")
@@ -333,3 +325,48 @@ class ExperimentSpec(Section):
         default_factory=dict, description="knob (or named run) -> the sentence shown next to its results"
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="experiment trackers (never hashed)")
+
+
+# --- what each stage receives as --config-json: exactly the sections its key hashes ---------------------
+
+
+class TrainJob(Section):
+    """The training stage's config: the run config sections its method reads (registry.Method.hashed_sections)."""
+
+    model: ModelConfig
+    train: TrainConfig
+    rollout: RolloutConfig | None = None
+    reward: RewardConfig | None = None
+    seed: int
+
+    @model_validator(mode="after")
+    def _weights_come_as_an_argument(self) -> "TrainJob":
+        if self.train.warm_start_from is not None:
+            raise FieldError("train.warm_start_from", "a training job gets the weights it starts from as "
+                             "--warm-start DIR (the spec resolves a run name or path into it)")
+        return self
+
+    @model_validator(mode="after")
+    def _what_the_method_reads(self) -> "TrainJob":
+        if METHODS[self.train.method].generates:
+            for section in ("rollout", "reward"):
+                if getattr(self, section) is None:
+                    raise FieldError(section, f"is required: train.method {self.train.method!r} samples completions "
+                                     "and scores them")
+        return self
+
+
+class EvalJob(Section):
+    """The evaluation stage's config."""
+
+    eval: EvalConfig
+    reward: RewardConfig
+
+
+class RunInfo(Section):
+    """Who a training job is for: W&B's group, name and tags (never hashed)."""
+
+    experiment: str = Field(..., min_length=1)
+    run: str = Field(..., min_length=1)
+    changed: dict[str, Any] = Field(default_factory=dict, description="dotted knob -> value; {} for the baseline")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)

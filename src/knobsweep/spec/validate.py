@@ -1,17 +1,18 @@
-"""Turn pydantic errors into messages that name the dotted path, the value and what is allowed."""
+"""Turn pydantic errors into problems that name the dotted path, the value and what is allowed."""
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 import annotated_types
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
-from knobsweep.spec.errors import Problem
+from knobsweep.errors import FieldError, Problem, SpecError, did_you_mean
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def dotted(loc: tuple) -> str:
@@ -24,13 +25,31 @@ def dotted(loc: tuple) -> str:
     return text
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def joined(path: str, sub: str) -> str:
+    """A dotted path below another: joined("train", "sft.max_length"), joined("data", "[2]")."""
+    if not path or not sub:
+        return path or sub
+    return f"{path}{sub}" if sub.startswith("[") else f"{path}.{sub}"
+
+
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
     return []
+
+
+def _tagged(info: FieldInfo) -> dict[str, type[BaseModel]]:
+    """A tagged union field's members by tag (the name pydantic puts in an error's location), else {}."""
+    if not any(isinstance(item, Discriminator) for item in info.metadata):
+        return {}
+    members = {}
+    for member in typing.get_args(info.annotation):
+        model, *marks = typing.get_args(member)
+        members.update({mark.tag: model for mark in marks if isinstance(mark, Tag)})
+    return members
 
 
 def is_free_mapping(annotation: Any) -> bool:
@@ -43,31 +62,32 @@ def is_free_mapping(annotation: Any) -> bool:
     return False
 
 
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[FieldInfo | None, type[BaseModel] | None, tuple]:
+    """(the field a location names, the section model it holds, the location without union tags);
+    the field is None when the location names no known field."""
+    owner: type[BaseModel] | dict | None = model
+    info, path = None, []
+    for index, part in enumerate(loc):
+        if isinstance(owner, dict):  # a tagged union: the part picks its member
+            owner = owner.get(part)
+            continue
+        path.append(part)
+        if owner is None or not isinstance(part, str) or part not in owner.model_fields:
+            return None, None, (*path, *loc[index + 1:])
+        info = owner.model_fields[part]
+        nested = models_in(info.annotation)
+        owner = _tagged(info) or (nested[0] if nested else None)
+    return info, owner if not isinstance(owner, dict) else None, tuple(path)
+
+
 def field_info(model: type[BaseModel], loc: tuple) -> FieldInfo | None:
     """The field a location names (None when it is not a known field)."""
-    owner: type[BaseModel] | None = model
-    info = None
-    for part in loc:
-        if owner is None or not isinstance(part, str) or part not in owner.model_fields:
-            return None
-        info = owner.model_fields[part]
-        nested = _models_in(info.annotation)
-        owner = nested[0] if nested else None
-    return info
+    return _walk(model, loc)[0]
 
 
 def model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The section model a location names (the root for an empty location)."""
-    if not loc:
-        return model
-    info = field_info(model, loc)
-    nested = _models_in(info.annotation) if info else []
-    return nested[0] if nested else None
-
-
-def closest(name: str, choices: list[str]) -> str:
-    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    return _walk(model, loc)[1] if loc else model
 
 
 def allowed_range(info: FieldInfo | None) -> str:
@@ -93,11 +113,14 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     loc = tuple(error["loc"])
     kind = error["type"]
     value = error.get("input")
-    path = dotted(loc)
+    path = dotted(_walk(model, loc)[2])
     if kind == "extra_forbidden":
         owner = model_at(model, loc[:-1])
+        renamed = getattr(owner, "RENAMED", {}).get(loc[-1])  # an option of the previous release
+        if renamed:
+            return path, f"renamed to {renamed}, as every source calls it"
         choices = sorted(owner.model_fields) if owner else []
-        return path, f"unknown key '{loc[-1]}'{closest(str(loc[-1]), choices)} (valid keys: {', '.join(choices)})"
+        return path, f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), choices)}; valid keys: {', '.join(choices)}"
     if kind == "missing":
         return path, "is required but missing"
     if kind == "literal_error":
@@ -107,15 +130,11 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         return path, f"{shown} is out of range; {allowed_range(info)}"
     if kind == "value_error":
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):  # a rule across fields says which field it is about
+            return joined(path, cause.path), cause.message
         message = str(error["msg"]).removeprefix("Value error, ")
-        if isinstance(value, dict):
-            # A rule across fields names the field it is about first: point the path at it.
-            first = message.split(" ", 1)[0]
-            owner = model_at(model, loc)
-            if owner and first in owner.model_fields:
-                return f"{path}.{first}", f"{value.get(first)!r}: {message}"
-            return path, message
-        return path, f"{shown} {message}"
+        return path, message if isinstance(value, dict) else f"{shown} {message}"
     bounds = allowed_range(info)
     return path, f"{shown}: {error['msg']}" + (f"; {bounds}" if bounds else "")
 
@@ -125,6 +144,14 @@ def problems_from(error: ValidationError, model: type[BaseModel], file: str, pre
     found = []
     for item in error.errors():
         path, message = explain(model, item)
-        full = f"{prefix}.{path}" if prefix and path else (prefix or path)
-        found.append(Problem(file=file, path=full, message=message, run=run))
+        found.append(Problem(file=file, path=joined(prefix, path), message=message, run=run))
     return found
+
+
+def parse(model: type[Model], value: Any, file: str, prefix: str = "") -> Model:
+    """`value` validated as `model` (a stage's --config-json, say), or a SpecError naming every problem:
+    the file (or argument), the dotted path under `prefix`, the value and what is allowed."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise SpecError(problems_from(error, model, file, prefix)) from None

@@ -2,7 +2,7 @@
 
     accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
         --dynamo_backend no -m knobsweep.train --config-json TRAIN --model M --data D --out OUT \
-        [--run-info-json RUN_INFO]
+        [--run-info-json RUN_INFO] [--warm-start DIR]
 
 TRAIN = {model, train, rollout, reward, seed} of the resolved run config (docs/contracts.md);
 train.method picks grpo, sft or kto. RUN_INFO = {experiment, run, changed, tracking} names the
@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from knobsweep.errors import SpecError
 from knobsweep.io import json_object
-
-METHODS = ("grpo", "sft", "kto")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,18 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="hub id, local path or tiny model directory")
     parser.add_argument("--data", required=True, help="data stage directory holding train.parquet")
     parser.add_argument("--out", required=True, help="output directory results/train/<key>")
-    parser.add_argument("--run-info-json", type=json_object, default={},
+    parser.add_argument("--run-info-json", type=json_object, default=None,
                         help="{experiment, run, changed, tracking} as JSON (W&B naming; not hashed)")
+    parser.add_argument("--warm-start", default=None,
+                        help="a PEFT adapter or model directory to start from (train.warm_start_from, resolved)")
     args = parser.parse_args(argv)
-    config = args.config_json
-    method = config.get("train", {}).get("method", "grpo")
-    if method not in METHODS:
-        parser.error(f"train.method={method!r}: this stage implements {', '.join(METHODS)}")
+
+    from knobsweep.spec.schema import RunInfo, TrainJob
+    from knobsweep.spec.validate import parse
+
+    try:  # the spec's own models: the same defaults, ranges and messages as the experiment file
+        job = parse(TrainJob, args.config_json, "--config-json")
+        run_info = parse(RunInfo, args.run_info_json, "--run-info-json") if args.run_info_json is not None else None
+    except SpecError as error:
+        parser.error(str(error))
 
     from knobsweep.train.lifecycle import Cancelled, run_training
 
     try:
-        run_training(config, args.model, args.data, args.out, run_info=args.run_info_json)
+        run_training(job, args.model, args.data, args.out, run_info=run_info, warm_start=args.warm_start)
     except Cancelled as exc:  # SIGTERM / SIGINT: status.json says CANCELLED; the shell's 128 + signal
         print(f"knobsweep.train: cancelled: {exc}", file=sys.stderr)
         return 128 + exc.signum

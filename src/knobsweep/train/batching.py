@@ -50,12 +50,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-METHODS = ("grpo", "sft", "kto")
-DEFAULTS = {"batch_size": None, "batch_tokens": 32768, "max_context_length": 4096,
-            "per_device_batch_size": None, "steps_per_generation": None}
-KTO_MIN_PER_DEVICE = 2  # its KL term pairs each completion with another one in the micro-batch
+from knobsweep.registry import METHODS
+from knobsweep.spec.schema import RolloutConfig, TrainConfig
+
+PAIRED_MIN_PER_DEVICE = 2  # KTO's KL term pairs each completion with another one in the micro-batch
 
 
 @dataclass(frozen=True)
@@ -68,36 +67,27 @@ class BatchPlan:
     explanation: str  # one or two lines of the arithmetic, for the console and run logs
 
 
-def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: int) -> BatchPlan:
-    """The batch fields of TRL's config for `method` ("grpo" | "sft" | "kto"); see the module docstring."""
-    if method not in METHODS:
-        raise ValueError(f"train.method={method!r}: allowed are {', '.join(repr(m) for m in METHODS)}")
-    knobs = {name: train.get(name, default) for name, default in DEFAULTS.items()}
-    batch_size = _positive_int("train.batch_size", knobs["batch_size"], optional=True)
-    cap = _positive_int("train.per_device_batch_size", knobs["per_device_batch_size"], optional=True)
-    spg = _positive_int("train.steps_per_generation", knobs["steps_per_generation"], optional=True)
-    processes = _positive_int("num_processes", num_processes)
-    n = None
-    if method == "grpo":
-        if not isinstance(rollout, dict):
-            raise ValueError("rollout: GRPO needs the rollout section (rollout.n completions per prompt)")
-        n = _positive_int("rollout.n", rollout.get("n"))
-        if n < 2:
-            raise ValueError(f"rollout.n={n}: GRPO needs at least 2 completions per prompt "
-                             "(its advantage is a reward minus the mean of the prompt's group)")
-    elif spg is not None:
-        raise ValueError(f"train.steps_per_generation={spg}: only GRPO generates; train.method is {method!r}")
+def batch_plan(train: TrainConfig, rollout: RolloutConfig | None, num_processes: int) -> BatchPlan:
+    """The batch fields of TRL's config for `train.method`; see the module docstring. `rollout` is read
+    by a method that generates (GRPO: rollout.n completions per prompt)."""
+    method = METHODS[train.method]
+    if num_processes < 1:
+        raise ValueError(f"num_processes={num_processes!r}: expected a positive integer")
+    processes, batch_size, cap = num_processes, train.batch_size, train.per_device_batch_size
+    spg = train.steps_per_generation
+    n = rollout.n if method.generates else None
+    if spg is not None and not method.generates:
+        raise ValueError(f"train.steps_per_generation={spg}: only GRPO generates; train.method is {train.method!r}")
 
     if batch_size is not None:
-        sequences, prompts, size_text = _from_batch_size(method, batch_size, n, processes)
+        sequences, prompts, size_text = _from_batch_size(batch_size, n, processes)
     else:  # the token budget only counts when batch_size is null
-        batch_tokens = _positive_int("train.batch_tokens", knobs["batch_tokens"])
-        context = _positive_int("train.max_context_length", knobs["max_context_length"])
-        sequences, prompts, size_text = _from_batch_tokens(method, batch_tokens, context, n, processes)
+        sequences, prompts, size_text = _from_batch_tokens(train.batch_tokens, train.max_context_length, n, processes)
 
     share = sequences // processes
-    min_per_device = KTO_MIN_PER_DEVICE if method == "kto" and _kto_needs_pairs(train) else 1
-    per_device, accumulation = _split(share, cap, min_per_device, method, batch_size, processes)
+    pairs = method.pairs_in_micro_batch and train.trl.get("loss_type") != "apo_zero_unpaired"
+    min_per_device = PAIRED_MIN_PER_DEVICE if pairs else 1
+    per_device, accumulation = _split(share, cap, min_per_device, train.method, batch_size, processes)
     split_text = (f"{_plural(processes, 'process')} x per-device {per_device} "
                   f"x accumulation {accumulation}")
     if cap is not None and per_device < min(cap, share):
@@ -106,7 +96,7 @@ def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: in
     explanation = f"{size_text}; {split_text}"
 
     steps_per_generation = None
-    if method == "grpo":
+    if n is not None:
         steps_per_generation = accumulation if spg is None else spg
         _check_generation(steps_per_generation, per_device, processes, accumulation, n)
         explanation += "\n" + _generation_text(steps_per_generation, per_device, processes, accumulation, n)
@@ -115,22 +105,13 @@ def batch_plan(method: str, train: dict, rollout: dict | None, num_processes: in
                      prompts_per_step=prompts, explanation=explanation)
 
 
-def _positive_int(name: str, value: Any, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer or null" if optional else "a positive integer"
-        raise ValueError(f"{name}={value!r}: expected {allowed}")
-    return value
-
-
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 'es' if word.endswith(('s', 'h')) else 's'}"
 
 
-def _from_batch_size(method: str, batch_size: int, n: int | None, processes: int) -> tuple[int, int, str]:
+def _from_batch_size(batch_size: int, n: int | None, processes: int) -> tuple[int, int, str]:
     """(sequences, prompts, text) of an explicit batch_size, which must split evenly over the processes."""
-    if method == "grpo":
+    if n is not None:
         sequences = batch_size * n
         if sequences % processes:
             unit = processes // math.gcd(n, processes)  # batch sizes that work are its multiples
@@ -150,12 +131,11 @@ def _from_batch_size(method: str, batch_size: int, n: int | None, processes: int
     return batch_size, batch_size, f"batch_size {_plural(batch_size, 'sequence')} per step"
 
 
-def _from_batch_tokens(method: str, batch_tokens: int, context: int, n: int | None,
-                       processes: int) -> tuple[int, int, str]:
+def _from_batch_tokens(batch_tokens: int, context: int, n: int | None, processes: int) -> tuple[int, int, str]:
     """(sequences, prompts, text) of a token budget, rounded down to split evenly (at least one unit)."""
     budget = batch_tokens // context
     text = f"batch_tokens {batch_tokens} / max_context_length {context} = {_plural(budget, 'sequence')}"
-    if method == "grpo":
+    if n is not None:
         unit = processes // math.gcd(n, processes)  # prompts per step must be a multiple of this
         prompts = max(1, budget // n)
         rounded = max(unit, prompts - prompts % unit)
@@ -176,10 +156,6 @@ def _from_batch_tokens(method: str, batch_tokens: int, context: int, n: int | No
         return sequences, sequences, f"{text} per step"
     return sequences, sequences, (f"{text} -> {sequences} per step "
                                   f"(rounded to a multiple of {processes} processes)")
-
-
-def _kto_needs_pairs(train: dict) -> bool:
-    return ((train.get("trl") or {}).get("loss_type") or "kto") != "apo_zero_unpaired"
 
 
 def _split(share: int, cap: int | None, min_per_device: int, method: str, batch_size: int | None,

@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerCallback
 
+from knobsweep import layout
 from knobsweep.io import append_jsonl
 from knobsweep.train.health import HealthMonitor
 from knobsweep.train.status import RunStatus
@@ -34,8 +35,6 @@ SFT_COLUMNS = (_STEP, _LOSS, ("Acc", "mean_token_accuracy", 7, ".3f"), ("Entropy
 KTO_COLUMNS = (_STEP, _LOSS, ("Chosen", "rewards/chosen", 9, ".4f"), ("Reject", "rewards/rejected", 9, ".4f"),
                ("Margin", "rewards/margins", 9, ".4f"), ("KL", "kl", 9, ".4g"), *_RATE)
 COLUMNS = GRPO_COLUMNS
-# Copies of the logs kept inside each checkpoint directory (restored on resume).
-LOGS_IN_CHECKPOINT = "knobsweep-logs"
 
 
 def _cell(value, width: int, spec: str) -> str:
@@ -189,7 +188,7 @@ class LifecycleCallback(TrainerCallback):
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
-            (checkpoint / LOGS_IN_CHECKPOINT).mkdir(exist_ok=True)
+            (checkpoint / layout.CHECKPOINT_LOGS).mkdir(exist_ok=True)
             for path in self.logs:
                 if path.is_file():
-                    shutil.copyfile(path, checkpoint / LOGS_IN_CHECKPOINT / path.name)
+                    shutil.copyfile(path, checkpoint / layout.CHECKPOINT_LOGS / path.name)

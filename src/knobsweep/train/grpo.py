@@ -14,87 +14,49 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from knobsweep import layout
 from knobsweep.io import append_jsonl
+from knobsweep.spec.schema import RolloutConfig, TrainJob
+from knobsweep.train.batching import batch_plan
 from knobsweep.train.callbacks import GRPO_COLUMNS
-from knobsweep.train.method import (COMMON_KEYS, MAX_CONTEXT_LENGTH, Method, batch_plan, build_trl_config,
-                                    check_keys, message_problem, raise_bad_rows, row_ids)
-
-# Defaults of the knobs, for TRAIN sections written before they existed (spec/schema.py).
-ROLLOUTS_PER_STEP = 4  # rollouts written to rollouts.jsonl per generation batch
-REWARD_TIMEOUT_S = 60.0
-VLLM_MODES = ("off", "colocate", "server")
-
-# Keys of the TRAIN config GRPO reads (the spec fills every one in; see docs/contracts.md).
-REQUIRED_KEYS = COMMON_KEYS + (
-    "train.loss", "rollout.n", "rollout.temperature", "rollout.top_p", "rollout.top_k", "rollout.max_tokens",
-    "reward",
-)
-
-
-def check_config(config: dict) -> None:
-    """Name the first missing key, rather than fail later with a bare KeyError."""
-    check_keys(config, REQUIRED_KEYS)
+from knobsweep.train.method import Method, build_trl_config, message_problem, raise_bad_rows, row_ids
 
 
 def loss_fields(loss: str, kl_beta: float | None) -> dict[str, Any]:
-    """GRPOConfig fields of a loss method (the table in notes/ml-stack.md).
+    """GRPOConfig fields of a loss method (the table in docs/training.md; a KL beta only with loss grpo).
 
     TRL's own loss_type="grpo" is sequence-mean-token-mean, so our token-mean `grpo` and
     `dapo` use TRL's "dapo" aggregation and differ in clip range and KL.
     """
-    if loss != "grpo" and kl_beta:
-        raise ValueError(f"train.kl_beta={kl_beta}: a non-zero KL beta needs train.loss 'grpo', not {loss!r}")
     if loss == "grpo":
         beta = 0.001 if kl_beta is None else float(kl_beta)
         return dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=beta, importance_sampling_level="token")
     if loss == "dapo":
         return dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, importance_sampling_level="token")
-    if loss == "gspo-token":
-        return dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0, importance_sampling_level="sequence")
-    raise ValueError(f"train.loss={loss!r}: allowed are 'grpo', 'dapo', 'gspo-token'")
+    return dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0, importance_sampling_level="sequence")
 
 
-def vllm_fields(rollout: dict, max_context_length: int | None = None) -> dict[str, Any]:
+def vllm_fields(rollout: RolloutConfig, max_context_length: int) -> dict[str, Any]:
     """GRPOConfig fields of `rollout.vllm` (off | colocate | server) and `rollout.vllm_server`.
 
     colocate: vLLM runs inside each training process and shares its GPU. server: generation goes
-    to a separately started `trl vllm-serve` at vllm_server "host:port" (or an http(s):// base
-    URL). vLLM needs a CUDA GPU and the `gpu` extra; on CPU, keep it off.
+    to a separately started `trl vllm-serve` at vllm_server "host:port". vLLM needs a CUDA GPU and
+    the `gpu` extra; on CPU, keep it off.
     """
-    mode = rollout.get("vllm") or "off"
-    if mode not in VLLM_MODES:
-        raise ValueError(f"rollout.vllm={mode!r}: allowed are {', '.join(repr(m) for m in VLLM_MODES)}")
-    server = rollout.get("vllm_server")
-    if mode == "off":
-        if server:
-            raise ValueError(f"rollout.vllm_server={server!r} is set but rollout.vllm is 'off': "
-                             "set rollout.vllm: server to use it")
+    if rollout.vllm == "off":
         return {"use_vllm": False}
-    fields: dict[str, Any] = {"use_vllm": True, "vllm_mode": mode}
-    if max_context_length:
-        fields["vllm_max_model_length"] = max_context_length
-    if mode == "colocate":
-        if server:
-            raise ValueError(f"rollout.vllm_server={server!r} only applies with rollout.vllm 'server', not 'colocate'")
+    fields: dict[str, Any] = {"use_vllm": True, "vllm_mode": rollout.vllm, "vllm_max_model_length": max_context_length}
+    if rollout.vllm == "colocate":
         return fields
-    if not server:
-        raise ValueError("rollout.vllm='server' needs rollout.vllm_server: the 'host:port' of a running "
-                         "`trl vllm-serve --model M`")
-    text = str(server).strip()
-    if text.startswith(("http://", "https://")):
-        return {**fields, "vllm_server_base_url": text.rstrip("/")}
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"rollout.vllm_server={server!r}: expected 'host:port' (e.g. 'gpu-node-3:8000') "
-                         "or an http(s):// URL")
+    host, _, port = rollout.vllm_server.rpartition(":")
     return {**fields, "vllm_server_host": host, "vllm_server_port": int(port)}
 
 
-def grpo_config_kwargs(config: dict, out_dir: Path, num_processes: int, use_cuda: bool,
+def grpo_config_kwargs(job: TrainJob, out_dir: Path, num_processes: int, use_cuda: bool,
                        report_to: str = "none") -> dict[str, Any]:
-    """GRPOConfig keyword arguments for a TRAIN config ({model, train, rollout, reward, seed})."""
-    method = GRPOMethod()
-    return method.trl_kwargs(config, out_dir, batch_plan("grpo", config, num_processes), use_cuda, report_to)
+    """GRPOConfig keyword arguments for a training job ({model, train, rollout, reward, seed})."""
+    plan = batch_plan(job.train, job.rollout, num_processes)
+    return GRPOMethod().trl_kwargs(job, out_dir, plan, use_cuda, report_to)
 
 
 def build_grpo_config(kwargs: dict[str, Any]):
@@ -154,12 +116,12 @@ class EvaluatorReward:
     """
 
     def __init__(self, evaluator: Callable, columns: list[str], rollouts_path: Path | None = None,
-                 timeout: float | None = None, rollouts_per_step: int = ROLLOUTS_PER_STEP):
+                 timeout: float | None = None, rollouts_per_step: int = 0):
         self.evaluator = evaluator
         self.columns = columns  # dataset columns besides `prompt`, passed to the evaluator as the row
         self.rollouts_path = rollouts_path  # None on non-main processes
-        self.timeout = timeout
-        self.rollouts_per_step = rollouts_per_step
+        self.timeout = timeout  # seconds (None: no limit)
+        self.rollouts_per_step = rollouts_per_step  # written to rollouts_path per call
         self.__name__ = getattr(evaluator, "name", "reward")  # TRL logs rewards/<__name__>/mean
 
     def evaluate(self, text: str, row: dict) -> tuple[float | None, dict]:
@@ -268,72 +230,65 @@ def vllm_problem(fields: dict[str, Any]) -> str | None:
 
 
 class GRPOMethod(Method):
-    name, title, data_format = "grpo", "GRPO", "rl"
-    required_keys = REQUIRED_KEYS
+    name, title = "grpo", "GRPO"
     columns = GRPO_COLUMNS
     summary_keys = ("reward", "invalid_rate", "filtered_group_rate", "tokens_per_s")
-    config_class_name = "GRPOConfig"
 
     def __init__(self):
         self.reward: EvaluatorReward | None = None
 
-    def validate_rows(self, config: dict, dataset):
+    def validate_rows(self, job: TrainJob, dataset):
         validate_rows(dataset)
-        problem = vllm_problem(vllm_fields(config["rollout"]))
+        problem = vllm_problem(vllm_fields(job.rollout, job.train.max_context_length))
         if problem:
             raise ValueError(problem)
         return dataset
 
-    def validate_with_tokenizer(self, config: dict, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
+    def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
         from knobsweep.rewards import get_evaluator
 
-        train = config["train"]
         self.reward = EvaluatorReward(
-            get_evaluator(config["reward"]),
+            get_evaluator(job.reward.model_dump()),
             columns=[c for c in dataset.column_names if c != "prompt"],
-            rollouts_path=out_dir / "rollouts.jsonl" if is_main else None,
-            timeout=train.get("reward_timeout_s", REWARD_TIMEOUT_S),
-            rollouts_per_step=train.get("rollouts_per_step", ROLLOUTS_PER_STEP),
+            rollouts_path=out_dir / layout.ROLLOUTS if is_main else None,
+            timeout=job.train.reward_timeout_s,
+            rollouts_per_step=job.train.rollouts_per_step,
         )
         rows = [{column: dataset[i][column] for column in self.reward.columns}
                 for i in range(min(SMOKE_ROWS, len(dataset)))]
         return smoke_test_evaluator(self.reward, rows)
 
-    def method_kwargs(self, config: dict, plan, use_cuda: bool) -> dict[str, Any]:
-        train, rollout = config["train"], config["rollout"]
+    def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
+        train, rollout = job.train, job.rollout
         kwargs: dict[str, Any] = dict(
-            **loss_fields(train["loss"], train.get("kl_beta")),
-            num_generations=rollout["n"],
-            num_iterations=train.get("num_iterations") or 1,
-            temperature=rollout["temperature"],
-            top_p=rollout["top_p"],
-            top_k=rollout["top_k"],  # 0 disables top-k in TRL too
-            max_completion_length=rollout["max_tokens"],
-            generation_kwargs=rollout.get("extra_body") or None,
+            **loss_fields(train.loss, train.kl_beta),
+            num_generations=rollout.n,
+            num_iterations=train.num_iterations,
+            temperature=rollout.temperature,
+            top_p=rollout.top_p,
+            top_k=rollout.top_k,  # 0 disables top-k in TRL too
+            max_completion_length=rollout.max_tokens,
+            generation_kwargs=rollout.extra_body or None,
             # A model that never emits EOS would have every completion masked (loss 0).
             mask_truncated_completions=False,
-            **vllm_fields(rollout, train.get("max_context_length", MAX_CONTEXT_LENGTH)),
+            **vllm_fields(rollout, train.max_context_length),
         )
         if plan.steps_per_generation is not None:
             kwargs["steps_per_generation"] = plan.steps_per_generation
         return kwargs
 
-    def trl_kwargs(self, config: dict, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
-        kwargs = super().trl_kwargs(config, out_dir, plan, use_cuda, report_to)
+    def trl_kwargs(self, job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
+        kwargs = super().trl_kwargs(job, out_dir, plan, use_cuda, report_to)
         # TRL takes one of the two; a generation_batch_size the user set in train.trl wins.
-        if "generation_batch_size" in (config["train"].get("trl") or {}) and \
-                "steps_per_generation" not in (config["train"].get("trl") or {}):
+        if "generation_batch_size" in job.train.trl and "steps_per_generation" not in job.train.trl:
             kwargs.pop("steps_per_generation", None)
         return kwargs
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepGRPOTrainer
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"reward_funcs": [self.reward]}
 
-        return KnobsweepGRPOTrainer(model=model, reward_funcs=[self.reward], args=args, train_dataset=dataset,
-                                    processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-
-    def describe(self, config: dict, dataset) -> str:
-        train, rollout = config["train"], config["rollout"]
-        return (f"{len(dataset)} prompts, loss {train['loss']}, n={rollout['n']} completions per prompt, "
-                f"max_tokens {rollout['max_tokens']}, reward {self.reward.__name__ if self.reward else '?'}, "
-                f"vLLM {rollout.get('vllm') or 'off'}")
+    def describe(self, job: TrainJob, dataset) -> str:
+        train, rollout = job.train, job.rollout
+        return (f"{len(dataset)} prompts, loss {train.loss}, n={rollout.n} completions per prompt, "
+                f"max_tokens {rollout.max_tokens}, reward {self.reward.__name__ if self.reward else '?'}, "
+                f"vLLM {rollout.vllm}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
-DEFAULTS = dict(grad_norm_max=10.0, grad_norm_patience=3, kl_max=1.0, invalid_rate_max=0.2,
-                reward_collapse_drop=0.5, flat_patience=5, kto_margin_warmup=10)
+from knobsweep.spec.schema import HealthConfig
+
 REWARD_WINDOW = 5  # steps in the reward's moving mean (collapse check)
 MARGIN_WINDOW = 5  # steps in the KTO margin's moving mean: one noisy batch is not a trend
 MIN_RISE = 0.05  # a reward must first have risen this much before it can "collapse"
@@ -32,13 +32,11 @@ def _number(value) -> float | None:
 
 class HealthMonitor:
     """`method` picks the checks that mean something for it: GRPO's `kl` is a per-token KL to the
-    reference (kl_max applies); KTO's `kl` is its batch-level KL estimate, on another scale."""
+    reference (kl_max applies); KTO's `kl` is its batch-level KL estimate, on another scale.
+    `thresholds`: train.health."""
 
-    def __init__(self, method: str = "grpo", **thresholds):
-        unknown = set(thresholds) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"train.health: unknown threshold(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        self.t = {**DEFAULTS, **{k: v for k, v in thresholds.items() if v is not None}}
+    def __init__(self, method: str, thresholds: HealthConfig):
+        self.t = thresholds
         self.method = method
         self.active: set[str] = set()
         self.high_grad_steps = 0
@@ -58,23 +56,23 @@ class HealthMonitor:
         t, found = self.t, {}
         grad = _number(metrics.get("grad_norm"))
         if grad is not None:
-            self.high_grad_steps = self.high_grad_steps + 1 if grad > t["grad_norm_max"] else 0
-            if self.high_grad_steps >= t["grad_norm_patience"]:
-                found["grad_norm_spike"] = (f"grad_norm {grad:.3g} > {t['grad_norm_max']} for "
+            self.high_grad_steps = self.high_grad_steps + 1 if grad > t.grad_norm_max else 0
+            if self.high_grad_steps >= t.grad_norm_patience:
+                found["grad_norm_spike"] = (f"grad_norm {grad:.3g} > {t.grad_norm_max} for "
                                             f"{self.high_grad_steps} steps in a row")
         kl = _number(metrics.get("kl")) if self.method == "grpo" else None
-        if kl is not None and kl > t["kl_max"]:
-            found["kl_blowup"] = f"KL {kl:.3g} > {t['kl_max']}: the policy is far from the reference"
+        if kl is not None and kl > t.kl_max:
+            found["kl_blowup"] = f"KL {kl:.3g} > {t.kl_max}: the policy is far from the reference"
         invalid = _number(metrics.get("invalid_rate"))
-        if invalid is not None and invalid > t["invalid_rate_max"]:
-            found["invalid_rate"] = (f"{invalid:.0%} of samples could not be scored (> {t['invalid_rate_max']:.0%}): "
+        if invalid is not None and invalid > t.invalid_rate_max:
+            found["invalid_rate"] = (f"{invalid:.0%} of samples could not be scored (> {t.invalid_rate_max:.0%}): "
                                      "see `reason` in rollouts.jsonl")
         if _number(metrics.get("identical_rollouts")) == 1.0:
             found["identical_rollouts"] = "every rollout of the step is the same text: the policy has collapsed"
         reward_std = _number(metrics.get("reward_std"))
         if reward_std is not None:
             self.flat_steps = self.flat_steps + 1 if reward_std == 0.0 else 0
-            if self.flat_steps >= t["flat_patience"]:
+            if self.flat_steps >= t.flat_patience:
                 found["reward_flat"] = (f"reward {metrics.get('reward')} with zero variance for {self.flat_steps} "
                                         "steps: no group carries a learning signal")
         reward = _number(metrics.get("reward"))
@@ -85,7 +83,7 @@ class HealthMonitor:
                 self.first_mean = mean if self.first_mean is None else self.first_mean
                 self.peak_mean = mean if self.peak_mean is None else max(self.peak_mean, mean)
                 gain = self.peak_mean - self.first_mean
-                if gain >= MIN_RISE and mean < self.peak_mean - t["reward_collapse_drop"] * gain:
+                if gain >= MIN_RISE and mean < self.peak_mean - t.reward_collapse_drop * gain:
                     found["reward_collapse"] = (f"reward ({REWARD_WINDOW}-step mean) fell to {mean:.3g} from a peak "
                                                 f"of {self.peak_mean:.3g} (started at {self.first_mean:.3g})")
         margin = _number(metrics.get("rewards/margins"))  # KTO: chosen minus rejected implicit reward
@@ -94,10 +92,10 @@ class HealthMonitor:
         elif margin is not None and math.isfinite(margin):
             self.margins.append(margin)
             mean = sum(self.margins) / len(self.margins)
-            if step > t["kto_margin_warmup"] and mean < 0:
+            if step > t.kto_margin_warmup and mean < 0:
                 found["kto_margin_negative"] = (
                     f"KTO reward margin ({len(self.margins)}-step mean) is {mean:.3g} < 0 after "
-                    f"{t['kto_margin_warmup']} warm-up steps: undesirable completions gain on desirable ones "
+                    f"{t.kto_margin_warmup} warm-up steps: undesirable completions gain on desirable ones "
                     "(check the labels, desirable_weight / undesirable_weight, or lower the learning rate)")
         new = [(kind, message) for kind, message in found.items() if kind not in self.active]
         self.active = set(found)

@@ -21,23 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from knobsweep.spec.schema import TrainJob
 from knobsweep.train.callbacks import KTO_COLUMNS
-from knobsweep.train.method import MAX_CONTEXT_LENGTH, Method, message_problem, raise_bad_rows, row_ids
+from knobsweep.train.method import Method, message_problem, raise_bad_rows, row_ids
 
-DEFAULTS = dict(beta=0.1, desirable_weight=1.0, undesirable_weight=1.0)
 COLUMNS = ("prompt", "completion", "label")
-
-
-def kto_options(train: dict) -> dict[str, Any]:
-    options = {**DEFAULTS, **(train.get("kto") or {})}
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"train.kto: unknown option(s) {unknown}; known: {sorted(DEFAULTS)} "
-                         "(other KTOConfig fields go in train.trl)")
-    for name, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"train.kto.{name}={value!r}: expected a number > 0")
-    return options
 
 
 def interleave_labels(dataset, seed: int):
@@ -67,16 +55,14 @@ def _label(value: Any) -> bool | None:
 
 
 class KTOMethod(Method):
-    name, title, data_format = "kto", "KTO", "kto"
+    name, title = "kto", "KTO"
     columns = KTO_COLUMNS
     summary_keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "tokens_per_s")
-    config_class_name = "KTOConfig"
 
     def __init__(self):
         self.counts = {True: 0, False: 0}
 
-    def validate_rows(self, config: dict, dataset):
-        kto_options(config["train"])
+    def validate_rows(self, job: TrainJob, dataset):
         missing = [c for c in COLUMNS if c not in dataset.column_names]
         if missing:
             raise ValueError(f"train.parquet: KTO needs columns prompt, completion, label; missing "
@@ -101,32 +87,24 @@ class KTOMethod(Method):
             only = "desirable (true)" if self.counts[True] else "undesirable (false)"
             raise ValueError(f"train.parquet: all {len(dataset)} kto rows are labelled {only}; KTO needs both "
                              "desirable and undesirable examples")
-        return interleave_labels(dataset.select_columns(list(COLUMNS)), config["seed"])
+        return interleave_labels(dataset.select_columns(list(COLUMNS)), job.seed)
 
-    def validate_with_tokenizer(self, config: dict, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
-        options = kto_options(config["train"])
+    def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
+        options = job.train.kto
         if not isinstance(dataset[0]["prompt"], str) and not tokenizer.chat_template:
             raise ValueError("the model's tokenizer has no chat template, so conversational kto rows cannot be "
                              "rendered (use a chat model, or text rows)")
         desirable, undesirable = self.counts[True], self.counts[False]
         return {"rows": len(dataset), "desirable": desirable, "undesirable": undesirable,
                 # TRL's advice: keep this in [1, 4/3] through desirable_weight / undesirable_weight
-                "weighted_ratio": round(options["desirable_weight"] * desirable
-                                        / (options["undesirable_weight"] * undesirable), 4)}
+                "weighted_ratio": round(options.desirable_weight * desirable
+                                        / (options.undesirable_weight * undesirable), 4)}
 
-    def method_kwargs(self, config: dict, plan, use_cuda: bool) -> dict[str, Any]:
-        options = kto_options(config["train"])
-        return dict(beta=options["beta"], desirable_weight=options["desirable_weight"],
-                    undesirable_weight=options["undesirable_weight"],
-                    max_length=config["train"].get("max_context_length", MAX_CONTEXT_LENGTH))
+    def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
+        # TRL's KTOConfig fields of the same names; sequences are truncated at the context budget
+        return {**job.train.kto.model_dump(), "max_length": job.train.max_context_length}
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepKTOTrainer
-
-        return KnobsweepKTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   peft_config=peft_config, callbacks=callbacks)
-
-    def describe(self, config: dict, dataset) -> str:
-        options = kto_options(config["train"])
+    def describe(self, job: TrainJob, dataset) -> str:
+        options = job.train.kto
         return (f"{len(dataset)} rows ({self.counts[True]} desirable, {self.counts[False]} undesirable), "
-                f"beta {options['beta']}, weights {options['desirable_weight']} / {options['undesirable_weight']}")
+                f"beta {options.beta}, weights {options.desirable_weight} / {options.undesirable_weight}")

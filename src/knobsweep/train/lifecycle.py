@@ -3,7 +3,7 @@
 Outputs (docs/contracts.md): run.yaml, status.json, metrics.jsonl, rollouts.jsonl (GRPO),
 adapter/, checkpoints/.
 
-Lifecycle (status.json): PENDING -> VALIDATING (config keys, dataset rows, the method's checks,
+Lifecycle (status.json): PENDING -> VALIDATING (dataset rows, the method's checks,
 the batch plan, the warm-start path, the model load) -> RUNNING -> COMPLETED | FAILED (an
 exception, a NaN/Inf loss) | CANCELLED (SIGTERM / SIGINT: a checkpoint is saved, exit 128 +
 signal) | EARLY_STOPPED (GRPO: an epoch with no learning signal; the adapter is saved, exit 0).
@@ -25,13 +25,15 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
-from knobsweep.train.callbacks import LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
+from knobsweep.spec.schema import RunInfo, TrainJob
+from knobsweep.train.batching import batch_plan
+from knobsweep.train.callbacks import HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
 from knobsweep.train.health import HealthMonitor, NonFiniteError
-from knobsweep.train.method import Method, batch_plan, build_trl_config, get_method
+from knobsweep.train.method import Method, build_trl_config, get_method
 from knobsweep.train.status import (CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING,
                                     RunStatus)
-from knobsweep.train.tracking import RUN_ID_FILE
 
 
 class Cancelled(BaseException):
@@ -61,7 +63,7 @@ def restore_logs(checkpoint: Path, logs: tuple[Path, ...]) -> int:
     """
     step = int(json.loads((checkpoint / "trainer_state.json").read_text())["global_step"])
     for path in logs:
-        saved = checkpoint / LOGS_IN_CHECKPOINT / path.name
+        saved = checkpoint / layout.CHECKPOINT_LOGS / path.name
         source = saved if saved.is_file() else path
         records = read_jsonl(source) if source.is_file() else []
         kept = [r for r in records if int(r.get("step", 0)) <= step]
@@ -74,7 +76,7 @@ def load_dataset(data_dir: str | Path):
     import pandas as pd
     from datasets import Dataset
 
-    path = Path(data_dir) / "train.parquet"
+    path = Path(data_dir) / layout.TRAIN_ROWS
     if not path.is_file():
         raise FileNotFoundError(f"--data {data_dir}: no train.parquet there (run the data stage first)")
     frame = pd.read_parquet(path)
@@ -113,13 +115,14 @@ def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
 
 # --- the run ------------------------------------------------------------------------------
 
-def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: str | Path,
-                 run_info: dict | None = None) -> Path:
-    """Train with config["train"]["method"]; write the contract's outputs into out_dir; return it.
+def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: str | Path,
+                 run_info: RunInfo | None = None, warm_start: str | None = None) -> Path:
+    """Train with job.train.method; write the contract's outputs into out_dir; return it.
 
-    Resumes from the latest checkpoint in out_dir/checkpoints when run.yaml there equals
-    `config`. `run_info` ({experiment, run, changed, tracking}; not part of the run's identity)
-    names the run for experiment tracking. Raises `Cancelled` after SIGTERM / SIGINT (a
+    Resumes from the latest checkpoint in out_dir/checkpoints when run.yaml there records the same
+    job. `run_info` ({experiment, run, changed, tracking}; not part of the run's identity)
+    names the run for experiment tracking. `warm_start`: an adapter or model directory to start from
+    (warmstart.inspect_warm_start). Raises `Cancelled` after SIGTERM / SIGINT (a
     checkpoint saved first); on any other exception status.json says FAILED with the reason,
     and the exception propagates.
     """
@@ -132,11 +135,12 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
     # when told it runs on the CPU; the trainer's own Accelerator is told the same (use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
     is_main = state.is_main_process
-    status = RunStatus(out_dir / "status.json", write=is_main)
+    status = RunStatus(out_dir / layout.STATUS, write=is_main)
     console = Console(highlight=False, soft_wrap=True)  # log files: one line per row, never wrapped
-    logs = (out_dir / "metrics.jsonl", out_dir / "rollouts.jsonl")
-    checkpoints = out_dir / "checkpoints"
-    run_yaml = out_dir / "run.yaml"
+    logs = (out_dir / layout.METRICS, out_dir / layout.ROLLOUTS)
+    checkpoints = out_dir / layout.CHECKPOINTS
+    run_yaml = out_dir / layout.RUN_CONFIG
+    config = job.model_dump(mode="json")
     same_run = run_yaml.is_file() and yaml.safe_load(run_yaml.read_text()) == config
     checkpoint = latest_checkpoint(checkpoints) if same_run else None
     state.wait_for_everyone()  # every process has looked before the main one changes anything
@@ -148,7 +152,7 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
                 atomic_write_text(path, "")
             # A fresh start is a new W&B run: an attempt that died before its first checkpoint
             # must not have its steps logged twice under one run id.
-            (out_dir / RUN_ID_FILE).unlink(missing_ok=True)
+            (out_dir / layout.WANDB_RUN_ID).unlink(missing_ok=True)
         else:
             status.resume(restore_logs(checkpoint, logs), str(checkpoint))
         atomic_write_text(run_yaml, yaml.safe_dump(config, sort_keys=False))
@@ -160,9 +164,9 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
     lifecycle = method = None
     try:
         status.write(VALIDATING)
-        method = get_method(config.get("train", {}).get("method", "grpo"))
-        trainer, tokenizer, lifecycle = _validate_and_build(method, config, model_path, data_dir, out_dir, state,
-                                                            status, console, stop, run_info or {})
+        method = get_method(job.train.method)
+        trainer, tokenizer, lifecycle = _validate_and_build(method, job, model_path, data_dir, out_dir, state,
+                                                            status, console, stop, run_info, warm_start)
         if checkpoint is None:
             status.write(initial_weights=_fingerprint(trainer))
         status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")
@@ -175,7 +179,7 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
                                          f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
                                          "run the same command again to resume")
         if is_main:
-            with atomic_dir(out_dir / "adapter") as tmp:
+            with atomic_dir(out_dir / layout.ADAPTER) as tmp:
                 save_policy(trainer.accelerator.unwrap_model(trainer.model), tmp)
                 tokenizer.save_pretrained(tmp)
     except Cancelled as exc:
@@ -220,47 +224,42 @@ def _fingerprint(trainer) -> dict:
     return trainable_fingerprint(trainer.accelerator.unwrap_model(trainer.model))
 
 
-def _validate_and_build(method: Method, config, model_path, data_dir, out_dir, state, status, console, stop,
-                        run_info: dict):
+def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out_dir, state, status, console, stop,
+                        run_info: RunInfo | None, warm_start: str | None):
     """VALIDATING: every check that can fail before a step runs, then the trainer."""
     import torch
     from transformers import AutoTokenizer, PrinterCallback
 
-    from knobsweep.train.tracking import wandb_setup
+    from knobsweep.train.tracking import TrackingSetup, wandb_setup
     from knobsweep.train.warmstart import check_vocabulary, inspect_warm_start, load_policy
 
-    method.check_config(config)
-    train_cfg = config["train"]
-    monitor = HealthMonitor(method.name, **(train_cfg.get("health") or {}))  # names an unknown threshold
-    dataset = method.validate_rows(config, load_dataset(data_dir))
-    warm_start = train_cfg.get("warm_start_from")
+    train = job.train
+    monitor = HealthMonitor(method.name, train.health)
+    dataset = method.validate_rows(job, load_dataset(data_dir))
     warm_kind = inspect_warm_start(warm_start)
-    plan = batch_plan(method.name, config, state.num_processes)
+    plan = batch_plan(train, job.rollout, state.num_processes)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    status.write(validation=method.validate_with_tokenizer(config, dataset, tokenizer, out_dir, state.is_main_process),
+    status.write(validation=method.validate_with_tokenizer(job, dataset, tokenizer, out_dir, state.is_main_process),
                  batch_plan={k: v for k, v in vars(plan).items() if k != "explanation"})
 
-    tracking = wandb_setup(run_info.get("tracking") or None, run_info, out_dir, config)
+    tracking = wandb_setup(run_info, out_dir, job.model_dump(mode="json")) if run_info else TrackingSetup("none")
     tracking.apply()  # os.environ, before the trainer exists: its W&B integration reads it at init
     use_cuda = torch.cuda.is_available()
-    trl_fields = dict(train_cfg.get("trl") or {})
     # model_init_kwargs only acts when TRL loads the model itself; we load it, so apply it here.
     model_kwargs = {"dtype": torch.bfloat16 if use_cuda else torch.float32,
-                    **(trl_fields.pop("model_init_kwargs", None) or {})}
-    args = build_trl_config(method.config_class, method.trl_kwargs(
-        {**config, "train": {**train_cfg, "trl": trl_fields}}, out_dir, plan, use_cuda, tracking.report_to))
-    model, peft, warm_description = load_policy(model_path, config["model"].get("lora"), warm_start, warm_kind,
-                                                model_kwargs)
+                    **(train.trl.get("model_init_kwargs") or {})}
+    args = build_trl_config(method.config_class, method.trl_kwargs(job, out_dir, plan, use_cuda, tracking.report_to))
+    model, peft, warm_description = load_policy(model_path, job.model.lora, warm_start, warm_kind, model_kwargs)
     check_vocabulary(model, tokenizer, warm_start)
     if warm_kind:
         status.write(warm_start={"from": warm_start, "kind": warm_kind, "how": warm_description})
 
-    metrics_path = out_dir / "metrics.jsonl"
+    metrics_path = out_dir / layout.METRICS
     previous = read_jsonl(metrics_path) if metrics_path.is_file() else []
     last = previous[-1] if previous else None
     health = HealthCallback(monitor, status, console)
-    lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / "rollouts.jsonl"))
-    logger = MetricsLogger(metrics_path, status, console, log_every=train_cfg["log_every"],
+    lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / layout.ROLLOUTS))
+    logger = MetricsLogger(metrics_path, status, console, log_every=train.log_every,
                            elapsed_offset=float(last["elapsed_s"]) if last else 0.0, last=last,
                            columns=method.columns)
     trainer = method.build_trainer(
@@ -271,15 +270,15 @@ def _validate_and_build(method: Method, config, model_path, data_dir, out_dir, s
     # What the trainer trains on after its own preparation (SFT drops rows whose loss mask is
     # empty after truncation, and packing merges rows), next to the rows the file had.
     status.write(train_rows=len(trainer.train_dataset))
-    dropped = method.dropped_rows(config, len(dataset), len(trainer.train_dataset))
+    dropped = method.dropped_rows(job, len(dataset), len(trainer.train_dataset))
     if dropped and not any(w["kind"] == "rows_dropped" for w in status.warnings):  # once, also over resumes
         health.report(0, "rows_dropped", dropped)
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLogger prints a table
     if state.is_main_process:
-        lora = config["model"].get("lora")
-        console.print(f"[bold]{method.title}[/] {model_path}: {method.describe(config, dataset)}, "
-                      f"lr {train_cfg['learning_rate']}, "
-                      f"{'LoRA r=' + str(lora['rank']) if lora else 'full fine-tune'}"
+        lora = job.model.lora
+        console.print(f"[bold]{method.title}[/] {model_path}: {method.describe(job, dataset)}, "
+                      f"lr {train.learning_rate}, "
+                      f"{'LoRA r=' + str(lora.rank) if lora else 'full fine-tune'}"
                       + (f", warm start from {warm_description}" if warm_kind else ""))
         console.print(f"[bold]batch[/]: {plan.explanation}")
         if tracking.report_to != "none":

@@ -1,7 +1,7 @@
 """What differs between the training methods (grpo, sft, kto), behind one interface.
 
-`lifecycle.run_training` drives a `Method`: it checks the config (`required_keys`), validates
-the rows (`validate_rows`) and, with the tokenizer loaded, the parts that need it
+`lifecycle.run_training` drives a `Method` with the run's `TrainJob` (the --config-json, parsed by
+the spec's models): it validates the rows (`validate_rows`) and, with the tokenizer loaded, the parts that need it
 (`validate_with_tokenizer`: GRPO's evaluator smoke test, SFT's assistant mask), builds the TRL
 config (`trl_kwargs`: the shared fields of `common_kwargs`, the method's own, then `train.trl`
 on top unchanged) and the trainer (`build_trainer`). Nothing heavy is imported at module level.
@@ -10,40 +10,18 @@ on top unchanged) and the trainer (`build_trainer`). Nothing heavy is imported a
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
 from pathlib import Path
 from typing import Any
 
-# Defaults of knobs that older TRAIN sections lack (the spec fills every one in for new ones).
-SAVE_EVERY, KEEP_CHECKPOINTS = 50, 2
-BATCH_TOKENS, MAX_CONTEXT_LENGTH = 32768, 4096
-
-# method -> "module:class" of its Method; imported only for the method a run uses.
-METHODS = {"grpo": "knobsweep.train.grpo:GRPOMethod", "sft": "knobsweep.train.sft:SFTMethod",
-           "kto": "knobsweep.train.kto:KTOMethod"}
+from knobsweep import layout
+from knobsweep.errors import FieldError, did_you_mean
+from knobsweep.registry import load, method
+from knobsweep.spec.schema import LoraConfig, TrainJob
 
 
 def get_method(name: str) -> "Method":
-    if name not in METHODS:
-        raise ValueError(f"train.method={name!r}: allowed are {', '.join(repr(m) for m in METHODS)}")
-    module, _, attribute = METHODS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)()
-
-
-# Keys every method reads (the spec fills them in; see docs/contracts.md).
-COMMON_KEYS = ("model.lora", "train.learning_rate", "train.epochs", "train.batch_size", "train.log_every", "seed")
-
-
-def check_keys(config: dict, keys: tuple[str, ...]) -> None:
-    """Name the first missing key, rather than fail later with a bare KeyError."""
-    for dotted in keys:
-        node = config
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ValueError(f"--config-json: missing {dotted} (expected the resolved TRAIN section "
-                                 "{model, train, rollout, reward, seed})")
-            node = node[part]
+    """The Method of `train.method` (its module is imported only for the method a run uses)."""
+    return load(method(name).implementation)()
 
 
 def message_problem(messages: Any) -> str | None:
@@ -77,28 +55,20 @@ def raise_bad_rows(bad: list[tuple[Any, str]], total: int, what: str) -> None:
         raise ValueError(f"train.parquet: {len(bad)} of {total} rows have {what} ({listed})")
 
 
-def batch_plan(method: str, config: dict, num_processes: int):
-    """The batch arithmetic (`batching.batch_plan`) for this run's train / rollout sections."""
-    from knobsweep.train.batching import batch_plan as plan
-
-    rollout = config.get("rollout") if method == "grpo" else None
-    return plan(method, config["train"], rollout, num_processes)
-
-
-def common_kwargs(config: dict, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
+def common_kwargs(job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
     """The TRL config fields every method shares: schedule, batch plan, checkpoints, logging, device."""
-    train = config["train"]
+    train = job.train
     kwargs: dict[str, Any] = dict(
-        output_dir=str(out_dir / "checkpoints"),
-        learning_rate=train["learning_rate"],
-        num_train_epochs=train["epochs"],
+        output_dir=str(out_dir / layout.CHECKPOINTS),
+        learning_rate=train.learning_rate,
+        num_train_epochs=train.epochs,
         per_device_train_batch_size=plan.per_device_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        seed=config["seed"],
+        seed=job.seed,
         logging_steps=1,  # metrics.jsonl gets every step; log_every paces the console table
         save_strategy="steps",
-        save_steps=train.get("save_every", SAVE_EVERY),
-        save_total_limit=train.get("keep_checkpoints", KEEP_CHECKPOINTS),
+        save_steps=train.save_every,
+        save_total_limit=train.keep_checkpoints,
         report_to=report_to,
         disable_tqdm=True,  # MetricsLogger prints the progress table instead
     )
@@ -110,31 +80,37 @@ def common_kwargs(config: dict, out_dir: Path, plan, use_cuda: bool, report_to: 
     return kwargs
 
 
-def build_trl_config(config_class, kwargs: dict[str, Any]):
-    """config_class(**kwargs), naming an unknown field (and the closest real one) instead of a TypeError."""
+def unknown_trl_field(config_class, name: str) -> str | None:
+    """Why `name` cannot be set on TRL's `config_class` (it is not one of its fields), or None."""
     import trl
 
     known = {field.name for field in dataclasses.fields(config_class) if field.init}
+    if name in known:
+        return None
+    return f"not a {config_class.__name__} field in TRL {trl.__version__}{did_you_mean(name, known)}"
+
+
+def build_trl_config(config_class, kwargs: dict[str, Any]):
+    """config_class(**kwargs), naming an unknown field (and the closest real one) instead of a TypeError."""
     for name in kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"train.trl.{name}: not a {config_class.__name__} field in TRL {trl.__version__}{hint}")
+        problem = unknown_trl_field(config_class, name)
+        if problem:
+            raise FieldError(f"train.trl.{name}", problem)
     return config_class(**kwargs)
 
 
-def peft_config(lora: dict | None):
+def peft_config(lora: LoraConfig | None):
     """A PEFT LoraConfig from `model.lora`; None (full fine-tune) when lora is null."""
     if lora is None:
         return None
-    from peft import LoraConfig
+    import peft
 
-    return LoraConfig(
-        r=lora["rank"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-        exclude_modules=lora.get("exclude_modules"),
+    return peft.LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        exclude_modules=lora.exclude_modules,
         task_type="CAUSAL_LM",
     )
 
@@ -142,52 +118,54 @@ def peft_config(lora: dict | None):
 class Method:
     """One training method. Subclasses set the class attributes and implement the hooks."""
 
-    name = ""  # train.method
+    name = ""  # train.method (knobsweep.registry.METHODS: its row format and TRL config class)
     title = ""  # console / status wording
-    data_format = ""  # the train.parquet rows it needs (the data contract's format)
-    required_keys: tuple[str, ...] = COMMON_KEYS
     columns: tuple = ()  # console table (callbacks.*_COLUMNS)
     summary_keys: tuple[str, ...] = ()  # status.json summary: means over metrics.jsonl
-    config_class_name = ""  # trl.<name>
 
     @property
     def config_class(self):
         import trl
 
-        return getattr(trl, self.config_class_name)
+        return getattr(trl, method(self.name).trl_config)
 
-    def check_config(self, config: dict) -> None:
-        check_keys(config, self.required_keys)
-
-    def validate_rows(self, config: dict, dataset):
+    def validate_rows(self, job: TrainJob, dataset):
         """VALIDATING, before the model loads: raise ValueError naming the bad rows; return the
         dataset to train on (columns selected / order fixed as the method needs)."""
         raise NotImplementedError
 
-    def validate_with_tokenizer(self, config: dict, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
+    def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
         """VALIDATING, with the tokenizer: the checks that need it; returns status.json's `validation`."""
         return {"rows": len(dataset)}
 
-    def method_kwargs(self, config: dict, plan, use_cuda: bool) -> dict[str, Any]:
+    def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
         """The method's own TRL config fields (after the common ones, before train.trl)."""
         return {}
 
-    def trl_kwargs(self, config: dict, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
-        kwargs = common_kwargs(config, out_dir, plan, use_cuda, report_to)
-        kwargs.update(self.method_kwargs(config, plan, use_cuda))
-        trl_fields = config["train"].get("trl") or {}
+    def trl_kwargs(self, job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
+        kwargs = common_kwargs(job, out_dir, plan, use_cuda, report_to)
+        kwargs.update(self.method_kwargs(job, plan, use_cuda))
+        # model_init_kwargs acts where the model is loaded: our own from_pretrained (warmstart.load_policy)
+        trl_fields = {name: value for name, value in job.train.trl.items() if name != "model_init_kwargs"}
         kwargs.update(trl_fields)
         if "gradient_checkpointing" in trl_fields and "activation_checkpointing" not in trl_fields:
             kwargs.pop("activation_checkpointing", None)  # the user's older name must win over our default
         return kwargs
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        raise NotImplementedError
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The method's own arguments of its trainer (GRPO: the reward function)."""
+        return {}
 
-    def dropped_rows(self, config: dict, rows: int, train_rows: int) -> str | None:
+    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
+        """The method's trainer (knobsweep.registry.METHODS) on the run's model, TRL config and rows."""
+        trainer = load(method(self.name).trainer)
+        return trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       peft_config=peft_config, callbacks=callbacks, **self.trainer_kwargs())
+
+    def dropped_rows(self, job: TrainJob, rows: int, train_rows: int) -> str | None:
         """A warning when the trainer's own preparation left fewer rows than the file had, or None."""
         return None
 
-    def describe(self, config: dict, dataset) -> str:
+    def describe(self, job: TrainJob, dataset) -> str:
         """One console line saying what this run trains."""
         return f"{len(dataset)} rows"

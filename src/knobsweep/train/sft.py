@@ -19,26 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from knobsweep.spec.schema import SftConfig, TrainJob
 from knobsweep.train.callbacks import SFT_COLUMNS
-from knobsweep.train.method import MAX_CONTEXT_LENGTH, Method, message_problem, raise_bad_rows, row_ids
+from knobsweep.train.method import Method, message_problem, raise_bad_rows, row_ids
 
-DEFAULTS = dict(completion_only_loss=True, assistant_only_loss=False, max_length=1024, packing=False)
 MESSAGES, PROMPT_COMPLETION = "messages", "prompt/completion"
-
-
-def sft_options(train: dict) -> dict[str, Any]:
-    options = {**DEFAULTS, **(train.get("sft") or {})}
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"train.sft: unknown option(s) {unknown}; known: {sorted(DEFAULTS)} "
-                         "(other SFTConfig fields go in train.trl)")
-    max_length, context = options["max_length"], train.get("max_context_length", MAX_CONTEXT_LENGTH)
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"train.sft.max_length={max_length!r}: expected a positive integer (or null: no truncation)")
-    if max_length is not None and context and max_length > context:
-        raise ValueError(f"train.sft.max_length={max_length} exceeds train.max_context_length={context}, "
-                         "the sequence length the batch plan budgets for")
-    return options
 
 
 def row_form(row: dict) -> str | None:
@@ -77,16 +62,15 @@ def row_problem(row: dict, form: str, needs_assistant: bool) -> str | None:
 
 
 class SFTMethod(Method):
-    name, title, data_format = "sft", "SFT", "sft"
+    name, title = "sft", "SFT"
     columns = SFT_COLUMNS
     summary_keys = ("loss", "mean_token_accuracy", "entropy", "tokens_per_s")
-    config_class_name = "SFTConfig"
 
     def __init__(self):
         self.form = ""
 
-    def validate_rows(self, config: dict, dataset):
-        options = sft_options(config["train"])
+    def validate_rows(self, job: TrainJob, dataset):
+        options = job.train.sft
         columns = dataset.column_names
         if "messages" not in columns and not {"prompt", "completion"} <= set(columns):
             raise ValueError(f"train.parquet: SFT needs a 'messages' column or 'prompt' + 'completion' columns "
@@ -96,7 +80,7 @@ class SFTMethod(Method):
         forms, bad = {}, []
         for row_id, row in zip(ids, dataset.select_columns(wanted)):
             form = row_form(row)
-            problem = row_problem(row, form, options["assistant_only_loss"]) if form else \
+            problem = row_problem(row, form, options.assistant_only_loss) if form else \
                 "neither messages nor prompt + completion"
             if problem:
                 bad.append((row_id, problem))
@@ -115,21 +99,21 @@ class SFTMethod(Method):
         prompt, completion = _as_list(row["prompt"]), _as_list(row["completion"])
         return None if isinstance(prompt, str) else prompt + completion
 
-    def validate_with_tokenizer(self, config: dict, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
-        options = sft_options(config["train"])
+    def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
+        options = job.train.sft
         first = self.conversation(dataset[0])
         if first is not None and not tokenizer.chat_template:
             raise ValueError("the model's tokenizer has no chat template, so conversational sft rows cannot be "
                              "rendered (use a chat model, or text rows)")
-        if options["assistant_only_loss"]:
+        if options.assistant_only_loss:
             self._check_assistant_mask(tokenizer, first)
         return {"rows": len(dataset), "form": self.form, "loss_on": self.loss_on(options),
-                "max_length": options["max_length"], "packing": options["packing"]}
+                "max_length": options.max_length, "packing": options.packing}
 
-    def loss_on(self, options: dict) -> str:
-        if options["assistant_only_loss"]:
+    def loss_on(self, options: SftConfig) -> str:
+        if options.assistant_only_loss:
             return "assistant tokens"
-        if self.form == PROMPT_COMPLETION and options["completion_only_loss"]:
+        if self.form == PROMPT_COMPLETION and options.completion_only_loss:
             return "completion tokens"
         return "all tokens"
 
@@ -160,29 +144,17 @@ class SFTMethod(Method):
                                       "(its {% generation %} markers do not enclose assistant content); "
                                       "set assistant_only_loss: false")
 
-    def method_kwargs(self, config: dict, plan, use_cuda: bool) -> dict[str, Any]:
-        options = sft_options(config["train"])
-        return dict(
-            completion_only_loss=options["completion_only_loss"],
-            assistant_only_loss=options["assistant_only_loss"],
-            max_length=options["max_length"],
-            packing=options["packing"],
-        )
+    def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
+        return job.train.sft.model_dump()  # TRL's SFTConfig fields of the same names
 
-    def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
-        from knobsweep.train.trainer import KnobsweepSFTTrainer
-
-        return KnobsweepSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                   peft_config=peft_config, callbacks=callbacks)
-
-    def dropped_rows(self, config: dict, rows: int, train_rows: int) -> str | None:
-        options = sft_options(config["train"])
-        if options["packing"] or train_rows >= rows:  # packing merges rows: fewer is expected
+    def dropped_rows(self, job: TrainJob, rows: int, train_rows: int) -> str | None:
+        options = job.train.sft
+        if options.packing or train_rows >= rows:  # packing merges rows: fewer is expected
             return None
         return (f"{rows - train_rows} of {rows} rows have no {self.loss_on(options)} left within "
-                f"train.sft.max_length={options['max_length']} and were dropped; raise max_length to keep them")
+                f"train.sft.max_length={options.max_length} and were dropped; raise max_length to keep them")
 
-    def describe(self, config: dict, dataset) -> str:
-        options = sft_options(config["train"])
+    def describe(self, job: TrainJob, dataset) -> str:
+        options = job.train.sft
         return (f"{len(dataset)} {self.form} rows, loss on {self.loss_on(options)}, "
-                f"max_length {options['max_length']}, packing {'on' if options['packing'] else 'off'}")
+                f"max_length {options.max_length}, packing {'on' if options.packing else 'off'}")

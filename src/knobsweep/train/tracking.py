@@ -2,7 +2,8 @@
 
     tracking: {wandb: {project: my-sweeps, entity: null, mode: online | offline}}
 
-`wandb_setup` returns what the trainer needs: `report_to` for the TRL config, environment
+`wandb_setup` (for a job's `RunInfo`, its `tracking` section parsed by the spec's models) returns what the
+trainer needs: `report_to` for the TRL config, environment
 variables to set before the trainer is built (`TrackingSetup.apply()`), and a callback. The
 transformers WandbCallback (report_to="wandb") calls `wandb.init()` on the main process with no
 arguments but the project (WANDB_PROJECT) and, when TrainingArguments.run_name is set, a name;
@@ -35,14 +36,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from knobsweep import layout
 from knobsweep.io import atomic_write_text
+from knobsweep.spec.schema import RunInfo
 
 logger = logging.getLogger(__name__)
 
-TRACKERS = ("wandb",)
-WANDB_KEYS = ("project", "entity", "mode")
-MODES = ("online", "offline")
-RUN_ID_FILE = "wandb_run_id"
 RUN_ID_PATTERN = re.compile(r"[a-z0-9]{1,64}")
 TAG_MAX = 64  # W&B rejects longer tags
 BASELINE_TAG = "baseline"
@@ -59,77 +58,33 @@ class TrackingSetup:
         os.environ.update(self.env)
 
 
-def wandb_setup(tracking: dict | None, run_info: dict, out_dir: Path, config: dict) -> TrackingSetup:
-    """The W&B setup of one training run; tracking None / {} is off (report_to "none").
+def wandb_setup(run_info: RunInfo, out_dir: Path, config: dict) -> TrackingSetup:
+    """The W&B setup of one training run; no `tracking.wandb` is off (report_to "none").
 
-    run_info = {"experiment": str, "run": str, "changed": {dotted knob: value}}; `config` is
-    the resolved run config logged to wandb.config. Creates out_dir and out_dir/wandb_run_id.
+    `config` is the resolved run config logged to wandb.config. Creates out_dir and out_dir/wandb_run_id.
     """
-    options = _wandb_options(tracking)
+    options = run_info.tracking.wandb
     if options is None:
         return TrackingSetup(report_to="none")
-    experiment, run = _run_names(run_info)
     out_dir = Path(out_dir)
     run_id = persistent_run_id(out_dir)
-    tags = run_tags(run_info.get("changed") or {})
+    tags = run_tags(run_info.changed)
     env = {
-        "WANDB_PROJECT": options["project"],
-        "WANDB_MODE": options["mode"],
+        "WANDB_PROJECT": options.project,
+        "WANDB_MODE": options.mode,
         "WANDB_DIR": str(out_dir.resolve()),
-        "WANDB_RUN_GROUP": experiment,
-        "WANDB_NAME": run,
+        "WANDB_RUN_GROUP": run_info.experiment,
+        "WANDB_NAME": run_info.run,
         "WANDB_TAGS": ",".join(tags),
         "WANDB_RUN_ID": run_id,
         "WANDB_RESUME": "allow",
         "WANDB_LOG_MODEL": "false",
         "WANDB_WATCH": "false",
     }
-    if options.get("entity"):
-        env["WANDB_ENTITY"] = options["entity"]
-    callback = WandbRunCallback(config=config, name=run, tags=tags, run_id=run_id)
+    if options.entity:
+        env["WANDB_ENTITY"] = options.entity
+    callback = WandbRunCallback(config=config, name=run_info.run, tags=tags, run_id=run_id)
     return TrackingSetup(report_to="wandb", env=env, callbacks=[callback])
-
-
-def _wandb_options(tracking: dict | None) -> dict | None:
-    """tracking.wandb with defaults, or None when tracking is off; names every bad field."""
-    if not tracking:
-        return None
-    if not isinstance(tracking, dict):
-        raise ValueError(f"tracking: expected a mapping like {{wandb: {{project: ...}}}}, got {tracking!r}")
-    unknown = sorted(set(tracking) - set(TRACKERS))
-    if unknown:
-        raise ValueError(f"tracking.{unknown[0]}: unknown tracker; allowed: {', '.join(TRACKERS)}")
-    options = tracking.get("wandb")
-    if options is None:
-        return None
-    if not isinstance(options, dict):
-        raise ValueError(f"tracking.wandb: expected a mapping {{project, entity, mode}}, got {options!r}")
-    unknown = sorted(set(options) - set(WANDB_KEYS))
-    if unknown:
-        raise ValueError(f"tracking.wandb.{unknown[0]}: unknown field; allowed: {', '.join(WANDB_KEYS)}")
-    project = options.get("project")
-    if not isinstance(project, str) or not project.strip():
-        raise ValueError(f"tracking.wandb.project: expected a W&B project name, got {project!r}")
-    entity = options.get("entity")
-    if entity is not None and (not isinstance(entity, str) or not entity.strip()):
-        raise ValueError(f"tracking.wandb.entity: expected a W&B entity (user or team) or null, got {entity!r}")
-    mode = options.get("mode", "online")
-    if mode not in MODES:
-        raise ValueError(f"tracking.wandb.mode: {mode!r} is not allowed; allowed: {', '.join(MODES)}")
-    return {"project": project, "entity": entity, "mode": mode}
-
-
-def _run_names(run_info: dict) -> tuple[str, str]:
-    names = []
-    for key in ("experiment", "run"):
-        value = run_info.get(key) if isinstance(run_info, dict) else None
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"run_info.{key}: expected a non-empty string, got {value!r}")
-        names.append(value)
-    changed = run_info.get("changed")
-    if changed is not None and not isinstance(changed, dict):
-        raise ValueError(f"run_info.changed: expected {{dotted knob: value}}, got {changed!r}")
-    return names[0], names[1]
 
 
 def run_tags(changed: dict[str, Any]) -> list[str]:
@@ -161,9 +116,9 @@ def persistent_run_id(out_dir: Path) -> str:
     file and hard-links it into place, which fails if another got there first; all then read
     the winner.
     """
-    path = Path(out_dir) / RUN_ID_FILE
+    path = Path(out_dir) / layout.WANDB_RUN_ID
     if not path.exists():
-        candidate = path.with_name(f".{RUN_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         atomic_write_text(candidate, new_run_id() + "\n")
         try:
             os.link(candidate, path)
@@ -208,7 +163,7 @@ class WandbRunCallback(TrainerCallback):
         if run.id != self.run_id:
             logger.warning("W&B run id %s is not the id in %s (%s): was WANDB_RUN_ID set before the trainer "
                            "was built? A resumed training run will start a new W&B run.",
-                           run.id, RUN_ID_FILE, self.run_id)
+                           run.id, layout.WANDB_RUN_ID, self.run_id)
         wandb.config.update(self.config, allow_val_change=True)
         if run.name != self.name:
             run.name = self.name

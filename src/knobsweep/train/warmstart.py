@@ -1,7 +1,7 @@
 """Loading the policy a run starts from: the base model, or `train.warm_start_from`.
 
-warm_start_from is a directory (the spec resolves a run reference to its
-results/train/<key>/adapter):
+The training stage gets a directory as --warm-start (the spec resolves a run named in
+train.warm_start_from to its results/train/<key>/adapter):
 - a PEFT adapter (adapter_config.json + adapter weights): the base is loaded, then
   `PeftModel.from_pretrained(base, adapter, is_trainable=True)`, and training continues that
   adapter (no new LoRA; the adapter's own rank / targets win over model.lora). With
@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from knobsweep.spec.schema import LoraConfig
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -50,7 +52,7 @@ def inspect_warm_start(path: str | None) -> str | None:
                      f"(config.json + weights); it holds: {found}")
 
 
-def load_policy(model_path: str, lora: dict | None, warm_start: str | None, kind: str | None,
+def load_policy(model_path: str, lora: LoraConfig | None, warm_start: str | None, kind: str | None,
                 model_kwargs: dict[str, Any]):
     """(model, peft_config for the trainer or None, a description for status.json / the console)."""
     from transformers import AutoModelForCausalLM
