@@ -55,8 +55,10 @@ def main() -> int:
     started = time.perf_counter()
     dry = run([str(clone / ".venv" / "bin" / "snakemake"), "-n", "--config", "experiments=demo"], clone)
     nothing = "Nothing to be done" in dry.stdout
-    print(f"snakemake -n after the demo: {'nothing to do' if nothing else 'JOBS PLANNED'} "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"snakemake -n after the demo: {'nothing to do' if nothing else 'JOBS PLANNED'} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     return 0 if nothing and ratio >= 2 else 1
 
 

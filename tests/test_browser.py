@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_report import IMG_XSS, XSS, rich_sweep
 
 from knobsweep.report import build_report
-from test_report import IMG_XSS, XSS, rich_sweep
 
 CHROMIUM = os.environ.get("KNOBSWEEP_CHROMIUM", "/usr/bin/chromium")
 # Without these a sandboxless container on a closed network makes Chromium hang or fail.
@@ -135,10 +135,13 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     # Executable scripts: ours and the inflated plotly.js only; none carries the injected text.
     assert page.evaluate("document.querySelectorAll('script:not([type])').length") == 2
-    assert page.evaluate(
-        "Array.from(document.querySelectorAll('script:not([type])'))"
-        ".filter(s => s.textContent.includes('alert(1)')).length"
-    ) == 0
+    assert (
+        page.evaluate(
+            "Array.from(document.querySelectorAll('script:not([type])'))"
+            ".filter(s => s.textContent.includes('alert(1)')).length"
+        )
+        == 0
+    )
     legend = page.evaluate("Array.from(document.querySelectorAll('#fig-reward .legendtext')).map(t => t.textContent)")
     assert XSS + IMG_XSS in legend
 
@@ -177,6 +180,7 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
 def test_failed_and_cancelled_only(browser, tmp_path: Path) -> None:
     """A sweep where nothing finished still yields a report listing every run."""
     from test_report import config_with, make_run, write_train
+
     from knobsweep.spec import Experiment
 
     failed = make_run("baseline", {}, "f")

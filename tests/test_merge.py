@@ -33,8 +33,13 @@ def make_adapter(base: Path, out: Path, init_lora_weights=False) -> Path:
     init_lora_weights=False gives a non-zero lora_B, i.e. an adapter that changes the model
     (PEFT's default init is a no-op until trained)."""
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                        exclude_modules=["lm_head", "embed_tokens"], init_lora_weights=init_lora_weights)
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules="all-linear",
+        exclude_modules=["lm_head", "embed_tokens"],
+        init_lora_weights=init_lora_weights,
+    )
     get_peft_model(model, config).save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
     return out

@@ -9,14 +9,24 @@ import re
 from pathlib import Path
 
 import pytest
+from test_report import (
+    ESCAPED_XSS,
+    IMG_XSS,
+    XSS,
+    cells,
+    config_with,
+    figure_data,
+    make_run,
+    rich_sweep,
+    summary_rows,
+    write_eval,
+    write_full_eval,
+    write_train,
+)
 
 from knobsweep.report import build_report, collect_experiment
 from knobsweep.report.html import MAX_POINTS, downsample
 from knobsweep.spec import Experiment
-from test_report import (
-    ESCAPED_XSS, IMG_XSS, XSS, cells, config_with, figure_data, make_run, rich_sweep, summary_rows,
-    write_eval, write_full_eval, write_train,
-)
 
 
 def test_parsers_cis_health_rollouts_diffs(tmp_path: Path) -> None:
@@ -87,8 +97,11 @@ def test_seed_spread_and_noise(tmp_path: Path) -> None:
     runs = []
     scores = {"baseline": [0.40, 0.42, 0.41], "lr=3e-4": [0.60, 0.61, 0.59], "temp=1": [0.30, 0.55, 0.45]}
     for arm, values in scores.items():
-        changed = {} if arm == "baseline" else (
-            {"train.learning_rate": 3e-4} if arm.startswith("lr") else {"rollout.temperature": 1.0})
+        changed = (
+            {}
+            if arm == "baseline"
+            else ({"train.learning_rate": 3e-4} if arm.startswith("lr") else {"rollout.temperature": 1.0})
+        )
         for seed, score in enumerate(values):
             run = make_run(f"{arm},seed={seed}", changed, f"{arm}-{seed}")
             run = type(run)(run.name, run.changed, seed, run.config, run.keys)

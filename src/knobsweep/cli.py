@@ -39,8 +39,9 @@ def validate(args: argparse.Namespace) -> int:
             for problem in error.problems:
                 console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]ok[/green] {file}: experiment '{experiment.name}', "
-                      f"{len(experiment.runs)} runs", highlight=False)
+        console.print(
+            f"[green]ok[/green] {file}: experiment '{experiment.name}', {len(experiment.runs)} runs", highlight=False
+        )
     return 1 if failed else 0
 
 
@@ -74,8 +75,11 @@ def plan(args: argparse.Namespace) -> int:
         table.add_row(run.name, knobs, values, *cells)
     console.print(table)
     base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
-    console.print(f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
-                  f"{len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
+    console.print(
+        f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
+        f"{len(to_run)} stage jobs to run (shared jobs counted once)",
+        highlight=False,
+    )
     return 0
 
 
@@ -93,10 +97,15 @@ def status(args: argparse.Namespace) -> int:
         # read_jsonl skips a torn last line: a run being written to is read mid-step.
         last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
         reward = last.get("reward")
-        table.add_row(run.name, state.get("state", "PENDING"), str(last.get("step", state.get("step", "-"))),
-                      f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", state.get("reason") or "",
-                      str(runlinks.run_folder(experiment.name, run.name, args.root)))
+        table.add_row(
+            run.name,
+            state.get("state", "PENDING"),
+            str(last.get("step", state.get("step", "-"))),
+            f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
+            f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-",
+            state.get("reason") or "",
+            str(runlinks.run_folder(experiment.name, run.name, args.root)),
+        )
     console.print(table)
     return 0
 
@@ -156,8 +165,10 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("file", metavar="FILE")
         command.add_argument("--root", default=".", help="directory holding results/ (default: .)")
         command.set_defaults(handler=handler)
-    both = commands.add_parser("compare", help="one report with the runs of two experiments "
-                                               "(results/<A>-vs-<B>/report.html), against A's baseline")
+    both = commands.add_parser(
+        "compare",
+        help="one report with the runs of two experiments (results/<A>-vs-<B>/report.html), against A's baseline",
+    )
     both.add_argument("first", metavar="A.yaml")
     both.add_argument("second", metavar="B.yaml")
     both.add_argument("--root", default=".", help="directory holding results/ (default: .)")

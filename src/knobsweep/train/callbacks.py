@@ -28,12 +28,32 @@ from knobsweep.train.status import RunStatus
 # (header, metric key, width, format) of each method's console table.
 _STEP, _LOSS = ("Step", "step", 6, "d"), ("Loss", "loss", 10, ".4g")
 _RATE = (("Tok/s", "tokens_per_s", 9, ".1f"), ("Elapsed", "elapsed_s", 8, ".1f"))
-GRPO_COLUMNS = (_STEP, _LOSS, ("Reward", "reward", 8, ".4f"), ("KL", "kl", 10, ".4g"),
-                ("Invalid", "invalid_rate", 8, ".2f"), ("Filtered", "filtered_group_rate", 9, ".2f"), *_RATE)
-SFT_COLUMNS = (_STEP, _LOSS, ("Acc", "mean_token_accuracy", 7, ".3f"), ("Entropy", "entropy", 8, ".3f"),
-               ("GradNorm", "grad_norm", 9, ".3g"), *_RATE)
-KTO_COLUMNS = (_STEP, _LOSS, ("Chosen", "rewards/chosen", 9, ".4f"), ("Reject", "rewards/rejected", 9, ".4f"),
-               ("Margin", "rewards/margins", 9, ".4f"), ("KL", "kl", 9, ".4g"), *_RATE)
+GRPO_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Reward", "reward", 8, ".4f"),
+    ("KL", "kl", 10, ".4g"),
+    ("Invalid", "invalid_rate", 8, ".2f"),
+    ("Filtered", "filtered_group_rate", 9, ".2f"),
+    *_RATE,
+)
+SFT_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Acc", "mean_token_accuracy", 7, ".3f"),
+    ("Entropy", "entropy", 8, ".3f"),
+    ("GradNorm", "grad_norm", 9, ".3g"),
+    *_RATE,
+)
+KTO_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Chosen", "rewards/chosen", 9, ".4f"),
+    ("Reject", "rewards/rejected", 9, ".4f"),
+    ("Margin", "rewards/margins", 9, ".4f"),
+    ("KL", "kl", 9, ".4g"),
+    *_RATE,
+)
 COLUMNS = GRPO_COLUMNS
 
 
@@ -52,9 +72,16 @@ class MetricsLogger(TrainerCallback):
     the token rate across attempts; `columns` are the console table's (header, key, width, format).
     """
 
-    def __init__(self, metrics_path: str | Path, status: RunStatus, console: Console | None = None,
-                 log_every: int = 1, elapsed_offset: float = 0.0, last: dict | None = None,
-                 columns: tuple = COLUMNS):
+    def __init__(
+        self,
+        metrics_path: str | Path,
+        status: RunStatus,
+        console: Console | None = None,
+        log_every: int = 1,
+        elapsed_offset: float = 0.0,
+        last: dict | None = None,
+        columns: tuple = COLUMNS,
+    ):
         self.metrics_path = Path(metrics_path)
         self.status = status
         self.console = console or Console(highlight=False, soft_wrap=True)
@@ -145,8 +172,14 @@ class StopRequest:
 
 
 class LifecycleCallback(TrainerCallback):
-    def __init__(self, stop: StopRequest, status: RunStatus, console: Console, health: HealthCallback,
-                 logs: tuple[Path, ...] = ()):
+    def __init__(
+        self,
+        stop: StopRequest,
+        status: RunStatus,
+        console: Console,
+        health: HealthCallback,
+        logs: tuple[Path, ...] = (),
+    ):
         self.stop, self.status, self.console, self.health = stop, status, console, health
         self.logs = logs
         self.trainer = None  # set once the trainer exists (GRPO's epoch_groups / epoch_filtered)
@@ -176,8 +209,10 @@ class LifecycleCallback(TrainerCallback):
         if not getattr(trainer, "epoch_groups", 0) or trainer.epoch_filtered < trainer.epoch_groups:
             return
         epoch = round(state.epoch or 0)
-        message = (f"every one of the {trainer.epoch_groups} groups of epoch {epoch} had zero score variance "
-                   "(or no valid score): no learning signal")
+        message = (
+            f"every one of the {trainer.epoch_groups} groups of epoch {epoch} had zero score variance "
+            "(or no valid score): no learning signal"
+        )
         self.health.report(state.global_step, "all_groups_filtered", message)
         if state.global_step < state.max_steps:  # more epochs planned: stop instead of spinning
             self.early_stop_reason = message + f"; stopped after step {state.global_step} of {state.max_steps}"
