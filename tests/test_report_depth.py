@@ -130,3 +130,32 @@ def test_old_summaries_without_parsers_still_render(tmp_path: Path) -> None:
     assert rows[0]["eval_strict"] is None and rows[0]["eval_score_ci_low"] is None
     assert rows[1]["eval_strict"] == pytest.approx(0.1)
     assert "fig-eval" in page and config_with  # renders without error
+
+
+def test_a_metric_not_computed_on_a_step_is_a_gap_not_a_zero(tmp_path: Path) -> None:
+    """Steps 2-4 had every group filtered: training logged no entropy, loss or grad norm there."""
+    run = make_run("baseline", {}, "a")
+    metrics = tmp_path / "results" / "train" / run.keys.train / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    lines = []
+    for step in range(1, 7):
+        line = {"step": step, "elapsed_s": float(step), "reward": 0.1 * step, "frac_reward_zero_std": 0.5}
+        if step in (2, 3, 4):
+            line["frac_reward_zero_std"] = 1.0
+        else:
+            line.update(entropy=6.0 + step / 10, loss=0.1, grad_norm=1.0)
+        lines.append(line)
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    experiment = Experiment(name="gaps", path=tmp_path / "g.yaml", runs=(run,))
+    paths = build_report(experiment, tmp_path)
+    page = paths["html"].read_text(encoding="utf-8")
+    entropy = figure_data(page, "fig-entropy")["data"][0]
+    assert entropy["x"] == [1, 2, 3, 4, 5, 6]
+    assert entropy["y"] == [6.1, None, None, None, 6.5, 6.6]  # a gap, not a sawtooth down to 0
+    assert "markers" in entropy["mode"]
+    assert figure_data(page, "fig-reward")["data"][0]["y"] == pytest.approx([0.1 * s for s in range(1, 7)])
+    with paths["curves"].open(newline="") as handle:
+        assert [row["entropy"] for row in csv.DictReader(handle)] == ["6.1", "", "", "", "6.5", "6.6"]
+    # Downsampled: a bucket with no value stays a gap; others average only what was computed.
+    assert downsample([1, 2, 3, 4, 5, 6], [1.0, float("nan"), float("nan"), float("nan"), 5.0, 7.0], limit=3) == (
+        [1.5, 3.5, 5.5], [1.0, None, 6.0])

@@ -244,16 +244,20 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
-    """At most `limit` points: consecutive buckets averaged (x and y alike)."""
+def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float | None]]:
+    """At most `limit` points: consecutive buckets averaged (x and y alike). A y that is not a finite
+    number (a step that did not compute the metric) is left out of its bucket's mean; a bucket
+    with none becomes None, a gap in the drawn line."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if len(x) > limit:
         starts = (np.arange(limit) * len(x)) // limit
         counts = np.diff(np.append(starts, len(x)))
+        finite = np.isfinite(y)
         x = np.add.reduceat(x, starts) / counts
-        y = np.add.reduceat(y, starts) / counts
-    return [_round(v) for v in x.tolist()], [_round(v) for v in y.tolist()]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.add.reduceat(np.where(finite, y, 0.0), starts) / np.add.reduceat(finite.astype(float), starts)
+    return [_round(v) for v in x.tolist()], [_round(v) if math.isfinite(v) else None for v in y.tolist()]
 
 
 def points_per_run(runs: int) -> int:
@@ -276,17 +280,21 @@ def curve_figure(collected: Collected, metric: str, title: str) -> dict | None:
         if name not in colors:
             continue
         values = frame[metric].to_numpy(dtype=float)
-        keep = np.isfinite(values)
-        if not keep.any():
+        finite = np.flatnonzero(np.isfinite(values))
+        if not finite.size:
             continue
-        steps = frame["step"].to_numpy(dtype=float)[keep]
-        x, y = downsample(steps, values[keep], limit)
-        downsampled |= len(x) < int(keep.sum())
+        # From the first to the last step that logged it; a step in between that did not compute it
+        # (null / absent in metrics.jsonl) stays a gap in the line, never a 0.
+        span = slice(finite[0], finite[-1] + 1)
+        steps = frame["step"].to_numpy(dtype=float)[span]
+        x, y = downsample(steps, values[span], limit)
+        downsampled |= len(x) < len(steps)
         data.append({
             "type": "scatter",
             "x": x,
             "y": y,
-            "mode": "lines+markers" if len(x) < 30 else "lines",
+            # Markers where gaps could leave a lone point, which a line alone would not show.
+            "mode": "lines+markers" if len(x) < 30 or None in y else "lines",
             "name": label(name),
             "legendgroup": label(name),
             "line": {"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
