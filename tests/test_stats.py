@@ -146,3 +146,15 @@ def test_read_scores_means_valid_samples_and_fingerprints_the_prompts(tmp_path: 
     bad.write_text(json.dumps(records[0]) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: not a JSON line"):
         read_scores(bad)
+
+
+def test_few_differing_prompts_are_not_enough() -> None:
+    # 4 of 40 prompts better, none worse: a sign test gives p = 2 / 2^4 = 0.125. The percentile
+    # bootstrap alone would exclude 0 (a resample misses all four only 0.9^40 = 1.5% of the time);
+    # the paired t interval it is widened to does not.
+    base = [0.0] * 40
+    arm = [0.9, 0.9, 0.1, 0.1] + [0.0] * 36
+    _, low, _ = paired_bootstrap([a - b for a, b in zip(arm, base)])
+    assert low > 0
+    result = compare([run("arm", arm)], [run("baseline", base)])
+    assert result.verdict == NOISE and result.ci_low < 0 < result.ci_high

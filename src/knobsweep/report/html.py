@@ -25,6 +25,7 @@ from plotly.colors import qualitative
 import yaml
 
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
+from knobsweep.report.verdict import forest_figure, total_cost, verdict_table
 
 TEMPLATE = "template.html.jinja"
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -51,7 +52,7 @@ class ReportMeta:
 class Column:
     key: str  # column of Collected.runs
     label: str
-    kind: str  # text | int | float | delta | duration | knob | status | ci | pct | noise
+    kind: str  # text | int | float | delta | duration | knob | status | ci | pct | meanstd | cost
 
 
 def _any(collected: Collected, column: str) -> bool:
@@ -83,7 +84,7 @@ def runs_columns(collected: Collected) -> list[Column]:
         Column("delta_final_reward", "Δ final reward vs baseline", "delta"),
         Column("health_warnings", "Health warnings", "int"),
         Column("train_time_s", "Training time", "duration"),
-        *([Column("gpu_hours", "GPU-hours", "float")] if _any(collected, "gpu_hours") else []),
+        Column("gpu_hours", "Cost (train + eval)", "cost"),
     ]
 
 
@@ -166,6 +167,13 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     text = format_cell(value, "float" if column.kind in ("ci", "meanstd") else column.kind)
     if column.kind == "ci" and text:
         text += _ci_text(row, column.key)
+    if column.kind == "cost":
+        from knobsweep.report.verdict import cost_text
+
+        text = cost_text(row)
+        hours = sum(float(row.get(k) or 0) for k in ("gpu_hours", "cpu_hours"))
+        return {"text": text, "classes": "num", "title": "device-hours: GPU-hours for stages on GPUs, "
+                "CPU-hours (cores x hours) otherwise", "sort": repr(hours) if text else ""}
     if column.kind == "meanstd" and text and not missing(row.get("arm_eval_std")):
         text += f" ± {float(row['arm_eval_std']):.4f} (n={row['arm_seeds']})"
     if column.kind in ("float", "delta", "int", "duration", "ci", "pct", "meanstd"):
@@ -180,7 +188,7 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
         if noise:
             classes.append("noise")
             text += " within noise"
-            title = "not separated from zero by the 95% CIs / the seed spread"
+            title = "the paired 95% CI of this arm's Δ contains 0 (see the verdict table)"
         elif value > 0:
             classes.append("pos")
         elif value < 0:
@@ -188,6 +196,8 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     if column.kind == "status":
         classes.append(status_class(value))
         title = row.get("reason") or ""
+    if column.key == "hypothesis" and text:
+        title = text  # the cell shows one line; the whole text on hover (and on click)
     if column.key == "run" and baseline is not None and value == baseline and not row["reference"]:
         title = "the baseline: deltas are measured against this run"
     return {"text": text, "classes": " ".join(classes), "title": title, "sort": sort_key(value, column.kind)}
@@ -518,6 +528,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
             )
     evaluation = eval_figure(collected)
     parsers = parser_figure(collected)
+    forest = forest_figure(collected)
     frame = collected.runs
     is_reference = frame["reference"].astype(bool)
     columns = runs_columns(collected)
@@ -541,6 +552,9 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "rollout_groups": rollouts_context(collected),
         "diffs": diffs_context(collected),
         "run_count": int((~is_reference).sum()),
+        "verdict_rows": verdict_table(collected),
+        "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
+        "total_cost": total_cost(collected),
         "plotly_js": plotly_bundle(),
     }
     return _environment().get_template(TEMPLATE).render(**context)

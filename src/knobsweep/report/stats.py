@@ -4,12 +4,14 @@ Every run of an experiment is scored on the same eval prompts, so the question i
 per-prompt differences (arm minus baseline), not about two independent means:
 
 - One seed pair: a paired bootstrap over prompts of the mean difference (percentile 95% CI,
-  seeded); where both runs score every prompt 0 or 1, the exact McNemar test instead: the CI is
-  the Clopper-Pearson interval of the discordant share, scaled to a difference of accuracies,
-  and the p-value is the exact binomial test of the discordant counts.
+  seeded), widened to the paired t interval over prompts where that is wider (when only a few
+  prompts differ, the percentile bootstrap alone is too narrow); where both runs score every
+  prompt 0 or 1, the exact McNemar test instead: the CI is the Clopper-Pearson interval of the
+  discordant share, scaled to a difference of accuracies, and the p-value is the exact binomial
+  test of the discordant counts.
 - Several seed pairs (run `x,seed=s` against `baseline,seed=s`): a t interval over the seed-level
-  deltas (k - 1 degrees of freedom: 2 seeds give t = 12.7, as wide as they should), and a paired
-  bootstrap over prompts of the seed-averaged differences; the CI is the union of the two, so
+  deltas (k - 1 degrees of freedom: 2 seeds give t = 12.7, as wide as they should), joined with
+  the prompt interval above of the seed-averaged differences; the CI is the union of the two, so
   neither the seed-to-seed spread nor the choice of prompts is ignored.
 
 "Within noise" means the 95% CI of the delta contains 0. Comparisons that would mislead are
@@ -50,6 +52,7 @@ class RunScores:
     scores: dict[str, float] | None
     eval_data: str | None = None
     reason: str = ""  # why a FAILED / CANCELLED run stopped
+    problem: str = ""  # why its eval cannot be used (an unreadable samples.jsonl)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,16 @@ def t_interval(deltas: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def prompt_interval(differences: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of per-prompt paired differences: the percentile bootstrap, widened to the
+    paired t interval where that is wider (a lone difference has only the bootstrap's)."""
+    mean, low, high = paired_bootstrap(differences)
+    if len(differences) > 1:
+        _, t_low, t_high = t_interval(differences)
+        low, high = min(low, t_low), max(high, t_high)
+    return mean, low, high
+
+
 def _binary(values: Iterable[float]) -> bool:
     return all(v in (0.0, 1.0) for v in values)
 
@@ -160,6 +173,9 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
         for run in side:
             if run.state in FAILED:
                 return not_comparable(f"failed run: {run.name} {run.state}" + (f" ({run.reason})" if run.reason else ""))
+    for run in (*arm, *baseline):
+        if run.problem:
+            return not_comparable(f"{run.name}: {run.problem}")
     pending = [run.name for run in (*arm, *baseline) if run.scores is None]
     if pending:
         return not_comparable(("missing seeds: " if len(arm) > 1 or len(baseline) > 1 else "no eval yet: ")
@@ -192,14 +208,14 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
             method = f"exact McNemar test on {len(rows)} paired 0/1 prompts (p = {p_value:.3g})"
             return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows),
                               pairs=1, p_value=p_value)
-        delta, low, high = paired_bootstrap(differences[0])
-        method = f"paired bootstrap over {len(rows)} prompts"
+        delta, low, high = prompt_interval(differences[0])
+        method = f"paired bootstrap over {len(rows)} prompts (or the paired t interval, where wider)"
         return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1)
 
     seed_mean, t_low, t_high = t_interval(differences.mean(axis=1))
-    delta, b_low, b_high = paired_bootstrap(differences.mean(axis=0))
+    delta, b_low, b_high = prompt_interval(differences.mean(axis=0))
     low, high = min(t_low, b_low), max(t_high, b_high)
-    method = (f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with a paired bootstrap "
+    method = (f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
               f"over {len(rows)} prompts")
     return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=len(pairs))
 
