@@ -198,6 +198,10 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert lr["changed"] == "train.learning_rate=3e-4" and lr["train.learning_rate"] == 3e-4
     assert lr["hypothesis"] == "a higher LR learns faster"
     assert ref["eval_score"] == pytest.approx(0.10) and ref["status"] == "evaluated"
+    # Cost: 20 s of training and 3 s of eval on one CPU core (the tiny model's default resources).
+    assert base["cpu_hours"] == pytest.approx(23 / 3600) and base["gpu_hours"] is None
+    assert ref["cpu_hours"] == pytest.approx(3 / 3600)
+    assert "Measured cost: 0.02 CPU-h in all: training and eval of 3 runs, and 1 base-model eval." in page
     assert ref["delta_eval_score"] == pytest.approx(-0.30)
 
     # CSV: same rows and columns as the JSON.

@@ -159,3 +159,30 @@ def test_a_metric_not_computed_on_a_step_is_a_gap_not_a_zero(tmp_path: Path) -> 
     # Downsampled: a bucket with no value stays a gap; others average only what was computed.
     assert downsample([1, 2, 3, 4, 5, 6], [1.0, float("nan"), float("nan"), float("nan"), 5.0, 7.0], limit=3) == (
         [1.5, 3.5, 5.5], [1.0, None, 6.0])
+
+
+def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
+    experiment = rich_sweep(tmp_path)
+    paths = build_report(experiment, tmp_path)
+    page = paths["html"].read_text(encoding="utf-8")
+    verdicts = {row["arm"]: row for row in json.loads(paths["json"].read_text())["verdicts"]}
+    assert list(verdicts) == ["baseline", "lr=3e-4", XSS + IMG_XSS, "crashed", "cancelled"]
+    base, lr, xss, crashed, cancelled = verdicts.values()
+    assert base["versus"] == "base model" and base["verdict"] == "better" and base["ci_low"] > 0
+    assert lr["knob"] == "train.learning_rate" and lr["value"] == "3e-4" and lr["verdict"] == "within noise"
+    assert lr["ci_low"] < 0 < lr["ci_high"] and lr["delta"] == pytest.approx(0.05) and lr["prompts"] == 40
+    assert lr["delta_final_reward"] == pytest.approx(0.1) and lr["health_warnings"] == 2
+    assert lr["health_kinds"] == "kl_spike, zero_variance"
+    assert xss["verdict"] == "better" and xss["reason"] == ""
+    assert crashed["verdict"] == cancelled["verdict"] == "not comparable"
+    assert crashed["reason"].startswith("failed run: crashed FAILED (CUDA out of memory")
+    assert cancelled["reason"] == "failed run: cancelled CANCELLED (cancelled by the user)"
+    assert all(row["cpu_hours"] > 0 for row in verdicts.values())
+    # The verdict table comes before everything else; the forest plot has the comparable arms only.
+    assert page.index('<table class="verdict">') < page.index('id="warnings"') < page.index('<table class="runs">')
+    forest = figure_data(page, "fig-forest")
+    assert [(trace["name"], trace["y"]) for trace in forest["data"]] == [
+        ("better", [["temperature"], ["1"]]), ("within noise", [["learning_rate"], ["3e-4"]])]
+    assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
+    assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made
+

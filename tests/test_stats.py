@@ -84,6 +84,21 @@ def test_t_interval_known_answer() -> None:
         t_interval([0.1])
 
 
+@pytest.mark.parametrize("right,wrong,size", [(8, 1, 20), (6, 2, 20), (0, 5, 30), (13, 13, 40), (40, 0, 40)])
+def test_mcnemar_agrees_with_scipy_stats(right: int, wrong: int, size: int) -> None:
+    from scipy.stats import binomtest
+
+    arm = [1.0] * right + [0.0] * wrong + [1.0] * (size - right - wrong)
+    base = [0.0] * right + [1.0] * wrong + [1.0] * (size - right - wrong)
+    delta, low, high, p = mcnemar(arm, base)
+    test = binomtest(right, right + wrong, 0.5)
+    interval = test.proportion_ci(confidence_level=0.95, method="exact")
+    scale = (right + wrong) / size
+    assert p == pytest.approx(test.pvalue)
+    assert low == pytest.approx(scale * (2 * interval.low - 1)) and high == pytest.approx(scale * (2 * interval.high - 1))
+    assert (low > 0 or high < 0) == (p < 0.05)  # the CI and the test agree
+
+
 def test_two_seeds_with_spread_are_wider_than_two_standard_errors() -> None:
     # Seed means: arm 0.60 and 0.50, baseline 0.40 and 0.42 (each seed a constant over the prompts).
     arm = [run("arm,seed=0", [0.60] * 40, 0), run("arm,seed=1", [0.50] * 40, 1)]

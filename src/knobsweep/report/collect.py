@@ -521,6 +521,8 @@ def _reference_rows(
         label = f"reference '{name}'"
         summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=key), warnings, label)
         users = [run.name for run in runs if run.keys.base_eval == key]
+        eval_time = _finite((summary or {}).get("elapsed_s"))
+        cost = measured_cost(next(run.config for run in runs if run.keys.base_eval == key), None, eval_time)
         rows.append(
             {
                 "run": name,
@@ -530,6 +532,9 @@ def _reference_rows(
                 "status": "evaluated" if summary is not None else NOT_RUN,
                 "reason": "",
                 **eval_numbers(summary),
+                "eval_time_s": eval_time,
+                "gpu_hours": _tidy(cost.gpu_hours) if cost.gpu_hours else None,
+                "cpu_hours": _tidy(cost.cpu_hours) if cost.cpu_hours else None,
                 "eval_key": key,
             }
         )

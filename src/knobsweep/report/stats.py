@@ -117,7 +117,9 @@ def mcnemar(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, 
     pi = 1/2 (the two agree: the CI excludes 0 exactly when p < 0.05). No discordant prompt
     gives delta 0 with the interval [0, 0] and p = 1.
     """
-    from scipy.stats import binomtest
+    # scipy.special, not scipy.stats: the same functions, and a tenth of the import time (~0.3 s
+    # against ~2.5 s here), which every report build would pay.
+    from scipy.special import bdtr, betaincinv
 
     a, z = np.asarray(arm, dtype=float), np.asarray(base, dtype=float)
     if a.shape != z.shape or a.size == 0:
@@ -128,21 +130,25 @@ def mcnemar(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, 
     delta = (b - c) / size
     if discordant == 0:
         return 0.0, 0.0, 0.0, 1.0
-    test = binomtest(b, discordant, 0.5)
-    interval = test.proportion_ci(confidence_level=CONFIDENCE, method="exact")
+    tail = (1 - CONFIDENCE) / 2
+    # Clopper-Pearson: beta quantiles; exact two-sided binomial p at 1/2 (symmetric: twice the smaller tail).
+    low = 0.0 if b == 0 else float(betaincinv(b, discordant - b + 1, tail))
+    high = 1.0 if b == discordant else float(betaincinv(b + 1, discordant - b, 1 - tail))
+    p_value = min(1.0, 2 * float(bdtr(min(b, c), discordant, 0.5)))
     scale = discordant / size
-    return delta, scale * (2 * interval.low - 1), scale * (2 * interval.high - 1), float(test.pvalue)
+    return delta, scale * (2 * low - 1), scale * (2 * high - 1), p_value
 
 
 def t_interval(deltas: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): Student's t interval of the mean of k >= 2 seed-level deltas."""
-    from scipy.stats import t
+    """(mean, low, high): Student's t interval of the mean of k >= 2 values (seed-level deltas, or
+    per-prompt differences)."""
+    from scipy.special import stdtrit  # Student's t quantile (scipy.stats.t.ppf without its import cost)
 
     values = np.asarray(deltas, dtype=float)
     if values.size < 2:
-        raise ValueError(f"t_interval: need at least 2 seed-level deltas, got {values.size}")
+        raise ValueError(f"t_interval: need at least 2 values, got {values.size}")
     mean = float(values.mean())
-    half = float(t.ppf(1 - (1 - CONFIDENCE) / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    half = float(stdtrit(values.size - 1, 1 - (1 - CONFIDENCE) / 2) * values.std(ddof=1) / math.sqrt(values.size))
     return mean, mean - half, mean + half
 
 

@@ -85,20 +85,17 @@ def verdict_table(collected: Collected) -> list[dict]:
 
 
 def total_cost(collected: Collected) -> str:
-    """The sweep's measured cost: every run's train + eval, plus the base model's evals."""
+    """The sweep's measured cost: every run's training and eval, and the base model's evals."""
     frame = collected.runs
     total = Cost()
-    for gpu, cpu in zip(frame.get("gpu_hours", []), frame.get("cpu_hours", [])):
+    for gpu, cpu in zip(frame["gpu_hours"], frame["cpu_hours"]):
         total = total + Cost(_number(gpu) or 0.0, _number(cpu) or 0.0)
-    references = frame[frame["reference"].astype(bool)]
-    reference_s = sum(_number(v) or 0.0 for v in references.get("eval_time_s", []))
-    runs = int((~frame["reference"].astype(bool)).sum())
-    if total.empty and not reference_s:
+    if total.empty:
         return ""
-    text = f"{total.text() or 'nothing measured yet'} over {runs} runs (training + eval)"
-    if reference_s:
-        text += f"; base model eval {_duration(reference_s)}"
-    return text
+    references = frame["reference"].astype(bool)
+    evals = sum(1 for value in frame.loc[references, "eval_time_s"] if _number(value) is not None)
+    return (f"{total.text()} in all: training and eval of {int((~references).sum())} runs"
+            + (f", and {evals} base-model eval{'s' if evals > 1 else ''}" if evals else ""))
 
 
 def forest_figure(collected: Collected) -> dict | None:

@@ -159,7 +159,8 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
     started = time.monotonic()
     lifecycle = method = None
     try:
-        status.write(VALIDATING)
+        # What ran it, for cost estimates of later runs (knobsweep.estimate): GPU or CPU, processes.
+        status.write(VALIDATING, device="GPU" if torch.cuda.is_available() else "CPU", processes=state.num_processes)
         method = get_method(config.get("train", {}).get("method", "grpo"))
         trainer, tokenizer, lifecycle = _validate_and_build(method, config, model_path, data_dir, out_dir, state,
                                                             status, console, stop, run_info or {})
