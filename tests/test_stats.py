@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from knobsweep.report.stats import (BETTER, NOISE, NOT_COMPARABLE, WORSE, RunScores, compare, mcnemar,
-                                    paired_bootstrap, read_scores, t_interval)
+from knobsweep.report.stats import (
+    BETTER,
+    NOISE,
+    NOT_COMPARABLE,
+    WORSE,
+    RunScores,
+    compare,
+    mcnemar,
+    paired_bootstrap,
+    read_scores,
+    t_interval,
+)
 
 ROWS = [f"test-{i}" for i in range(40)]
 
@@ -90,7 +100,7 @@ def test_mcnemar_agrees_with_scipy_stats(right: int, wrong: int, size: int) -> N
 
     arm = [1.0] * right + [0.0] * wrong + [1.0] * (size - right - wrong)
     base = [0.0] * right + [1.0] * wrong + [1.0] * (size - right - wrong)
-    delta, low, high, p = mcnemar(arm, base)
+    _, low, high, p = mcnemar(arm, base)
     test = binomtest(right, right + wrong, 0.5)
     interval = test.proportion_ci(confidence_level=0.95, method="exact")
     scale = (right + wrong) / size

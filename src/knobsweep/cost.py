@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 GPU, CPU = "GPU", "CPU"
 
@@ -38,7 +39,7 @@ class Cost:
     gpu_hours: float = 0.0
     cpu_hours: float = 0.0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.gpu_hours + other.gpu_hours, self.cpu_hours + other.cpu_hours)
 
     @property

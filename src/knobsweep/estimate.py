@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from knobsweep import layout
 from knobsweep.cost import CPU, GPU, Cost, Devices, stage_cost, stage_devices
@@ -341,7 +342,7 @@ def summary_lines(plan: PlanEstimate) -> list[str]:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs} s"

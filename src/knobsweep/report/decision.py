@@ -51,7 +51,7 @@ class ArmComparisons:
 
 def arm_name(run: Any) -> str:
     suffix = f",seed={run.seed}"
-    return run.name[: -len(suffix)] if run.name.endswith(suffix) else run.name
+    return run.name.removesuffix(suffix)
 
 
 def group_arms(experiment: Any) -> list[Arm]:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -218,7 +218,7 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
         method = f"paired bootstrap over {len(rows)} prompts (or the paired t interval, where wider)"
         return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1)
 
-    seed_mean, t_low, t_high = t_interval(differences.mean(axis=1))
+    _, t_low, t_high = t_interval(differences.mean(axis=1))
     delta, b_low, b_high = prompt_interval(differences.mean(axis=0))
     low, high = min(t_low, b_low), max(t_high, b_high)
     method = (f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
