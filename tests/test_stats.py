@@ -122,6 +122,10 @@ def test_two_seeds_with_spread_are_wider_than_two_standard_errors() -> None:
     assert result.verdict == NOISE  # ...but 2 seeds cannot say so: t(1 d.f.) = 12.7
     assert (result.ci_high - result.ci_low) / 2 > 5 * 2 * se
     assert result.ci_low == pytest.approx(0.14 - 12.7062 * 0.06, rel=1e-4)
+    assert result.ci_high == pytest.approx(0.14 + 12.7062 * 0.06, rel=1e-4)
+    # A difference of scores in [0, 1] lies in [-1, 1]: the interval is cut there.
+    wide = compare([run("arm,seed=0", [0.9] * 40, 0), run("arm,seed=1", [0.1] * 40, 1)], base)
+    assert (wide.ci_low, wide.ci_high) == (-1.0, 1.0) and wide.verdict == NOISE
     assert "t interval over 2 seed pairs" in result.method
 
 

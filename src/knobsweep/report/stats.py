@@ -220,7 +220,8 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
 
     _, t_low, t_high = t_interval(differences.mean(axis=1))
     delta, b_low, b_high = prompt_interval(differences.mean(axis=0))
-    low, high = min(t_low, b_low), max(t_high, b_high)
+    # Scores lie in [0, 1], so no difference of means lies outside [-1, 1] (a 2-seed t interval can).
+    low, high = max(-1.0, min(t_low, b_low)), min(1.0, max(t_high, b_high))
     method = (f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
               f"over {len(rows)} prompts")
     return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=len(pairs))
