@@ -186,3 +186,17 @@ def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
     assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
     assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made
 
+
+
+def test_unreadable_results_make_an_arm_not_comparable_and_say_so_once(tmp_path: Path) -> None:
+    experiment = rich_sweep(tmp_path)
+    (tmp_path / "results" / "eval" / "eval-b" / "samples.jsonl").write_text('{"row_id": "test-0"}\nnot json\n')
+    (tmp_path / "results" / "train" / "train-x" / "status.json").write_text("{torn")
+    paths = build_report(experiment, tmp_path)
+    summary = json.loads(paths["json"].read_text())
+    verdicts = {row["arm"]: row for row in summary["verdicts"]}
+    assert verdicts["lr=3e-4"]["verdict"] == "not comparable"
+    assert verdicts["lr=3e-4"]["reason"].startswith("lr=3e-4: unreadable eval samples (")
+    assert "samples.jsonl:2: not a JSON line" in verdicts["lr=3e-4"]["reason"]
+    torn = [w for w in summary["warnings"] if "train-x/status.json: unreadable" in w]
+    assert len(torn) == 1, summary["warnings"]

@@ -10,6 +10,7 @@ command can decide with it; `verdict_rows` adds what the report's verdict table 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ from knobsweep import layout
 from knobsweep.report.stats import NOT_COMPARABLE, Comparison, RunScores, compare, not_comparable, read_scores
 from knobsweep.spec.expand import format_value
 
-HEADLINE = "eval score"
 BASE_MODEL = "base model"
 
 
@@ -77,8 +77,7 @@ def run_scores(run: Any, root: Path, warnings: list[str]) -> RunScores:
 
 
 def _status(path: Path, warnings: list[str], name: str) -> dict:
-    import json
-
+    """status.json, or {} (and a warning worded as the report's own, so the two merge) if unreadable."""
     if not path.is_file():
         return {}
     try:
@@ -190,5 +189,5 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-__all__ = ["HEADLINE", "NOT_COMPARABLE", "Arm", "ArmComparisons", "arm_name", "compare_arms", "group_arms",
+__all__ = ["NOT_COMPARABLE", "Arm", "ArmComparisons", "arm_name", "compare_arms", "group_arms",
            "run_scores", "run_verdicts", "verdict_rows"]
