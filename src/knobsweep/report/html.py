@@ -25,7 +25,7 @@ from plotly.colors import qualitative
 import yaml
 
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
-from knobsweep.report.verdict import forest_figure, total_cost, verdict_table
+from knobsweep.report.verdict import cost_text, forest_figure, total_cost, verdict_table
 
 TEMPLATE = "template.html.jinja"
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -168,8 +168,6 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     if column.kind == "ci" and text:
         text += _ci_text(row, column.key)
     if column.kind == "cost":
-        from knobsweep.report.verdict import cost_text
-
         text = cost_text(row)
         hours = sum(float(row.get(k) or 0) for k in ("gpu_hours", "cpu_hours"))
         return {"text": text, "classes": "num", "title": "device-hours: GPU-hours for stages on GPUs, "
