@@ -106,7 +106,7 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
         names = [html.unescape(name) for name in names]
         assert len(names) == len(set(names)), chart_id
         if chart_id == "fig-forest":
-            assert names == ["better", "within noise"], names  # one trace per verdict: colour = verdict
+            assert names == ["order", "better", "within noise"], names  # one per verdict: colour = verdict
         elif chart_id in ("fig-eval", "fig-parsers"):
             assert names == run_names[:3], chart_id  # the runs with an eval
         else:
@@ -167,7 +167,13 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     check_first_screen(page, {"baseline": "better", "learning_rate=3e-4": "within noise", "temperature=1": "better",
                               "batch_size=32": "not comparable", "batch_size=4": "not comparable"})
     forest = page.evaluate("document.getElementById('fig-forest').data.map(t => [t.name, t.y[1], t.x])")
-    assert [(name, values) for name, values, _ in forest] == [("better", ["1"]), ("within noise", ["3e-4"])]
+    assert [(name, values) for name, values, _ in forest] == [
+        ("order", ["3e-4", "1"]), ("better", ["1"]), ("within noise", ["3e-4"])]
+    # The arms top to bottom in the table's order: learning_rate above temperature.
+    ticks = page.evaluate("""Array.from(document.querySelectorAll('#fig-forest .ytick text, #fig-forest .ytick2 text'))
+                             .map(t => [t.textContent, t.getBoundingClientRect().top])""")
+    tops = {text: top for text, top in ticks}
+    assert tops["learning_rate"] < tops["temperature"], ticks
 
     shot = artifacts_dir(tmp_path) / "report.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -182,6 +182,7 @@ def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
     assert page.index('<table class="verdict">') < page.index('id="warnings"') < page.index('<table class="runs">')
     forest = figure_data(page, "fig-forest")
     assert [(trace["name"], trace["y"]) for trace in forest["data"]] == [
+        ("order", [["learning_rate", "temperature"], ["3e-4", "1"]]),  # the arms' order, top to bottom
         ("better", [["temperature"], ["1"]]), ("within noise", [["learning_rate"], ["3e-4"]])]
     assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
     assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made

@@ -113,7 +113,10 @@ def forest_figure(collected: Collected) -> dict | None:
     arms.sort(key=lambda row: group_order.index(labels.get(row["knob"], OTHER_GROUP) if row["knob"] else OTHER_GROUP))
     groups = [label(labels[row["knob"]]) if row["knob"] else OTHER_GROUP for row in arms]
     values = [label(row["value"]) if row["knob"] else label(row["arm"]) for row in arms]
-    data = []
+    # Plotly orders categories as its traces first name them: an invisible first trace names them
+    # all in table order (the y axis is reversed, so the first arm is at the top).
+    data = [{"type": "scatter", "mode": "markers", "name": "order", "x": [None] * len(arms), "y": [groups, values],
+             "showlegend": False, "hoverinfo": "skip"}]
     for verdict in (BETTER, NOISE, WORSE):
         picked = [i for i, row in enumerate(arms) if row["verdict"] == verdict]
         if not picked:
