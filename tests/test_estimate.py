@@ -10,7 +10,7 @@ import yaml
 from knobsweep import layout
 from knobsweep.cli import main
 from knobsweep.cost import CPU, GPU, Cost, Devices, measured_cost, stage_devices
-from knobsweep.estimate import RULES_OF_THUMB, estimate_plan
+from knobsweep.estimate import JOB_START_S, RULES_OF_THUMB, estimate_plan
 from knobsweep.spec import load_experiment
 
 SPEC = """
@@ -63,17 +63,19 @@ def test_plan_estimates_from_rules_of_thumb_without_history(write_spec, tmp_path
     rule = RULES_OF_THUMB[("tiny", CPU)]
     train = plan.runs["baseline"]["train"]
     # 20 rows x 1 epoch x n=4 sequences of (150 prompt + 16 completion) tokens, on 1 CPU core
-    assert train.seconds == pytest.approx(rule["train_fixed_s"] + 80 * 166 / rule["train_tokens_per_s"])
+    start_train, start_eval = JOB_START_S["train"], JOB_START_S["eval"]
+    assert train.seconds == pytest.approx(start_train + rule["train_fixed_s"] + 80 * 166 / rule["train_tokens_per_s"])
     assert "rule of thumb" in train.source and train.devices == Devices(CPU, 1)
     evaluation = plan.runs["baseline"]["eval"]
-    assert evaluation.seconds == pytest.approx(rule["eval_fixed_s"] + 5 * 2 * 512 / rule["eval_tokens_per_s"])
+    assert evaluation.seconds == pytest.approx(
+        start_eval + rule["eval_fixed_s"] + 5 * 2 * 512 / rule["eval_tokens_per_s"])
     # Three runs: two training jobs (the eval-only arm shares the baseline's), three evals, and the base
     # model's eval under each of the two eval configs.
     assert set(plan.runs["max_tokens=64"]) == {"train", "eval"}
     assert plan.base_evals == 2 and plan.unknown == 0
     jobs = [plan.runs["baseline"]["train"], plan.runs["learning_rate=2e-4"]["train"],
             *(plan.runs[name]["eval"] for name in ("baseline", "learning_rate=2e-4", "max_tokens=64"))]
-    base_evals = 2 * rule["eval_fixed_s"] + 5 * 2 * (512 + 64) / rule["eval_tokens_per_s"]
+    base_evals = 2 * (start_eval + rule["eval_fixed_s"]) + 5 * 2 * (512 + 64) / rule["eval_tokens_per_s"]
     assert plan.total.cpu_hours == pytest.approx((sum(job.seconds for job in jobs) + base_evals) / 3600)
     assert plan.total.gpu_hours == 0
 
@@ -93,11 +95,11 @@ def test_plan_estimates_from_finished_runs_of_the_same_model_and_method(write_sp
     assert plan.runs["baseline"] == {}
     train = plan.runs["learning_rate=2e-4"]["train"]
     # measured: 200 tokens/s in the loop, 50 tokens per sequence, 5 s fixed; planned: 80 sequences
-    assert train.seconds == pytest.approx(5 + 80 * 50 / 200)
+    assert train.seconds == pytest.approx(JOB_START_S["train"] + 5 + 80 * 50 / 200)
     assert train.source == "train: measured on 1 finished tiny/grpo run(s) on CPU here"
     evaluation = plan.runs["learning_rate=2e-4"]["eval"]
     # two tiny evals (the merged run and the tiny model itself): 200 tokens/s, 16 per sample, 2.2 s fixed
-    assert evaluation.seconds == pytest.approx(2.2 + 10 * 16 / 200)
+    assert evaluation.seconds == pytest.approx(JOB_START_S["eval"] + 2.2 + 10 * 16 / 200)
     assert evaluation.source == "eval: measured on 2 finished eval(s) of tiny here"
     assert "max_tokens=64" in plan.runs and "train" not in plan.runs["max_tokens=64"]  # shares the cached one
 
@@ -105,7 +107,7 @@ def test_plan_estimates_from_finished_runs_of_the_same_model_and_method(write_sp
     out = capsys.readouterr().out
     rows = {line.split("│")[1].strip(): line.split("│") for line in out.splitlines() if line.startswith("│")}
     assert rows["baseline"][8].strip() == "cached"
-    assert rows["learning_rate=2e-4"][8].strip() == "28 s" and rows["learning_rate=2e-4"][9].strip().endswith("CPU-h")
+    assert rows["learning_rate=2e-4"][8].strip() == "50 s" and rows["learning_rate=2e-4"][9].strip().endswith("CPU-h")
     assert "estimated cost of what will run:" in out and "measured on 1 finished tiny/grpo run(s)" in out
 
 

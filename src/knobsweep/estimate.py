@@ -27,14 +27,19 @@ from knobsweep.cost import CPU, GPU, Cost, Devices, stage_cost, stage_devices
 
 TINY = "tiny"
 FINISHED = ("COMPLETED", "EARLY_STOPPED")
+# What no results file measures: a job's process start (launcher, imports) and, for training, the
+# merge after it. Seconds per job, as measured on the demo's jobs here (Snakemake's job times minus
+# runtime_s / elapsed_s); a rule of thumb everywhere else.
+JOB_START_S = {"train": 20.0, "eval": 2.0}
 PROMPT_TOKENS = 150  # rule of thumb: a prompt's tokens, where nothing was measured
 # Rules of thumb, per device (GPU: per GPU; CPU: per core); tokens/s of training (prompt and
-# completion tokens through the loop) and of generation at eval; fixed seconds per stage.
+# completion tokens through the loop) and of generation at eval; fixed seconds per stage. The tiny
+# model's CPU figures are the demo's, measured on a shared 2-core machine; the rest are rough.
 RULES_OF_THUMB = {
-    (TINY, CPU): {"train_tokens_per_s": 1500.0, "eval_tokens_per_s": 1000.0, "train_fixed_s": 30.0,
-                  "eval_fixed_s": 10.0},
-    (TINY, GPU): {"train_tokens_per_s": 3000.0, "eval_tokens_per_s": 3000.0, "train_fixed_s": 30.0,
-                  "eval_fixed_s": 10.0},
+    (TINY, CPU): {"train_tokens_per_s": 3000.0, "eval_tokens_per_s": 4000.0, "train_fixed_s": 5.0,
+                  "eval_fixed_s": 6.0},
+    (TINY, GPU): {"train_tokens_per_s": 6000.0, "eval_tokens_per_s": 10000.0, "train_fixed_s": 5.0,
+                  "eval_fixed_s": 6.0},
     ("hub", GPU): {"train_tokens_per_s": 1000.0, "eval_tokens_per_s": 1000.0, "train_fixed_s": 120.0,
                    "eval_fixed_s": 60.0},
     ("hub", CPU): {"train_tokens_per_s": 20.0, "eval_tokens_per_s": 5.0, "train_fixed_s": 120.0,
@@ -49,8 +54,8 @@ class Throughput:
     fixed_s: float  # loading, validation: what does not grow with the work
     source: str  # in words: measured on what, or the rule of thumb
 
-    def seconds(self, items: float) -> float:
-        return self.fixed_s + items * self.tokens_per_item / self.tokens_per_s
+    def seconds(self, items: float, stage: str) -> float:
+        return JOB_START_S[stage] + self.fixed_s + items * self.tokens_per_item / self.tokens_per_s
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,7 @@ def estimate_plan(experiment: Any, root: str | Path = ".", pending: Iterable[tup
             devices = stage_devices(run.config, stage)
             estimate = (StageEstimate(None, devices, throughput.source, f"{stage} size unknown until the data "
                                       f"stage runs (or set data.{'train' if stage == 'train' else 'eval'}_size)")
-                        if items is None else StageEstimate(throughput.seconds(items), devices, throughput.source))
+                        if items is None else StageEstimate(throughput.seconds(items, stage), devices, throughput.source))
             stages[stage] = estimate
             if throughput.source not in out.sources:
                 out.sources.append(throughput.source)
@@ -314,7 +319,8 @@ def estimate_plan(experiment: Any, root: str | Path = ".", pending: Iterable[tup
         if items is None:
             out.unknown += 1
             continue
-        estimate = StageEstimate(throughput.seconds(items), stage_devices(run.config, "eval"), throughput.source)
+        estimate = StageEstimate(throughput.seconds(items, "eval"), stage_devices(run.config, "eval"),
+                                 throughput.source)
         out.total, out.total_s = out.total + estimate.cost, out.total_s + estimate.seconds
         out.base_evals += 1
     return out
@@ -338,6 +344,9 @@ def summary_lines(plan: PlanEstimate) -> list[str]:
         lines.append(f"  {plan.unknown} job(s) of unknown size left out: their data is not converted yet and "
                      "data.train_size / eval_size are unset")
     lines += [f"  {source}" for source in plan.sources]
+    if plan.sources:
+        lines.append(f"  plus {JOB_START_S['train']:g} s per training job and {JOB_START_S['eval']:g} s per eval job "
+                     "to start (and merge), which no results file measures")
     return lines
 
 
