@@ -63,19 +63,25 @@ def write_train(root: Path, run: Run, rewards: list[float], state: str = "COMPLE
     )
 
 
+EVAL_ROWS = 100
+
+
 def write_eval(root: Path, key: str, score: float, completion: str = "#### 42") -> None:
+    """An eval of EVAL_ROWS prompts: the first round(score x EVAL_ROWS) right (score 1), the rest wrong,
+    so the same prompts are right in every run that scores at least as high (paired data)."""
+    right = round(score * EVAL_ROWS)
     atomic_write_json(
         layout.path(layout.EVAL_SUMMARY, root, key=key),
-        {"score": score, "parts": {"correct": score - 0.05, "format": 0.9}, "n": 20, "n_valid": 20,
-         "n_correct": int(20 * (score - 0.05)), "parse_failures": 2, "backend": "hf", "model": "m",
+        {"score": score, "parts": {"correct": score - 0.05, "format": 0.9}, "n": EVAL_ROWS, "n_valid": EVAL_ROWS,
+         "n_correct": right, "parse_failures": 2, "backend": "hf", "model": "m",
          "tokens_per_s": 100.0, "elapsed_s": 3.0},
     )
     samples = layout.path(layout.EVAL_SAMPLES, root, key=key)
     rows = [
         {"row_id": f"test-{i}", "prompt": [{"role": "user", "content": f"What is {i}+1?"}],
-         "completion": completion, "ground_truth": str(i + 1), "score": 1.0, "reason": "ok", "valid": True,
-         "parts": {"correct": 1, "format": 1}}
-        for i in range(5)
+         "completion": completion, "ground_truth": str(i + 1), "score": float(i < right), "reason": "ok",
+         "valid": True, "parts": {"correct": float(i < right), "format": 1}}
+        for i in range(EVAL_ROWS)
     ]
     samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
@@ -192,6 +198,10 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert lr["changed"] == "train.learning_rate=3e-4" and lr["train.learning_rate"] == 3e-4
     assert lr["hypothesis"] == "a higher LR learns faster"
     assert ref["eval_score"] == pytest.approx(0.10) and ref["status"] == "evaluated"
+    # Cost: 20 s of training and 3 s of eval on one CPU core (the tiny model's default resources).
+    assert base["cpu_hours"] == pytest.approx(23 / 3600) and base["gpu_hours"] is None
+    assert ref["cpu_hours"] == pytest.approx(3 / 3600)
+    assert "Measured cost: 0.02 CPU-h in all: training and eval of 3 runs, and 1 base-model eval." in page
     assert ref["delta_eval_score"] == pytest.approx(-0.30)
 
     # CSV: same rows and columns as the JSON.

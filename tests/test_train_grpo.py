@@ -215,9 +215,14 @@ def test_accelerate_launch_trains_and_writes_the_contract_outputs(inputs, tmp_pa
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for line in metrics:
-        for key in ("reward", "loss", "kl", "grad_norm", "learning_rate", "elapsed_s",
-                    "reward/correct", "reward/format", "invalid_rate", "completions/mean_length"):
+        for key in ("reward", "learning_rate", "elapsed_s", "reward/correct", "reward/format", "invalid_rate",
+                    "completions/mean_length", "filtered_group_rate"):
             assert key in line, key
+        # Computed from the tokens trained on: there when a group was kept, absent (not 0) when every one
+        # was filtered (the random tiny model often scores a whole step alike).
+        trained = line["filtered_group_rate"] < 1
+        for key in ("loss", "kl", "grad_norm"):
+            assert (key in line) == trained, (key, line)
     rollouts = read_jsonl(out / "rollouts.jsonl")
     assert {r["step"] for r in rollouts} == {1, 2, 3}
     assert set(rollouts[0]) == {"step", "row_id", "prompt", "completion", "score", "reason", "valid", "metrics"}

@@ -58,8 +58,11 @@ def stage_outputs(run, root: Path) -> dict[str, Path]:
 def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
+    from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+
+    estimate = estimate_plan(experiment, root)
     table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})")
-    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval"):
+    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval", "est. time", "est. cost"):
         table.add_column(column)
     to_run = set()
     for run in experiment.runs:
@@ -71,11 +74,13 @@ def plan(args: argparse.Namespace) -> int:
             cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
         knobs = ", ".join(run.changed) or "-"
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
-        table.add_row(run.name, knobs, values, *cells)
+        table.add_row(run.name, knobs, values, *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
     base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
     console.print(f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
                   f"{len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
+    for line in summary_lines(estimate):
+        console.print(line, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -172,6 +172,7 @@ def build_report(
             "versions": meta.versions,
             "warnings": collected.warnings,
             "health": collected.health,
+            "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
             "rows": records,
         },
     )

@@ -1,7 +1,7 @@
 """TrainerCallbacks shared by every training method.
 
 - `MetricsLogger`: one metrics.jsonl line per optimizer step (every value the Trainer logs, plus
-  elapsed_s and tokens_per_s), status.json's step kept current, and a compact console row
+  elapsed_s and tokens_per_s; a value not computed on the step is absent, not 0), status.json's step kept current, and a compact console row
   every `log_every` steps, so a Slurm log reads as a table instead of a wall of dicts.
 - `HealthCallback`: the `health.HealthMonitor` checks on each step's metrics; warnings go to
   status.json and the console; a non-finite loss / grad norm raises `NonFiniteError`.
@@ -75,7 +75,10 @@ class MetricsLogger(TrainerCallback):
         if "train_runtime" in logs:
             return
         elapsed = round(self.offset + time.monotonic() - self._t0, 3)
-        record = {"step": state.global_step, "elapsed_s": elapsed, **logs}
+        # A metric that was not computed on this step (None: e.g. entropy when every group was
+        # filtered) is left out of the line, so no reader can take it for a 0.
+        record = {"step": state.global_step, "elapsed_s": elapsed,
+                  **{name: value for name, value in logs.items() if value is not None}}
         record["tokens_per_s"] = self._tokens_per_s(record)
         append_jsonl(self.metrics_path, record)
         self._last = record

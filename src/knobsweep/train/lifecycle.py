@@ -163,7 +163,8 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
     started = time.monotonic()
     lifecycle = method = None
     try:
-        status.write(VALIDATING)
+        # What ran it, for cost estimates of later runs (knobsweep.estimate): GPU or CPU, processes.
+        status.write(VALIDATING, device="GPU" if torch.cuda.is_available() else "CPU", processes=state.num_processes)
         method = get_method(job.train.method)
         trainer, tokenizer, lifecycle = _validate_and_build(method, job, model_path, data_dir, out_dir, state,
                                                             status, console, stop, run_info, warm_start)
