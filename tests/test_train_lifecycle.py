@@ -165,7 +165,7 @@ def test_health_monitor_warns_once_per_episode():
     assert kinds(8, grad_norm=5.0, kl=0.5) == [] and kinds(9, grad_norm=5.0, kl=2.0) == ["kl_blowup"]
     assert kinds(10, reward=0.1) == []
     assert kinds(11, grad_norm=5.0, kl=2.0) == []  # the same two episodes, not new ones
-    monitor = HealthMonitor(grad_norm_max=1.0, grad_norm_patience=3)
+    monitor = HealthMonitor("grpo", HealthConfig(grad_norm_max=1.0, grad_norm_patience=3))
     assert kinds(1, grad_norm=5.0) == kinds(2, grad_norm=5.0) == kinds(3, reward=0.0) == []
     assert kinds(4, grad_norm=5.0) == ["grad_norm_spike"]  # three measured steps in a row
 
