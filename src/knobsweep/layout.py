@@ -30,6 +30,9 @@ REPORT_DIR = "results/{experiment}"
 REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
 REPORT_JSON = REPORT_DIR + "/summary.json"
+# Written by the report job alone, which runs once every run's stages are done: a report that
+# Snakemake's `onerror` built from a failed sweep lacks it, so the next run resumes the sweep.
+REPORT_DONE = REPORT_DIR + "/.sweep-complete"
 # One folder per run of an experiment, named for people, of links into the stage folders above
 # (knobsweep.runlinks); `{run}` is the run's name made safe as a file name (runlinks.folder_name).
 RUN_LINKS = REPORT_DIR + "/runs/{run}"

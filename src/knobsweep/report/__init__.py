@@ -184,10 +184,13 @@ def build_reports_despite_failures(experiments: Iterable[Any], root: str | Path 
     """Snakemake's `onerror`: when jobs failed (a FAILED or CANCELLED run), build every experiment's
     report from what exists, so the sweep still ends with one that lists the failed runs and why.
 
+    These reports are not the report job's: its marker (layout.REPORT_DONE) is removed, so running
+    the workflow again resumes the unfinished runs instead of finding the report up to date.
     A report that cannot be built is named on stderr with its error; the others are still built.
     """
     built = []
     for experiment in experiments:
+        layout.path(layout.REPORT_DONE, root, experiment=experiment.name).unlink(missing_ok=True)
         try:
             html = build_report(experiment, root)["html"]
         except Exception as error:  # one broken report must not stop the others; it is reported
