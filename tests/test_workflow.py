@@ -286,3 +286,38 @@ def test_a_cancelled_run_resumes_when_the_same_command_runs_again(tmp_path, monk
     assert [row["status"] for row in summary["rows"] if not row["reference"]] == ["COMPLETED"]
     assert planned_jobs(tmp_path) == {}
 
+
+NO_SIGNAL = """
+baseline:
+  model: {name: tiny}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 16, eval_size: 4}
+  train: {learning_rate: 5.0e-4, batch_size: 4}
+  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}
+  reward: {name: gsm8k, format_weight: 0.5}
+  eval: {max_tokens: 16}
+sweep:
+  reward.format_weight: [0.0]   # strict correctness only: the random tiny model scores 0 on every sample
+"""
+
+
+def test_a_run_without_learning_signal_is_early_stopped_and_the_sweep_still_completes(tmp_path, monkeypatch):
+    copy_workflow(tmp_path)
+    (tmp_path / "experiments" / "nosignal.yaml").write_text(NO_SIGNAL)
+    monkeypatch.chdir(tmp_path)
+    silent = next(run for run in load_experiment(tmp_path / "experiments" / "nosignal.yaml").runs if run.changed)
+    snakemake(tmp_path, "--config", "experiments=nosignal")  # exit 0: an EARLY_STOPPED run is a result
+    summary = json.loads((tmp_path / "results" / "nosignal" / "summary.json").read_text())
+    rows = {row["run"]: row for row in summary["rows"] if not row["reference"]}
+    assert rows["baseline"]["status"] == "COMPLETED" and rows["baseline"]["eval_score"] is not None
+    arm = rows["format_weight=0"]
+    assert arm["status"] == "EARLY_STOPPED" and arm["eval_score"] is None, arm
+    assert arm["reason"].startswith("no learning signal: every group of all 4 steps had zero score variance")
+    assert "rollout.temperature" in arm["reason"] and "rollout.n" in arm["reason"]
+    # no merge was attempted: the merge folder says why instead of holding a model
+    merged = tmp_path / "results" / "merge" / silent.keys.train
+    assert [p.name for p in merged.iterdir() if p.name != ".snakemake_timestamp"] == ["not_merged.json"]
+    assert "EARLY_STOPPED: no learning signal" in json.loads((merged / "not_merged.json").read_text())["reason"]
+    evaluation = json.loads((tmp_path / "results" / "eval" / silent.keys.eval / "summary.json").read_text())
+    assert evaluation["score"] is None and "not merged" in evaluation["not_evaluated"]
+    assert "EARLY_STOPPED" in (tmp_path / "results" / "nosignal" / "report.html").read_text()
+    assert planned_jobs(tmp_path) == {}

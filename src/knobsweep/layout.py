@@ -23,6 +23,8 @@ TRAIN_STATUS = TRAIN_DIR + "/status.json"
 TRAIN_ROLLOUTS = TRAIN_DIR + "/rollouts.jsonl"
 TRAIN_CHECKPOINTS = TRAIN_DIR + "/checkpoints"
 MERGE_DIR = "results/merge/{key}"
+# In a merge folder instead of a model when the run never learned (EARLY_STOPPED, no signal).
+NOT_MERGED = "not_merged.json"
 EVAL_DIR = "results/eval/{key}"
 EVAL_SUMMARY = EVAL_DIR + "/summary.json"
 EVAL_SAMPLES = EVAL_DIR + "/samples.jsonl"

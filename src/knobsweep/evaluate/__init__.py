@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_json
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -304,11 +305,25 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def write_not_evaluated(config: dict, model: str, out_dir: str | Path, reason: str) -> dict:
+    """The summary of a model that was not merged: no scores (None, never 0), and why."""
+    summary = {"not_evaluated": f"the run was not merged ({reason})", "score": None, "score_ci95": None,
+               "parts": {}, "n": 0, "n_valid": 0, "n_correct": 0, "parse_failures": 0,
+               "samples": config["eval"].get("samples", 1), "model": str(model), "config": config}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "samples.jsonl").write_text("", encoding="utf-8")
+        atomic_write_json(tmp / "summary.json", summary)
+    return summary
+
+
 def evaluate(config: dict, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
     """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
     from knobsweep.rewards import get_evaluator
 
     started = time.perf_counter()
+    not_merged = Path(model) / layout.NOT_MERGED
+    if not_merged.is_file():  # a run that never learned (knobsweep.merge): nothing to evaluate
+        return write_not_evaluated(config, model, out_dir, json.loads(not_merged.read_text())["reason"])
     missing = {"eval", "reward"} - set(config)
     if missing:
         raise ValueError(f"--config-json: missing sections {sorted(missing)} (expected eval and reward)")

@@ -6,7 +6,8 @@ adapter/, checkpoints/.
 Lifecycle (status.json): PENDING -> VALIDATING (config keys, dataset rows, the method's checks,
 the batch plan, the warm-start path, the model load) -> RUNNING -> COMPLETED | FAILED (an
 exception, a NaN/Inf loss) | CANCELLED (SIGTERM / SIGINT: a checkpoint is saved, exit 128 +
-signal) | EARLY_STOPPED (GRPO: an epoch with no learning signal; the adapter is saved, exit 0).
+signal) | EARLY_STOPPED (GRPO: an epoch with no learning signal, or none in the whole run, which
+status.json says as `learned: false`; the adapter is saved, exit 0).
 Running the same command again resumes from the latest checkpoint in OUT/checkpoints
 (metrics.jsonl / rollouts.jsonl are cut back to its step).
 """
@@ -26,7 +27,8 @@ import yaml
 from rich.console import Console
 
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
-from knobsweep.train.callbacks import LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
+from knobsweep.train.callbacks import (LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger,
+                                       NO_SIGNAL_HINT, StopRequest, never_learned)
 from knobsweep.train.health import HealthMonitor, NonFiniteError
 from knobsweep.train.method import Method, batch_plan, build_trl_config, get_method
 from knobsweep.train.status import (CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING,
@@ -194,9 +196,13 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
         raise
     finally:
         stop.in_loop = False
-    final, reason = (EARLY_STOPPED, lifecycle.early_stop_reason) if lifecycle.early_stop_reason else (COMPLETED, "")
+    nothing_learned = never_learned(read_jsonl(logs[0])) if method.name == "grpo" else None
+    reason = "; ".join(part for part in (nothing_learned, lifecycle.early_stop_reason) if part)
+    final = EARLY_STOPPED if reason else COMPLETED
+    reason += f"; {NO_SIGNAL_HINT}" if reason else ""
+    # learned: false tells the merge there is nothing to merge (knobsweep.merge.skip_reason)
     status.write(final, reason=reason, step=step, runtime_s=round(time.monotonic() - started, 2),
-                 summary=run_summary(logs[0], method.summary_keys))
+                 summary=run_summary(logs[0], method.summary_keys), learned=nothing_learned is None)
     if is_main:
         console.print(f"[bold]{method.title} {final.lower().replace('_', ' ')}[/]: {step} steps in "
                       f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
