@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from transformers import TrainerCallback
 
 from knobsweep.io import append_jsonl
@@ -115,7 +116,7 @@ class HealthCallback(TrainerCallback):
     def report(self, step: int, kind: str, message: str) -> None:
         self.status.warn(step, kind, message)
         if self.status.enabled:
-            self.console.print(f"[yellow]warning[/] step {step} {kind}: {message}")
+            self.console.print(f"[yellow]warning[/] step {step} {kind}: {escape(message)}")
 
 
 def any_process(flag: bool, device) -> bool:

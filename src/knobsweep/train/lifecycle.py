@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
 from knobsweep.train.callbacks import (LOGS_IN_CHECKPOINT, HealthCallback, LifecycleCallback, MetricsLogger,
@@ -182,14 +183,14 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
                 tokenizer.save_pretrained(tmp)
     except Cancelled as exc:
         status.write(CANCELLED, reason=str(exc))
-        console.print(f"[bold yellow]CANCELLED[/]: {exc}")
+        console.print(f"[bold yellow]CANCELLED[/]: {escape(str(exc))}")
         raise
     except NonFiniteError as exc:
         last = latest_checkpoint(checkpoints)
         status.warn(exc.step or status.step, "non_finite", str(exc))
         status.write(FAILED, reason=f"NonFiniteError: {exc}; stopped before the weights or a checkpoint took it; "
                                     f"last good checkpoint: {last if last else 'none'}")
-        console.print(f"[bold red]FAILED[/]: {exc}")
+        console.print(f"[bold red]FAILED[/]: {escape(str(exc))}")
         raise
     except BaseException as exc:
         status.write(FAILED, reason=f"{type(exc).__name__}: {exc}")
@@ -206,7 +207,7 @@ def run_training(config: dict, model_path: str, data_dir: str | Path, out_dir: s
     if is_main:
         console.print(f"[bold]{method.title} {final.lower().replace('_', ' ')}[/]: {step} steps in "
                       f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
-                      + (f"\n{reason}" if reason else ""))
+                      + (f"\n{escape(reason)}" if reason else ""))
     return out_dir
 
 
@@ -283,11 +284,11 @@ def _validate_and_build(method: Method, config, model_path, data_dir, out_dir, s
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLogger prints a table
     if state.is_main_process:
         lora = config["model"].get("lora")
-        console.print(f"[bold]{method.title}[/] {model_path}: {method.describe(config, dataset)}, "
+        console.print(f"[bold]{method.title}[/] {escape(str(model_path))}: {escape(method.describe(config, dataset))}, "
                       f"lr {train_cfg['learning_rate']}, "
                       f"{'LoRA r=' + str(lora['rank']) if lora else 'full fine-tune'}"
-                      + (f", warm start from {warm_description}" if warm_kind else ""))
-        console.print(f"[bold]batch[/]: {plan.explanation}")
+                      + (f", warm start from {escape(str(warm_description))}" if warm_kind else ""))
+        console.print(f"[bold]batch[/]: {escape(plan.explanation)}")
         if tracking.report_to != "none":
             console.print(f"[bold]tracking[/]: {tracking.report_to}")
     return trainer, tokenizer, lifecycle
