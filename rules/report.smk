@@ -5,6 +5,7 @@ rule report:
         html=layout.REPORT_HTML,
         csv=layout.REPORT_CSV,
         json=layout.REPORT_JSON,
+        done=touch(layout.REPORT_DONE),
     params:
         spec=per_job(lambda wildcards: str(pipeline.experiments[wildcards.experiment].path)),
     log:

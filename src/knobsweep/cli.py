@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from knobsweep import layout, runlinks
 from knobsweep.io import read_jsonl
@@ -25,7 +27,7 @@ def _load_or_exit(file: str) -> Experiment:
         return load_experiment(file)
     except SpecError as error:
         for problem in error.problems:
-            console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -37,9 +39,9 @@ def validate(args: argparse.Namespace) -> int:
         except SpecError as error:
             failed += 1
             for problem in error.problems:
-                console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+                console.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]ok[/green] {file}: experiment '{experiment.name}', "
+        console.print(f"[green]ok[/green] {escape(file)}: experiment '{escape(experiment.name)}', "
                       f"{len(experiment.runs)} runs", highlight=False)
     return 1 if failed else 0
 
@@ -61,7 +63,7 @@ def plan(args: argparse.Namespace) -> int:
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
 
     estimate = estimate_plan(experiment, root)
-    table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})")
+    table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
     for column in ("run", "knob changed", "value", "data", "train", "merge", "eval", "est. time", "est. cost"):
         table.add_column(column)
     to_run = set()
@@ -74,20 +76,20 @@ def plan(args: argparse.Namespace) -> int:
             cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
         knobs = ", ".join(run.changed) or "-"
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
-        table.add_row(run.name, knobs, values, *cells, *run_cells(estimate.runs[run.name]))
+        table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
     base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
     console.print(f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
                   f"{len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
     for line in summary_lines(estimate):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(Text(line), highlight=False, soft_wrap=True)
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
-    table = Table(title=f"{experiment.name}: training status")
+    table = Table(title=Text(f"{experiment.name}: training status"))
     for column in ("run", "state", "step", "reward", "elapsed s", "reason", "files"):
         table.add_column(column)
     runlinks.refresh([experiment], root)
@@ -98,10 +100,11 @@ def status(args: argparse.Namespace) -> int:
         # read_jsonl skips a torn last line: a run being written to is read mid-step.
         last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
         reward = last.get("reward")
-        table.add_row(run.name, state.get("state", "PENDING"), str(last.get("step", state.get("step", "-"))),
+        table.add_row(Text(run.name), Text(str(state.get("state", "PENDING"))),
+                      Text(str(last.get("step", state.get("step", "-")))),
                       f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", state.get("reason") or "",
-                      str(runlinks.run_folder(experiment.name, run.name, args.root)))
+                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", Text(str(state.get("reason") or "")),
+                      Text(str(runlinks.run_folder(experiment.name, run.name, args.root))))
     console.print(table)
     return 0
 
@@ -112,7 +115,7 @@ def report(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     written = build_report(experiment, Path(args.root))
     for path in written.values():
-        console.print(str(path), highlight=False)
+        console.print(Text(str(path)), highlight=False)
     return 0
 
 
@@ -124,11 +127,11 @@ def compare(args: argparse.Namespace) -> int:
     try:
         combined = combine(first, second)
     except ValueError as error:
-        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     written = build_report(combined, Path(args.root))
     for path in written.values():
-        console.print(str(path), highlight=False)
+        console.print(Text(str(path)), highlight=False)
     return 0
 
 
@@ -142,7 +145,7 @@ def schema(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         atomic_write_text(args.out, text)
-        console.print(args.out, highlight=False)
+        console.print(Text(args.out), highlight=False)
     return 0
 
 

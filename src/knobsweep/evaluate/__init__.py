@@ -265,11 +265,25 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def write_not_evaluated(job: EvalJob, model: str, out_dir: str | Path, reason: str) -> dict:
+    """The summary of a model that was not merged: no scores (None, never 0), and why."""
+    summary = {"not_evaluated": f"the run was not merged ({reason})", "score": None, "score_ci95": None,
+               "parts": {}, "n": 0, "n_valid": 0, "n_correct": 0, "parse_failures": 0,
+               "samples": job.eval.samples, "model": str(model), "config": job.model_dump(mode="json")}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / layout.SAMPLES).write_text("", encoding="utf-8")
+        atomic_write_json(tmp / layout.SUMMARY, summary)
+    return summary
+
+
 def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
     """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
     from knobsweep.rewards import get_evaluator
 
     started = time.perf_counter()
+    not_merged = Path(model) / layout.NOT_MERGED
+    if not_merged.is_file():  # a run that never learned (knobsweep.merge): nothing to evaluate
+        return write_not_evaluated(job, model, out_dir, json.loads(not_merged.read_text())["reason"])
     options = job.eval
     evaluator = get_evaluator(job.reward.model_dump())  # fail on a bad reward before generating
     rows = load_rows(data_dir)

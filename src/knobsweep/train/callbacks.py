@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from transformers import TrainerCallback
 
 from knobsweep import layout
@@ -117,7 +118,7 @@ class HealthCallback(TrainerCallback):
     def report(self, step: int, kind: str, message: str) -> None:
         self.status.warn(step, kind, message)
         if self.status.enabled:
-            self.console.print(f"[yellow]warning[/] step {step} {kind}: {message}")
+            self.console.print(f"[yellow]warning[/] step {step} {kind}: {escape(message)}")
 
 
 def any_process(flag: bool, device) -> bool:
@@ -145,6 +146,22 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
+
+
+# What to change when a GRPO run gets no learning signal (managed-RFT guidance: the group needs spread)
+NO_SIGNAL_HINT = ("try a higher rollout.temperature (0.8-1.0), a larger rollout.n (8-16), or an evaluator whose "
+                  "scores spread within a group (reward options, e.g. partial credit)")
+
+
+def never_learned(records: list[dict]) -> str | None:
+    """Why a GRPO run's weights never moved (every group of every step filtered), or None.
+
+    Read from metrics.jsonl, so a resumed run is judged on all its steps."""
+    rates = [r.get("filtered_group_rate") for r in records]
+    if not rates or any(not isinstance(rate, (int, float)) or rate < 1 for rate in rates):
+        return None
+    return (f"no learning signal: every group of all {len(rates)} steps had zero score variance (or no valid "
+            "score), so no step changed the weights")
 
 
 class LifecycleCallback(TrainerCallback):
