@@ -371,6 +371,7 @@ def test_a_finished_run_whose_adapter_was_deleted_resumes_from_its_final_checkpo
     # included. The rerun must take the final checkpoint back, not train again.
     model, data = inputs
     config = train_config(batch_size=1, epochs=1, save_every=4)  # 6 steps; the end is saved too
+    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # a learning signal: COMPLETED
     out = tmp_path / "train"
     code, output = finish(start(config, model, data, out, launcher=False))
     assert code == 0, output[-4000:]
