@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from knobsweep.data import convert_to_dir
-from knobsweep.evaluate import evaluate, pass_at_k, resolve_backend, score_samples, summarize
+from knobsweep.evaluate import evaluate, pass_at_k, score_samples, summarize
 from knobsweep.io import read_jsonl
 from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
 from knobsweep.rewards import Evaluation, get_evaluator
@@ -145,13 +144,6 @@ def test_bad_config_fails_before_writing(model, data, tmp_path):
     with pytest.raises(ValueError, match="eval.samples: got 0"):
         evaluate(config(samples=0), model, data, out)
     assert not out.exists()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_the_gpu_extra_says_how_to_get_it(model, data, tmp_path):
-    assert resolve_backend("auto") == "hf"
-    with pytest.raises(RuntimeError, match=r"pip install knobsweep\[gpu\]"):
-        evaluate(config(backend="vllm"), model, data, tmp_path / "eval")
 
 
 def _record(row_id, completion, ground_truth="42", score=None):
