@@ -61,8 +61,12 @@ def generate(
         raise VLLMUnavailable(explain_failure(exc, model_name)) from exc
     finally:
         llm.llm_engine.engine_core.shutdown()  # its processes and memory go now, not at garbage collection
+    # Text as the hf backend decodes it: vLLM's incremental detokenizer holds back a last incomplete UTF-8
+    # character (a byte-level token cut by max_tokens) where a decode of the whole sequence writes U+FFFD.
+    tokenizer = llm.get_tokenizer()
     return Generations(
-        completions=[[choice.text for choice in out.outputs] for out in outputs],
+        completions=[[tokenizer.decode(choice.token_ids, skip_special_tokens=True) for choice in out.outputs]
+                     for out in outputs],
         completion_tokens=sum(len(choice.token_ids) for out in outputs for choice in out.outputs),
         generate_s=generate_s,
     )
