@@ -74,7 +74,8 @@ def compare_eval(model: Path, data: Path, root: Path, max_tokens: int, env: dict
         print(f"{name:5s} {s['completion_tokens']:7d} tokens in {s['generate_s']:7.2f} s = "
               f"{s['tokens_per_s']:8.0f} tokens/s; stage wall {result['wall']:6.1f} s"
               + (f"; engine start-up {result['startup']:.1f} s" if result["startup"] is not None else ""))
-    print(f"generation tokens/s, vLLM / transformers: {vllm['summary']['tokens_per_s'] / hf['summary']['tokens_per_s']:.1f}x")
+    ratio = vllm["summary"]["tokens_per_s"] / hf["summary"]["tokens_per_s"]
+    print(f"generation tokens/s, vLLM / transformers: {ratio:.1f}x")
     same = sum(a == b for a, b in zip(hf["completions"], vllm["completions"]))
     print(f"greedy agreement: {same}/{prompts} prompts ({same / prompts:.1%})")
     fixed_hf = hf["wall"] - hf["summary"]["generate_s"]

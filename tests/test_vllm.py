@@ -1,8 +1,7 @@
 """vLLM for real (vLLM's CPU build on a machine without CUDA): the eval backend against the hf backend on a
 merged tiny model, GRPO with colocated vLLM generation, and the failures that must be clear errors.
 
-vLLM's engine takes tens of seconds to start; each evaluation starts its own (its seed makes sampling
-reproducible), so the assertions share one set of evaluations."""
+vLLM's engine takes tens of seconds to start, so the evaluations share one stage process (one engine)."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from knobsweep.io import read_jsonl
 from knobsweep.merge import merge_adapter_into_base
 from knobsweep.models import tiny
 from knobsweep.train.grpo import vllm_problem
-from knobsweep.vllm_env import install_command, installed_version
+from knobsweep.vllm_env import explain_failure, install_command, installed_version
 from test_merge import make_adapter
 from test_train_grpo import ACCELERATE, gsm8k_inputs, train_config
 
@@ -43,7 +42,7 @@ def eval_config(**options) -> dict:
                      "batch_size": 16, "seed": 0, **options}, "reward": REWARD}
 
 
-# name -> eval config; run in this order by one process.
+# name -> eval config; run in this order by one process, so the vLLM ones share an engine.
 EVAL_RUNS = {
     "hf": eval_config(backend="hf"),
     "vllm": eval_config(),
@@ -151,7 +150,7 @@ def test_vllm_sampling_gives_distinct_reproducible_samples(evals):
         per_row.setdefault(record["row_id"], []).append(record["completion"])
     assert all(len(samples) == SAMPLES for samples in per_row.values())
     assert sum(len(set(samples)) > 1 for samples in per_row.values()) > EVAL_ROWS // 2
-    # eval.seed seeds the engine: the same config, the same samples.
+    # The request's seed, not the engine's state or batching, decides the samples: the same config, the same samples.
     assert completions(root / "vllm-sampled-again") == completions(root / "vllm-sampled")
 
 
@@ -163,6 +162,7 @@ def test_the_log_says_which_backend_ran_where(evals):
     assert "eval backend: hf (eval.backend)" in log and "eval backend: vllm (eval.backend)" in log
     where = "on CUDA" if torch.cuda.is_available() else "on the CPU (VLLM_CPU_KVCACHE_SPACE=1 GiB)"
     assert f"vLLM: {installed_version()} {where}; starting an engine" in log
+    assert log.count("starting an engine") == 1  # three vLLM evaluations, one engine
 
 
 @cpu_only
@@ -213,6 +213,19 @@ def test_a_kv_cache_that_cannot_fit_fails_with_the_fix(merged, data, tmp_path, g
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"error: {message}" in proc.stderr
     assert "starting an engine" not in proc.stderr and not out.exists()
+
+
+def test_vllm_errors_after_start_up_keep_vllms_words_and_add_the_fix():
+    # Messages vLLM 0.32 raised here: KV cache space 0 with the engine in-process, and an engine process's death.
+    no_blocks = ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+                           "when initializing the engine (this flag also controls CPU memory reservation on the "
+                           "CPU backend, despite its name).")
+    assert explain_failure(no_blocks, "M") == (
+        f"vLLM failed on M: ValueError: {no_blocks}; fix: no memory for the KV cache: on a CPU set "
+        "VLLM_CPU_KVCACHE_SPACE (GiB of host memory, e.g. 1); on a GPU raise gpu_memory_utilization")
+    dead = RuntimeError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+    assert explain_failure(dead, "M").endswith("(vLLM's engine process printed the root cause above this line "
+                                               "in the log)")
 
 
 @cpu_only

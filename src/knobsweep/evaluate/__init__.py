@@ -95,7 +95,8 @@ def resolve_backend(name: str) -> tuple[str, str]:
 
     if not cuda_available():
         installed = installed_version()
-        return "hf", "auto: no CUDA GPU" + (f"; {installed} is installed: eval.backend vllm runs it" if installed else "")
+        return "hf", "auto: no CUDA GPU" + (f"; {installed} is installed: eval.backend vllm runs it"
+                                            if installed else "")
     try:
         import_vllm()
     except VLLMUnavailable as exc:
