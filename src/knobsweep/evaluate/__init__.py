@@ -87,7 +87,7 @@ def resolve_backend(name: str) -> tuple[str, str]:
     """(backend, why): `auto` -> `vllm` where a CUDA GPU is present and vllm imports, else `hf`.
 
     On a CPU, auto keeps hf even with vLLM's CPU build installed: its engine start-up (tens of
-    seconds, bench/vllm.py) outweighs its faster generation at the sizes a CPU evaluates.
+    seconds, bench/vllm_vs_hf.py) outweighs its faster generation at the sizes a CPU evaluates.
     """
     if name != "auto":
         return name, "eval.backend"
