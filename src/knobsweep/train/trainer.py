@@ -67,6 +67,10 @@ class KnobsweepKTOTrainer(FiniteLossMixin, KTOTrainer):
 class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
     def __init__(self, *args, filter_groups: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.use_vllm:  # vLLM's CPU build cannot take TRL's weight sync (train/vllm_sync.py)
+            from knobsweep.train.vllm_sync import sync_through_reload_on_cpu
+
+            sync_through_reload_on_cpu(self.vllm_generation)
         self.filter_groups = filter_groups
         self._batch_rewards: torch.Tensor | None = None
         self.epoch_groups = 0  # groups generated / filtered in the current epoch (reset by the callback)
