@@ -255,7 +255,8 @@ def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.Compl
 @needs_vllm
 def test_grpo_with_colocated_vllm_trains_and_generates_from_the_trained_weights(grpo_inputs, tmp_path):
     model, data = grpo_inputs
-    config = train_config(loss="dapo", learning_rate=5e-3)  # 24 prompts / 2 per step = 12 steps
+    config = train_config(loss="dapo")  # 24 prompts / 2 per step = 12 steps
+    config["model"]["lora"]["alpha"] = 160  # LoRA scale 20 at the largest learning rate: the weights move fast
     config["rollout"]["vllm"] = "colocate"
     config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # every group has variance
     out = tmp_path / "train"
@@ -267,15 +268,13 @@ def test_grpo_with_colocated_vllm_trains_and_generates_from_the_trained_weights(
 
     # vLLM generates from the weights being trained: TRL compares the log-probabilities vLLM reported for
     # each sampled token with the training model's. Synced every step they stay within 0.1 here; with the
-    # engine left on the initial weights they reach 1-4.5 by step 3 (measured at this learning rate).
+    # engine left on the initial weights they reach 1.2 at step 2 and 3-4 after (measured with this LoRA scale).
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, 13))
     drift = [m["sampling/sampling_logp_difference/max"] for m in metrics]
     assert max(drift) < 0.5, drift
 
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
-    l2 = sum(float(t.float().pow(2).sum()) for t in adapter.values()) ** 0.5
-    assert l2 != pytest.approx(status["initial_weights"]["l2"], rel=1e-3)  # the adapter changed
     assert max(float(t.abs().max()) for name, t in adapter.items() if "lora_B" in name) > 0  # B starts at zero
 
 
