@@ -30,9 +30,9 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         pipeline.reports(),
-    default_target: True
 
 
 # results/<experiment>/runs/<run>/: links to each run's stage folders, for people (knobsweep.runlinks)

@@ -70,8 +70,13 @@ def snakemake(work: Path, *args: str, repeat: int = 1) -> tuple[float, str]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=work, env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         times.append(time.perf_counter() - start)
         if result.returncode != 0:
             raise SystemExit(f"snakemake {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
@@ -154,16 +159,20 @@ def main() -> int:
             elapsed, out = snakemake(work, "-n", repeat=args.repeat)
             quiet, _ = snakemake(work, "-n", "--quiet", repeat=args.repeat)
             target = f" (target <= {targets[runs]:.0f} s)" if runs in targets else ""
-            print(f"{runs:>6} runs: spec + job tables {table_s:6.2f} s; snakemake -n {elapsed:6.2f} s"
-                  f"{target}, -n --quiet {quiet:6.2f} s; {jobs(out)} jobs")
+            print(
+                f"{runs:>6} runs: spec + job tables {table_s:6.2f} s; snakemake -n {elapsed:6.2f} s"
+                f"{target}, -n --quiet {quiet:6.2f} s; {jobs(out)} jobs"
+            )
         if args.noop:
             work = workdir(Path(tmp), args.noop)
             fake_outputs(work)
             touch_s, _ = snakemake(work, "--touch")
             elapsed, out = snakemake(work, "-n", repeat=args.repeat)
             status = "nothing to do" if "Nothing to be done" in out else f"{jobs(out)} jobs planned (!)"
-            print(f"{args.noop:>6} runs finished (--touch {touch_s:.1f} s): no-op snakemake -n {elapsed:6.2f} s "
-                  f"(target <= 3 s); {status}")
+            print(
+                f"{args.noop:>6} runs finished (--touch {touch_s:.1f} s): no-op snakemake -n {elapsed:6.2f} s "
+                f"(target <= 3 s); {status}"
+            )
     return 0
 
 

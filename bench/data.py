@@ -95,16 +95,45 @@ def run(tmp: Path, base_config: dict, args) -> None:
     with custom.open("w") as out:
         for line in (gsm8k / "train.jsonl").read_text().splitlines():
             record = json.loads(line)
-            out.write(json.dumps({"problem": record["question"], "solution": record["answer"],
-                                  "final_answer": record["answer"].rsplit("#### ", 1)[1].replace(",", "")}) + "\n")
-    cases.append(("custom jsonl rl", {"source": "jsonl", "format": "rl", "path": str(custom), "eval_ratio": 0.1,
-                                      "prompt_key": "problem", "ground_truth_key": "final_answer"}, None))
+            out.write(
+                json.dumps(
+                    {
+                        "problem": record["question"],
+                        "solution": record["answer"],
+                        "final_answer": record["answer"].rsplit("#### ", 1)[1].replace(",", ""),
+                    }
+                )
+                + "\n"
+            )
+    cases.append(
+        (
+            "custom jsonl rl",
+            {
+                "source": "jsonl",
+                "format": "rl",
+                "path": str(custom),
+                "eval_ratio": 0.1,
+                "prompt_key": "problem",
+                "ground_truth_key": "final_answer",
+            },
+            None,
+        )
+    )
 
     try:
         converter("openspiel")
-        cases.append((f"openspiel {len(OPENSPIEL_CASES)} x {args.tasks_per_case}",
-                      {"source": "openspiel", "format": "rl", "cases": OPENSPIEL_CASES,
-                       "train_size": args.tasks_per_case * len(OPENSPIEL_CASES)}, 10.0))
+        cases.append(
+            (
+                f"openspiel {len(OPENSPIEL_CASES)} x {args.tasks_per_case}",
+                {
+                    "source": "openspiel",
+                    "format": "rl",
+                    "cases": OPENSPIEL_CASES,
+                    "train_size": args.tasks_per_case * len(OPENSPIEL_CASES),
+                },
+                10.0,
+            )
+        )
     except ImportError as error:
         print(f"  (openspiel skipped: knobsweep.data.openspiel is not importable: {error})")
 
@@ -116,7 +145,9 @@ def run(tmp: Path, base_config: dict, args) -> None:
             out = layout.path(layout.DATA_DIR, tmp, key=key)
             # Each repeat converts into a fresh directory, as a first run does.
             fresh = (out.with_name(f"{key}-{i}") for i in range(args.repeat))
-            elapsed, manifest = best_of(args.repeat, lambda options=options, fresh=fresh: convert_to_dir(options, next(fresh)))
+            elapsed, manifest = best_of(
+                args.repeat, lambda options=options, fresh=fresh: convert_to_dir(options, next(fresh))
+            )
         except FieldError as error:
             print(f"  {name:28s} failed: {error}")
             continue
@@ -133,9 +164,11 @@ def run(tmp: Path, base_config: dict, args) -> None:
         inputs = manifest["inputs"]
         size = sum(Path(p).stat().st_size for p in inputs if Path(p).is_file())
         hit = keys[0] == keys[1] == key and (out / "manifest.json").is_file()
-        print(f"  {'':28s} re-run: key {keys[0]} computed twice in {key_times[0] * 1000:.1f} / "
-              f"{key_times[1] * 1000:.1f} ms (hashing {len(inputs)} input(s), {size / 1e6:.1f} MB); "
-              f"{'equal, output exists -> cache hit, no data job' if hit else 'MISS'}")
+        print(
+            f"  {'':28s} re-run: key {keys[0]} computed twice in {key_times[0] * 1000:.1f} / "
+            f"{key_times[1] * 1000:.1f} ms (hashing {len(inputs)} input(s), {size / 1e6:.1f} MB); "
+            f"{'equal, output exists -> cache hit, no data job' if hit else 'MISS'}"
+        )
 
 
 if __name__ == "__main__":

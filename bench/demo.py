@@ -27,9 +27,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -61,20 +68,26 @@ def main() -> int:
     last = sum(row["reward_last20"] for row in baselines) / len(baselines)
     ratio = last / first if first else float("inf")
     rose = last >= first + 0.1
-    print(f"baseline reward (mean over {len(baselines)} seed(s)): first 20% of steps {first:.4f}, last 20% {last:.4f}, "
-          f"ratio {ratio:.2f} (target: up by >= 0.1, {'ok' if rose else 'NOT MET'})")
+    print(
+        f"baseline reward (mean over {len(baselines)} seed(s)): first 20% of steps {first:.4f}, last 20% {last:.4f}, "
+        f"ratio {ratio:.2f} (target: up by >= 0.1, {'ok' if rose else 'NOT MET'})"
+    )
     for name, row in rows.items():
         failures = row.get("eval_parse_failures")
-        print(f"  {name:26s} eval score {row.get('eval_score')}  parse failures {failures}/{row.get('eval_n')}"
-              f"  final reward {row.get('final_reward')}")
+        print(
+            f"  {name:26s} eval score {row.get('eval_score')}  parse failures {failures}/{row.get('eval_n')}"
+            f"  final reward {row.get('final_reward')}"
+        )
     moves = verdicts_move(summary)
     first_screen = first_screen_ok(clone / "results" / "demo" / "report.html")
 
     started = time.perf_counter()
     dry = run([str(clone / ".venv" / "bin" / "snakemake"), "-n", "--config", "experiments=demo"], clone)
     nothing = "Nothing to be done" in dry.stdout
-    print(f"snakemake -n after the demo: {'nothing to do' if nothing else 'JOBS PLANNED'} "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"snakemake -n after the demo: {'nothing to do' if nothing else 'JOBS PLANNED'} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     return 0 if nothing and rose and moves and first_screen is not False and elapsed <= 600 else 1
 
 
@@ -85,8 +98,10 @@ def verdicts_move(summary: dict) -> bool:
         ci = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" if row["ci_low"] is not None else ""
         delta = f"{row['delta']:+.3f}" if row["delta"] is not None else "-"
         reward = f"{row['delta_final_reward']:+.3f}" if row["delta_final_reward"] is not None else "-"
-        print(f"  {row['arm']:24s} vs {row['versus']:10s} Δ {delta} {ci:18s} {row['verdict']:14s} "
-              f"Δ reward {reward}  {row['method']}{row['reason']}")
+        print(
+            f"  {row['arm']:24s} vs {row['versus']:10s} Δ {delta} {ci:18s} {row['verdict']:14s} "
+            f"Δ reward {reward}  {row['method']}{row['reason']}"
+        )
     baseline = next(row for row in summary["verdicts"] if row["baseline"])
     arms = [row["verdict"] for row in summary["verdicts"] if not row["baseline"]]
     base_rows = [row for row in summary["rows"] if not row["reference"] and not row["changed"]]
@@ -117,19 +132,27 @@ def first_screen_ok(report: Path) -> bool | None:
         return None
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         page = context.new_page()
         page.goto(report.as_uri(), wait_until="load")
         page.wait_for_selector("body[data-complete]", timeout=60_000)
         boxes = [page.locator(selector).first.bounding_box() for selector in ("table.verdict", "#fig-forest .main-svg")]
         wide = page.evaluate("document.documentElement.scrollWidth")
         context.close()
-    ok = all(box and box["y"] + box["height"] <= 1000 and box["x"] + box["width"] <= 1400 for box in boxes) \
+    ok = (
+        all(box and box["y"] + box["height"] <= 1000 and box["x"] + box["width"] <= 1400 for box in boxes)
         and wide <= 1400
-    print(f"first screen at 1400 x 1000 px: verdict table bottom {boxes[0]['y'] + boxes[0]['height']:.0f} px, "
-          f"forest plot bottom {boxes[1]['y'] + boxes[1]['height']:.0f} px, page width {wide} px: "
-          f"{'ok' if ok else 'NOT MET'}")
+    )
+    print(
+        f"first screen at 1400 x 1000 px: verdict table bottom {boxes[0]['y'] + boxes[0]['height']:.0f} px, "
+        f"forest plot bottom {boxes[1]['y'] + boxes[1]['height']:.0f} px, page width {wide} px: "
+        f"{'ok' if ok else 'NOT MET'}"
+    )
     return ok
 
 

@@ -40,21 +40,37 @@ def main() -> int:
     data_dir = REPO / "data" / "gsm8k"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        convert_to_dir({"source": "gsm8k", "path": str(data_dir), "train_size": 200, "eval_size": args.rows},
-                       tmp / "data")
+        convert_to_dir(
+            {"source": "gsm8k", "path": str(data_dir), "train_size": 200, "eval_size": args.rows}, tmp / "data"
+        )
         model = build_tiny_model(texts_from_parquet(tmp / "data" / "train.parquet"), tmp / "model")
-        job = EvalJob.model_validate({"eval": {"backend": "hf", "temperature": 0.0, "max_tokens": args.max_tokens,
-                                               "batch_size": args.batch_size}, "reward": {"name": "gsm8k"}})
+        job = EvalJob.model_validate(
+            {
+                "eval": {
+                    "backend": "hf",
+                    "temperature": 0.0,
+                    "max_tokens": args.max_tokens,
+                    "batch_size": args.batch_size,
+                },
+                "reward": {"name": "gsm8k"},
+            }
+        )
         started = time.perf_counter()
         summary = evaluate(job, model, tmp / "data", tmp / "eval")
         wall = time.perf_counter() - started
-    print(f"hf backend, tiny model, CPU ({torch.get_num_threads()} threads), {args.rows} prompts, "
-          f"max_tokens {args.max_tokens}, batch {args.batch_size}")
-    print(f"generated tokens: {summary['completion_tokens']}; generation {summary['generate_s']:.2f} s; "
-          f"tokens/s {summary['tokens_per_s']:.0f}; stage wall {wall:.2f} s (load + score + write included)")
+    print(
+        f"hf backend, tiny model, CPU ({torch.get_num_threads()} threads), {args.rows} prompts, "
+        f"max_tokens {args.max_tokens}, batch {args.batch_size}"
+    )
+    print(
+        f"generated tokens: {summary['completion_tokens']}; generation {summary['generate_s']:.2f} s; "
+        f"tokens/s {summary['tokens_per_s']:.0f}; stage wall {wall:.2f} s (load + score + write included)"
+    )
     for name, entry in summary.get("parsers", {}).items():
-        print(f"  {name:12s} accuracy {entry['score']:.3f} CI95 {entry['ci95']} "
-              f"parse failures {entry['parse_failures']}/{entry['n']}")
+        print(
+            f"  {name:12s} accuracy {entry['score']:.3f} CI95 {entry['ci95']} "
+            f"parse failures {entry['parse_failures']}/{entry['n']}"
+        )
     print(json.dumps({k: summary[k] for k in ("score", "score_ci95", "n")}))
     return 0
 

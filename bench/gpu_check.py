@@ -75,8 +75,11 @@ def padded_tokenizer(texts: list[str], vocab_size: int):
         code += 1
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-        eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token, padding_side="left",
-        chat_template=tokenizer.chat_template, model_max_length=QWEN2_5_0_5B["max_position_embeddings"],
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        padding_side="left",
+        chat_template=tokenizer.chat_template,
+        model_max_length=QWEN2_5_0_5B["max_position_embeddings"],
     )
 
 
@@ -88,8 +91,12 @@ def build_model(texts: list[str], out: Path, shape: dict) -> Path:
     from knobsweep.models.tiny import IM_START
 
     tokenizer = padded_tokenizer(texts, shape["vocab_size"])
-    config = Qwen2Config(**shape, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.convert_tokens_to_ids(IM_START), eos_token_id=tokenizer.eos_token_id)
+    config = Qwen2Config(
+        **shape,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.convert_tokens_to_ids(IM_START),
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -120,12 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+    from vllm_vs_hf import compare_eval, compare_grpo
 
     from knobsweep.data import convert_to_dir
     from knobsweep.models.tiny import texts_from_parquet
     from knobsweep.resources import launch_args
     from knobsweep.vllm_env import installed_version
-    from vllm_vs_hf import compare_eval, compare_grpo
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:
@@ -139,11 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        convert_to_dir({"source": "gsm8k", "path": str(REPO / "data" / "gsm8k"),
-                        "train_size": args.grpo_batch * args.grpo_steps, "eval_size": args.rows}, root / "data")
+        convert_to_dir(
+            {
+                "source": "gsm8k",
+                "path": str(REPO / "data" / "gsm8k"),
+                "train_size": args.grpo_batch * args.grpo_steps,
+                "eval_size": args.rows,
+            },
+            root / "data",
+        )
         shape = {**QWEN2_5_0_5B, **(SMOKE if args.smoke else {})}
-        model = build_model(texts_from_parquet(root / "data" / "train.parquet"),
-                            root / ("qwen2.5-0.5b-shape-smoke" if args.smoke else "qwen2.5-0.5b-shape"), shape)
+        model = build_model(
+            texts_from_parquet(root / "data" / "train.parquet"),
+            root / ("qwen2.5-0.5b-shape-smoke" if args.smoke else "qwen2.5-0.5b-shape"),
+            shape,
+        )
         compare_eval(model, root / "data", root, args.max_tokens, env)
         modes = ("colocate",) if args.skip_grpo_off else ("off", "colocate")
         compare_grpo(model, root / "data", root, modes, args.grpo_batch, args.grpo_max_tokens, launcher, env)

@@ -41,11 +41,28 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 BATCH_SIZE, N, MAX_TOKENS, LR, FORMAT_WEIGHT = 2, 4, 16, 5e-4, 0.5
-LORA = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-        "exclude_modules": ["lm_head", "embed_tokens"]}
+LORA = {
+    "rank": 8,
+    "alpha": 16,
+    "dropout": 0.05,
+    "target_modules": "all-linear",
+    "exclude_modules": ["lm_head", "embed_tokens"],
+}
 SKIP = 2  # warm-up steps left out of the median
 
 
@@ -53,8 +70,17 @@ def knobsweep_config(**train) -> dict:
     """The resolved TRAIN section (docs/contracts.md) of the benchmark run."""
     return {
         "model": {"name": "tiny", "lora": LORA},
-        "train": {"method": "grpo", "loss": "grpo", "learning_rate": LR, "epochs": 1, "batch_size": BATCH_SIZE,
-                  "kl_beta": None, "log_every": 1, "trl": {}, **train},
+        "train": {
+            "method": "grpo",
+            "loss": "grpo",
+            "learning_rate": LR,
+            "epochs": 1,
+            "batch_size": BATCH_SIZE,
+            "kl_beta": None,
+            "log_every": 1,
+            "trl": {},
+            **train,
+        },
         "rollout": {"n": N, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": MAX_TOKENS, "extra_body": {}},
         "reward": {"name": "gsm8k", "format_weight": FORMAT_WEIGHT},
         "seed": 0,
@@ -65,13 +91,32 @@ def plain_grpo_config_kwargs(out_dir: Path) -> dict:
     """The GRPOConfig fields knobsweep derives for knobsweep_config() (grpo loss, 1 process, CPU)."""
     return dict(
         output_dir=str(out_dir / "checkpoints"),
-        loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001, importance_sampling_level="token",
-        learning_rate=LR, num_train_epochs=1,
-        per_device_train_batch_size=BATCH_SIZE * N, gradient_accumulation_steps=1, num_generations=N,
-        temperature=1.0, top_p=1.0, top_k=0, max_completion_length=MAX_TOKENS, generation_kwargs=None,
-        seed=0, logging_steps=1, save_strategy="steps", save_steps=50, save_total_limit=2, report_to="none",
-        disable_tqdm=True, mask_truncated_completions=False,
-        use_cpu=True, bf16=False, gradient_checkpointing=False,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.2,
+        beta=0.001,
+        importance_sampling_level="token",
+        learning_rate=LR,
+        num_train_epochs=1,
+        per_device_train_batch_size=BATCH_SIZE * N,
+        gradient_accumulation_steps=1,
+        num_generations=N,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_completion_length=MAX_TOKENS,
+        generation_kwargs=None,
+        seed=0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=50,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        mask_truncated_completions=False,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
     )
 
 
@@ -90,8 +135,13 @@ def step_timer(out: Path):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "train_runtime" not in logs:
-                self.times.append({"step": state.global_step, "elapsed_s": time.monotonic() - self.wall0,
-                                   "cpu_s": time.process_time() - self.cpu0})
+                self.times.append(
+                    {
+                        "step": state.global_step,
+                        "elapsed_s": time.monotonic() - self.wall0,
+                        "cpu_s": time.process_time() - self.cpu0,
+                    }
+                )
 
         def on_train_end(self, args, state, control, **kwargs):
             out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +151,7 @@ def step_timer(out: Path):
 
 
 # --- (b) plain TRL, run as `overhead.py plain ...` in a subprocess ------------------------
+
 
 def plain_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="overhead.py plain")
@@ -134,17 +185,26 @@ def plain_main(argv: list[str]) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32),
-        reward_funcs=[gsm8k], args=GRPOConfig(**plain_grpo_config_kwargs(out)), train_dataset=dataset,
-        processing_class=tokenizer, callbacks=[timer],
-        peft_config=LoraConfig(r=LORA["rank"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                               target_modules=LORA["target_modules"], exclude_modules=LORA["exclude_modules"],
-                               task_type="CAUSAL_LM"),
+        reward_funcs=[gsm8k],
+        args=GRPOConfig(**plain_grpo_config_kwargs(out)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+        peft_config=LoraConfig(
+            r=LORA["rank"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["target_modules"],
+            exclude_modules=LORA["exclude_modules"],
+            task_type="CAUSAL_LM",
+        ),
     )
     trainer.train()
     return 0
 
 
 # --- (a') knobsweep with group filtering off, optionally profiled: `overhead.py knobsweep ...` ---
+
 
 def knobsweep_main(argv: list[str]) -> int:
     """knobsweep.train's CLI with KnobsweepGRPOTrainer(filter_groups=False): the same work per step as
@@ -178,9 +238,14 @@ def knobsweep_main(argv: list[str]) -> int:
 
 # --- the driver ---------------------------------------------------------------------------
 
+
 def environment(threads: int) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-            "PYTHONPATH": str(REPO / "src")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONPATH": str(REPO / "src"),
+    }
 
 
 def run(command: list[str], threads: int) -> float:
@@ -196,8 +261,10 @@ def run_together(commands: dict[str, list[str]], threads: int, root: Path) -> di
     started, processes, walls = time.perf_counter(), {}, {}
     for name, command in commands.items():
         log = open(root / f"{name.replace(' ', '_')}.log", "w")
-        processes[name] = (subprocess.Popen(command, cwd=REPO, env=environment(threads), stdout=log,
-                                            stderr=subprocess.STDOUT), log)
+        processes[name] = (
+            subprocess.Popen(command, cwd=REPO, env=environment(threads), stdout=log, stderr=subprocess.STDOUT),
+            log,
+        )
     for name, (process, log) in processes.items():
         code = process.wait()
         walls[name] = time.perf_counter() - started
@@ -215,8 +282,14 @@ def step_seconds(records: list[dict], key: str = "elapsed_s") -> list[float]:
 
 def prepare(root: Path, steps: int, threads: int) -> tuple[Path, Path]:
     data, model = root / "data", root / "tiny"
-    section = {"source": "gsm8k", "format": "rl", "path": str(REPO / "data" / "gsm8k"),
-               "train_size": steps * BATCH_SIZE, "eval_size": 4, "seed": 0}
+    section = {
+        "source": "gsm8k",
+        "format": "rl",
+        "path": str(REPO / "data" / "gsm8k"),
+        "train_size": steps * BATCH_SIZE,
+        "eval_size": 4,
+        "seed": 0,
+    }
     run([sys.executable, "-m", "knobsweep.data", "--config-json", json.dumps(section), "--out", str(data)], threads)
     run([sys.executable, "-m", "knobsweep.models.tiny", "--data", str(data), "--out", str(model)], threads)
     return data, model
@@ -233,10 +306,22 @@ def command(kind: str, data: Path, model: Path, out: Path, profile: Path | None 
     if kind == "knobsweep":  # exactly the pipeline's command
         return LAUNCH + ["-m", "knobsweep.train", *stage]
     if kind in ("knobsweep no-filter", "knobsweep no-timeout"):
-        return LAUNCH + [str(Path(__file__).resolve()), "knobsweep",
-                         *(["--profile", str(profile)] if profile else []), *stage]
-    return LAUNCH + [str(Path(__file__).resolve()), "plain", "--model", str(model), "--data", str(data),
-                     "--out", str(out)]
+        return LAUNCH + [
+            str(Path(__file__).resolve()),
+            "knobsweep",
+            *(["--profile", str(profile)] if profile else []),
+            *stage,
+        ]
+    return LAUNCH + [
+        str(Path(__file__).resolve()),
+        "plain",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
 
 
 def read_result(kind: str, out: Path) -> dict:
@@ -244,8 +329,9 @@ def read_result(kind: str, out: Path) -> dict:
     if kind.startswith("knobsweep"):
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
         zero = [r["filtered_group_rate"] for r in metrics if isinstance(r.get("filtered_group_rate"), (int, float))]
-        result.update(steps=len(metrics), wall=step_seconds(metrics),
-                      zero_variance=statistics.mean(zero) if zero else None)
+        result.update(
+            steps=len(metrics), wall=step_seconds(metrics), zero_variance=statistics.mean(zero) if zero else None
+        )
     if kind != "knobsweep":  # the StepTimer's wall and CPU clocks
         timed = json.loads((out / "step_times.json").read_text())
         result.update(steps=len(timed), wall=step_seconds(timed), cpu=step_seconds(timed, "cpu_s"))
@@ -276,13 +362,20 @@ def main() -> int:
 
 def measure(args: argparse.Namespace, root: Path) -> int:
     data, model = prepare(root, args.steps, args.threads)
-    print(f"GRPO tiny model, batch {BATCH_SIZE} x n={N}, max_tokens {MAX_TOKENS}, {args.steps} steps, "
-          f"{args.threads} thread(s), kinds run {'apart' if args.apart else 'together'}; medians over steps "
-          f"{SKIP + 1}..{args.steps}; cpu = CPU seconds of every thread of the trainer process")
-    ratios: dict[str, list[float]] = {"knobsweep wall": [], "no-filter wall": [], "no-filter cpu": [],
-                                      "no-timeout wall": [], "no-timeout cpu": []}
+    print(
+        f"GRPO tiny model, batch {BATCH_SIZE} x n={N}, max_tokens {MAX_TOKENS}, {args.steps} steps, "
+        f"{args.threads} thread(s), kinds run {'apart' if args.apart else 'together'}; medians over steps "
+        f"{SKIP + 1}..{args.steps}; cpu = CPU seconds of every thread of the trainer process"
+    )
+    ratios: dict[str, list[float]] = {
+        "knobsweep wall": [],
+        "no-filter wall": [],
+        "no-filter cpu": [],
+        "no-timeout wall": [],
+        "no-timeout cpu": [],
+    }
     for repeat in range(args.repeats):
-        names = KINDS[repeat % len(KINDS):] + KINDS[:repeat % len(KINDS)]  # rotate who starts first
+        names = KINDS[repeat % len(KINDS) :] + KINDS[: repeat % len(KINDS)]  # rotate who starts first
         outs = {name: root / f"{name.replace(' ', '_')}-{repeat}" for name in names}
         commands = {name: command(name, data, model, outs[name]) for name in names}
         if args.apart:
@@ -300,13 +393,16 @@ def measure(args: argparse.Namespace, root: Path) -> int:
             print(line + ")")
         plain = results["plain TRL"]
         for key in ratios:
-            name = {"knobsweep": "knobsweep", "no-filter": "knobsweep no-filter",
-                    "no-timeout": "knobsweep no-timeout"}[key.split()[0]]
+            name = {"knobsweep": "knobsweep", "no-filter": "knobsweep no-filter", "no-timeout": "knobsweep no-timeout"}[
+                key.split()[0]
+            ]
             clock = key.split()[1]
             ratios[key].append(statistics.median(results[name][clock]) / statistics.median(plain[clock]))
         print("  / plain TRL: " + ", ".join(f"{key} {values[-1]:.3f}" for key, values in ratios.items()))
-    print("median ratio to plain TRL over the repeats (target <= 1.10): "
-          + ", ".join(f"{key} {statistics.median(values):.3f}" for key, values in ratios.items()))
+    print(
+        "median ratio to plain TRL over the repeats (target <= 1.10): "
+        + ", ".join(f"{key} {statistics.median(values):.3f}" for key, values in ratios.items())
+    )
     if args.profile:
         profile(root, data, model, args.threads)
     return 0
@@ -332,8 +428,13 @@ def profile(root: Path, data: Path, model: Path, threads: int) -> None:
         """cumtime of a knobsweep override minus what it spends in TRL / transformers (its super() call,
         reached through TRL's profiling decorator)."""
         keys = find(file_end, function)
-        library = sum(entry[3] for key, stat in stats.items() if "/trl/" in key[0] or "/transformers/" in key[0]
-                      for who, entry in stat[4].items() if who in keys)
+        library = sum(
+            entry[3]
+            for key, stat in stats.items()
+            if "/trl/" in key[0] or "/transformers/" in key[0]
+            for who, entry in stat[4].items()
+            if who in keys
+        )
         return sum(stats[key][3] for key in keys) - library
 
     def in_loop_share(steps: int) -> float:
@@ -344,30 +445,45 @@ def profile(root: Path, data: Path, model: Path, threads: int) -> None:
     def called_from(file_end: str, function: str, caller_end: str, caller: str) -> float:
         """cumtime of `function` spent in calls from `caller`."""
         callers = find(caller_end, caller)
-        return sum(entry[3] for key in find(file_end, function)
-                   for who, entry in stats[key][4].items() if who in callers)
+        return sum(
+            entry[3] for key in find(file_end, function) for who, entry in stats[key][4].items() if who in callers
+        )
 
     loop = cumulative("transformers/trainer.py", "_inner_training_loop")
     parts = [
         ("reward wrapper: EvaluatorReward.__call__ (all of it)", cumulative("train/grpo.py", "__call__")),
-        ("  of which call_with_timeout (evaluator + a thread each)", in_loop_share(steps)
-         * cumulative("train/grpo.py", "call_with_timeout")),
-        ("  of which rollouts.jsonl appends",
-         called_from("knobsweep/io.py", "append_jsonl", "train/grpo.py", "__call__")),
+        (
+            "  of which call_with_timeout (evaluator + a thread each)",
+            in_loop_share(steps) * cumulative("train/grpo.py", "call_with_timeout"),
+        ),
+        (
+            "  of which rollouts.jsonl appends",
+            called_from("knobsweep/io.py", "append_jsonl", "train/grpo.py", "__call__"),
+        ),
         ("  of which reward/* metrics (_log_parts)", cumulative("train/grpo.py", "_log_parts")),
-        ("trainer override _generate_and_score_completions (own: group filter stats)",
-         own("train/trainer.py", "_generate_and_score_completions")),
-        ("trainer override _calculate_rewards (own: reward matrix kept)",
-         own("train/trainer.py", "_calculate_rewards")),
+        (
+            "trainer override _generate_and_score_completions (own: group filter stats)",
+            own("train/trainer.py", "_generate_and_score_completions"),
+        ),
+        (
+            "trainer override _calculate_rewards (own: reward matrix kept)",
+            own("train/trainer.py", "_calculate_rewards"),
+        ),
         ("trainer override compute_loss (own: the finite check)", own("train/trainer.py", "compute_loss")),
     ]
-    callbacks = [(f"callback callbacks.py:{key[1]} {key[2]}", stats[key][3]) for key in stats
-                 if key[0].endswith("train/callbacks.py") and key[2].startswith("on_")
-                 and stats[key][3] / steps >= 1e-5]  # hooks that cost something
+    callbacks = [
+        (f"callback callbacks.py:{key[1]} {key[2]}", stats[key][3])
+        for key in stats
+        if key[0].endswith("train/callbacks.py") and key[2].startswith("on_") and stats[key][3] / steps >= 1e-5
+    ]  # hooks that cost something
     parts += sorted(callbacks, key=lambda item: -item[1])
-    parts += [("  of which status.json writes (RunStatus.write)",
-               called_from("train/status.py", "write", "train/callbacks.py", "on_log")),
-              ("  of which console rows", cumulative("train/callbacks.py", "_print_row"))]
+    parts += [
+        (
+            "  of which status.json writes (RunStatus.write)",
+            called_from("train/status.py", "write", "train/callbacks.py", "on_log"),
+        ),
+        ("  of which console rows", cumulative("train/callbacks.py", "_print_row")),
+    ]
     own = sum(value for name, value in parts if not name.startswith(" ") and "(all of it)" not in name)
     own += cumulative("train/grpo.py", "__call__")
     print(f"\nprofile of one (a') run, {steps} steps (cProfile slows every Python call; read the shares):")
@@ -382,14 +498,18 @@ def profile(root: Path, data: Path, model: Path, threads: int) -> None:
 
     evaluator = get_evaluator({"name": "gsm8k", "format_weight": FORMAT_WEIGHT})
     row, text, calls = {"ground_truth": "72"}, "so the answer is #### 72", 2000
-    for label, call in (("direct", lambda: evaluator(text, row)),
-                        ("call_with_timeout (a thread each)", lambda: call_with_timeout(evaluator, 60.0, text, row))):
+    for label, call in (
+        ("direct", lambda: evaluator(text, row)),
+        ("call_with_timeout (a thread each)", lambda: call_with_timeout(evaluator, 60.0, text, row)),
+    ):
         started = time.perf_counter()
         for _ in range(calls):
             call()
         per_call = (time.perf_counter() - started) / calls
-        print(f"gsm8k evaluator, {label}: {per_call * 1e6:.0f} us per sample = "
-              f"{per_call * BATCH_SIZE * N * 1000:.2f} ms per step of {BATCH_SIZE * N} samples")
+        print(
+            f"gsm8k evaluator, {label}: {per_call * 1e6:.0f} us per sample = "
+            f"{per_call * BATCH_SIZE * N * 1000:.2f} ms per step of {BATCH_SIZE * N} samples"
+        )
 
 
 if __name__ == "__main__":

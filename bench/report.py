@@ -29,15 +29,27 @@ from knobsweep.report import build_report  # noqa: E402
 from knobsweep.spec import Experiment, Run, StageKeys  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def write_results(root: Path, runs: int, steps: int) -> Experiment:
     rng = random.Random(0)
-    base = {"model": {"name": "tiny"}, "train": {"learning_rate": 1e-4}, "reward": {"name": "gsm8k"},
-            "eval": {"parser": "strict"}, "seed": 0}
+    base = {
+        "model": {"name": "tiny"},
+        "train": {"learning_rate": 1e-4},
+        "reward": {"name": "gsm8k"},
+        "eval": {"parser": "strict"},
+        "seed": 0,
+    }
     experiment_runs = []
     for index in range(runs):
         changed = {} if index == 0 else {"train.learning_rate": 1e-4 * (1 + index)}
@@ -45,8 +57,13 @@ def write_results(root: Path, runs: int, steps: int) -> Experiment:
         if changed:
             config["train"]["learning_rate"] = changed["train.learning_rate"]
         keys = StageKeys("d", "m", f"t{index:04d}", f"e{index:04d}", "base")
-        run = Run(name="baseline" if index == 0 else f"learning_rate={changed['train.learning_rate']:.1e}",
-                  changed=changed, seed=0, config=config, keys=keys)
+        run = Run(
+            name="baseline" if index == 0 else f"learning_rate={changed['train.learning_rate']:.1e}",
+            changed=changed,
+            seed=0,
+            config=config,
+            keys=keys,
+        )
         experiment_runs.append(run)
         directory = layout.path(layout.TRAIN_DIR, root, key=keys.train)
         directory.mkdir(parents=True)
@@ -54,20 +71,46 @@ def write_results(root: Path, runs: int, steps: int) -> Experiment:
         with open(directory / "metrics.jsonl", "w") as handle:
             for step in range(1, steps + 1):
                 reward = 1 - math.exp(-rate * step / steps * 3) + rng.gauss(0, 0.05)
-                handle.write(json.dumps({
-                    "step": step, "elapsed_s": step * 1.5, "reward": reward, "loss": rng.gauss(0, 0.1),
-                    "kl": step / steps * 0.1 * rate, "entropy": 2 - reward, "grad_norm": abs(rng.gauss(1, 0.3)),
-                    "completions/mean_length": 200 + rng.gauss(0, 20), "invalid_rate": 0.0,
-                    "frac_reward_zero_std": rng.random() * 0.3, "learning_rate": 1e-4,
-                }) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "elapsed_s": step * 1.5,
+                            "reward": reward,
+                            "loss": rng.gauss(0, 0.1),
+                            "kl": step / steps * 0.1 * rate,
+                            "entropy": 2 - reward,
+                            "grad_norm": abs(rng.gauss(1, 0.3)),
+                            "completions/mean_length": 200 + rng.gauss(0, 20),
+                            "invalid_rate": 0.0,
+                            "frac_reward_zero_std": rng.random() * 0.3,
+                            "learning_rate": 1e-4,
+                        }
+                    )
+                    + "\n"
+                )
         with open(directory / "rollouts.jsonl", "w") as handle:
             for step in range(1, steps + 1, max(1, steps // 50)):
                 for j in range(4):
-                    handle.write(json.dumps({"step": step, "row_id": f"train-{j}", "prompt": [
-                        {"role": "user", "content": "How many apples? " * 5}], "completion": "#### 4 " * 20,
-                        "score": rng.random(), "reason": "", "valid": True, "metrics": {}}) + "\n")
-        atomic_write_json(directory / "status.json", {"state": "COMPLETED", "reason": "", "step": steps,
-                                                      "runtime_s": steps * 1.5, "warnings": []})
+                    handle.write(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "row_id": f"train-{j}",
+                                "prompt": [{"role": "user", "content": "How many apples? " * 5}],
+                                "completion": "#### 4 " * 20,
+                                "score": rng.random(),
+                                "reason": "",
+                                "valid": True,
+                                "metrics": {},
+                            }
+                        )
+                        + "\n"
+                    )
+        atomic_write_json(
+            directory / "status.json",
+            {"state": "COMPLETED", "reason": "", "step": steps, "runtime_s": steps * 1.5, "warnings": []},
+        )
         write_eval(root, keys.eval, rng)
     write_eval(root, "base", rng)
     return Experiment(name="bench", path=root / "bench.yaml", runs=tuple(experiment_runs))
@@ -75,18 +118,44 @@ def write_results(root: Path, runs: int, steps: int) -> Experiment:
 
 def write_eval(root: Path, key: str, rng: random.Random) -> None:
     def entry(score: float) -> dict:
-        return {"score": score, "ci95": [score - 0.03, score + 0.03], "parse_failures": 10,
-                "parse_failure_rate": 0.05, "n": 200}
+        return {
+            "score": score,
+            "ci95": [score - 0.03, score + 0.03],
+            "parse_failures": 10,
+            "parse_failure_rate": 0.05,
+            "n": 200,
+        }
 
     score = rng.uniform(0.2, 0.6)
-    summary = {"score": score, "score_ci95": [score - 0.03, score + 0.03], "parts": {"correct": score, "format": 1},
-               "n": 200, "n_valid": 200, "n_correct": int(200 * score), "parse_failures": 10,
-               "parsers": {"strict": entry(score), "flexible": entry(score + 0.1), "math_verify": entry(score + 0.1)},
-               "eval_parser": "strict", "reward_parser": "strict"}
+    summary = {
+        "score": score,
+        "score_ci95": [score - 0.03, score + 0.03],
+        "parts": {"correct": score, "format": 1},
+        "n": 200,
+        "n_valid": 200,
+        "n_correct": int(200 * score),
+        "parse_failures": 10,
+        "parsers": {"strict": entry(score), "flexible": entry(score + 0.1), "math_verify": entry(score + 0.1)},
+        "eval_parser": "strict",
+        "reward_parser": "strict",
+    }
     atomic_write_json(layout.path(layout.EVAL_SUMMARY, root, key=key), summary)
-    samples = "".join(json.dumps({"row_id": f"test-{i}", "prompt": [{"role": "user", "content": "q"}],
-                                  "completion": "#### 1", "ground_truth": "1", "score": 1.0, "reason": "",
-                                  "valid": True, "parts": {}}) + "\n" for i in range(3))
+    samples = "".join(
+        json.dumps(
+            {
+                "row_id": f"test-{i}",
+                "prompt": [{"role": "user", "content": "q"}],
+                "completion": "#### 1",
+                "ground_truth": "1",
+                "score": 1.0,
+                "reason": "",
+                "valid": True,
+                "parts": {},
+            }
+        )
+        + "\n"
+        for i in range(3)
+    )
     layout.path(layout.EVAL_SAMPLES, root, key=key).write_text(samples)
 
 
@@ -101,7 +170,8 @@ def open_in_chromium(path: Path) -> float | None:
         return None
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         times, complete, in_page = [], [], []
         for _ in range(3):
             page = context.new_page()
@@ -111,19 +181,23 @@ def open_in_chromium(path: Path) -> float | None:
             times.append(time.perf_counter() - started)
             page.wait_for_selector("body[data-complete]", timeout=120_000)
             complete.append(time.perf_counter() - started)
-            marks = dict(page.evaluate(
-                "performance.getEntriesByType('mark').map(m => [m.name, m.startTime / 1000])"))
-            in_page.append((marks.get("knobsweep:plotly"), marks.get("knobsweep:first-charts"),
-                            marks.get("knobsweep:all-charts")))
+            marks = dict(page.evaluate("performance.getEntriesByType('mark').map(m => [m.name, m.startTime / 1000])"))
+            in_page.append(
+                (marks.get("knobsweep:plotly"), marks.get("knobsweep:first-charts"), marks.get("knobsweep:all-charts"))
+            )
             charts = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
             page.close()
         context.close()
     print("chromium, in-page clock from navigation start (3 loads):")
     for plotly_s, first_s, all_s in in_page:
-        print(f"  plotly.js ready {plotly_s:.2f} s, page usable (charts in view drawn) {first_s:.2f} s "
-              f"(target <= 2 s), all {charts} charts drawn {all_s:.2f} s")
-    print(f"chromium, as Playwright sees it: data-ready {', '.join(f'{t:.2f}' for t in times)} s; "
-          f"data-complete {', '.join(f'{t:.2f}' for t in complete)} s")
+        print(
+            f"  plotly.js ready {plotly_s:.2f} s, page usable (charts in view drawn) {first_s:.2f} s "
+            f"(target <= 2 s), all {charts} charts drawn {all_s:.2f} s"
+        )
+    print(
+        f"chromium, as Playwright sees it: data-ready {', '.join(f'{t:.2f}' for t in times)} s; "
+        f"data-complete {', '.join(f'{t:.2f}' for t in complete)} s"
+    )
     return min(times)
 
 
@@ -145,8 +219,10 @@ def main() -> int:
         build_s = time.perf_counter() - started
         size = paths["html"].stat().st_size
         print(f"build: {build_s:.2f} s (target <= 10 s)")
-        print(f"report.html: {size / 1e6:.2f} MB (target <= 5 MB); curves.csv: "
-              f"{paths['curves'].stat().st_size / 1e6:.1f} MB; summary.json: {paths['json'].stat().st_size / 1e3:.0f} kB")
+        print(
+            f"report.html: {size / 1e6:.2f} MB (target <= 5 MB); curves.csv: "
+            f"{paths['curves'].stat().st_size / 1e6:.1f} MB; summary.json: {paths['json'].stat().st_size / 1e3:.0f} kB"
+        )
         if not args.no_browser:
             open_in_chromium(paths["html"])
         if args.keep:

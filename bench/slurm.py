@@ -70,10 +70,14 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 def slurm_jobs(workdir: Path, since: str) -> list[str]:
     """States of the Slurm jobs that ran in `workdir` (sacct, by working directory)."""
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-S", since, "--format=State,WorkDir"],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split("|")[0] for line in out.splitlines() if line.strip()
-            and Path(line.split("|")[1]).resolve() == workdir.resolve()]
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-S", since, "--format=State,WorkDir"], capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        line.split("|")[0]
+        for line in out.splitlines()
+        if line.strip() and Path(line.split("|")[1]).resolve() == workdir.resolve()
+    ]
 
 
 def now() -> str:
@@ -82,12 +86,17 @@ def now() -> str:
 
 # --- 1. raw latency --------------------------------------------------------------------------
 
+
 def sbatch_latency(count: int) -> list[float]:
     latencies = []
     for _ in range(count):
         start = time.perf_counter()
-        job = subprocess.run(["sbatch", "--parsable", "-p", PARTITION, "-t", "1", "--mem", "100", "-o", "/dev/null",
-                              "--wrap", "true"], capture_output=True, text=True, check=True).stdout.strip()
+        job = subprocess.run(
+            ["sbatch", "--parsable", "-p", PARTITION, "-t", "1", "--mem", "100", "-o", "/dev/null", "--wrap", "true"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         while True:
             state = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
             if "JobState=COMPLETED" in state:
@@ -110,6 +119,7 @@ def srun_latency(count: int) -> list[float]:
 
 # --- 2. Snakemake per-job overhead -----------------------------------------------------------
 
+
 def per_job_overhead(root: Path, jobs: int) -> dict:
     walls = {}
     for mode in ("local", "slurm"):
@@ -118,8 +128,11 @@ def per_job_overhead(root: Path, jobs: int) -> dict:
         (workdir / "Snakefile").write_text(TRIVIAL)
         shutil.copytree(REPO / "slurm", workdir / "slurm")
         (workdir / "slurm" / "site.yaml").write_text(f"partition: {PARTITION}\n")
-        extra = ["--profile", "slurm", *FAST, "--default-resources", f"slurm_partition={PARTITION}"] \
-            if mode == "slurm" else ["--cores", "2"]
+        extra = (
+            ["--profile", "slurm", *FAST, "--default-resources", f"slurm_partition={PARTITION}"]
+            if mode == "slurm"
+            else ["--cores", "2"]
+        )
         since = now()
         walls[mode] = timed([sys.executable, "-m", "snakemake", *extra, "--config", f"count={jobs}"], workdir)
         if mode == "slurm":
@@ -129,6 +142,7 @@ def per_job_overhead(root: Path, jobs: int) -> dict:
 
 
 # --- 3. the demo, with and without localrules -------------------------------------------------
+
 
 def demo_copy(root: Path, train_size: int, localrules: bool) -> Path:
     root.mkdir(parents=True)
@@ -152,9 +166,11 @@ def demo_copy(root: Path, train_size: int, localrules: bool) -> Path:
 
 def demo_runs(root: Path, train_size: int) -> list[tuple[str, float, int]]:
     rows = []
-    variants = [("local --cores 2", False, True),
-                ("slurm, localrules (as shipped)", True, True),
-                ("slurm, no localrules", True, False)]
+    variants = [
+        ("local --cores 2", False, True),
+        ("slurm, localrules (as shipped)", True, True),
+        ("slurm, no localrules", True, False),
+    ]
     for index, (label, slurm, localrules) in enumerate(variants):
         workdir = demo_copy(root / f"demo-{index}", train_size, localrules)
         since = now()
@@ -180,22 +196,32 @@ def main() -> None:
     fcntl.flock(lock, fcntl.LOCK_EX)
     already_up = alive("/run/slurm/slurmctld.pid") and alive("/run/slurm/slurmd.pid")
     start = time.perf_counter()
-    subprocess.run(["bash", str(SCRIPTS / "start-local-slurm.sh")], check=True, capture_output=True,
-                   env=dict(os.environ, SLURM_PARTITION=PARTITION, SLURM_FAKE_GPUS="2"))
+    subprocess.run(
+        ["bash", str(SCRIPTS / "start-local-slurm.sh")],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, SLURM_PARTITION=PARTITION, SLURM_FAKE_GPUS="2"),
+    )
     print(f"cluster {'already up' if already_up else 'started'} in {time.perf_counter() - start:.1f} s")
     try:
         with tempfile.TemporaryDirectory(prefix="knobsweep-bench-slurm-") as tmp:
             root = Path(tmp)
             lat = sbatch_latency(args.latency)
             srun = srun_latency(args.latency)
-            print(f"sbatch --wrap true -> COMPLETED: median {statistics.median(lat):.2f} s "
-                  f"(min {min(lat):.2f}, max {max(lat):.2f}; {args.latency} jobs)")
-            print(f"srun true (blocking):           median {statistics.median(srun):.2f} s "
-                  f"(min {min(srun):.2f}, max {max(srun):.2f})")
+            print(
+                f"sbatch --wrap true -> COMPLETED: median {statistics.median(lat):.2f} s "
+                f"(min {min(lat):.2f}, max {max(lat):.2f}; {args.latency} jobs)"
+            )
+            print(
+                f"srun true (blocking):           median {statistics.median(srun):.2f} s "
+                f"(min {min(srun):.2f}, max {max(srun):.2f})"
+            )
             walls = per_job_overhead(root, args.jobs)
             per_job = (walls["slurm"] - walls["local"]) / args.jobs
-            print(f"{args.jobs} trivial jobs: local --cores 2 {walls['local']:.1f} s, slurm profile "
-                  f"{walls['slurm']:.1f} s -> {per_job:.1f} s per job under Slurm")
+            print(
+                f"{args.jobs} trivial jobs: local --cores 2 {walls['local']:.1f} s, slurm profile "
+                f"{walls['slurm']:.1f} s -> {per_job:.1f} s per job under Slurm"
+            )
             if not args.skip_demo:
                 print(f"demo, train_size {args.train_size} ({args.train_size // 2} steps per run), 4 runs:")
                 demo_runs(root, args.train_size)
@@ -205,8 +231,10 @@ def main() -> None:
             conf = Path("/etc/slurm/slurm.conf")  # as tests/test_slurm.py: later `snakemake` calls fail fast
             if conf.is_file() and "MessageTimeout" not in conf.read_text():
                 with conf.open("a") as file:
-                    file.write("# added by knobsweep bench/slurm.py after stopping the cluster"
-                               " (see tests/test_slurm.py)\nMessageTimeout=1\n")
+                    file.write(
+                        "# added by knobsweep bench/slurm.py after stopping the cluster"
+                        " (see tests/test_slurm.py)\nMessageTimeout=1\n"
+                    )
             print("cluster stopped")
         lock.close()
 

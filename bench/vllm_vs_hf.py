@@ -36,8 +36,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-LORA = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-        "exclude_modules": ["lm_head", "embed_tokens"]}
+LORA = {
+    "rank": 8,
+    "alpha": 16,
+    "dropout": 0.05,
+    "target_modules": "all-linear",
+    "exclude_modules": ["lm_head", "embed_tokens"],
+}
 
 
 def run(command: list[str], env: dict) -> tuple[float, str]:
@@ -56,24 +61,46 @@ def compare_eval(model: Path, data: Path, root: Path, max_tokens: int, env: dict
 
     results = {}
     for backend in ("hf", "vllm"):
-        config = {"eval": {"backend": backend, "temperature": 0.0, "max_tokens": max_tokens, "batch_size": 32},
-                  "reward": {"name": "gsm8k"}}
+        config = {
+            "eval": {"backend": backend, "temperature": 0.0, "max_tokens": max_tokens, "batch_size": 32},
+            "reward": {"name": "gsm8k"},
+        }
         out = root / f"eval-{backend}"
-        wall, log = run(["-m", "knobsweep.evaluate", "--config-json", json.dumps(config), "--model", str(model),
-                         "--data", str(data), "--out", str(out)], env)
+        wall, log = run(
+            [
+                "-m",
+                "knobsweep.evaluate",
+                "--config-json",
+                json.dumps(config),
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ],
+            env,
+        )
         started = re.search(r"engine started in ([0-9.]+) s", log)
-        results[backend] = {"wall": wall, "summary": json.loads((out / "summary.json").read_text()),
-                            "startup": float(started[1]) if started else None,
-                            "completions": [r["completion"] for r in read_jsonl(out / "samples.jsonl")]}
+        results[backend] = {
+            "wall": wall,
+            "summary": json.loads((out / "summary.json").read_text()),
+            "startup": float(started[1]) if started else None,
+            "completions": [r["completion"] for r in read_jsonl(out / "samples.jsonl")],
+        }
     hf, vllm = results["hf"], results["vllm"]
     prompts = len(hf["completions"])
-    print(f"\n== eval: {model.name}, {prompts} GSM8K prompts, greedy, max_tokens {max_tokens}, "
-          f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"\n== eval: {model.name}, {prompts} GSM8K prompts, greedy, max_tokens {max_tokens}, "
+        f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}"
+    )
     for name, result in results.items():
         s = result["summary"]
-        print(f"{name:5s} {s['completion_tokens']:7d} tokens in {s['generate_s']:7.2f} s = "
-              f"{s['tokens_per_s']:8.0f} tokens/s; stage wall {result['wall']:6.1f} s"
-              + (f"; engine start-up {result['startup']:.1f} s" if result["startup"] is not None else ""))
+        print(
+            f"{name:5s} {s['completion_tokens']:7d} tokens in {s['generate_s']:7.2f} s = "
+            f"{s['tokens_per_s']:8.0f} tokens/s; stage wall {result['wall']:6.1f} s"
+            + (f"; engine start-up {result['startup']:.1f} s" if result["startup"] is not None else "")
+        )
     ratio = vllm["summary"]["tokens_per_s"] / hf["summary"]["tokens_per_s"]
     print(f"generation tokens/s, vLLM / transformers: {ratio:.1f}x")
     same = sum(a == b for a, b in zip(hf["completions"], vllm["completions"]))
@@ -81,9 +108,15 @@ def compare_eval(model: Path, data: Path, root: Path, max_tokens: int, env: dict
     fixed_hf = hf["wall"] - hf["summary"]["generate_s"]
     fixed_vllm = vllm["wall"] - vllm["summary"]["generate_s"]
     saving = 1 / hf["summary"]["tokens_per_s"] - 1 / vllm["summary"]["tokens_per_s"]
-    print(f"fixed cost per eval job (stage wall - generation): hf {fixed_hf:.1f} s, vLLM {fixed_vllm:.1f} s"
-          + (f"; vLLM is faster overall above ~{(fixed_vllm - fixed_hf) / saving:,.0f} generated tokens per eval "
-             "(prompts x samples x completion length)" if saving > 0 else ""))
+    print(
+        f"fixed cost per eval job (stage wall - generation): hf {fixed_hf:.1f} s, vLLM {fixed_vllm:.1f} s"
+        + (
+            f"; vLLM is faster overall above ~{(fixed_vllm - fixed_hf) / saving:,.0f} generated tokens per eval "
+            "(prompts x samples x completion length)"
+            if saving > 0
+            else ""
+        )
+    )
 
 
 class LengthReward:
@@ -105,17 +138,40 @@ def train_config(vllm: str, batch_size: int, max_tokens: int, reward: dict) -> d
     """A GRPO TRAIN section (docs/contracts.md): LoRA r=8, loss dapo, `batch_size` prompts x n=4 per step."""
     return {
         "model": {"name": "tiny", "lora": LORA},
-        "train": {"method": "grpo", "loss": "dapo", "learning_rate": 5e-4, "epochs": 1, "batch_size": batch_size,
-                  "kl_beta": None, "log_every": 1000, "trl": {}},
-        "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": max_tokens,
-                    "extra_body": {}, "vllm": vllm},
+        "train": {
+            "method": "grpo",
+            "loss": "dapo",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": batch_size,
+            "kl_beta": None,
+            "log_every": 1000,
+            "trl": {},
+        },
+        "rollout": {
+            "n": 4,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "top_k": 0,
+            "max_tokens": max_tokens,
+            "extra_body": {},
+            "vllm": vllm,
+        },
         "reward": reward,
         "seed": 0,
     }
 
 
-def compare_grpo(model: Path, data: Path, root: Path, modes: tuple[str, ...], batch_size: int, max_tokens: int,
-                 launcher: list[str], env: dict) -> None:
+def compare_grpo(
+    model: Path,
+    data: Path,
+    root: Path,
+    modes: tuple[str, ...],
+    batch_size: int,
+    max_tokens: int,
+    launcher: list[str],
+    env: dict,
+) -> None:
     """The train stage with each rollout.vllm mode; prints median step time, set-up time, the ratio."""
     from knobsweep.io import read_jsonl
 
@@ -123,26 +179,56 @@ def compare_grpo(model: Path, data: Path, root: Path, modes: tuple[str, ...], ba
     for vllm in modes:
         out = root / f"train-{vllm}"
         config = train_config(vllm, batch_size, max_tokens, LENGTH_REWARD)
-        wall, _ = run([*launcher, "-m", "knobsweep.train", "--config-json", json.dumps(config),
-                       "--model", str(model), "--data", str(data), "--out", str(out)],
-                      {**env, "PYTHONPATH": str(Path(__file__).parent)})  # the reward's module
+        wall, _ = run(
+            [
+                *launcher,
+                "-m",
+                "knobsweep.train",
+                "--config-json",
+                json.dumps(config),
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ],
+            {**env, "PYTHONPATH": str(Path(__file__).parent)},
+        )  # the reward's module
         elapsed = [m["elapsed_s"] for m in read_jsonl(out / "metrics.jsonl")]
         steps = [b - a for a, b in zip(elapsed, elapsed[1:])][1:]  # steps 1 and 2 skipped (warm-up)
         at = {h["state"]: h["at"] for h in json.loads((out / "status.json").read_text())["history"]}
         setup = (datetime.fromisoformat(at["RUNNING"]) - datetime.fromisoformat(at["VALIDATING"])).total_seconds()
         results[vllm] = {"step": statistics.median(steps), "steps": len(elapsed), "setup": setup, "wall": wall}
-    print(f"\n== GRPO: {model.name}, {batch_size} prompts x n=4 per step, max_tokens {max_tokens}, "
-          f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"\n== GRPO: {model.name}, {batch_size} prompts x n=4 per step, max_tokens {max_tokens}, "
+        f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}"
+    )
     for name, result in results.items():
-        print(f"rollout.vllm {name:8s}: median step {result['step']:.3f} s over {result['steps']} steps; "
-              f"before the first step {result['setup']:.0f} s; stage wall {result['wall']:.0f} s")
+        print(
+            f"rollout.vllm {name:8s}: median step {result['step']:.3f} s over {result['steps']} steps; "
+            f"before the first step {result['setup']:.0f} s; stage wall {result['wall']:.0f} s"
+        )
     if {"off", "colocate"} <= set(results):
-        print(f"GRPO step time, vLLM colocate / transformers generation: "
-              f"{results['colocate']['step'] / results['off']['step']:.2f}x")
+        print(
+            f"GRPO step time, vLLM colocate / transformers generation: "
+            f"{results['colocate']['step'] / results['off']['step']:.2f}x"
+        )
 
 
-CPU_LAUNCHER = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no"]
+CPU_LAUNCHER = [
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def main() -> int:
@@ -164,8 +250,15 @@ def main() -> int:
     print(f"{installed_version() or 'vLLM not installed'}; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        convert_to_dir({"source": "gsm8k", "path": str(REPO / "data" / "gsm8k"),
-                        "train_size": 2 * args.grpo_steps, "eval_size": args.rows}, root / "data")
+        convert_to_dir(
+            {
+                "source": "gsm8k",
+                "path": str(REPO / "data" / "gsm8k"),
+                "train_size": 2 * args.grpo_steps,
+                "eval_size": args.rows,
+            },
+            root / "data",
+        )
         model = build_tiny_model(texts_from_parquet(root / "data" / "train.parquet"), root / "tiny")
         if not args.skip_eval:
             compare_eval(model, root / "data", root, args.max_tokens, env)

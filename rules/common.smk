@@ -2,6 +2,7 @@ import inspect
 
 from snakemake.common import overwrite_function_params
 
+
 # Shared wildcard constraints: stage keys are 16 hex digits, so stage folders never collide.
 wildcard_constraints:
     key="[0-9a-f]{16}",
@@ -35,6 +36,7 @@ def cpus(table):
 # `shell_exec` for GPU jobs: a wrapper that gives each local job devices of its own.
 from knobsweep.resources import gpu_shell, scheduler_resources
 
+
 # Short CPU stages run in the Snakemake process itself under an executor (`--profile slurm`):
 # a Slurm round trip costs more than they do. Locally this changes nothing.
 localrules:
@@ -43,9 +45,24 @@ localrules:
     report,
 
 
-SCHEDULER_KEYS = ("mem_mb", "runtime", "gpu", "gpu_model", "cpus_per_gpu", "cpus_per_task",
-                  "slurm_partition", "slurm_account", "qos", "constraint", "nodes", "slurm_extra",
-                  "gres", "mpi", "tasks", "tasks_per_gpu")
+SCHEDULER_KEYS = (
+    "mem_mb",
+    "runtime",
+    "gpu",
+    "gpu_model",
+    "cpus_per_gpu",
+    "cpus_per_task",
+    "slurm_partition",
+    "slurm_account",
+    "qos",
+    "constraint",
+    "nodes",
+    "slurm_extra",
+    "gres",
+    "mpi",
+    "tasks",
+    "tasks_per_gpu",
+)
 
 
 def _resource_dict(values):
@@ -66,8 +83,10 @@ def _resource_dict(values):
 
 def job_resources(table, stage):
     """A stage rule's `resources:`, from the job table's resolved requests."""
-    values = {key: {**scheduler_resources(job.resources, stage), "shell_exec": gpu_shell(job.resources["gpus"])}
-              for key, job in table.items()}
+    values = {
+        key: {**scheduler_resources(job.resources, stage), "shell_exec": gpu_shell(job.resources["gpus"])}
+        for key, job in table.items()
+    }
     return _resource_dict(values)
 
 

@@ -3,16 +3,16 @@ rule convert_data:
         train=layout.DATA_TRAIN,
         eval=layout.DATA_EVAL,
         manifest=layout.DATA_MANIFEST,
-    params:
-        config=per_key(pipeline.data, lambda job: job.config_json),
-        out=layout.DATA_DIR,
     log:
         log_path("data"),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
     threads: job_threads(pipeline.data)
     resources:
         **job_resources(pipeline.data, "data"),
-    conda:
-        "../workflow/envs/knobsweep.yaml"
+    params:
+        config=per_key(pipeline.data, lambda job: job.config_json),
+        out=layout.DATA_DIR,
     shell:
         "python -m knobsweep.data --config-json {params.config:q} --out {params.out} > {log} 2>&1"
 
@@ -22,14 +22,14 @@ rule tiny_model:
         per_key(pipeline.tiny, lambda job: job.inputs),
     output:
         directory(layout.TINY_MODEL),
-    params:
-        data=per_key(pipeline.tiny, lambda job: layout.DATA_DIR.format(key=job.data)),
     log:
         log_path("tiny"),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
     threads: job_threads(pipeline.tiny)
     resources:
         **job_resources(pipeline.tiny, "data"),
-    conda:
-        "../workflow/envs/knobsweep.yaml"
+    params:
+        data=per_key(pipeline.tiny, lambda job: layout.DATA_DIR.format(key=job.data)),
     shell:
         "python -m knobsweep.models.tiny --data {params.data} --out {output} > {log} 2>&1"

@@ -6,14 +6,14 @@ rule report:
         csv=layout.REPORT_CSV,
         json=layout.REPORT_JSON,
         done=touch(layout.REPORT_DONE),
-    params:
-        spec=per_job(lambda wildcards: str(pipeline.experiments[wildcards.experiment].path)),
     log:
         layout.REPORT_LOG,
+    conda:
+        "../workflow/envs/knobsweep.yaml"
     threads: report_threads
     resources:
         **report_resources(),
-    conda:
-        "../workflow/envs/knobsweep.yaml"
+    params:
+        spec=per_job(lambda wildcards: str(pipeline.experiments[wildcards.experiment].path)),
     shell:
         "python -m knobsweep.report {params.spec:q} > {log} 2>&1"

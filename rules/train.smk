@@ -11,22 +11,26 @@ rule train:
     output:
         adapter=directory(layout.TRAIN_ADAPTER),
         merged=directory(layout.MERGE_DIR),
+    log:
+        train=log_path("train"),
+        merge=log_path("merge"),
+    conda:
+        "../workflow/envs/knobsweep.yaml"
+    threads: job_threads(pipeline.train)
+    resources:
+        **job_resources(pipeline.train, "train"),
     params:
         # `accelerate launch ...` (under `srun` on several nodes; an FSDP / DeepSpeed config file)
-        launch=per_key(pipeline.train, lambda job: launch_command(
-            job.resources, job.config["train"].get("distributed", "none"), config_dir=ACCELERATE_CONFIGS)),
+        launch=per_key(
+            pipeline.train,
+            lambda job: launch_command(
+                job.resources, job.config["train"].get("distributed", "none"), config_dir=ACCELERATE_CONFIGS
+            ),
+        ),
         args=per_key(pipeline.train, lambda job: job.args),
         base=per_key(pipeline.train, lambda job: job.model),
         out=layout.TRAIN_DIR,
         status=layout.TRAIN_STATUS,  # the merge skips a run that never learned (EARLY_STOPPED)
-    log:
-        train=log_path("train"),
-        merge=log_path("merge"),
-    threads: job_threads(pipeline.train)
-    resources:
-        **job_resources(pipeline.train, "train"),
-    conda:
-        "../workflow/envs/knobsweep.yaml"
     shell:
         "{params.launch} -m knobsweep.train {params.args} --out {params.out} > {log.train} 2>&1"
         " && python -m knobsweep.merge --base {params.base:q} --adapter {output.adapter} --out {output.merged}"

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_report import IMG_XSS, XSS, rich_sweep
 
 from knobsweep.report import build_report
-from test_report import IMG_XSS, XSS, rich_sweep
 
 CHROMIUM = os.environ.get("KNOBSWEEP_CHROMIUM", "/usr/bin/chromium")
 # Without these a sandboxless container on a closed network makes Chromium hang or fail.
@@ -138,10 +138,13 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     assert page.evaluate("document.querySelectorAll('img').length") == 0
     # Executable scripts: ours and the inflated plotly.js only; none carries the injected text.
     assert page.evaluate("document.querySelectorAll('script:not([type])').length") == 2
-    assert page.evaluate(
-        "Array.from(document.querySelectorAll('script:not([type])'))"
-        ".filter(s => s.textContent.includes('alert(1)')).length"
-    ) == 0
+    assert (
+        page.evaluate(
+            "Array.from(document.querySelectorAll('script:not([type])'))"
+            ".filter(s => s.textContent.includes('alert(1)')).length"
+        )
+        == 0
+    )
     legend = page.evaluate("Array.from(document.querySelectorAll('#fig-reward .legendtext')).map(t => t.textContent)")
     assert XSS + IMG_XSS in legend
 
@@ -171,11 +174,22 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     assert after[0] == pytest.approx(before[0]) and after[4] < before[4]
     assert errors == [] and dialogs == []
 
-    check_first_screen(page, {"baseline": "better", "learning_rate=3e-4": "within noise", "temperature=1": "better",
-                              "batch_size=32": "not comparable", "batch_size=4": "not comparable"})
+    check_first_screen(
+        page,
+        {
+            "baseline": "better",
+            "learning_rate=3e-4": "within noise",
+            "temperature=1": "better",
+            "batch_size=32": "not comparable",
+            "batch_size=4": "not comparable",
+        },
+    )
     forest = page.evaluate("document.getElementById('fig-forest').data.map(t => [t.name, t.y[1], t.x])")
     assert [(name, values) for name, values, _ in forest] == [
-        ("order", ["3e-4", "1"]), ("better", ["1"]), ("within noise", ["3e-4"])]
+        ("order", ["3e-4", "1"]),
+        ("better", ["1"]),
+        ("within noise", ["3e-4"]),
+    ]
     # The arms top to bottom in the table's order: learning_rate above temperature.
     ticks = page.evaluate("""Array.from(document.querySelectorAll('#fig-forest .ytick text, #fig-forest .ytick2 text'))
                              .map(t => [t.textContent, t.getBoundingClientRect().top])""")
@@ -199,12 +213,15 @@ def check_first_screen(page, verdicts: dict[str, str]) -> None:
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= 1000, (selector, box)
         assert box["x"] >= 0 and box["x"] + box["width"] <= 1400, (selector, box)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
-    assert page.evaluate("(() => { const t = document.querySelector('table.verdict');"
-                         " return t.scrollWidth <= t.parentElement.clientWidth; })()")
+    assert page.evaluate(
+        "(() => { const t = document.querySelector('table.verdict');"
+        " return t.scrollWidth <= t.parentElement.clientWidth; })()"
+    )
     shown = page.evaluate(
         """() => Object.fromEntries(Array.from(document.querySelectorAll('table.verdict tbody tr')).map(tr =>
-               [tr.getAttribute('data-arm'), [tr.querySelector('td[data-column="verdict"]').childNodes[0].textContent.trim(),
-                                              tr.querySelector('td[data-column="delta"]').textContent.trim()]]))"""
+               [tr.getAttribute('data-arm'),
+                [tr.querySelector('td[data-column="verdict"]').childNodes[0].textContent.trim(),
+                 tr.querySelector('td[data-column="delta"]').textContent.trim()]]))"""
     )
     assert {arm: verdict for arm, (verdict, _) in shown.items()} == verdicts
     for arm, (verdict, delta) in shown.items():
@@ -215,6 +232,7 @@ def check_first_screen(page, verdicts: dict[str, str]) -> None:
 def test_failed_and_cancelled_only(browser, tmp_path: Path) -> None:
     """A sweep where nothing finished still yields a report listing every run."""
     from test_report import config_with, make_run, write_train
+
     from knobsweep.spec import Experiment
 
     failed = make_run("baseline", {}, "f")

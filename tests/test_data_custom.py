@@ -12,16 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FIXTURES
 
-from knobsweep.data import MESSAGES, convert_to_dir, input_fingerprint
+from knobsweep.data import MESSAGES, convert_to_dir, custom, input_fingerprint
 from knobsweep.errors import DataError, FieldError, SpecError
-from knobsweep.spec.sources import CustomOptions, read_options
-from knobsweep.data import custom
 from knobsweep.io import file_sha256, read_jsonl
 from knobsweep.rewards import get_evaluator
 from knobsweep.rewards.match import MatchEvaluator
+from knobsweep.spec.sources import CustomOptions, read_options
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "custom_example"
@@ -54,20 +52,28 @@ def resolved(section: dict) -> dict:
 
 def example(**overrides) -> dict:
     """The shipped example, mapped onto rl rows."""
-    return {"source": "jsonl", "path": str(EXAMPLE), "prompt_key": "problem",
-            "ground_truth_key": "final_answer", **overrides}
+    return {
+        "source": "jsonl",
+        "path": str(EXAMPLE),
+        "prompt_key": "problem",
+        "ground_truth_key": "final_answer",
+        **overrides,
+    }
 
 
 # --- jsonl: where the rows come from ------------------------------------------------------
 
+
 def test_directory_splits_map_columns_onto_rl_rows(tmp_path):
     manifest = convert_to_dir(example(extra_keys=["id"], system_prompt="Be brief."), tmp_path / "out")
     assert manifest["rows"] == {"train": 64, "eval": 16} and manifest["dropped"] == []
-    assert manifest["inputs"] == {(EXAMPLE / f).as_posix(): file_sha256(EXAMPLE / f)
-                                  for f in ("train.jsonl", "test.jsonl")}
+    assert manifest["inputs"] == {
+        (EXAMPLE / f).as_posix(): file_sha256(EXAMPLE / f) for f in ("train.jsonl", "test.jsonl")
+    }
     assert manifest["converter_version"] == custom.CONVERTER_VERSION
-    schema = pa.schema([("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string()),
-                        ("id", pa.string())])
+    schema = pa.schema(
+        [("row_id", pa.string()), ("prompt", MESSAGES), ("ground_truth", pa.string()), ("id", pa.string())]
+    )
     for split, name in (("train", "train"), ("eval", "test")):
         assert pq.read_schema(tmp_path / "out" / f"{split}.parquet").equals(schema)
         records = example_records(name)
@@ -75,14 +81,21 @@ def test_directory_splits_map_columns_onto_rl_rows(tmp_path):
             prefix, index = row["row_id"].rsplit("-", 1)
             record = records[int(index)]
             assert prefix == name
-            assert row["prompt"] == [{"role": "system", "content": "Be brief."},
-                                     {"role": "user", "content": record["problem"]}]
+            assert row["prompt"] == [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": record["problem"]},
+            ]
             assert (row["ground_truth"], row["id"]) == (record["final_answer"], record["id"])
 
 
 def test_one_file_with_eval_ratio_holds_out_a_seeded_share():
-    options = {"source": "jsonl", "path": str(EXAMPLE / "train.jsonl"), "eval_ratio": 0.25,
-               "prompt_key": "problem", "ground_truth_key": "final_answer"}
+    options = {
+        "source": "jsonl",
+        "path": str(EXAMPLE / "train.jsonl"),
+        "eval_ratio": 0.25,
+        "prompt_key": "problem",
+        "ground_truth_key": "final_answer",
+    }
     result = converted(options)
     train, evals = {r["row_id"] for r in result.train}, {r["row_id"] for r in result.eval}
     assert (len(train), len(evals)) == (48, 16) and not train & evals
@@ -102,11 +115,17 @@ def test_train_and_eval_files_name_rows_by_file(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", records[:10])
     b = write_jsonl(tmp_path / "more" / "b.jsonl", records[10:25])
     c = write_jsonl(tmp_path / "c.jsonl", records[25:30])
-    options = {"source": "jsonl", "train_files": [str(a), str(b)], "eval_files": str(c),
-               "prompt_key": "problem", "ground_truth_key": "final_answer"}
+    options = {
+        "source": "jsonl",
+        "train_files": [str(a), str(b)],
+        "eval_files": str(c),
+        "prompt_key": "problem",
+        "ground_truth_key": "final_answer",
+    }
     result = converted(options)
     assert sorted(r["row_id"] for r in result.train) == sorted(
-        [f"a-{i}" for i in range(10)] + [f"b-{i}" for i in range(15)])
+        [f"a-{i}" for i in range(10)] + [f"b-{i}" for i in range(15)]
+    )
     assert sorted(r["row_id"] for r in result.eval) == [f"c-{i}" for i in range(5)]
     assert result.options["train_files"] == [str(a), str(b)] and result.options["eval_files"] == [str(c)]
     assert set(input_fingerprint(options)) == {a.as_posix(), b.as_posix(), c.as_posix()}
@@ -117,18 +136,27 @@ def test_train_and_eval_files_name_rows_by_file(tmp_path):
 
 
 def test_prompts_may_be_message_lists_and_ground_truths_any_json(tmp_path):
-    file = write_jsonl(tmp_path / "rows.jsonl", [
-        {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "2+2?"}], "ground_truth": 4,
-         "meta": {"level": 1}},
-        {"prompt": "Name a colour.", "ground_truth": ["red", "blue"], "meta": 3},
-        {"prompt": "Yes?", "ground_truth": True, "meta": None},
-    ])
-    result = converted({"source": "jsonl", "path": str(file), "eval_files": str(file),
-                             "extra_keys": ["meta"], "system_prompt": "Sys."})
+    file = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {
+                "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "2+2?"}],
+                "ground_truth": 4,
+                "meta": {"level": 1},
+            },
+            {"prompt": "Name a colour.", "ground_truth": ["red", "blue"], "meta": 3},
+            {"prompt": "Yes?", "ground_truth": True, "meta": None},
+        ],
+    )
+    result = converted(
+        {"source": "jsonl", "path": str(file), "eval_files": str(file), "extra_keys": ["meta"], "system_prompt": "Sys."}
+    )
     rows = {r["row_id"]: r for r in result.eval}
     assert rows["rows-0"]["prompt"][0] == {"role": "system", "content": "S"}  # its own system turn kept
-    assert rows["rows-1"]["prompt"] == [{"role": "system", "content": "Sys."},
-                                        {"role": "user", "content": "Name a colour."}]
+    assert rows["rows-1"]["prompt"] == [
+        {"role": "system", "content": "Sys."},
+        {"role": "user", "content": "Name a colour."},
+    ]
     assert [rows[f"rows-{i}"]["ground_truth"] for i in range(3)] == ["4", '["red", "blue"]', "true"]
     # Mixed extra values become JSON text; nulls stay null.
     assert result.eval_schema.field("meta").type == pa.string()
@@ -136,17 +164,21 @@ def test_prompts_may_be_message_lists_and_ground_truths_any_json(tmp_path):
 
 
 def test_extra_columns_keep_their_type(tmp_path):
-    file = write_jsonl(tmp_path / "rows.jsonl", [
-        {"prompt": f"q{i}", "ground_truth": str(i), "n": i, "w": i / 2, "ok": i % 2 == 0, "tag": f"t{i}"}
-        for i in range(4)])
-    result = converted({"source": "jsonl", "path": str(file), "eval_ratio": 0.5,
-                             "extra_keys": ["n", "w", "ok", "tag"]})
+    file = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {"prompt": f"q{i}", "ground_truth": str(i), "n": i, "w": i / 2, "ok": i % 2 == 0, "tag": f"t{i}"}
+            for i in range(4)
+        ],
+    )
+    result = converted({"source": "jsonl", "path": str(file), "eval_ratio": 0.5, "extra_keys": ["n", "w", "ok", "tag"]})
     types = {name: result.schema.field(name).type for name in ("n", "w", "ok", "tag")}
     assert types == {"n": pa.int64(), "w": pa.float64(), "ok": pa.bool_(), "tag": pa.string()}
     assert result.eval_schema.equals(result.schema)
 
 
 # --- bad input --------------------------------------------------------------------------
+
 
 def bad_lines() -> list:
     good = example_records()[:4]
@@ -167,8 +199,13 @@ def bad_lines() -> list:
 
 def test_bad_rows_are_dropped_and_listed_with_their_lines(tmp_path):
     file = write_jsonl(tmp_path / "rows.jsonl", bad_lines())
-    options = {"source": "jsonl", "path": str(file), "eval_files": str(EXAMPLE / "test.jsonl"),
-               "prompt_key": "problem", "ground_truth_key": "final_answer"}
+    options = {
+        "source": "jsonl",
+        "path": str(file),
+        "eval_files": str(EXAMPLE / "test.jsonl"),
+        "prompt_key": "problem",
+        "ground_truth_key": "final_answer",
+    }
     manifest = convert_to_dir(options, tmp_path / "out")
     assert manifest["rows"] == {"train": 4, "eval": 16}
     dropped = {d["line"]: d for d in manifest["dropped"]}
@@ -176,13 +213,18 @@ def test_bad_rows_are_dropped_and_listed_with_their_lines(tmp_path):
     assert {d["split"] for d in dropped.values()} == {"train"} and {d["file"] for d in dropped.values()} == {str(file)}
     assert dropped[2]["reason"].startswith("not a JSON line")
     assert dropped[3]["reason"] == "missing 'problem' (data.prompt_key); the row has: question, final_answer"
-    assert dropped[5]["reason"] == ("'problem' (data.prompt_key) must be a string or a list of {role, content} "
-                                    "messages, got int")
+    assert dropped[5]["reason"] == (
+        "'problem' (data.prompt_key) must be a string or a list of {role, content} messages, got int"
+    )
     assert dropped[7]["reason"] == "not a JSON object: list"
     assert dropped[8]["reason"] == "'final_answer' (data.ground_truth_key) is empty"
     assert dropped[9]["reason"] == "'problem' (data.prompt_key) message 1 is not a {role, content} pair of strings"
     assert sorted(r["row_id"] for r in read_rows(tmp_path / "out" / "train.parquet")) == [
-        "rows-0", "rows-10", "rows-3", "rows-9"]  # 0-based line index: traceable
+        "rows-0",
+        "rows-10",
+        "rows-3",
+        "rows-9",
+    ]  # 0-based line index: traceable
 
 
 def test_every_row_bad_fails_naming_the_first_lines_and_leaves_nothing(tmp_path):
@@ -202,8 +244,15 @@ def test_every_row_bad_fails_naming_the_first_lines_and_leaves_nothing(tmp_path)
 def test_empty_input_fails(tmp_path):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(DataError, match=r"empty.jsonl \(eval rows\): no rows \(the input is empty\)"):
-        converted({"source": "jsonl", "path": str(EXAMPLE / "train.jsonl"), "eval_files": str(empty),
-                        "prompt_key": "problem", "ground_truth_key": "final_answer"})
+        converted(
+            {
+                "source": "jsonl",
+                "path": str(EXAMPLE / "train.jsonl"),
+                "eval_files": str(empty),
+                "prompt_key": "problem",
+                "ground_truth_key": "final_answer",
+            }
+        )
 
 
 def test_failure_keeps_a_previous_output(tmp_path):
@@ -216,14 +265,20 @@ def test_failure_keeps_a_previous_output(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "knobsweep.data", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "knobsweep.data", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_prints_rows_per_split_and_the_first_dropped_lines(tmp_path):
     file = write_jsonl(tmp_path / "rows.jsonl", bad_lines() + ["{oops"] * 3)
-    config = {"source": "jsonl", "path": str(file), "eval_files": str(EXAMPLE / "test.jsonl"),
-              "prompt_key": "problem", "ground_truth_key": "final_answer"}
+    config = {
+        "source": "jsonl",
+        "path": str(file),
+        "eval_files": str(EXAMPLE / "test.jsonl"),
+        "prompt_key": "problem",
+        "ground_truth_key": "final_answer",
+    }
     result = run_cli("--config-json", json.dumps(config), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "jsonl (rl): 4 train + 16 eval rows, 9 dropped (9 train)" in result.stdout
@@ -241,6 +296,7 @@ def test_cli_error_exits_non_zero_and_writes_nothing(tmp_path):
 
 
 # --- options ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "options, message",
@@ -277,12 +333,15 @@ def test_hf_needs_a_path():
         read_options({"source": "hf"})
 
 
-@pytest.mark.parametrize("options", [
-    {"source": "jsonl", "path": "x.jsonl", "eval_ratio": 0.2},
-    {"source": "jsonl", "train_files": "a.jsonl", "eval_files": ["b.jsonl"], "format": "kto"},
-    {"source": "parquet", "path": "dir", "eval_split": "validation", "format": "sft"},
-    {"source": "hf", "path": "owner/name", "hub_config": "main", "train_files": "a.jsonl", "eval_files": "b.jsonl"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"source": "jsonl", "path": "x.jsonl", "eval_ratio": 0.2},
+        {"source": "jsonl", "train_files": "a.jsonl", "eval_files": ["b.jsonl"], "format": "kto"},
+        {"source": "parquet", "path": "dir", "eval_split": "validation", "format": "sft"},
+        {"source": "hf", "path": "owner/name", "hub_config": "main", "train_files": "a.jsonl", "eval_files": "b.jsonl"},
+    ],
+)
 def test_resolving_twice_changes_nothing(options):
     # The spec stores resolved options in the run config; the data stage resolves them again.
     once = resolved(options)
@@ -293,8 +352,11 @@ def test_resolving_twice_changes_nothing(options):
 def test_missing_inputs_are_named(tmp_path):
     (tmp_path / "dir").mkdir()
     write_jsonl(tmp_path / "dir" / "train.jsonl", example_records()[:3])
-    with pytest.raises(FieldError, match=r"data.eval_split: .*dir has no 'test' file; it has: train.jsonl; "
-                                        r"set data.eval_split, data.eval_files, or data.eval_ratio"):
+    with pytest.raises(
+        FieldError,
+        match=r"data.eval_split: .*dir has no 'test' file; it has: train.jsonl; "
+        r"set data.eval_split, data.eval_files, or data.eval_ratio",
+    ):
         converted({"source": "jsonl", "path": str(tmp_path / "dir")})
     with pytest.raises(FieldError, match=r"data.train_split: .*dir has no 'dev' file"):
         converted({"source": "jsonl", "path": str(tmp_path / "dir"), "train_split": "dev"})
@@ -306,9 +368,11 @@ def test_missing_inputs_are_named(tmp_path):
 
 # --- sft and kto rows -------------------------------------------------------------------
 
+
 def test_sft_prompt_response_rows_and_reference_eval_rows(tmp_path):
-    manifest = convert_to_dir(example(format="sft", response_key="solution", ground_truth_key="missing"),
-                              tmp_path / "out")
+    manifest = convert_to_dir(
+        example(format="sft", response_key="solution", ground_truth_key="missing"), tmp_path / "out"
+    )
     assert manifest["rows"] == {"train": 64, "eval": 16}
     train = read_rows(tmp_path / "out" / "train.parquet")
     assert pq.read_schema(tmp_path / "out" / "train.parquet").names == ["row_id", "prompt", "completion"]
@@ -328,12 +392,14 @@ def test_sft_conversations_and_mixed_rows(tmp_path):
     trajectories = FIXTURES / "trajectories" / "swesmith__ft_xml_example.jsonl"
     conversations = [json.loads(line) for line in trajectories.read_text().splitlines()]
     file = write_jsonl(tmp_path / "sft.jsonl", conversations)
-    result = converted({"source": "jsonl", "format": "sft", "path": str(file), "eval_files": str(file),
-                             "extra_keys": ["instance_id"]})
+    result = converted(
+        {"source": "jsonl", "format": "sft", "path": str(file), "eval_files": str(file), "extra_keys": ["instance_id"]}
+    )
     assert result.schema.names == ["row_id", "messages"]
     by_id = {r["row_id"]: r for r in result.train}
-    assert by_id["sft-0"]["messages"] == [{"role": m["role"], "content": m["content"]}
-                                          for m in conversations[0]["messages"]]
+    assert by_id["sft-0"]["messages"] == [
+        {"role": m["role"], "content": m["content"]} for m in conversations[0]["messages"]
+    ]
     # eval: the conversation up to its last assistant turn is the prompt, that turn the reference.
     first = next(r for r in result.eval if r["row_id"] == "sft-0")
     last = max(i for i, m in enumerate(conversations[0]["messages"]) if m["role"] == "assistant")
@@ -343,25 +409,45 @@ def test_sft_conversations_and_mixed_rows(tmp_path):
     mixed = write_jsonl(tmp_path / "mixed.jsonl", conversations[:1] + [{"prompt": "Hi", "response": "Hello"}])
     result = converted({"source": "jsonl", "format": "sft", "path": str(mixed), "eval_files": str(mixed)})
     rows = {r["row_id"]: r for r in result.train}
-    assert rows["mixed-1"] == {"row_id": "mixed-1", "messages": [{"role": "user", "content": "Hi"},
-                                                                 {"role": "assistant", "content": "Hello"}]}
+    assert rows["mixed-1"] == {
+        "row_id": "mixed-1",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+    }
     assert result.stats == {"prompt_completion_as_messages": 1}
 
 
 def test_kto_labels_parse_and_bad_labels_are_dropped(tmp_path):
     records = example_records()[:8]
     labels = [True, False, 1, 0, "true", "False", 2, "yes"]
-    file = write_jsonl(tmp_path / "kto.jsonl", [
-        {"q": r["problem"], "a": r["solution"], "ok": label} for r, label in zip(records, labels)])
-    manifest = convert_to_dir({"source": "jsonl", "format": "kto", "path": str(file), "eval_files": str(file),
-                               "prompt_key": "q", "response_key": "a", "label_key": "ok"}, tmp_path / "out")
+    file = write_jsonl(
+        tmp_path / "kto.jsonl",
+        [{"q": r["problem"], "a": r["solution"], "ok": label} for r, label in zip(records, labels)],
+    )
+    manifest = convert_to_dir(
+        {
+            "source": "jsonl",
+            "format": "kto",
+            "path": str(file),
+            "eval_files": str(file),
+            "prompt_key": "q",
+            "response_key": "a",
+            "label_key": "ok",
+        },
+        tmp_path / "out",
+    )
     train = {r["row_id"]: r for r in read_rows(tmp_path / "out" / "train.parquet")}
     assert {rid: r["label"] for rid, r in train.items()} == {
-        "kto-0": True, "kto-1": False, "kto-2": True, "kto-3": False, "kto-4": True, "kto-5": False}
+        "kto-0": True,
+        "kto-1": False,
+        "kto-2": True,
+        "kto-3": False,
+        "kto-4": True,
+        "kto-5": False,
+    }
     assert manifest["stats"] == {"label_true": 3, "label_false": 3}
     assert train["kto-0"]["completion"] == [{"role": "assistant", "content": records[0]["solution"]}]
     reasons = {(d["split"], d["line"]): d["reason"] for d in manifest["dropped"]}
-    assert reasons[("train", 7)] == "'ok' (data.label_key) must be a bool, 0/1 or \"true\"/\"false\", got 2"
+    assert reasons[("train", 7)] == '\'ok\' (data.label_key) must be a bool, 0/1 or "true"/"false", got 2'
     assert reasons[("train", 8)].endswith("got 'yes'")
     # eval rows: a desirable response is the reference; an undesirable one is no reference at all.
     evals = {r["row_id"] for r in read_rows(tmp_path / "out" / "eval.parquet")}
@@ -371,19 +457,25 @@ def test_kto_labels_parse_and_bad_labels_are_dropped(tmp_path):
 
 def test_kto_response_must_be_one_assistant_turn(tmp_path):
     two = [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]
-    file = write_jsonl(tmp_path / "kto.jsonl", [
-        {"prompt": "p", "response": two, "label": True},
-        {"prompt": "p", "response": [{"role": "user", "content": "x"}], "label": True},
-        {"prompt": "p", "response": "fine", "label": False, "ground_truth": "fine"},
-    ])
+    file = write_jsonl(
+        tmp_path / "kto.jsonl",
+        [
+            {"prompt": "p", "response": two, "label": True},
+            {"prompt": "p", "response": [{"role": "user", "content": "x"}], "label": True},
+            {"prompt": "p", "response": "fine", "label": False, "ground_truth": "fine"},
+        ],
+    )
     result = converted({"source": "jsonl", "format": "kto", "path": str(file), "eval_files": str(file)})
     assert [r["row_id"] for r in result.train] == ["kto-2"]
     reasons = [d["reason"] for d in result.dropped if d["split"] == "train"]
-    assert reasons == ["'response' (data.response_key) must be one assistant message for kto, got 2 messages",
-                       "'response' (data.response_key) has no assistant message"]
+    assert reasons == [
+        "'response' (data.response_key) must be one assistant message for kto, got 2 messages",
+        "'response' (data.response_key) has no assistant message",
+    ]
 
 
 # --- parquet and hf: the same rows ------------------------------------------------------
+
 
 def rl_rows(result) -> tuple[list, list]:
     def strip(rows):
@@ -416,8 +508,14 @@ def test_parquet_shards_and_bad_rows(tmp_path):
     pq.write_table(pa.Table.from_pylist(broken), tmp_path / "pq" / "train-00001-of-00002.parquet")
     result = converted(example(source="parquet", path=str(tmp_path / "pq"), eval_ratio=0.1))
     assert len(result.train) + len(result.eval) == 34
-    assert result.dropped == [{"split": "train", "file": str(tmp_path / "pq" / "train-00001-of-00002.parquet"),
-                               "line": 5, "reason": "'problem' (data.prompt_key) is null"}]
+    assert result.dropped == [
+        {
+            "split": "train",
+            "file": str(tmp_path / "pq" / "train-00001-of-00002.parquet"),
+            "line": 5,
+            "reason": "'problem' (data.prompt_key) is null",
+        }
+    ]
 
 
 def test_unreadable_parquet_is_named(tmp_path):
@@ -431,9 +529,9 @@ def test_hf_saved_dataset_gives_the_same_rows(tmp_path, jsonl_rows):
     import datasets
 
     saved = tmp_path / "saved"
-    datasets.DatasetDict({
-        split: datasets.Dataset.from_list(example_records(split)) for split in ("train", "test")
-    }).save_to_disk(str(saved))
+    datasets.DatasetDict(
+        {split: datasets.Dataset.from_list(example_records(split)) for split in ("train", "test")}
+    ).save_to_disk(str(saved))
     options = example(source="hf", path=str(saved))
     result = converted(options)
     assert rl_rows(result) == jsonl_rows
@@ -449,8 +547,9 @@ def test_hf_saved_dataset_gives_the_same_rows(tmp_path, jsonl_rows):
 
 def test_hf_data_files_go_through_load_dataset(tmp_path, jsonl_rows):
     # load_dataset(path, name, data_files=...): the call a hub id takes, here with the json loader.
-    options = example(source="hf", path="json", train_files=[str(EXAMPLE / "train.jsonl")],
-                      eval_files=[str(EXAMPLE / "test.jsonl")])
+    options = example(
+        source="hf", path="json", train_files=[str(EXAMPLE / "train.jsonl")], eval_files=[str(EXAMPLE / "test.jsonl")]
+    )
     result = converted(options)
     assert rl_rows(result) == jsonl_rows
     assert result.inputs == {(EXAMPLE / f).as_posix(): file_sha256(EXAMPLE / f) for f in ("train.jsonl", "test.jsonl")}
@@ -470,10 +569,12 @@ def test_hf_missing_local_directory_is_not_looked_up_on_the_hub(tmp_path, monkey
     with pytest.raises(FieldError, match=r"data.path: 'data/mine': no such directory .* and not a hub dataset id"):
         converted({"source": "hf", "path": "data/mine"})
     assert input_fingerprint({"source": "hf", "path": "owner/name", "revision": "abc123"}) == {
-        "owner/name": "hub:owner/name config=default revision=abc123"}
+        "owner/name": "hub:owner/name config=default revision=abc123"
+    }
 
 
 # --- the match evaluator ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "options, completion, truth, score",
@@ -562,6 +663,7 @@ def test_match_scores_the_converted_example_rows():
 
 # --- the shipped example trains ---------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_grpo_trains_on_custom_jsonl_with_the_match_reward(tmp_path):
     from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
@@ -570,21 +672,64 @@ def test_grpo_trains_on_custom_jsonl_with_the_match_reward(tmp_path):
     convert_to_dir(example(train_size=6, eval_size=2, extra_keys=["id"]), data)
     model = build_tiny_model(texts_from_parquet(data / "train.parquet"), tmp_path / "tiny")
     config = {
-        "model": {"name": "tiny", "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-                                           "exclude_modules": ["lm_head", "embed_tokens"]}},
-        "train": {"method": "grpo", "loss": "grpo", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2,
-                  "kl_beta": None, "log_every": 1, "trl": {}},
+        "model": {
+            "name": "tiny",
+            "lora": {
+                "rank": 8,
+                "alpha": 16,
+                "dropout": 0.05,
+                "target_modules": "all-linear",
+                "exclude_modules": ["lm_head", "embed_tokens"],
+            },
+        },
+        "train": {
+            "method": "grpo",
+            "loss": "grpo",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": 2,
+            "kl_beta": None,
+            "log_every": 1,
+            "trl": {},
+        },
         "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "extra_body": {}},
-        "reward": {"name": "match", "mode": "numeric", "pattern": None, "case_sensitive": False, "strip": True,
-                   "format_weight": 0.5},
+        "reward": {
+            "name": "match",
+            "mode": "numeric",
+            "pattern": None,
+            "case_sensitive": False,
+            "strip": True,
+            "format_weight": 0.5,
+        },
         "seed": 0,
     }
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "knobsweep.train", "--config-json", json.dumps(config), "--model", str(model),
-               "--data", str(data), "--out", str(tmp_path / "train")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "train"),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     status = json.loads((tmp_path / "train" / "status.json").read_text())
     assert (status["state"], status["step"]) == ("COMPLETED", 3)

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FIXTURES
 
-from knobsweep.data import convert_to_dir, input_fingerprint
+from knobsweep.data import convert_to_dir, gsm8k, input_fingerprint
 from knobsweep.errors import DataError, FieldError, SpecError
-from knobsweep.spec.sources import Gsm8kOptions, read_options
-from knobsweep.data import gsm8k
 from knobsweep.io import file_sha256
 from knobsweep.rewards.gsm8k import extract_ground_truth
+from knobsweep.spec.sources import Gsm8kOptions, read_options
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "gsm8k"
@@ -82,9 +80,7 @@ def test_demo_converts_to_rl_rows(tmp_path):
             assert prefix == split
             original = source[split][int(index)]
             assert row["answer"] == original["answer"]
-            assert row["prompt"] == [
-                {"role": "user", "content": original["question"] + "\n" + gsm8k.INSTRUCTION}
-            ]
+            assert row["prompt"] == [{"role": "user", "content": original["question"] + "\n" + gsm8k.INSTRUCTION}]
             assert row["ground_truth"] == extract_ground_truth(original["answer"])
             assert "," not in row["ground_truth"]
     assert gsm8k.INSTRUCTION == 'Let\'s think step by step and output the final answer after "####".'
@@ -241,8 +237,11 @@ def test_missing_split_file_lists_what_is_there(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"train_sise": 3}, r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\); valid keys: "
-                            r"eval_size, eval_split, format"),
+        (
+            {"train_sise": 3},
+            r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\); valid keys: "
+            r"eval_size, eval_split, format",
+        ),
         ({"train_size": 0}, r"data.train_size: 0 is out of range; allowed: 1 <= value"),
         ({"eval_size": 2.5}, r"data.eval_size: 2.5: Input should be a valid integer"),
         ({"seed": "zero"}, r"data.seed: 'zero': Input should be a valid integer"),
@@ -270,14 +269,16 @@ def test_unknown_source():
 
 def test_the_whole_real_test_split_converts_without_dropping_a_row(tmp_path):
     # the conversion's speed is bench/data.py's figure, not a test's
-    source = write_split_dir(tmp_path / "gsm8k", (DEMO / "train.jsonl").read_text().splitlines(),
-                             REAL_TEST.read_text().splitlines())
+    source = write_split_dir(
+        tmp_path / "gsm8k", (DEMO / "train.jsonl").read_text().splitlines(), REAL_TEST.read_text().splitlines()
+    )
     manifest = convert_to_dir({"source": "gsm8k", "path": str(source)}, tmp_path / "out")
     assert manifest["rows"] == {"train": 1000, "eval": 1319}
     assert manifest["dropped"] == []
 
 
 # --- sft and kto rows -------------------------------------------------------------------
+
 
 def test_sft_rows_are_the_rl_prompt_and_the_reference_solution(tmp_path):
     manifest = convert_to_dir(demo_options(format="sft", train_size=40, eval_size=10), tmp_path / "sft")
@@ -322,8 +323,13 @@ def test_kto_labels_come_from_a_seeded_coin_and_wrong_answers_are_wrong(tmp_path
 
 @pytest.mark.parametrize(
     "solution, seed",
-    [("2 + 3 = 5\n#### 5", 0), ("600 + 400\n#### 1,000", 1), ("2 - 5\n#### -3", 2), ("x\n#### 0", 3),
-     ("#### 12 and #### 18.", 4)],
+    [
+        ("2 + 3 = 5\n#### 5", 0),
+        ("600 + 400\n#### 1,000", 1),
+        ("2 - 5\n#### -3", 2),
+        ("x\n#### 0", 3),
+        ("#### 12 and #### 18.", 4),
+    ],
 )
 def test_wrong_final_answer_changes_only_the_final_number(solution, seed):
     for row in range(20):
@@ -365,8 +371,9 @@ def test_cli_summary_counts_kto_labels(tmp_path):
     result = run_cli("--config-json", json.dumps(config), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "manifest.json").read_text())["stats"]
-    assert (f"gsm8k (kto): 30 train + 5 eval rows, label_true {stats['label_true']}, "
-            f"label_false {stats['label_false']}") in result.stdout
+    assert (
+        f"gsm8k (kto): 30 train + 5 eval rows, label_true {stats['label_true']}, label_false {stats['label_false']}"
+    ) in result.stdout
 
 
 def test_cli_prints_the_first_dropped_lines(tmp_path):

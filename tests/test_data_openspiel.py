@@ -22,9 +22,8 @@ pyspiel = pytest.importorskip(
 
 from knobsweep.data import convert_to_dir  # noqa: E402
 from knobsweep.data import openspiel as source  # noqa: E402
-from knobsweep.errors import DataError, FieldError, SpecError  # noqa: E402
+from knobsweep.errors import FieldError, SpecError  # noqa: E402
 from knobsweep.io import read_jsonl  # noqa: E402
-from knobsweep.spec.sources import OpenSpielOptions, read_options  # noqa: E402
 from knobsweep.rewards import get_evaluator  # noqa: E402
 from knobsweep.rewards.openspiel import (  # noqa: E402
     OpenSpielEvaluator,
@@ -34,11 +33,11 @@ from knobsweep.rewards.openspiel import (  # noqa: E402
     parse_move,
     unsupported_reason,
 )
+from knobsweep.spec.sources import OpenSpielOptions, read_options  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLAYTHROUGHS = REPO / "tests" / "fixtures" / "openspiel" / "playthroughs"
-FIVE_CASES = ["tic_tac_toe", "connect_four", "breakthrough(rows=6,columns=6)", "hex(board_size=5)",
-              "go(board_size=9)"]
+FIVE_CASES = ["tic_tac_toe", "connect_four", "breakthrough(rows=6,columns=6)", "hex(board_size=5)", "go(board_size=9)"]
 
 
 def data(**options) -> dict:
@@ -46,8 +45,7 @@ def data(**options) -> dict:
 
 
 def small(**options) -> dict:
-    return data(**{"cases": ["tic_tac_toe"], "train_size": 10, "eval_size": 5,
-                   "max_random_steps": 6, **options})
+    return data(**{"cases": ["tic_tac_toe"], "train_size": 10, "eval_size": 5, "max_random_steps": 6, **options})
 
 
 def truth(row: dict) -> dict:
@@ -69,6 +67,7 @@ def row_at(load_string: str, actions: list[int], answer: str | None = None) -> d
 
 
 # --- options ---------------------------------------------------------------------------------
+
 
 def resolved(section: dict) -> dict:
     """A `data` section as the spec resolves it (every default filled in)."""
@@ -96,47 +95,84 @@ def test_defaults_and_games_times_configs_expand_into_cases():
     assert resolved(data(games=["tic_tac_toe"]))["cases"] == ["tic_tac_toe"]
 
 
-@pytest.mark.parametrize("options, message", [
-    (data(cases=["tic_tac_toe"], train_sise=3),
-     r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\)"),
-    (data(cases=["tic_tac_toe"], num_tasks_per_case=3),
-     r"data.num_tasks_per_case: renamed to data.train_size \(the train positions of all cases together: "),
-    (data(cases=["tic_tac_toe", "connect_four"], train_size=1), r"data.train_size: 1 positions for 2 cases: at least "
-                                                                r"one each"),
-    (data(cases=["tic_tac_toe"], format="sft"), r"data.format: 'sft' is not allowed; allowed: 'rl'"),
-    (data(), r"data.cases: required"),
-    (data(cases=["tic_tac_toe"], games=["hex"]), r"data.cases: give data.cases or data.games, not both"),
-    (data(cases=["tic_tac_toe"], game_configs=[{}]), r"data.game_configs: needs data.games"),
-    (data(cases=[]), r"data.cases: \[\]: List should have at least 1 item"),
-    (data(cases=["tic_tac_toe", 5]), r"data.cases\[1\]: 5: Input should be a valid string"),
-    (data(cases=["tic_tac_toe", "tic_tac_toe"]),
-     r"data.cases\[1\]: 'tic_tac_toe' is listed twice \(also data.cases\[0\]\)"),
-    (data(cases=["tic_tac_toe", "tic_tac_teo"]),
-     r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' "
-     r"\(did you mean 'tic_tac_toe'"),
-    (data(cases=["hex(rows=5)"]),
-     r"data.cases\[0\]: OpenSpiel cannot load 'hex\(rows=5\)': Unknown parameter 'rows'. "
-     r"Available parameters are: board_size"),
-    (data(cases=["hex(board_size=five)"]), r"data.cases\[0\]: .*Wrong type for parameter board_size"),
-    (data(cases=["connect_four", "tic_tac_toe", "goofspiel"]),
-     r"data.cases\[2\]: 'goofspiel' is a simultaneous-move game; supported: sequential games "
-     r"\(chance nodes are sampled with the task's seed\)"),
-    (data(cases=["mfg_crowd_modelling"]), r"data.cases\[0\]: 'mfg_crowd_modelling' has mean_field dynamics"),
-    (data(cases=["stones_and_gems"]), r"data.cases\[0\]: 'stones_and_gems' samples its chance events inside the game"),
-    (data(games=["hex"], game_configs=[{"board_size": 5}, {"rows": 6}]),
-     r"data.games\[0\]: with data.game_configs\[1\]: OpenSpiel cannot load 'hex\(rows=6\)': Unknown parameter"),
-    (data(games=["hex(board_size=5)"]), r"data.games\[0\]: must be a game name without parameters"),
-    (data(games=["hex"], game_configs=[{"board_size": [5]}]), r"data.game_configs\[0\].board_size: must be a number"),
-    (data(games=["hex"], game_configs=["board_size=5"]), r"data.game_configs\[0\]: 'board_size=5': Input should "
-                                                         r"be a valid dictionary"),
-    (data(cases=["tic_tac_toe"], train_size=0), r"data.train_size: 0 is out of range; allowed: 1 <= value <= 1000000"),
-    (data(cases=["tic_tac_toe"], eval_size=None), r"data.eval_size: None: Input should be a valid integer"),
-    (data(cases=["tic_tac_toe"], seed=-1), r"data.seed: -1 is out of range; allowed: 0 <= value <= 2147483647"),
-    (data(cases=["tic_tac_toe"], eval_overlap="warn"), r"data.eval_overlap: 'warn' is not allowed; allowed: "
-                                                       r"'drop' or 'keep'"),
-    (data(cases=["tic_tac_toe"], min_random_steps=5, max_random_steps=2),
-     r"data.min_random_steps: 5 is more than data.max_random_steps \(2\)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            data(cases=["tic_tac_toe"], train_sise=3),
+            r"data.train_sise: unknown key 'train_sise' \(did you mean 'train_size'\?\)",
+        ),
+        (
+            data(cases=["tic_tac_toe"], num_tasks_per_case=3),
+            r"data.num_tasks_per_case: renamed to data.train_size \(the train positions of all cases together: ",
+        ),
+        (
+            data(cases=["tic_tac_toe", "connect_four"], train_size=1),
+            r"data.train_size: 1 positions for 2 cases: at least "
+            r"one each",
+        ),
+        (data(cases=["tic_tac_toe"], format="sft"), r"data.format: 'sft' is not allowed; allowed: 'rl'"),
+        (data(), r"data.cases: required"),
+        (data(cases=["tic_tac_toe"], games=["hex"]), r"data.cases: give data.cases or data.games, not both"),
+        (data(cases=["tic_tac_toe"], game_configs=[{}]), r"data.game_configs: needs data.games"),
+        (data(cases=[]), r"data.cases: \[\]: List should have at least 1 item"),
+        (data(cases=["tic_tac_toe", 5]), r"data.cases\[1\]: 5: Input should be a valid string"),
+        (
+            data(cases=["tic_tac_toe", "tic_tac_toe"]),
+            r"data.cases\[1\]: 'tic_tac_toe' is listed twice \(also data.cases\[0\]\)",
+        ),
+        (
+            data(cases=["tic_tac_toe", "tic_tac_teo"]),
+            r"data.cases\[1\]: OpenSpiel cannot load 'tic_tac_teo': unknown game 'tic_tac_teo' "
+            r"\(did you mean 'tic_tac_toe'",
+        ),
+        (
+            data(cases=["hex(rows=5)"]),
+            r"data.cases\[0\]: OpenSpiel cannot load 'hex\(rows=5\)': Unknown parameter 'rows'. "
+            r"Available parameters are: board_size",
+        ),
+        (data(cases=["hex(board_size=five)"]), r"data.cases\[0\]: .*Wrong type for parameter board_size"),
+        (
+            data(cases=["connect_four", "tic_tac_toe", "goofspiel"]),
+            r"data.cases\[2\]: 'goofspiel' is a simultaneous-move game; supported: sequential games "
+            r"\(chance nodes are sampled with the task's seed\)",
+        ),
+        (data(cases=["mfg_crowd_modelling"]), r"data.cases\[0\]: 'mfg_crowd_modelling' has mean_field dynamics"),
+        (
+            data(cases=["stones_and_gems"]),
+            r"data.cases\[0\]: 'stones_and_gems' samples its chance events inside the game",
+        ),
+        (
+            data(games=["hex"], game_configs=[{"board_size": 5}, {"rows": 6}]),
+            r"data.games\[0\]: with data.game_configs\[1\]: OpenSpiel cannot load 'hex\(rows=6\)': Unknown parameter",
+        ),
+        (data(games=["hex(board_size=5)"]), r"data.games\[0\]: must be a game name without parameters"),
+        (
+            data(games=["hex"], game_configs=[{"board_size": [5]}]),
+            r"data.game_configs\[0\].board_size: must be a number",
+        ),
+        (
+            data(games=["hex"], game_configs=["board_size=5"]),
+            r"data.game_configs\[0\]: 'board_size=5': Input should "
+            r"be a valid dictionary",
+        ),
+        (
+            data(cases=["tic_tac_toe"], train_size=0),
+            r"data.train_size: 0 is out of range; allowed: 1 <= value <= 1000000",
+        ),
+        (data(cases=["tic_tac_toe"], eval_size=None), r"data.eval_size: None: Input should be a valid integer"),
+        (data(cases=["tic_tac_toe"], seed=-1), r"data.seed: -1 is out of range; allowed: 0 <= value <= 2147483647"),
+        (
+            data(cases=["tic_tac_toe"], eval_overlap="warn"),
+            r"data.eval_overlap: 'warn' is not allowed; allowed: "
+            r"'drop' or 'keep'",
+        ),
+        (
+            data(cases=["tic_tac_toe"], min_random_steps=5, max_random_steps=2),
+            r"data.min_random_steps: 5 is more than data.max_random_steps \(2\)",
+        ),
+    ],
+)
 def test_bad_options_are_named(options, message):
     with pytest.raises(SpecError, match="--config-json: " + message):
         read_options(options)
@@ -150,15 +186,25 @@ def test_fingerprint_is_the_installed_open_spiel():
 
 # --- rows ------------------------------------------------------------------------------------
 
+
 def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path):
-    manifest = convert_to_dir(data(cases=["tic_tac_toe", "chess", "backgammon", "kuhn_poker"],
-                                   train_size=32, eval_size=16), tmp_path / "out")
+    manifest = convert_to_dir(
+        data(cases=["tic_tac_toe", "chess", "backgammon", "kuhn_poker"], train_size=32, eval_size=16), tmp_path / "out"
+    )
     train = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
     evaluation = pq.read_table(tmp_path / "out" / "eval.parquet").to_pylist()
     assert manifest["rows"] == {"train": 32, "eval": len(evaluation)} and manifest["converter_version"] == "1"
     assert [r["row_id"] for r in train[:9]] == [f"train-0-{i}" for i in range(8)] + ["train-1-0"]
-    assert set(train[0]) == {"row_id", "prompt", "ground_truth", "answer", "game", "task_seed", "player",
-                             "num_legal_moves"}
+    assert set(train[0]) == {
+        "row_id",
+        "prompt",
+        "ground_truth",
+        "answer",
+        "game",
+        "task_seed",
+        "player",
+        "num_legal_moves",
+    }
     for row in train + evaluation:
         gt = truth(row)
         assert gt["game"] == row["game"] and gt["player"] == row["player"] and gt["seed"] == row["task_seed"]
@@ -188,17 +234,21 @@ def test_rows_show_a_live_position_and_rebuild_from_their_ground_truth(tmp_path)
 
 
 def test_the_same_seed_gives_the_same_states_here_and_in_another_process():
-    options = data(cases=["tic_tac_toe", "backgammon", "breakthrough(rows=6,columns=6)"],
-                   train_size=60, eval_size=15, seed=7)
+    options = data(
+        cases=["tic_tac_toe", "backgammon", "breakthrough(rows=6,columns=6)"], train_size=60, eval_size=15, seed=7
+    )
     first, second = converted(options), converted(options)
     assert digest(first.train + first.eval) == digest(second.train + second.eval)
-    script = ("import hashlib, json, sys; from knobsweep.data import openspiel as s; "
-              "from knobsweep.spec.sources import read_options; r = s.convert(read_options(json.loads(sys.argv[1]))); "
-              "print(hashlib.sha256(json.dumps(r.train + r.eval, sort_keys=True).encode()).hexdigest())")
+    script = (
+        "import hashlib, json, sys; from knobsweep.data import openspiel as s; "
+        "from knobsweep.spec.sources import read_options; r = s.convert(read_options(json.loads(sys.argv[1]))); "
+        "print(hashlib.sha256(json.dumps(r.train + r.eval, sort_keys=True).encode()).hexdigest())"
+    )
     # A different hash seed too: nothing may depend on Python's salted str hashes.
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(options)], capture_output=True, text=True,
-                         env=env, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(options)], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     assert out == digest(first.train + first.eval)
 
     other = converted({**options, "seed": 8})
@@ -225,16 +275,22 @@ def test_eval_positions_that_are_train_positions_are_dropped_and_listed():
     first = result.dropped[0]
     assert first["reason"].startswith(f"eval-0-{first['line'] - 1} (tic_tac_toe): same position as train-0-")
 
-    with pytest.raises(FieldError, match=r"data.cases\[0\]: all 5 eval positions of 'tic_tac_toe' are also train "
-                                        r"positions .* or set data.eval_overlap: keep"):
+    with pytest.raises(
+        FieldError,
+        match=r"data.cases\[0\]: all 5 eval positions of 'tic_tac_toe' are also train "
+        r"positions .* or set data.eval_overlap: keep",
+    ):
         converted(small(max_random_steps=0))
     kept = converted(small(max_random_steps=0, eval_overlap="keep"))  # every task is the empty board
     assert len(kept.eval) == 5 and not kept.dropped and {truth(r)["history"] == [] for r in kept.eval} == {True}
 
 
 def test_a_game_that_always_ends_within_the_random_moves_is_an_error():
-    with pytest.raises(FieldError, match=r"data.cases\[0\]: 'tic_tac_toe' train task 0 \(seed 0\): all 100 draws "
-                                        r"of 9..9 random moves ended the game; lower data.max_random_steps"):
+    with pytest.raises(
+        FieldError,
+        match=r"data.cases\[0\]: 'tic_tac_toe' train task 0 \(seed 0\): all 100 draws "
+        r"of 9..9 random moves ended the game; lower data.max_random_steps",
+    ):
         converted(small(min_random_steps=9, max_random_steps=9))
 
 
@@ -249,6 +305,7 @@ def test_one_thousand_tasks_over_five_cases_convert_quickly():
 
 
 # --- the upstream playthroughs -----------------------------------------------------------------
+
 
 def parse_playthrough(path: Path) -> tuple[str, list[dict]]:
     """(load string, states): each state's printed fields ("Key()" -> text), its ToString lines
@@ -315,8 +372,9 @@ def test_prompts_match_the_upstream_playthroughs(path):
                 if perfect:
                     expected_board = "\n".join(printed["board"])
                 else:
-                    key = next(k for k in (f"ObservationString({player})", f"InformationStateString({player})")
-                               if k in fields)
+                    key = next(
+                        k for k in (f"ObservationString({player})", f"InformationStateString({player})") if k in fields
+                    )
                     expected_board = json.loads(fields[key])
                 if lines_of(expected_board) != lines_of(board_text(state, player)):
                     mismatches.append(f"state {index} board: {expected_board!r} != {board_text(state, player)!r}")
@@ -331,31 +389,37 @@ def test_prompts_match_the_upstream_playthroughs(path):
 TTT_MOVES = ["x(0,0)", "x(0,1)", "x(1,1)"]
 
 
-@pytest.mark.parametrize("completion, move", [
-    ("x(1,1)", "x(1,1)"),
-    ("  x(1,1)\n", "x(1,1)"),
-    ('"x(1,1)"', "x(1,1)"),
-    ("'x(1,1)'.", "x(1,1)"),
-    ("`x(1,1)`", "x(1,1)"),
-    ('"x(1,1)."', "x(1,1)"),
-    ("x(1,1).", "x(1,1)"),
-    ("Move: x(1,1)", "x(1,1)"),
-    ("move:x(1,1)", "x(1,1)"),
-    ("The centre is strongest.\nMove: `x(1,1)`.\n", "x(1,1)"),
-    ("MOVE: \"X(1,1)\"", "x(1,1)"),  # case-insensitive when only one move matches
-])
+@pytest.mark.parametrize(
+    "completion, move",
+    [
+        ("x(1,1)", "x(1,1)"),
+        ("  x(1,1)\n", "x(1,1)"),
+        ('"x(1,1)"', "x(1,1)"),
+        ("'x(1,1)'.", "x(1,1)"),
+        ("`x(1,1)`", "x(1,1)"),
+        ('"x(1,1)."', "x(1,1)"),
+        ("x(1,1).", "x(1,1)"),
+        ("Move: x(1,1)", "x(1,1)"),
+        ("move:x(1,1)", "x(1,1)"),
+        ("The centre is strongest.\nMove: `x(1,1)`.\n", "x(1,1)"),
+        ('MOVE: "X(1,1)"', "x(1,1)"),  # case-insensitive when only one move matches
+    ],
+)
 def test_answers_parse_tolerantly(completion, move):
     assert parse_move(completion, TTT_MOVES) == (move, "")
 
 
-@pytest.mark.parametrize("completion, reason", [
-    ("", "empty answer"),
-    ("  \n", "empty answer"),
-    ("Move:", "nothing after 'Move:'"),
-    ("I play x(1,1)", "not a legal move: 'I play x(1,1)' (3 legal moves)"),
-    ("x(2,2)", "not a legal move: 'x(2,2)' (3 legal moves)"),
-    ("x(1,1) x(0,0)", "not a legal move: 'x(1,1) x(0,0)' (3 legal moves)"),
-])
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        ("", "empty answer"),
+        ("  \n", "empty answer"),
+        ("Move:", "nothing after 'Move:'"),
+        ("I play x(1,1)", "not a legal move: 'I play x(1,1)' (3 legal moves)"),
+        ("x(2,2)", "not a legal move: 'x(2,2)' (3 legal moves)"),
+        ("x(1,1) x(0,0)", "not a legal move: 'x(1,1) x(0,0)' (3 legal moves)"),
+    ],
+)
 def test_unparseable_and_illegal_answers_say_why(completion, reason):
     assert parse_move(completion, TTT_MOVES) == (None, reason)
 
@@ -367,6 +431,7 @@ def test_case_folding_never_picks_between_two_moves():
 
 
 # --- the evaluator: scores -------------------------------------------------------------------
+
 
 def test_legal_mode_scores_legality_and_an_illegal_move_is_a_valid_zero():
     evaluator = get_evaluator({"name": "openspiel", "reward_mode": "legal"})
@@ -387,16 +452,22 @@ def test_a_broken_ground_truth_raises_naming_the_row():
         evaluator("x(0,0)", {})
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"reward_mode": "win"}, r"reward.reward_mode: must be one of legal, outcome, got 'win'"),
-    ({"reward_mode": "legal", "opponent": "mcts"}, r"reward.opponent: only used with reward_mode 'outcome'"),
-    ({"rollouts": 4}, r"reward.rollouts: only used with reward_mode 'outcome'"),
-    ({"reward_mode": "outcome", "opponent": "alphazero"}, r"reward.opponent: must be one of random, mcts"),
-    ({"reward_mode": "outcome", "mcts_simulations": 10}, r"reward.mcts_simulations: only used with opponent 'mcts'"),
-    ({"reward_mode": "outcome", "rollouts": 0}, r"reward.rollouts: must be an integer in 1..10000, got 0"),
-    ({"reward_mode": "outcome", "opponent": "mcts", "mcts_simulations": 2.5}, r"reward.mcts_simulations: must be"),
-    ({"reward_mode": "outcome", "seed": -3}, r"reward.seed: must be a non-negative integer, got -3"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"reward_mode": "win"}, r"reward.reward_mode: must be one of legal, outcome, got 'win'"),
+        ({"reward_mode": "legal", "opponent": "mcts"}, r"reward.opponent: only used with reward_mode 'outcome'"),
+        ({"rollouts": 4}, r"reward.rollouts: only used with reward_mode 'outcome'"),
+        ({"reward_mode": "outcome", "opponent": "alphazero"}, r"reward.opponent: must be one of random, mcts"),
+        (
+            {"reward_mode": "outcome", "mcts_simulations": 10},
+            r"reward.mcts_simulations: only used with opponent 'mcts'",
+        ),
+        ({"reward_mode": "outcome", "rollouts": 0}, r"reward.rollouts: must be an integer in 1..10000, got 0"),
+        ({"reward_mode": "outcome", "opponent": "mcts", "mcts_simulations": 2.5}, r"reward.mcts_simulations: must be"),
+        ({"reward_mode": "outcome", "seed": -3}, r"reward.seed: must be a non-negative integer, got -3"),
+    ],
+)
 def test_bad_evaluator_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         get_evaluator({"name": "openspiel", **options})
@@ -421,8 +492,9 @@ def test_outcome_mode_rewards_winning_and_punishes_blundering():
     assert random_play("x(2,2)", row) == corner  # seeded: the same answer scores the same
     assert random_play("x(1,1)", row).score == 0.0 and random_play("x(1,1)", row).valid  # illegal
 
-    mcts_play = get_evaluator({"name": "openspiel", "reward_mode": "outcome", "opponent": "mcts",
-                               "mcts_simulations": 200, "rollouts": 2})
+    mcts_play = get_evaluator(
+        {"name": "openspiel", "reward_mode": "outcome", "opponent": "mcts", "mcts_simulations": 200, "rollouts": 2}
+    )
     assert mcts_play("x(0,2)", row).score == 1.0
     assert mcts_play("x(2,2)", row).score == 0.0  # MCTS takes o's win (x did not block)
     assert mcts_play("x(2,2)", row).score < corner.score
@@ -438,8 +510,11 @@ def test_outcome_maps_returns_onto_zero_one_and_handles_chance_and_intermediate_
     result = evaluator(row["answer"], row)
     assert 0.0 < result.score < 1.0  # returns in [0, 20480] mapped onto [0, 1]
     assert result.score == pytest.approx(result.metrics["return"] / game.max_utility())
-    with pytest.raises(ValueError, match=r"reward.opponent 'mcts' cannot play '2048\(\)': Game must have terminal "
-                                         r"rewards. Use opponent: random"):
+    with pytest.raises(
+        ValueError,
+        match=r"reward.opponent 'mcts' cannot play '2048\(\)': Game must have terminal "
+        r"rewards. Use opponent: random",
+    ):
         OpenSpielEvaluator(reward_mode="outcome", opponent="mcts")(row["answer"], row)
 
 
@@ -453,32 +528,69 @@ def test_outcome_refuses_a_ground_truth_that_no_longer_rebuilds():
 
 # --- (slow) the real training stage on OpenSpiel data ---------------------------------------
 
+
 @pytest.mark.slow
 def test_grpo_trains_the_tiny_model_on_openspiel_positions(tmp_path):
     from knobsweep.models.tiny import build_tiny_model
 
     data_dir = tmp_path / "data"
-    convert_to_dir(data(cases=["tic_tac_toe"], train_size=6, eval_size=4, max_random_steps=6,
-                        seed=1), data_dir)
+    convert_to_dir(data(cases=["tic_tac_toe"], train_size=6, eval_size=4, max_random_steps=6, seed=1), data_dir)
     rows = pq.read_table(data_dir / "train.parquet").to_pylist()
     texts = [m["content"] for r in rows for m in r["prompt"]] + [r["answer"] for r in rows]
     model = build_tiny_model(texts, tmp_path / "tiny")
     config = {
-        "model": {"name": "tiny", "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-                                           "exclude_modules": ["lm_head", "embed_tokens"]}},
-        "train": {"method": "grpo", "loss": "grpo", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2,
-                  "kl_beta": None, "log_every": 1, "trl": {}},
+        "model": {
+            "name": "tiny",
+            "lora": {
+                "rank": 8,
+                "alpha": 16,
+                "dropout": 0.05,
+                "target_modules": "all-linear",
+                "exclude_modules": ["lm_head", "embed_tokens"],
+            },
+        },
+        "train": {
+            "method": "grpo",
+            "loss": "grpo",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": 2,
+            "kl_beta": None,
+            "log_every": 1,
+            "trl": {},
+        },
         "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "extra_body": {}},
         "reward": {"name": "openspiel", "reward_mode": "legal"},
         "seed": 0,
     }
     out = tmp_path / "train"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "knobsweep.train", "--config-json", json.dumps(config), "--model", str(model),
-               "--data", str(data_dir), "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     status = json.loads((out / "status.json").read_text())

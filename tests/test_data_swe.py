@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import FIXTURES
 
 from knobsweep.data import convert_to_dir, input_fingerprint, swe_bench, swe_synth
@@ -21,7 +20,6 @@ from knobsweep.data._files import Record
 from knobsweep.errors import DataError, FieldError, SpecError
 from knobsweep.io import file_sha256
 from knobsweep.rewards import get_evaluator
-from knobsweep.spec.sources import SweSynthOptions, read_options
 from knobsweep.rewards.swe import (
     SwePatchEvaluator,
     SweTestsEvaluator,
@@ -29,6 +27,7 @@ from knobsweep.rewards.swe import (
     extract_patch,
     parse_patch,
 )
+from knobsweep.spec.sources import SweSynthOptions, read_options
 
 REPO = Path(__file__).resolve().parents[1]
 SWEBENCH = FIXTURES / "swebench"
@@ -75,8 +74,9 @@ def test_swe_bench_reads_every_fixture_layout_and_drops_duplicates(tmp_path):
     first = next(d for d in duplicates if d["file"].endswith("combined.jsonl") and d["line"] == 1)
     assert "'django__django-16255' (first read at " in first["reason"]
     assert first["reason"].endswith("sweagent__swe-bench-lite-test.json:1)")
-    assert manifest["inputs"] == {p.as_posix(): file_sha256(p) for p in sorted(SWEBENCH.iterdir())
-                                  if p.suffix in (".json", ".jsonl")}
+    assert manifest["inputs"] == {
+        p.as_posix(): file_sha256(p) for p in sorted(SWEBENCH.iterdir()) if p.suffix in (".json", ".jsonl")
+    }
 
 
 def test_swe_bench_rows_carry_the_prompt_gold_patch_and_test_lists(tmp_path):
@@ -100,8 +100,10 @@ def test_swe_bench_rows_carry_the_prompt_gold_patch_and_test_lists(tmp_path):
 
 
 def test_hub_form_json_string_test_lists_give_the_same_rows(tmp_path):
-    hub_form = [{**r, "FAIL_TO_PASS": json.dumps(r["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps(r["PASS_TO_PASS"])}
-                for r in combined_instances()]
+    hub_form = [
+        {**r, "FAIL_TO_PASS": json.dumps(r["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps(r["PASS_TO_PASS"])}
+        for r in combined_instances()
+    ]
     as_lists = convert_bench({"source": "swe_bench", "path": str(COMBINED)})
     as_strings = convert_bench({"source": "swe_bench", "path": str(write_jsonl(tmp_path / "hub.jsonl", hub_form))})
     assert (as_strings.train, as_strings.eval) == (as_lists.train, as_lists.eval)
@@ -132,8 +134,11 @@ def test_cache_dir_of_task_files_reads_offline(tmp_path):
     assert sorted(r["row_id"] for r in result.train + result.eval) == sorted(r["instance_id"] for r in hub_form[3:9])
     assert result.options["path"] is None
     # only the tasks in range are read, and only they key the conversion
-    assert set(result.inputs) == set(input_fingerprint(options)) == {
-        (cache / f"task_{i}.json").as_posix() for i in range(3, 9)}
+    assert (
+        set(result.inputs)
+        == set(input_fingerprint(options))
+        == {(cache / f"task_{i}.json").as_posix() for i in range(3, 9)}
+    )
     with pytest.raises(FieldError, match=r"data.cache_dir: .*: no task_\{i\}.json files there"):
         convert_bench({**options, "cache_dir": str(tmp_path)})
 
@@ -145,18 +150,23 @@ def test_hub_split_fills_the_cache_that_a_later_offline_run_reads(tmp_path, monk
 
     from knobsweep.data import _files
 
-    hub_form = [{**r, "FAIL_TO_PASS": json.dumps(r["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps(r["PASS_TO_PASS"])}
-                for r in combined_instances()]
+    hub_form = [
+        {**r, "FAIL_TO_PASS": json.dumps(r["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps(r["PASS_TO_PASS"])}
+        for r in combined_instances()
+    ]
     loaded = []
-    monkeypatch.setattr(_files, "load_hub_split", lambda *args, **kw: loaded.append(args) or Dataset.from_list(hub_form))
+    monkeypatch.setattr(
+        _files, "load_hub_split", lambda *args, **kw: loaded.append(args) or Dataset.from_list(hub_form)
+    )
     monkeypatch.chdir(tmp_path)
     online = convert_bench({"source": "swe_bench", "cache_dir": "cache", "task_id_range": [0, 10]})
     assert loaded == [("princeton-nlp/SWE-bench_Lite", None, "test")]
     assert online.inputs == {"princeton-nlp/SWE-bench_Lite": "hub:princeton-nlp/SWE-bench_Lite@None/test"}
     assert len(list((tmp_path / "cache").glob("task_*.json"))) == len(hub_form)  # the whole split is cached
     assert json.loads((tmp_path / "cache/task_3.json").read_text()) == hub_form[3]
-    offline = convert_bench({"source": "swe_bench", "cache_dir": "cache", "use_cache_only": True,
-                                 "task_id_range": [0, 10]})
+    offline = convert_bench(
+        {"source": "swe_bench", "cache_dir": "cache", "use_cache_only": True, "task_id_range": [0, 10]}
+    )
     assert (offline.train, offline.eval) == (online.train, online.eval)
     assert len(loaded) == 1
 
@@ -212,19 +222,25 @@ def test_split_is_seeded_and_deterministic():
     assert ([r["row_id"] for r in sized.train], [r["row_id"] for r in sized.eval]) == (train[:4], evals[:2])
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz' \(did you mean 'task_ids'\?\)"),
-    ({"hub_split": "dev"}, r"data.hub_split: renamed to data.train_split, as every source calls it"),
-    ({"format": "sft"}, r"data.format: 'sft' is not allowed; allowed: 'rl'"),
-    ({"use_cache_only": True}, r"data.use_cache_only: true needs data.cache_dir"),
-    ({"use_cache_only": True, "cache_dir": "c", "path": "x.json"}, r"data.use_cache_only: true reads only data.cache"),
-    ({"path": "a.json", "paths": ["b.json"]}, r"data.paths: give data.path or data.paths, not both"),
-    ({"eval_ratio": 0}, r"data.eval_ratio: 0 is out of range; allowed: 0 < value < 1"),
-    ({"task_id_range": [5, 2]}, r"data.task_id_range: \[5, 2\]: must be \[start, end\) with start < end"),
-    ({"task_id_range": [-1, 2]}, r"data.task_id_range\[0\]: -1 is out of range"),
-    ({"task_ids": "django__django-1"}, r"data.task_ids: 'django__django-1': Input should be a valid list"),
-    ({"paths": ["data/missing.jsonl"], "cache_dir": "c"}, r"data.cache_dir: caches a hub dataset"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"task_idz": ["a"]}, r"data.task_idz: unknown key 'task_idz' \(did you mean 'task_ids'\?\)"),
+        ({"hub_split": "dev"}, r"data.hub_split: renamed to data.train_split, as every source calls it"),
+        ({"format": "sft"}, r"data.format: 'sft' is not allowed; allowed: 'rl'"),
+        ({"use_cache_only": True}, r"data.use_cache_only: true needs data.cache_dir"),
+        (
+            {"use_cache_only": True, "cache_dir": "c", "path": "x.json"},
+            r"data.use_cache_only: true reads only data.cache",
+        ),
+        ({"path": "a.json", "paths": ["b.json"]}, r"data.paths: give data.path or data.paths, not both"),
+        ({"eval_ratio": 0}, r"data.eval_ratio: 0 is out of range; allowed: 0 < value < 1"),
+        ({"task_id_range": [5, 2]}, r"data.task_id_range: \[5, 2\]: must be \[start, end\) with start < end"),
+        ({"task_id_range": [-1, 2]}, r"data.task_id_range\[0\]: -1 is out of range"),
+        ({"task_ids": "django__django-1"}, r"data.task_ids: 'django__django-1': Input should be a valid list"),
+        ({"paths": ["data/missing.jsonl"], "cache_dir": "c"}, r"data.cache_dir: caches a hub dataset"),
+    ],
+)
 def test_swe_bench_bad_options_name_the_field(options, message):
     with pytest.raises(SpecError, match="--config-json: " + message):
         read_options({"source": "swe_bench", **options})
@@ -233,7 +249,8 @@ def test_swe_bench_bad_options_name_the_field(options, message):
 def test_swe_bench_inputs_are_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert input_fingerprint({"source": "swe_bench"}) == {
-        "princeton-nlp/SWE-bench_Lite": "hub:princeton-nlp/SWE-bench_Lite@None/test"}
+        "princeton-nlp/SWE-bench_Lite": "hub:princeton-nlp/SWE-bench_Lite@None/test"
+    }
     with pytest.raises(FieldError, match=r"data.paths: 'missing.jsonl': no such file or directory"):
         input_fingerprint({"source": "swe_bench", "paths": ["missing.jsonl"]})
     with pytest.raises(FieldError, match=r"data.path: .* unsupported file type '.patch'"):
@@ -250,9 +267,14 @@ def test_every_fixture_trajectory_layout_converts(tmp_path):
     assert pq.read_schema(tmp_path / "out/eval.parquet").equals(swe_synth.schemas()["eval"])
     ids = {row["row_id"] for row in train + evals}
     # 3 SWE-smith rows, 1 SWE-agent .traj (named after its file), 2 mini-swe-agent message lists
-    assert ids == {"pandas-dev__pandas.95280573.pr_53652", "getmoto__moto.694ce1f4.pr_7331",
-                   "pydantic__pydantic.acb0f10f.pr_8316", "sweagent__pydicom__pydicom-1458",
-                   "minisweagent__github_issue", "minisweagent__local"}
+    assert ids == {
+        "pandas-dev__pandas.95280573.pr_53652",
+        "getmoto__moto.694ce1f4.pr_7331",
+        "pydantic__pydantic.acb0f10f.pr_8316",
+        "sweagent__pydicom__pydicom-1458",
+        "minisweagent__github_issue",
+        "minisweagent__local",
+    }
     assert len(evals) == 1
     for row in train:
         roles = [m["role"] for m in row["messages"]]
@@ -262,7 +284,8 @@ def test_every_fixture_trajectory_layout_converts(tmp_path):
     # predictions with no trajectory of their id are listed, not silently lost
     assert sorted(d["reason"] for d in manifest["dropped"]) == [
         f"prediction for {name!r}: no trajectory with that instance_id in the inputs"
-        for name in ("pandas-dev__pandas.95280573.pr_53856", "pydicom__pydicom-1458", "swe-agent__test-repo-1")]
+        for name in ("pandas-dev__pandas.95280573.pr_53856", "pydicom__pydicom-1458", "swe-agent__test-repo-1")
+    ]
     assert manifest["stats"] == {"truncated_train": 0, "truncated_eval": 0, "eval_without_patch": 0}
 
 
@@ -282,15 +305,22 @@ def test_swe_agent_traj_history_and_submission(tmp_path):
 def test_predictions_attach_to_trajectories_by_instance_id(tmp_path):
     # SWE-agent names a trajectory <instance_id>.traj; all_preds.jsonl holds the same prediction
     shutil.copy(TRAJECTORIES / "sweagent__pydicom__pydicom-1458.traj", tmp_path / "pydicom__pydicom-1458.traj")
-    files = [str(TRAJECTORIES / "swesmith__ft_xml_example.jsonl"), str(TRAJECTORIES / "swesmith__preds_from_traj.jsonl"),
-             str(tmp_path / "pydicom__pydicom-1458.traj"), str(TRAJECTORIES / "sweagent__all_preds.jsonl")]
+    files = [
+        str(TRAJECTORIES / "swesmith__ft_xml_example.jsonl"),
+        str(TRAJECTORIES / "swesmith__preds_from_traj.jsonl"),
+        str(tmp_path / "pydicom__pydicom-1458.traj"),
+        str(TRAJECTORIES / "sweagent__all_preds.jsonl"),
+    ]
     result = convert_synth({"source": "swe_synth", "paths": files, "mode": "patch", "eval_ratio": 0.25})
-    preds = {json.loads(line)["instance_id"]: json.loads(line)["model_patch"]
-             for line in (TRAJECTORIES / "swesmith__preds_from_traj.jsonl").read_text().splitlines()}
+    preds = {
+        json.loads(line)["instance_id"]: json.loads(line)["model_patch"]
+        for line in (TRAJECTORIES / "swesmith__preds_from_traj.jsonl").read_text().splitlines()
+    }
     rows = {row["row_id"]: row for row in result.train}
     assert sorted(d["reason"] for d in result.dropped) == [
         "no model_patch (data.mode: patch needs one)",  # getmoto: no prediction for it
-        "prediction for 'pandas-dev__pandas.95280573.pr_53856': no trajectory with that instance_id in the inputs"]
+        "prediction for 'pandas-dev__pandas.95280573.pr_53856': no trajectory with that instance_id in the inputs",
+    ]
     assert len(rows) + len(result.eval) == 3
     submission = json.loads((tmp_path / "pydicom__pydicom-1458.traj").read_text())["info"]["submission"]
     for row_id, row in rows.items():
@@ -306,10 +336,24 @@ def test_predictions_attach_to_trajectories_by_instance_id(tmp_path):
 
 
 def test_patch_mode_from_problem_statements(tmp_path):
-    records = [{"instance_id": r["instance_id"], "repo": r["repo"], "problem_statement": r["problem_statement"],
-                "model_patch": r["patch"], "run_name": "gold"} for r in combined_instances()]
-    result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "p.jsonl", records)),
-                                "mode": "patch", "prompt_from": "problem_statement"})
+    records = [
+        {
+            "instance_id": r["instance_id"],
+            "repo": r["repo"],
+            "problem_statement": r["problem_statement"],
+            "model_patch": r["patch"],
+            "run_name": "gold",
+        }
+        for r in combined_instances()
+    ]
+    result = convert_synth(
+        {
+            "source": "swe_synth",
+            "path": str(write_jsonl(tmp_path / "p.jsonl", records)),
+            "mode": "patch",
+            "prompt_from": "problem_statement",
+        }
+    )
     assert (len(result.train), len(result.eval)) == (13, 1) and not result.dropped
     by_id = {r["instance_id"]: r for r in records}
     for row in result.train:
@@ -323,11 +367,22 @@ def test_parquet_in_the_hub_layout_and_truncation(tmp_path):
     """The SWE-Synth hub layout (instance_id, messages, model_patch, run_name) as a parquet file."""
     import pyarrow as pa
 
-    preds = {json.loads(line)["instance_id"]: json.loads(line)["model_patch"]
-             for line in (TRAJECTORIES / "swesmith__preds_from_traj.jsonl").read_text().splitlines()}
+    preds = {
+        json.loads(line)["instance_id"]: json.loads(line)["model_patch"]
+        for line in (TRAJECTORIES / "swesmith__preds_from_traj.jsonl").read_text().splitlines()
+    }
     rows = [json.loads(line) for line in (TRAJECTORIES / "swesmith__ft_xml_example.jsonl").read_text().splitlines()]
-    table = pa.Table.from_pylist([{"instance_id": r["instance_id"], "messages": r["messages"],
-                                   "model_patch": preds.get(r["instance_id"]), "run_name": "r1"} for r in rows])
+    table = pa.Table.from_pylist(
+        [
+            {
+                "instance_id": r["instance_id"],
+                "messages": r["messages"],
+                "model_patch": preds.get(r["instance_id"]),
+                "run_name": "r1",
+            }
+            for r in rows
+        ]
+    )
     pq.write_table(table, tmp_path / "train-00000.parquet")
     options = {"source": "swe_synth", "path": str(tmp_path), "max_length": 1024, "eval_ratio": 0.34}
     manifest = convert_to_dir(options, tmp_path / "out")
@@ -346,9 +401,13 @@ def test_parquet_in_the_hub_layout_and_truncation(tmp_path):
 
 
 def test_truncation_keeps_whole_turns_then_cuts_the_longest_context():
-    messages = [{"role": "system", "content": "s" * 100}, {"role": "user", "content": "u" * 1000},
-                {"role": "assistant", "content": "a" * 50}, {"role": "user", "content": "o" * 40},
-                {"role": "assistant", "content": "b" * 30}]
+    messages = [
+        {"role": "system", "content": "s" * 100},
+        {"role": "user", "content": "u" * 1000},
+        {"role": "assistant", "content": "a" * 50},
+        {"role": "user", "content": "o" * 40},
+        {"role": "assistant", "content": "b" * 30},
+    ]
     whole = swe_synth._size(messages)
     assert swe_synth.fit_trajectory(messages, whole - 1) == messages[:3]  # the last exchange goes first
     cut = swe_synth.fit_trajectory(messages, 400)
@@ -363,8 +422,11 @@ def test_message_normalisation():
     raw = [
         {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
         {"from": "human", "value": "fix it"},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"type": "function", "function": {"name": "bash", "arguments": "{\"cmd\": \"ls\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "bash", "arguments": '{"cmd": "ls"}'}}],
+        },
         {"role": "tool", "content": "a.py"},
         {"role": "function", "content": "b.py"},
         {"role": "gpt", "content": [{"type": "text", "text": "done"}, "!"]},
@@ -374,24 +436,35 @@ def test_message_normalisation():
     assert messages == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "fix it"},
-        {"role": "assistant", "content": "\n<tool_call>\n" + json.dumps({"name": "bash", "arguments": "{\"cmd\": \"ls\"}"})
-                                         + "\n</tool_call>"},
+        {
+            "role": "assistant",
+            "content": "\n<tool_call>\n"
+            + json.dumps({"name": "bash", "arguments": '{"cmd": "ls"}'})
+            + "\n</tool_call>",
+        },
         {"role": "user", "content": "a.py\n\nb.py"},
         {"role": "assistant", "content": "done\n!"},
     ]
     kept, _ = swe_synth.normalise_messages(raw, tool_role="tool")
     assert [m["role"] for m in kept] == ["system", "user", "assistant", "tool", "assistant"]
     assert swe_synth.normalise_messages([{"role": "critic", "content": "x"}])[1].startswith(
-        "message 1: unknown role 'critic' (allowed: system, user, human")
+        "message 1: unknown role 'critic' (allowed: system, user, human"
+    )
     assert swe_synth.normalise_messages([{"role": "user", "content": [{"type": "image_url"}]}])[1] == (
-        "message 1: a content part of type 'image_url' has no text")
+        "message 1: a content part of type 'image_url' has no text"
+    )
 
 
 def test_unusable_trajectories_are_dropped(tmp_path):
     good = json.loads((TRAJECTORIES / "swesmith__ft_xml_example.jsonl").read_text().splitlines()[0])
-    records = [good, {**good, "instance_id": "other"}, {"instance_id": "x", "messages": []},
-               {"instance_id": "y", "messages": [{"role": "user", "content": "only a question"}]},
-               {"instance_id": "z"}, {"model_patch": "--- a/x\n+++ b/x\n"}]
+    records = [
+        good,
+        {**good, "instance_id": "other"},
+        {"instance_id": "x", "messages": []},
+        {"instance_id": "y", "messages": [{"role": "user", "content": "only a question"}]},
+        {"instance_id": "z"},
+        {"model_patch": "--- a/x\n+++ b/x\n"},
+    ]
     result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", records))})
     assert {d["line"]: d["reason"] for d in result.dropped} == {
         3: "messages: expected a non-empty list of messages, got list",
@@ -405,25 +478,32 @@ def test_unusable_trajectories_are_dropped(tmp_path):
 
 def test_repeated_instance_ids_get_numbered_row_ids_and_stay_on_one_side(tmp_path):
     rows = [json.loads(line) for line in (TRAJECTORIES / "swesmith__ft_xml_example.jsonl").read_text().splitlines()]
-    result = convert_synth({"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", rows + rows)),
-                                "eval_ratio": 0.3})
+    result = convert_synth(
+        {"source": "swe_synth", "path": str(write_jsonl(tmp_path / "t.jsonl", rows + rows)), "eval_ratio": 0.3}
+    )
     train_ids = {r["row_id"] for r in result.train}
     eval_ids = {r["row_id"] for r in result.eval}
     assert len(train_ids | eval_ids) == 6 and any(i.endswith("#2") for i in train_ids | eval_ids)
     assert not {i.split("#")[0] for i in train_ids} & {i.split("#")[0] for i in eval_ids}
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"format": "rl"}, r"data.format: 'rl' is not allowed; allowed: 'sft'"),
-    ({"mode": "diff"}, r"data.mode: 'diff' is not allowed; allowed: 'trajectory' or 'patch'"),
-    ({"prompt_from": "issue"}, r"data.prompt_from: 'issue' is not allowed; allowed: 'messages' or 'problem_statement'"),
-    ({"tool_role": "function"}, r"data.tool_role: 'function' is not allowed; allowed: 'user' or 'tool'"),
-    ({"max_length": 0}, r"data.max_length: 0 is out of range; allowed: 16 <= value"),
-    ({"chars_per_token": "three"}, r"data.chars_per_token: 'three': Input should be a valid number"),
-    ({"chars_per_token": 30}, r"data.chars_per_token: 30 is out of range; allowed: 0.5 <= value <= 20"),
-    ({"paths": []}, r"data.paths: \[\]: List should have at least 1 item"),
-    ({"max_lenght": 10}, r"data.max_lenght: unknown key 'max_lenght' \(did you mean 'max_length'\?\)"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"format": "rl"}, r"data.format: 'rl' is not allowed; allowed: 'sft'"),
+        ({"mode": "diff"}, r"data.mode: 'diff' is not allowed; allowed: 'trajectory' or 'patch'"),
+        (
+            {"prompt_from": "issue"},
+            r"data.prompt_from: 'issue' is not allowed; allowed: 'messages' or 'problem_statement'",
+        ),
+        ({"tool_role": "function"}, r"data.tool_role: 'function' is not allowed; allowed: 'user' or 'tool'"),
+        ({"max_length": 0}, r"data.max_length: 0 is out of range; allowed: 16 <= value"),
+        ({"chars_per_token": "three"}, r"data.chars_per_token: 'three': Input should be a valid number"),
+        ({"chars_per_token": 30}, r"data.chars_per_token: 30 is out of range; allowed: 0.5 <= value <= 20"),
+        ({"paths": []}, r"data.paths: \[\]: List should have at least 1 item"),
+        ({"max_lenght": 10}, r"data.max_lenght: unknown key 'max_lenght' \(did you mean 'max_length'\?\)"),
+    ],
+)
 def test_swe_synth_bad_options_name_the_field(options, message):
     with pytest.raises(SpecError, match="--config-json: " + message):
         read_options({"source": "swe_synth", **options})
@@ -434,7 +514,8 @@ def test_swe_synth_defaults_to_the_hub_dataset(tmp_path, monkeypatch):
     options = read_options({"source": "swe_synth"})
     assert (options.path, options.format, options.mode) == (SweSynthOptions.HUB_DEFAULT, "sft", "trajectory")
     assert input_fingerprint({"source": "swe_synth"}) == {
-        SweSynthOptions.HUB_DEFAULT: f"hub:{SweSynthOptions.HUB_DEFAULT}@None/train"}
+        SweSynthOptions.HUB_DEFAULT: f"hub:{SweSynthOptions.HUB_DEFAULT}@None/train"
+    }
 
 
 # ================================================================== swe_patch
@@ -462,11 +543,16 @@ def test_gold_patches_of_every_fixture_instance_score_one():
     evaluator = SwePatchEvaluator()
     for record in combined_instances():
         row = {"row_id": record["instance_id"], "ground_truth": record["patch"]}
-        for completion in (record["patch"], f"Here is the fix:\n```diff\n{record['patch']}```\nDone.",
-                           f"```\n{record['patch']}```"):
+        for completion in (
+            record["patch"],
+            f"Here is the fix:\n```diff\n{record['patch']}```\nDone.",
+            f"```\n{record['patch']}```",
+        ):
             result = evaluator(completion, row)
-            assert (result.score, result.metrics) == (1.0, {"well_formed": 1.0, "file_overlap": 1.0,
-                                                            "line_similarity": 1.0}), record["instance_id"]
+            assert (result.score, result.metrics) == (
+                1.0,
+                {"well_formed": 1.0, "file_overlap": 1.0, "line_similarity": 1.0},
+            ), record["instance_id"]
         # the test patch touches other files: a well-formed diff, but no overlap
         other = evaluator(f"```diff\n{record['test_patch']}```", row)
         assert other.metrics["well_formed"] == 1.0 and other.metrics["file_overlap"] == 0.0 and other.score < 0.5
@@ -487,12 +573,17 @@ def test_partial_patches_get_a_shaped_score_and_a_reason():
     assert worse.score < result.score
 
 
-@pytest.mark.parametrize("completion, reason", [
-    ("I would change the return value.", "not a unified diff (no ```diff block or '--- a/' header)"),
-    ("```diff\n--- a/pkg/a.py\n+++ b/pkg/a.py\n@@ -1,3 +1,3 @@\n-    return x + 1\n+    return x + 2\n```",
-     "not a well-formed unified diff: Hunk is shorter than expected"),
-    ("```diff\n```", "not a unified diff (no ```diff block or '--- a/' header)"),
-])
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        ("I would change the return value.", "not a unified diff (no ```diff block or '--- a/' header)"),
+        (
+            "```diff\n--- a/pkg/a.py\n+++ b/pkg/a.py\n@@ -1,3 +1,3 @@\n-    return x + 1\n+    return x + 2\n```",
+            "not a well-formed unified diff: Hunk is shorter than expected",
+        ),
+        ("```diff\n```", "not a unified diff (no ```diff block or '--- a/' header)"),
+    ],
+)
 def test_malformed_answers_score_zero(completion, reason):
     result = SwePatchEvaluator()(completion, {"ground_truth": GOLD_TWO_FILES})
     assert (result.score, result.valid, result.reason) == (0.0, True, reason)
@@ -507,8 +598,10 @@ def test_a_row_without_gold_patch_raises_and_bad_options_are_named():
 
 
 def test_extract_patch_joins_diff_blocks_and_survives_a_cut_generation():
-    two = ("a\n```diff\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n```\ntext\n"
-           "```patch\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-c\n+d\n```")
+    two = (
+        "a\n```diff\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n```\ntext\n"
+        "```patch\n--- a/y\n+++ b/y\n@@ -1 +1 @@\n-c\n+d\n```"
+    )
     assert set(parse_patch(extract_patch(two))) == {"x", "y"}
     cut = "```diff\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b"  # no closing fence: max_tokens ran out
     assert parse_patch(extract_patch(cut)) == {"x": ["-a", "+b"]}
@@ -519,13 +612,16 @@ def test_extract_patch_joins_diff_blocks_and_survives_a_cut_generation():
 
 
 BUGGY = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
-TESTS = ("from calc import mul, sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n\n\n"
-         "def test_mul():\n    assert mul(2, 3) == 6\n")
+TESTS = (
+    "from calc import mul, sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n\n\n"
+    "def test_mul():\n    assert mul(2, 3) == 6\n"
+)
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -549,19 +645,34 @@ def calc_task(tmp_path_factory) -> tuple[Path, dict, callable]:
         git(clone, "checkout", "-q", "--", ".")
         return out
 
-    test_patch = diff(test_calc_py=TESTS.replace("import mul, sub", "import add, mul, sub")
-                      + "\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    row = {"row_id": "acme__calc-1", "instance_id": "acme__calc-1", "repo": "acme/calc", "base_commit": base,
-           "ground_truth": diff(calc_py=BUGGY.replace("return a - b", "return a + b", 1)), "test_patch": test_patch,
-           "FAIL_TO_PASS": json.dumps(["test_calc.py::test_add"]),
-           "PASS_TO_PASS": json.dumps(["test_calc.py::test_sub", "test_calc.py::test_mul"])}
+    test_patch = diff(
+        test_calc_py=TESTS.replace("import mul, sub", "import add, mul, sub")
+        + "\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
+    row = {
+        "row_id": "acme__calc-1",
+        "instance_id": "acme__calc-1",
+        "repo": "acme/calc",
+        "base_commit": base,
+        "ground_truth": diff(calc_py=BUGGY.replace("return a - b", "return a + b", 1)),
+        "test_patch": test_patch,
+        "FAIL_TO_PASS": json.dumps(["test_calc.py::test_add"]),
+        "PASS_TO_PASS": json.dumps(["test_calc.py::test_sub", "test_calc.py::test_mul"]),
+    }
     return root / "repos", row, diff
 
 
 def local_evaluator(repos: Path, **options) -> SweTestsEvaluator:
-    return get_evaluator({"name": "swe_tests", "backend": "local", "repos_dir": str(repos),
-                          "test_cmd": f"{sys.executable} -m pytest -x -q -p no:cacheprovider", "timeout_s": 60,
-                          **options})
+    return get_evaluator(
+        {
+            "name": "swe_tests",
+            "backend": "local",
+            "repos_dir": str(repos),
+            "test_cmd": f"{sys.executable} -m pytest -x -q -p no:cacheprovider",
+            "timeout_s": 60,
+            **options,
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -615,8 +726,11 @@ def test_local_backend_restores_test_files_the_patch_touched(calc_task):
 def test_local_backend_setup_problems_raise(calc_task, tmp_path):
     repos, row, _ = calc_task
     evaluator = local_evaluator(repos)
-    with pytest.raises(ValueError, match=r"no git clone of acme/other at .*acme__other \(expected layout "
-                                         r"<repos_dir>/<owner>__<name>"):
+    with pytest.raises(
+        ValueError,
+        match=r"no git clone of acme/other at .*acme__other \(expected layout "
+        r"<repos_dir>/<owner>__<name>",
+    ):
         evaluator(row["ground_truth"], {**row, "repo": "acme/other"})
     with pytest.raises(ValueError, match=r"base_commit 0{40} is not in"):
         evaluator(row["ground_truth"], {**row, "base_commit": "0" * 40})
@@ -645,15 +759,42 @@ def test_swebench_backend_never_scores_without_its_harness():
 
 # ================================================================== slow: the tiny model trains on both sources
 
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-LORA = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-        "exclude_modules": ["lm_head", "embed_tokens"]}
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
+LORA = {
+    "rank": 8,
+    "alpha": 16,
+    "dropout": 0.05,
+    "target_modules": "all-linear",
+    "exclude_modules": ["lm_head", "embed_tokens"],
+}
 
 
 def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
-    command = ACCELERATE + ["-m", "knobsweep.train", "--config-json", json.dumps(config),
-                            "--model", str(model), "--data", str(data), "--out", str(out)]
+    command = ACCELERATE + [
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
@@ -667,16 +808,30 @@ def test_grpo_trains_on_swe_bench_with_the_swe_patch_reward(tmp_path):
     from knobsweep.io import read_jsonl
     from knobsweep.models.tiny import build_tiny_model
 
-    short = ["scikit-learn__scikit-learn-11574", "django__django-15136", "scikit-learn__scikit-learn-13584",
-             "django__django-13251", "sympy__sympy-13031", "django__django-17029"]
+    short = [
+        "scikit-learn__scikit-learn-11574",
+        "django__django-15136",
+        "scikit-learn__scikit-learn-13584",
+        "django__django-13251",
+        "sympy__sympy-13031",
+        "django__django-17029",
+    ]
     data = tmp_path / "data"
     convert_to_dir({"source": "swe_bench", "path": str(COMBINED), "task_ids": short, "train_size": 4}, data)
     train = read_rows(data / "train.parquet")
     model = build_tiny_model(message_texts(train, "prompt") + [r["ground_truth"] for r in train], tmp_path / "tiny")
     config = {
         "model": {"name": "tiny", "lora": LORA},
-        "train": {"method": "grpo", "loss": "grpo", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2,
-                  "kl_beta": None, "log_every": 1, "trl": {}},
+        "train": {
+            "method": "grpo",
+            "loss": "grpo",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": 2,
+            "kl_beta": None,
+            "log_every": 1,
+            "trl": {},
+        },
         "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "extra_body": {}},
         "reward": {"name": "swe_patch", "file_weight": 0.5},
         "seed": 0,
@@ -710,8 +865,15 @@ def test_sft_trains_on_swe_synth_trajectories(tmp_path):
     model = build_tiny_model(message_texts(train, "messages"), tmp_path / "tiny")
     config = {
         "model": {"name": "tiny", "lora": LORA},
-        "train": {"method": "sft", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2, "log_every": 1,
-                  "trl": {}, "sft": {"max_length": 1024}},
+        "train": {
+            "method": "sft",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": 2,
+            "log_every": 1,
+            "trl": {},
+            "sft": {"max_length": 1024},
+        },
         "seed": 0,
     }
     result = launch(config, model, data, tmp_path / "train")

@@ -42,8 +42,9 @@ def finished_train(root, key: str, *, model: str = "tiny", method: str = "grpo",
     directory = layout.path(layout.TRAIN_DIR, root, key=key)
     directory.mkdir(parents=True)
     (directory / "run.yaml").write_text(yaml.safe_dump({"model": {"name": model}, "train": {"method": method}}))
-    (directory / "status.json").write_text(json.dumps({
-        "state": "COMPLETED", "runtime_s": 25.0, "device": device, "batch_plan": {"sequences_per_step": 8}}))
+    (directory / "status.json").write_text(
+        json.dumps({"state": "COMPLETED", "runtime_s": 25.0, "device": device, "batch_plan": {"sequences_per_step": 8}})
+    )
     lines = [{"step": s, "elapsed_s": 2.0 * s, "num_tokens": 400 * s} for s in range(1, 11)]
     lines.append({"step": 10, "elapsed_s": 20.5, "rewards/x": 1})  # a line without num_tokens
     (directory / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -53,8 +54,9 @@ def finished_eval(root, key: str, model: str) -> None:
     """10 samples of 16 generated tokens in 0.8 s of generation, 3 s in all."""
     path = layout.path(layout.EVAL_SUMMARY, root, key=key)
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"model": model, "n": 10, "completion_tokens": 160, "generate_s": 0.8,
-                                "elapsed_s": 3.0}))
+    path.write_text(
+        json.dumps({"model": model, "n": 10, "completion_tokens": 160, "generate_s": 0.8, "elapsed_s": 3.0})
+    )
 
 
 def test_plan_estimates_from_rules_of_thumb_without_history(write_spec, tmp_path) -> None:
@@ -68,13 +70,17 @@ def test_plan_estimates_from_rules_of_thumb_without_history(write_spec, tmp_path
     assert "rule of thumb" in train.source and train.devices == Devices(CPU, 1)
     evaluation = plan.runs["baseline"]["eval"]
     assert evaluation.seconds == pytest.approx(
-        start_eval + rule["eval_fixed_s"] + 5 * 2 * 512 / rule["eval_tokens_per_s"])
+        start_eval + rule["eval_fixed_s"] + 5 * 2 * 512 / rule["eval_tokens_per_s"]
+    )
     # Three runs: two training jobs (the eval-only arm shares the baseline's), three evals, and the base
     # model's eval under each of the two eval configs.
     assert set(plan.runs["max_tokens=64"]) == {"train", "eval"}
     assert plan.base_evals == 2 and plan.unknown == 0
-    jobs = [plan.runs["baseline"]["train"], plan.runs["learning_rate=2e-4"]["train"],
-            *(plan.runs[name]["eval"] for name in ("baseline", "learning_rate=2e-4", "max_tokens=64"))]
+    jobs = [
+        plan.runs["baseline"]["train"],
+        plan.runs["learning_rate=2e-4"]["train"],
+        *(plan.runs[name]["eval"] for name in ("baseline", "learning_rate=2e-4", "max_tokens=64")),
+    ]
     base_evals = 2 * (start_eval + rule["eval_fixed_s"]) + 5 * 2 * (512 + 64) / rule["eval_tokens_per_s"]
     assert plan.total.cpu_hours == pytest.approx((sum(job.seconds for job in jobs) + base_evals) / 3600)
     assert plan.total.gpu_hours == 0

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from knobsweep.data import convert_to_dir
+from knobsweep.errors import SpecError
 from knobsweep.evaluate import evaluate, pass_at_k, score_samples, summarize
 from knobsweep.io import read_jsonl
 from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
-from knobsweep.errors import SpecError
 from knobsweep.rewards import Evaluation, get_evaluator
 from knobsweep.spec.schema import EvalJob
 from knobsweep.spec.validate import parse
@@ -26,8 +26,18 @@ REWARD = {"name": "gsm8k", "format_weight": 0.1}
 
 
 def config(**eval_options) -> dict:
-    return {"eval": {"backend": "hf", "temperature": 0.0, "top_p": 1.0, "max_tokens": 24,
-                     "samples": 1, "batch_size": 4, **eval_options}, "reward": REWARD}
+    return {
+        "eval": {
+            "backend": "hf",
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "max_tokens": 24,
+            "samples": 1,
+            "batch_size": 4,
+            **eval_options,
+        },
+        "reward": REWARD,
+    }
 
 
 def job(**eval_options) -> EvalJob:
@@ -56,9 +66,23 @@ def test_cli_writes_a_consistent_summary(model, data, tmp_path):
     cfg = config()
     cfg["eval"]["backend"] = "auto"  # no GPU here: auto must pick hf
     proc = subprocess.run(
-        [sys.executable, "-m", "knobsweep.evaluate", "--config-json", json.dumps(cfg),
-         "--model", str(model), "--data", str(data), "--out", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "knobsweep.evaluate",
+            "--config-json",
+            json.dumps(cfg),
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr
     print(proc.stdout)  # shows the hf backend's tokens/s under `pytest -s`
@@ -112,8 +136,7 @@ def test_sampling_gives_samples_per_prompt_and_pass_at_k(model, data, tmp_path):
 
 
 def test_pass_at_k_on_known_outcomes():
-    rows = [{"row_id": "r0", "prompt": [], "ground_truth": "18"},
-            {"row_id": "r1", "prompt": [], "ground_truth": "3"}]
+    rows = [{"row_id": "r0", "prompt": [], "ground_truth": "18"}, {"row_id": "r1", "prompt": [], "ground_truth": "3"}]
     # r0: 1 of 4 right; r1: none right, one without any '#### N'.
     outputs = [["#### 18", "#### 17", "#### 16", "#### 15"], ["#### 1", "#### 2", "#### 4", "no answer"]]
     summary = summarize(score_samples(get_evaluator(REWARD), rows, outputs), samples=4)
@@ -145,17 +168,35 @@ def test_raising_or_junk_evaluator_marks_samples_invalid():
     assert summary["score"] == pytest.approx((1.0 + 0.1) / 2)  # invalid samples are skipped
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"backend": "tpu"}, r"eval.backend: 'tpu' is not allowed; allowed: 'auto', 'hf' or 'vllm'"),
-    ({"samples": 0}, r"eval.samples: 0 is out of range; allowed: 1 <= value <= 64"),
-    ({"temperature": 2.5}, r"eval.temperature: 2.5 is out of range; allowed: 0.0 <= value <= 2.0"),
-    ({"max_tokens": 8}, r"eval.max_tokens: 8 is out of range; allowed: 16 <= value <= 16384"),
-    ({"parser": "lenient"}, r"eval.parser: 'lenient' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"backend": "tpu"}, r"eval.backend: 'tpu' is not allowed; allowed: 'auto', 'hf' or 'vllm'"),
+        ({"samples": 0}, r"eval.samples: 0 is out of range; allowed: 1 <= value <= 64"),
+        ({"temperature": 2.5}, r"eval.temperature: 2.5 is out of range; allowed: 0.0 <= value <= 2.0"),
+        ({"max_tokens": 8}, r"eval.max_tokens: 8 is out of range; allowed: 16 <= value <= 16384"),
+        ({"parser": "lenient"}, r"eval.parser: 'lenient' is not allowed"),
+    ],
+)
 def test_the_stage_reads_its_config_with_the_specs_ranges(options, message, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "-m", "knobsweep.evaluate", "--config-json", json.dumps(config(**options)),
-                             "--model", "unused", "--data", "unused", "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "knobsweep.evaluate",
+            "--config-json",
+            json.dumps(config(**options)),
+            "--model",
+            "unused",
+            "--data",
+            "unused",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and f"--config-json: {message}" in result.stderr.replace("\\", ""), result.stderr
     assert not out.exists()
     with pytest.raises(SpecError, match=message):
@@ -165,18 +206,24 @@ def test_the_stage_reads_its_config_with_the_specs_ranges(options, message, tmp_
 def _record(row_id, completion, ground_truth="42", score=None):
     from knobsweep.rewards.gsm8k import parse_all
 
-    return {"row_id": row_id, "completion": completion, "ground_truth": ground_truth,
-            "score": score if score is not None else 0.0, "valid": True, "parts": {},
-            "parsers": parse_all(completion, ground_truth)}
+    return {
+        "row_id": row_id,
+        "completion": completion,
+        "ground_truth": ground_truth,
+        "score": score if score is not None else 0.0,
+        "valid": True,
+        "parts": {},
+        "parsers": parse_all(completion, ground_truth),
+    }
 
 
 def test_parsers_side_by_side_and_bootstrap_ci():
     records = [
-        _record("a", "#### 42", score=1.0),                    # all three right
-        _record("b", "so the answer is 42."),                   # strict fails to parse
-        _record("c", "The answer is $\\boxed{42}$"),           # strict fails; others right
-        _record("d", "I think 41"),                             # flexible/math_verify parse, wrong
-        _record("e", "no idea"),                                # nobody parses
+        _record("a", "#### 42", score=1.0),  # all three right
+        _record("b", "so the answer is 42."),  # strict fails to parse
+        _record("c", "The answer is $\\boxed{42}$"),  # strict fails; others right
+        _record("d", "I think 41"),  # flexible/math_verify parse, wrong
+        _record("e", "no idea"),  # nobody parses
     ]
     summary = summarize(records, 1, parser="flexible")
     parsers = summary["parsers"]

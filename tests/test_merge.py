@@ -33,8 +33,13 @@ def make_adapter(base: Path, out: Path, init_lora_weights=False) -> Path:
     init_lora_weights=False gives a non-zero lora_B, i.e. an adapter that changes the model
     (PEFT's default init is a no-op until trained)."""
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                        exclude_modules=["lm_head", "embed_tokens"], init_lora_weights=init_lora_weights)
+    config = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules="all-linear",
+        exclude_modules=["lm_head", "embed_tokens"],
+        init_lora_weights=init_lora_weights,
+    )
     get_peft_model(model, config).save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
     return out
@@ -122,11 +127,25 @@ def test_a_run_that_never_learned_is_not_merged_and_any_other_no_op_adapter_stil
     untrained = make_adapter(base, tmp_path / "untrained", init_lora_weights=True)
     status = tmp_path / "status.json"
     status.write_text(json.dumps({"state": "EARLY_STOPPED", "learned": False, "reason": "no learning signal: ..."}))
-    assert main(["--base", str(base), "--adapter", str(untrained), "--out", str(tmp_path / "skipped"),
-                 "--status", str(status)]) == 0
+    assert (
+        main(
+            [
+                "--base",
+                str(base),
+                "--adapter",
+                str(untrained),
+                "--out",
+                str(tmp_path / "skipped"),
+                "--status",
+                str(status),
+            ]
+        )
+        == 0
+    )
     assert [p.name for p in (tmp_path / "skipped").iterdir()] == ["not_merged.json"]
     assert json.loads((tmp_path / "skipped" / "not_merged.json").read_text()) == {
-        "reason": "EARLY_STOPPED: no learning signal: ..."}
+        "reason": "EARLY_STOPPED: no learning signal: ..."
+    }
     # a run that says it learned (or says nothing) and left a no-op adapter: the merge fails loudly
     status.write_text(json.dumps({"state": "COMPLETED", "learned": True, "reason": ""}))
     out = tmp_path / "merged"

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from conftest import REPO
 
@@ -54,15 +53,18 @@ def test_an_installed_package_adds_a_source_and_an_evaluator(tmp_path):
     info = site / "echo_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[knobsweep.sources]\necho = echo_plugin\n\n"
-                                           "[knobsweep.evaluators]\nlength = echo_plugin:Length\n")
+    (info / "entry_points.txt").write_text(
+        "[knobsweep.sources]\necho = echo_plugin\n\n[knobsweep.evaluators]\nlength = echo_plugin:Length\n"
+    )
     spec = tmp_path / "plugged.yaml"
-    spec.write_text(textwrap.dedent(f"""
+    spec.write_text(
+        textwrap.dedent(f"""
         baseline:
           model: {{name: tiny}}
-          data: {{source: echo, path: {REPO / 'data/gsm8k'}, train_size: 8, eval_size: 4}}
+          data: {{source: echo, path: {REPO / "data/gsm8k"}, train_size: 8, eval_size: 4}}
           reward: {{name: length, target: 20}}
-        """))
+        """)
+    )
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     script = textwrap.dedent(f"""
         from knobsweep.data import convert_to_dir
@@ -71,7 +73,7 @@ def test_an_installed_package_adds_a_source_and_an_evaluator(tmp_path):
         run = load_experiment({str(spec)!r}).baseline
         assert run.config["data"]["source"] == "echo", run.config["data"]
         assert run.config["reward"] == {{"name": "length", "target": 20}}, run.config["reward"]
-        manifest = convert_to_dir(run.config["data"], {str(tmp_path / 'out')!r})
+        manifest = convert_to_dir(run.config["data"], {str(tmp_path / "out")!r})
         assert manifest["source"] == "echo" and manifest["rows"] == {{"train": 8, "eval": 4}}, manifest
         assert get_evaluator(run.config["reward"])("x" * 10, {{}}).score == 0.5
         print("ok")

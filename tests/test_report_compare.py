@@ -21,16 +21,29 @@ baseline:
 sweep:
   train.learning_rate: [2.0e-4]
 """
-SECOND = FIRST.replace("temperature: 0.7", "temperature: 1.0").replace("train.learning_rate: [2.0e-4]", "rollout.n: [4]")
+SECOND = FIRST.replace("temperature: 0.7", "temperature: 1.0").replace(
+    "train.learning_rate: [2.0e-4]", "rollout.n: [4]"
+)
 
 
 def test_config_diff_lists_each_differing_leaf_but_never_resources():
-    reference = {"train": {"lr": 1, "trl": {}}, "rollout": {"n": 8, "stop": ["a"]}, "seed": 0,
-                 "resources": {"train": {"gpus": 1}}}
-    config = {"train": {"lr": 2, "trl": {"x": 1}}, "rollout": {"n": 8, "stop": ["b"]}, "seed": 0,
-              "resources": {"train": {"gpus": 4}}}
-    assert config_diff(reference, config) == {"train.lr": (1, 2), "train.trl.x": (None, 1),
-                                              "rollout.stop": (["a"], ["b"])}
+    reference = {
+        "train": {"lr": 1, "trl": {}},
+        "rollout": {"n": 8, "stop": ["a"]},
+        "seed": 0,
+        "resources": {"train": {"gpus": 1}},
+    }
+    config = {
+        "train": {"lr": 2, "trl": {"x": 1}},
+        "rollout": {"n": 8, "stop": ["b"]},
+        "seed": 0,
+        "resources": {"train": {"gpus": 4}},
+    }
+    assert config_diff(reference, config) == {
+        "train.lr": (1, 2),
+        "train.trl.x": (None, 1),
+        "rollout.stop": (["a"], ["b"]),
+    }
     assert config_diff(reference, reference) == {}
 
 

@@ -9,14 +9,24 @@ import re
 from pathlib import Path
 
 import pytest
+from test_report import (
+    ESCAPED_XSS,
+    IMG_XSS,
+    XSS,
+    cells,
+    config_with,
+    figure_data,
+    make_run,
+    rich_sweep,
+    summary_rows,
+    write_eval,
+    write_full_eval,
+    write_train,
+)
 
 from knobsweep.report import build_report, collect_experiment
 from knobsweep.report.html import MAX_POINTS, downsample
 from knobsweep.spec import Experiment
-from test_report import (
-    ESCAPED_XSS, IMG_XSS, XSS, cells, config_with, figure_data, make_run, rich_sweep, summary_rows,
-    write_eval, write_full_eval, write_train,
-)
 
 
 def test_parsers_cis_health_rollouts_diffs(tmp_path: Path) -> None:
@@ -87,8 +97,11 @@ def test_seed_spread_and_noise(tmp_path: Path) -> None:
     runs = []
     scores = {"baseline": [0.40, 0.42, 0.41], "lr=3e-4": [0.60, 0.61, 0.59], "temp=1": [0.30, 0.55, 0.45]}
     for arm, values in scores.items():
-        changed = {} if arm == "baseline" else (
-            {"train.learning_rate": 3e-4} if arm.startswith("lr") else {"rollout.temperature": 1.0})
+        changed = (
+            {}
+            if arm == "baseline"
+            else ({"train.learning_rate": 3e-4} if arm.startswith("lr") else {"rollout.temperature": 1.0})
+        )
         for seed, score in enumerate(values):
             run = make_run(f"{arm},seed={seed}", changed, f"{arm}-{seed}")
             run = type(run)(run.name, run.changed, seed, run.config, run.keys)
@@ -158,7 +171,9 @@ def test_a_metric_not_computed_on_a_step_is_a_gap_not_a_zero(tmp_path: Path) -> 
         assert [row["entropy"] for row in csv.DictReader(handle)] == ["6.1", "", "", "", "6.5", "6.6"]
     # Downsampled: a bucket with no value stays a gap; others average only what was computed.
     assert downsample([1, 2, 3, 4, 5, 6], [1.0, float("nan"), float("nan"), float("nan"), 5.0, 7.0], limit=3) == (
-        [1.5, 3.5, 5.5], [1.0, None, 6.0])
+        [1.5, 3.5, 5.5],
+        [1.0, None, 6.0],
+    )
 
 
 def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
@@ -183,10 +198,11 @@ def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
     forest = figure_data(page, "fig-forest")
     assert [(trace["name"], trace["y"]) for trace in forest["data"]] == [
         ("order", [["learning_rate", "temperature"], ["3e-4", "1"]]),  # the arms' order, top to bottom
-        ("better", [["temperature"], ["1"]]), ("within noise", [["learning_rate"], ["3e-4"]])]
+        ("better", [["temperature"], ["1"]]),
+        ("within noise", [["learning_rate"], ["3e-4"]]),
+    ]
     assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
     assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made
-
 
 
 def test_unreadable_results_make_an_arm_not_comparable_and_say_so_once(tmp_path: Path) -> None:

@@ -12,13 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from knobsweep.devices import available_devices, claim
-from knobsweep.resources import (GRACE_ENV, PREEMPT_SIGNAL, gpu_shell, launch_args, launch_command,
-                                 scheduler_resources, site_settings, stage_resources, train_job_resources)
+from knobsweep.resources import (
+    GRACE_ENV,
+    PREEMPT_SIGNAL,
+    gpu_shell,
+    launch_args,
+    launch_command,
+    scheduler_resources,
+    site_settings,
+    stage_resources,
+    train_job_resources,
+)
 from knobsweep.spec import SpecError, load_experiment
-
-from conftest import REPO
 
 CONFIGS = REPO / "workflow" / "accelerate"
 
@@ -43,8 +51,10 @@ def no_site(monkeypatch, tmp_path):
 
 
 def config(name="tiny", **stages):
-    return {"model": {"name": name}, "resources": {s: stages.get(s, {}) for s in
-                                                   ("data", "train", "merge", "eval", "report")}}
+    return {
+        "model": {"name": name},
+        "resources": {s: stages.get(s, {}) for s in ("data", "train", "merge", "eval", "report")},
+    }
 
 
 def test_stage_defaults_cpu_for_tiny_gpu_for_real_models():
@@ -52,7 +62,12 @@ def test_stage_defaults_cpu_for_tiny_gpu_for_real_models():
     assert stage_resources(config("tiny"), "eval")["gpus"] == 0
     real = config("Qwen/Qwen2.5-0.5B-Instruct")
     assert {s: stage_resources(real, s)["gpus"] for s in ("data", "train", "merge", "eval", "report")} == {
-        "data": 0, "train": 1, "merge": 0, "eval": 1, "report": 0}
+        "data": 0,
+        "train": 1,
+        "merge": 0,
+        "eval": 1,
+        "report": 0,
+    }
     train = stage_resources(real, "train")
     assert (train["cpus"], train["mem_mb"], train["runtime_min"], train["nodes"]) == (8, 64000, 240, 1)
     assert train["partition"] is None and train["account"] is None and train["qos"] is None
@@ -66,17 +81,28 @@ def test_the_train_job_also_holds_its_merge(write_spec):
     experiment = load_experiment(write_spec(SPEC))
     job = train_job_resources(experiment.baseline.config)
     assert {k: job[k] for k in ("gpus", "nodes", "cpus", "mem_mb", "runtime_min", "partition", "gpu_model")} == {
-        "gpus": 4, "nodes": 2, "cpus": 16, "mem_mb": 120000, "runtime_min": 660, "partition": "gpu", "gpu_model": "a100"}
+        "gpus": 4,
+        "nodes": 2,
+        "cpus": 16,
+        "mem_mb": 120000,
+        "runtime_min": 660,
+        "partition": "gpu",
+        "gpu_model": "a100",
+    }
     # a merge that needs more than training gets it: the larger CPUs and memory, the summed time
-    big = train_job_resources(config("Qwen/Qwen2.5-0.5B-Instruct", merge={"cpus": 32, "mem_mb": 200000, "runtime_min": 5}))
+    big = train_job_resources(
+        config("Qwen/Qwen2.5-0.5B-Instruct", merge={"cpus": 32, "mem_mb": 200000, "runtime_min": 5})
+    )
     assert (big["gpus"], big["cpus"], big["mem_mb"], big["runtime_min"]) == (1, 32, 200000, 245)
 
 
 def test_the_merge_takes_only_cpus_memory_and_time(write_spec):
     with pytest.raises(SpecError) as error:
         load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, partition: cpu}\nsweep:")))
-    assert ("baseline.resources.merge.partition: 'cpu': the merge runs on the CPU at the end of the train job, "
-            "on the train job's placement; merge takes only cpus, mem_mb, runtime_min") in str(error.value)
+    assert (
+        "baseline.resources.merge.partition: 'cpu': the merge runs on the CPU at the end of the train job, "
+        "on the train job's placement; merge takes only cpus, mem_mb, runtime_min"
+    ) in str(error.value)
     load_experiment(write_spec(SPEC.replace("sweep:", "    merge: {mem_mb: 64000, gpus: 0}\nsweep:")))
 
 
@@ -86,10 +112,23 @@ def test_spec_resources_map_onto_the_slurm_plugin_keywords(write_spec):
     # two nodes: GPUs per node as gres (the plugin's `gpu` would be --gpus, GPUs of the whole job),
     # one launcher task per node, and `mpi` so the rule's shell runs outside a job step of its own
     assert scheduler_resources(train, "train") == {
-        "mem_mb": 120000, "runtime": 600, "gpu": None, "gpu_model": None, "cpus_per_gpu": 4,
-        "cpus_per_task": None, "slurm_partition": "gpu", "slurm_account": "proj", "qos": "high",
-        "constraint": "ib", "nodes": 2, "gres": "gpu:a100:4", "mpi": "srun", "tasks": 2, "tasks_per_gpu": 0,
-        "slurm_extra": PREEMPT_SIGNAL}
+        "mem_mb": 120000,
+        "runtime": 600,
+        "gpu": None,
+        "gpu_model": None,
+        "cpus_per_gpu": 4,
+        "cpus_per_task": None,
+        "slurm_partition": "gpu",
+        "slurm_account": "proj",
+        "qos": "high",
+        "constraint": "ib",
+        "nodes": 2,
+        "gres": "gpu:a100:4",
+        "mpi": "srun",
+        "tasks": 2,
+        "tasks_per_gpu": 0,
+        "slurm_extra": PREEMPT_SIGNAL,
+    }
     one_node = scheduler_resources({**train, "nodes": 1}, "train")
     assert (one_node["gpu"], one_node["gpu_model"], one_node["nodes"]) == (4, "a100", None)
     assert one_node["gres"] is one_node["mpi"] is one_node["tasks"] is one_node["tasks_per_gpu"] is None
@@ -105,7 +144,8 @@ class PluginJob:
 
     def __init__(self, resources: dict, threads: int):
         self.resources = type("Resources", (dict,), {"__getattr__": dict.__getitem__})(
-            {k: v for k, v in resources.items() if v is not None})  # Snakemake drops None resources
+            {k: v for k, v in resources.items() if v is not None}
+        )  # Snakemake drops None resources
         self.threads = threads
 
 
@@ -115,8 +155,14 @@ def sbatch_line(resources: dict, threads: int) -> str:
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     job = PluginJob(resources, threads)
-    params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "rule_train", "account": "", "partition": "",
-              "workdir": "/w"}
+    params = {
+        "run_uuid": "u",
+        "slurm_logfile": "l",
+        "comment_str": "rule_train",
+        "account": "",
+        "partition": "",
+        "workdir": "/w",
+    }
     return get_submit_command(job, params) + set_gres_string(job)
 
 
@@ -124,8 +170,15 @@ def test_the_plugin_turns_a_two_node_request_into_one_task_per_node_with_gpus_pe
     experiment = load_experiment(write_spec(SPEC))
     train = stage_resources(experiment.baseline.config, "train")
     flags = sbatch_line(scheduler_resources(train, "train"), threads=16).split()
-    for flag in ("--nodes=2", "--ntasks=2", "--cpus-per-gpu=4", "--gres=gpu:a100:4", "--mem", "120000",
-                 "--signal=TERM@120"):
+    for flag in (
+        "--nodes=2",
+        "--ntasks=2",
+        "--cpus-per-gpu=4",
+        "--gres=gpu:a100:4",
+        "--mem",
+        "120000",
+        "--signal=TERM@120",
+    ):
         assert flag in flags, (flag, flags)
     assert not [f for f in flags if f.startswith(("--gpus", "--ntasks-per-gpu"))], flags
     single = sbatch_line(scheduler_resources({**train, "nodes": 1}, "train"), threads=16).split()
@@ -171,8 +224,9 @@ def accelerate_view(command: str, entry: tuple[str, ...] = ("-m", "knobsweep.tra
 
 def test_one_node_on_cpu():
     command = launch_command({"gpus": 0, "nodes": 1, "cpus": 1})
-    assert command == ("accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no"
-                       " --dynamo_backend no")  # no torch elastic, no grace period to set
+    assert command == (
+        "accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    )  # no torch elastic, no grace period to set
     args = accelerate_view(command)
     assert args.cpu and args.num_processes == 1 and not args.multi_gpu
     assert (args.module, args.training_script) == (True, "knobsweep.train")
@@ -194,7 +248,10 @@ def test_fsdp_and_deepspeed_come_from_the_config_files():
     args = accelerate_view(fsdp)
     assert args.use_fsdp and not args.multi_gpu and args.num_processes == 2  # the file decides the type
     assert (args.fsdp_version, args.fsdp_auto_wrap_policy, args.fsdp_reshard_after_forward) == (
-        2, "TRANSFORMER_BASED_WRAP", True)
+        2,
+        "TRANSFORMER_BASED_WRAP",
+        True,
+    )
     assert args.mixed_precision == "bf16"
     deepspeed = accelerate_view(launch_command({"gpus": 2, "nodes": 1, "cpus": 8}, "deepspeed", config_dir=CONFIGS))
     assert deepspeed.use_deepspeed and not deepspeed.use_fsdp and not deepspeed.multi_gpu
@@ -233,9 +290,11 @@ print(json.dumps([os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT"), *sys.argv[1:
 def test_two_nodes_x_four_gpus_one_launcher_per_node_with_its_own_rank(tmp_path):
     resources = {"gpus": 4, "nodes": 2, "cpus": 16}
     command = launch_command(resources)
-    assert command.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=16 --mem=0 "
-                              "--kill-on-bad-exit=1 --gres=gpu:4 bash -c "
-                              "'TORCH_ELASTIC_SHUTDOWN_TIMEOUT=120 exec accelerate launch ")
+    assert command.startswith(
+        "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=16 --mem=0 "
+        "--kill-on-bad-exit=1 --gres=gpu:4 bash -c "
+        "'TORCH_ELASTIC_SHUTDOWN_TIMEOUT=120 exec accelerate launch "
+    )
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL), ("accelerate", FAKE_ACCELERATE)):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
@@ -284,9 +343,22 @@ def test_claims_never_share_a_device_and_are_all_or_nothing(tmp_path):
 def test_a_claim_is_held_by_the_command_until_it_exits(tmp_path):
     env = dict(os.environ, KNOBSWEEP_GPUS="1", KNOBSWEEP_GPU_LOCK_DIR=str(tmp_path))
     env.pop("SLURM_JOB_ID", None)
-    holder = subprocess.Popen([sys.executable, "-m", "knobsweep.devices", "--gpus", "1", "--",
-                               "sh", "-c", "echo $CUDA_VISIBLE_DEVICES; sleep 2"],
-                              env=env, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "knobsweep.devices",
+            "--gpus",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo $CUDA_VISIBLE_DEVICES; sleep 2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "0"
     with pytest.raises(TimeoutError):  # the exec'd command holds the lock
         claim(1, ["0"], tmp_path, timeout=0.3, poll=0.05)
@@ -296,31 +368,48 @@ def test_a_claim_is_held_by_the_command_until_it_exits(tmp_path):
 
 def test_inside_slurm_the_allocation_decides(tmp_path):
     env = dict(os.environ, SLURM_JOB_ID="7", CUDA_VISIBLE_DEVICES="0,1", KNOBSWEEP_GPU_LOCK_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "knobsweep.devices", "--gpus", "2", "--", "sh", "-c",
-                          "echo $CUDA_VISIBLE_DEVICES"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "knobsweep.devices", "--gpus", "2", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "0,1" and not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
 def test_local_snakemake_gives_each_gpu_job_its_own_devices(tmp_path):
     """Real Snakemake, `--resources gpu=2` and 2 (pretend) GPUs: overlapping jobs never share a device."""
-    (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
+    (tmp_path / "Snakefile").write_text(
+        textwrap.dedent("""
         from knobsweep.resources import gpu_shell
-        GPUS = {{"a": 1, "b": 1, "c": 1, "d": 1, "e": 2, "f": 1}}
+        GPUS = {"a": 1, "b": 1, "c": 1, "d": 1, "e": 2, "f": 1}
         rule all:
-            input: expand("out/{{name}}.txt", name=GPUS)
+            input: expand("out/{name}.txt", name=GPUS)
         rule job:
-            output: "out/{{name}}.txt"
+            output: "out/{name}.txt"
             resources:
                 gpu=lambda wc: GPUS[wc.name],
                 shell_exec=lambda wc: gpu_shell(GPUS[wc.name]),
-            shell: "s=$(date +%s.%N); sleep 1; echo $s $(date +%s.%N) $CUDA_VISIBLE_DEVICES > {{output}}"
-    """))
-    env = dict(os.environ, KNOBSWEEP_GPUS="2", KNOBSWEEP_GPU_LOCK_DIR=str(tmp_path / "locks"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            shell: "s=$(date +%s.%N); sleep 1; echo $s $(date +%s.%N) $CUDA_VISIBLE_DEVICES > {output}"
+    """)
+    )
+    env = dict(
+        os.environ,
+        KNOBSWEEP_GPUS="2",
+        KNOBSWEEP_GPU_LOCK_DIR=str(tmp_path / "locks"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
     env.pop("SLURM_JOB_ID", None)
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=2"],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=2"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     jobs = {}
     for path in (tmp_path / "out").iterdir():
         start, end, devices = path.read_text().split()

@@ -7,12 +7,10 @@ import math
 from decimal import Decimal
 
 import pytest
-
 from conftest import FIXTURES
 
 from knobsweep.rewards import Evaluation, Evaluator, get_evaluator
 from knobsweep.rewards.gsm8k import Gsm8kEvaluator, extract_ground_truth, extract_strict_answer
-
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +165,10 @@ def test_get_evaluator_builds_gsm8k():
 def test_get_evaluator_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"unknown evaluator 'gsm8kk' \(did you mean 'gsm8k'\?\); valid names: gsm8k"):
         get_evaluator({"name": "gsm8kk"})
-    with pytest.raises(ValueError, match=r"reward.format_wieght: unknown option.*did you mean 'format_weight'.*allowed options: format_weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"reward.format_wieght: unknown option.*did you mean 'format_weight'.*allowed options: format_weight",
+    ):
         get_evaluator({"name": "gsm8k", "format_wieght": 0.2})
     with pytest.raises(ValueError, match="expected a mapping with a 'name'"):
         get_evaluator({"format_weight": 0.2})

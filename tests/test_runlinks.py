@@ -38,8 +38,16 @@ def test_each_run_folder_links_its_stage_folders(write_spec, tmp_path):
     runlinks.refresh([experiment], tmp_path)
 
     baseline = tmp_path / "results" / "exp" / "runs" / "baseline"
-    assert {"status.json", "metrics.jsonl", "adapter", "eval_summary.json", "train", "merged", "eval",
-            "train.log"} <= set(os.listdir(baseline))
+    assert {
+        "status.json",
+        "metrics.jsonl",
+        "adapter",
+        "eval_summary.json",
+        "train",
+        "merged",
+        "eval",
+        "train.log",
+    } <= set(os.listdir(baseline))
     assert (baseline / "status.json").read_text() == '{"state": "COMPLETED"}'
     assert (baseline / "adapter").is_dir()
     assert all(not os.path.isabs(os.readlink(item)) for item in baseline.iterdir())  # relative: the tree can move

@@ -15,14 +15,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import signal
+import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, snakemake_command, user_shell
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -56,7 +55,11 @@ def run(cmd: list[str], cwd: Path, timeout: int = 400, activated: bool = True) -
     env = user_shell(activated, cwd.parent / f"{cwd.name}-decoys")
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        logs = "".join(f"\n== {p}\n{p.read_text()[-2000:]}" for p in cwd.rglob("*.log") if "logs" in p.parts or "slurm_logs" in p.parts)
+        logs = "".join(
+            f"\n== {p}\n{p.read_text()[-2000:]}"
+            for p in cwd.rglob("*.log")
+            if "logs" in p.parts or "slurm_logs" in p.parts
+        )
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}{logs}")
     return result
 
@@ -72,8 +75,13 @@ def cluster():
     fcntl.flock(lock, fcntl.LOCK_EX)
     # a cluster that was already up belongs to someone else (another test session): leave it running
     already_up = all(_alive(Path(f"/run/slurm/{d}.pid")) for d in ("slurmctld", "slurmd"))
-    result = subprocess.run(["bash", str(start)], env=dict(os.environ, SLURM_FAKE_GPUS="2", SLURM_PARTITION=PARTITION),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", str(start)],
+        env=dict(os.environ, SLURM_FAKE_GPUS="2", SLURM_PARTITION=PARTITION),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     try:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         yield
@@ -87,14 +95,21 @@ def cluster():
 def cannot_start_a_cluster() -> str | None:
     """Why slurm/local/start-local-slurm.sh cannot run here, with the command that fixes it."""
     if os.geteuid() != 0:
-        return ("the real Slurm tests start a local cluster (slurm/local/start-local-slurm.sh), which needs root: "
-                "run them as root, e.g. `sudo .venv/bin/pytest -m slurm`")
+        return (
+            "the real Slurm tests start a local cluster (slurm/local/start-local-slurm.sh), which needs root: "
+            "run them as root, e.g. `sudo .venv/bin/pytest -m slurm`"
+        )
     if shutil.which("apt-get") is None:
-        installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}\\n", *SLURM_PACKAGES], capture_output=True,
-                                   text=True) if shutil.which("dpkg-query") else None
+        installed = (
+            subprocess.run(["dpkg-query", "-W", "-f=${Status}\\n", *SLURM_PACKAGES], capture_output=True, text=True)
+            if shutil.which("dpkg-query")
+            else None
+        )
         if installed is None or installed.stdout.count("install ok installed") < len(SLURM_PACKAGES):
-            return ("the local Slurm cluster needs Debian's packages and this system has no apt-get: install "
-                    f"{' '.join(SLURM_PACKAGES)} (Debian/Ubuntu: `apt-get install {' '.join(SLURM_PACKAGES)}`)")
+            return (
+                "the local Slurm cluster needs Debian's packages and this system has no apt-get: install "
+                f"{' '.join(SLURM_PACKAGES)} (Debian/Ubuntu: `apt-get install {' '.join(SLURM_PACKAGES)}`)"
+            )
     return None
 
 
@@ -104,7 +119,9 @@ def fail_fast_without_controller(conf: Path = Path("/etc/slurm/slurm.conf")) -> 
     MessageTimeout=1 makes it fail at once; start-local-slurm.sh rewrites the file on its next start."""
     if conf.is_file() and "MessageTimeout" not in conf.read_text():
         with conf.open("a") as file:
-            file.write("# added by knobsweep tests/test_slurm.py after stopping the cluster (see there)\nMessageTimeout=1\n")
+            file.write(
+                "# added by knobsweep tests/test_slurm.py after stopping the cluster (see there)\nMessageTimeout=1\n"
+            )
 
 
 def _alive(pidfile: Path) -> bool:
@@ -129,16 +146,19 @@ def workflow_copy(root: Path, spec: str = SPEC) -> Path:
 def sacct(since: str, workdir: Path) -> list[dict]:
     """This workflow's Slurm jobs (by working directory: other sessions may share the cluster)."""
     fields = "JobID,State,ReqCPUS,ReqMem,Timelimit,Partition,AllocTRES,WorkDir,Comment"
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-S", since, f"--format={fields}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-S", since, f"--format={fields}"], capture_output=True, text=True, check=True
+    ).stdout
     jobs = [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines() if line.strip()]
     return [job for job in jobs if Path(job["WorkDir"]).resolve() == workdir.resolve()]
 
 
 def rows(workdir: Path) -> list[dict]:
     summary = json.loads((workdir / "results" / "tiny" / "summary.json").read_text())
-    return sorted(({k: v for k, v in row.items() if not TIMING.search(k)} for row in summary["rows"]),
-                  key=lambda row: (row["run"], row["reference"]))
+    return sorted(
+        ({k: v for k, v in row.items() if not TIMING.search(k)} for row in summary["rows"]),
+        key=lambda row: (row["run"], row["reference"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +186,8 @@ def test_every_cluster_stage_ran_as_a_slurm_job_with_the_requested_resources(slu
     assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in trains] == [("1", "3000M", "00:30:00")] * 2
     # three evaluations (both runs' merged models and the base model), each alone
     assert [(j["ReqCPUS"], j["ReqMem"], j["Timelimit"]) for j in by_rule.pop("rule_evaluate")] == [
-        ("1", "2500M", "00:15:00")] * 3
+        ("1", "2500M", "00:15:00")
+    ] * 3
     assert by_rule == {}, by_rule  # data, tiny model and report are localrules: no Slurm round trip
     assert "localrule report" in log and "localrule convert_data" in log
     # preemption: every job was submitted with --requeue
@@ -190,7 +211,8 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
     one process per (fake) GPU. Fake GPUs cannot run NCCL, so each process records what it was
     given instead of training."""
     workdir = workflow_copy(tmp_path)
-    (workdir / "ranks.py").write_text(textwrap.dedent("""
+    (workdir / "ranks.py").write_text(
+        textwrap.dedent("""
         import json, os, sys
         keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "SLURM_NODEID", "SLURM_JOB_ID",
                 "CUDA_VISIBLE_DEVICES")
@@ -201,8 +223,10 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
         with open(sys.argv[1], "a") as out:
             out.write(json.dumps({**{k: os.environ.get(k) for k in keys}, "launcher": launcher, "grace": grace})
                       + chr(10))
-    """))
-    (workdir / "Snakefile").write_text(textwrap.dedent("""
+    """)
+    )
+    (workdir / "Snakefile").write_text(
+        textwrap.dedent("""
         from knobsweep.resources import launch_command, scheduler_resources, stage_resources
         CONFIG = {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
                   "resources": {"train": {"gpus": 2, "cpus": 2, "mem_mb": 1000, "runtime_min": 5, "nodes": 2}}}
@@ -215,11 +239,13 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
             params: launch=launch_command({**TWO_NODES, "nodes": 1}, srun=True)
             resources: **{k: v for k, v in SLURM.items() if v is not None}
             shell: "{params.launch} ranks.py {output}"
-    """))
+    """)
+    )
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
     run([*snakemake_command(activated=True), "--profile", "slurm", *FAST], workdir)
-    ranks = sorted((json.loads(line) for line in (workdir / "ranks.jsonl").read_text().splitlines()),
-                   key=lambda r: r["RANK"])
+    ranks = sorted(
+        (json.loads(line) for line in (workdir / "ranks.jsonl").read_text().splitlines()), key=lambda r: r["RANK"]
+    )
     (job,) = [j for j in sacct(since, workdir) if j["Comment"].startswith("rule_train")]
     host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     port = str(29500 + int(job["JobID"]) % 10000)  # the job's own port, read on the node
@@ -227,8 +253,13 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
     assert {(r["MASTER_PORT"], r["SLURM_NODEID"], r["SLURM_JOB_ID"]) for r in ranks} == {(port, "0", job["JobID"])}
     # the per-node shell expanded the rank, the head node (scontrol) and the port on the node
     launcher = " ".join(ranks[0]["launcher"])
-    for part in ("--machine_rank 0", f"--main_process_ip {host}", f"--main_process_port {port}", "--multi_gpu",
-                 "--num_processes 2"):
+    for part in (
+        "--machine_rank 0",
+        f"--main_process_ip {host}",
+        f"--main_process_port {port}",
+        "--multi_gpu",
+        "--num_processes 2",
+    ):
         assert part in launcher, launcher
     assert ranks[0]["grace"] == ["TORCH_ELASTIC_SHUTDOWN_TIMEOUT=120"]  # workers get 120 s after SIGTERM, not 30
     assert ranks[0]["CUDA_VISIBLE_DEVICES"] == "0,1"  # the step got the job's two GPUs
@@ -276,8 +307,9 @@ def running_train_job(workdir: Path) -> str | None:
     return None
 
 
-def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_runs_again(cluster, tmp_path,
-                                                                                           monkeypatch):
+def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_runs_again(
+    cluster, tmp_path, monkeypatch
+):
     """`scancel --signal=TERM` (what `--signal=TERM@120` sends before the time limit, and what
     preemption sends) reaches the trainer under sbatch -> srun step -> snakemake -> accelerate:
     it finishes its step, saves a checkpoint and exits CANCELLED; the same command again resumes."""
@@ -291,9 +323,14 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_
     # must not make the second run find nothing to do
     command = [*snakemake_command(activated=True), "--profile", "slurm", *FAST]
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
-    first = subprocess.Popen(command, cwd=workdir, env=user_shell(True, tmp_path / "decoys"), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT,
-                             text=True)
+    first = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=user_shell(True, tmp_path / "decoys"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(lambda: first.poll() is not None or len(steps_in(out / "metrics.jsonl")) >= 6, 300, "6 training steps")
         assert first.poll() is None, first.communicate()[0][-4000:]

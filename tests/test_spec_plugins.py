@@ -4,7 +4,6 @@ evaluator), the row format a method reads, named runs and warm-start chains."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import FIXTURES
 
 from knobsweep import layout
@@ -31,37 +30,53 @@ def test_data_and_reward_are_resolved_with_every_default(write_spec):
     assert run.config["data"]["hub_config"] == "main" and run.config["data"]["seed"] == 0
     assert run.config["reward"] == {"name": "gsm8k", "format_weight": 0.1}
     # Spelling a default out changes no key: the resolved configs are equal.
-    spelled = load_experiment(write_spec(BASE.replace("eval_size: 5}", "eval_size: 5, seed: 0}")
-                                         + "  reward: {name: gsm8k, format_weight: 0.1}\n", "b.yaml")).baseline
+    spelled = load_experiment(
+        write_spec(
+            BASE.replace("eval_size: 5}", "eval_size: 5, seed: 0}") + "  reward: {name: gsm8k, format_weight: 0.1}\n",
+            "b.yaml",
+        )
+    ).baseline
     assert spelled.keys == run.keys
 
 
 def test_a_converter_option_error_names_the_field_and_the_run(write_spec):
     found = problems(write_spec, BASE.replace("eval_size: 5}", "eval_size: 5, train_sise: 3}"))
-    assert any("exp.yaml: baseline.data.train_sise: unknown key 'train_sise' (did you mean 'train_size'?)" in p
-               and "(run 'baseline')" in p for p in found), found
+    assert any(
+        "exp.yaml: baseline.data.train_sise: unknown key 'train_sise' (did you mean 'train_size'?)" in p
+        and "(run 'baseline')" in p
+        for p in found
+    ), found
 
 
 def test_an_unknown_source_or_evaluator_lists_the_registered_ones(write_spec):
     found = problems(write_spec, BASE.replace("source: gsm8k", "source: gsm9k"))
-    assert any("baseline.data.source: 'gsm9k' is not a known data source; allowed: " in p and "openspiel" in p
-               for p in found), found
+    assert any(
+        "baseline.data.source: 'gsm9k' is not a known data source; allowed: " in p and "openspiel" in p for p in found
+    ), found
     found = problems(write_spec, BASE + "  reward: {name: gsm9k}\n")
     assert any("baseline.reward.name: 'gsm9k' is not a known evaluator; allowed: " in p for p in found), found
 
 
 def test_an_evaluator_option_is_checked_against_its_signature(write_spec):
     found = problems(write_spec, BASE + "  reward: {name: gsm8k, format_wieght: 0.2}\n")
-    assert any("exp.yaml: reward.format_wieght: unknown option for evaluator 'gsm8k'" in p
-               and "did you mean 'format_weight'" in p for p in found), found
+    assert any(
+        "exp.yaml: reward.format_wieght: unknown option for evaluator 'gsm8k'" in p
+        and "did you mean 'format_weight'" in p
+        for p in found
+    ), found
 
 
 def test_the_method_picks_the_row_format(write_spec):
-    experiment = load_experiment(write_spec(BASE + """
+    experiment = load_experiment(
+        write_spec(
+            BASE
+            + """
 runs:
   sft: {train.method: sft}
   kto: {train.method: kto}
-"""))
+"""
+        )
+    )
     formats = {run.name: run.config["data"]["format"] for run in experiment.runs}
     assert formats == {"baseline": "rl", "sft": "sft", "kto": "kto"}
     assert len({run.keys.data for run in experiment.runs}) == 3
@@ -70,48 +85,74 @@ runs:
 def test_sft_and_kto_are_not_retrained_by_rollout_or_reward_knobs(write_spec):
     sft = BASE.replace("{batch_size: 2}", "{batch_size: 2, method: sft}")
     one = load_experiment(write_spec(sft)).baseline
-    other = load_experiment(write_spec(sft.replace("{name: tiny}", "{name: tiny}\n  rollout: {n: 4}")
-                                       + "  reward: {name: gsm8k, format_weight: 0.3}\n", "b.yaml")).baseline
+    other = load_experiment(
+        write_spec(
+            sft.replace("{name: tiny}", "{name: tiny}\n  rollout: {n: 4}")
+            + "  reward: {name: gsm8k, format_weight: 0.3}\n",
+            "b.yaml",
+        )
+    ).baseline
     assert one.keys.train == other.keys.train
     assert one.keys.eval != other.keys.eval  # the reward scores the eval, so the eval re-runs
 
 
 def test_named_runs_are_overrides_of_the_baseline(write_spec):
-    experiment = load_experiment(write_spec(BASE + """
+    experiment = load_experiment(
+        write_spec(
+            BASE
+            + """
 sweep:
   train.learning_rate: [2.0e-4]
 runs:
   sft_warmup: {train.method: sft, train.learning_rate: 5.0e-5}
 hypotheses:
   sft_warmup: SFT alone already teaches the format.
-"""))
+"""
+        )
+    )
     run = next(r for r in experiment.runs if r.name == "sft_warmup")
     assert run.changed == {"train.method": "sft", "train.learning_rate": 5e-5}
     assert [r.name for r in experiment.runs] == ["baseline", "learning_rate=2e-4", "sft_warmup"]
 
 
 def test_named_run_problems_point_into_runs(write_spec):
-    found = problems(write_spec, BASE + """
+    found = problems(
+        write_spec,
+        BASE
+        + """
 runs:
   big: {train.epochs: 99}
-""")
+""",
+    )
     assert any("runs.big.train.epochs: 99 is out of range" in p and "(run 'big')" in p for p in found), found
-    found = problems(write_spec, BASE + """
+    found = problems(
+        write_spec,
+        BASE
+        + """
 runs:
   typo: {train.learnig_rate: 1.0e-4}
   baseline: {train.epochs: 2}
-""")
-    assert any("runs.typo.train.learnig_rate: unknown knob" in p and "did you mean 'train.learning_rate'" in p
-               for p in found), found
+""",
+    )
+    assert any(
+        "runs.typo.train.learnig_rate: unknown knob" in p and "did you mean 'train.learning_rate'" in p for p in found
+    ), found
     assert any("runs.baseline: a run name is" in p for p in found), found
 
 
 def test_warm_start_from_a_run_chains_the_jobs(write_spec):
-    pipeline = build_pipeline([write_spec(BASE + """
+    pipeline = build_pipeline(
+        [
+            write_spec(
+                BASE
+                + """
 runs:
   sft: {train.method: sft}
   sft_then_grpo: {train.warm_start_from: sft}
-""")])
+"""
+            )
+        ]
+    )
     experiment = pipeline.experiments["exp"]
     runs = {run.name: run for run in experiment.runs}
     chained, sft = runs["sft_then_grpo"], runs["sft"]
@@ -130,29 +171,41 @@ runs:
 
 
 def test_warm_start_changes_follow_the_upstream_run(write_spec):
-    text = BASE + """
+    text = (
+        BASE
+        + """
 runs:
   sft: {train.method: sft}
   sft_then_grpo: {train.warm_start_from: sft}
 """
+    )
     first = {r.name: r for r in load_experiment(write_spec(text)).runs}
-    second = {r.name: r for r in load_experiment(
-        write_spec(text.replace("{train.method: sft}", "{train.method: sft, train.epochs: 2}"), "b.yaml")).runs}
+    second = {
+        r.name: r
+        for r in load_experiment(
+            write_spec(text.replace("{train.method: sft}", "{train.method: sft, train.epochs: 2}"), "b.yaml")
+        ).runs
+    }
     assert first["baseline"].keys.train == second["baseline"].keys.train
     assert first["sft_then_grpo"].keys.train != second["sft_then_grpo"].keys.train
 
 
 def test_warm_start_cycles_and_missing_paths_are_errors(write_spec):
-    found = problems(write_spec, BASE + """
+    found = problems(
+        write_spec,
+        BASE
+        + """
 runs:
   a: {train.warm_start_from: b}
   b: {train.warm_start_from: a}
   c: {train.warm_start_from: no/such/adapter}
-""")
-    assert any("train.warm_start_from: " in p and "runs warm-start from each other in a cycle (a -> b -> a)" in p
-               for p in found), found
-    assert any("'no/such/adapter' is neither a run of this experiment" in p and "(run 'c')" in p
-               for p in found), found
+""",
+    )
+    assert any(
+        "train.warm_start_from: " in p and "runs warm-start from each other in a cycle (a -> b -> a)" in p
+        for p in found
+    ), found
+    assert any("'no/such/adapter' is neither a run of this experiment" in p and "(run 'c')" in p for p in found), found
 
 
 def test_warm_start_from_a_path_is_keyed_on_its_files(write_spec, tmp_path):
@@ -175,14 +228,19 @@ def test_tracking_reaches_the_train_job_but_not_its_key(write_spec):
     run = pipeline.experiments["b"].baseline
     assert run.keys == plain.keys
     info = pipeline.train[run.keys.train].run_info
-    assert info == {"experiment": "b", "run": "baseline", "changed": {},
-                    "tracking": {"wandb": {"project": "knobs", "entity": None, "mode": "offline"}}}
+    assert info == {
+        "experiment": "b",
+        "run": "baseline",
+        "changed": {},
+        "tracking": {"wandb": {"project": "knobs", "entity": None, "mode": "offline"}},
+    }
 
 
 def test_a_format_the_method_cannot_read_is_an_error(write_spec):
     found = problems(write_spec, BASE.replace("eval_size: 5}", "eval_size: 5, format: sft}"))
-    assert any("data.format: 'sft' rows cannot train train.method 'grpo', which reads 'rl' rows" in p
-               for p in found), found
+    assert any("data.format: 'sft' rows cannot train train.method 'grpo', which reads 'rl' rows" in p for p in found), (
+        found
+    )
 
 
 def test_grpo_must_wait_as_long_as_the_evaluator_may_take(write_spec, tmp_path):
@@ -190,12 +248,13 @@ def test_grpo_must_wait_as_long_as_the_evaluator_may_take(write_spec, tmp_path):
     text = f"""
 baseline:
   model: {{name: tiny}}
-  data: {{source: swe_bench, path: {FIXTURES / 'swebench' / 'swebench_instances_combined.jsonl'}}}
+  data: {{source: swe_bench, path: {FIXTURES / "swebench" / "swebench_instances_combined.jsonl"}}}
   reward: {{name: swe_tests, repos_dir: repos, timeout_s: 300}}
 """
     found = problems(write_spec, text)
-    assert any("train.reward_timeout_s: 60 s is shorter than the evaluator's own reward.timeout_s (300 s)" in p
-               for p in found), found
+    assert any(
+        "train.reward_timeout_s: 60 s is shorter than the evaluator's own reward.timeout_s (300 s)" in p for p in found
+    ), found
 
 
 def test_launches_that_cannot_work_fail_at_validation(write_spec):

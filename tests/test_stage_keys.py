@@ -55,12 +55,16 @@ def test_stage_keys_equal_the_committed_fixture(tmp_path):
     found = all_keys(tmp_path)
     assert sorted(found) == sorted(expected)
     for experiment, runs in expected.items():
-        changed = {name: (keys, found[experiment].get(name)) for name, keys in runs.items()
-                   if found[experiment].get(name) != keys}
+        changed = {
+            name: (keys, found[experiment].get(name))
+            for name, keys in runs.items()
+            if found[experiment].get(name) != keys
+        }
         added = sorted(set(found[experiment]) - set(runs))
         assert not changed and not added, (
             f"{experiment}: stage keys differ from {FIXTURE.name} (fields {' '.join(KEY_FIELDS)}; "
-            f"expected, found): {dict(list(changed.items())[:5])}; runs not in the fixture: {added[:5]}")
+            f"expected, found): {dict(list(changed.items())[:5])}; runs not in the fixture: {added[:5]}"
+        )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def test_mcnemar_agrees_with_scipy_stats(right: int, wrong: int, size: int) -> N
     interval = test.proportion_ci(confidence_level=0.95, method="exact")
     scale = (right + wrong) / size
     assert p == pytest.approx(test.pvalue)
-    assert low == pytest.approx(scale * (2 * interval.low - 1)) and high == pytest.approx(scale * (2 * interval.high - 1))
+    assert low == pytest.approx(scale * (2 * interval.low - 1)) and high == pytest.approx(
+        scale * (2 * interval.high - 1)
+    )
     assert (low > 0 or high < 0) == (p < 0.05)  # the CI and the test agree
 
 
@@ -160,11 +162,13 @@ def test_read_scores_means_valid_samples_and_fingerprints_the_prompts(tmp_path: 
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
         return path
 
-    records = [{"row_id": "test-0", "sample": 0, "score": 1.0, "ground_truth": "3"},
-               {"row_id": "test-0", "sample": 1, "score": 0.5, "ground_truth": "3"},
-               {"row_id": "test-1", "sample": 0, "score": None, "valid": False, "ground_truth": "4"},
-               {"row_id": "test-1", "sample": 1, "score": 0.0, "ground_truth": "4"},
-               {"row_id": "test-2", "sample": 0, "score": None, "valid": False, "ground_truth": "5"}]
+    records = [
+        {"row_id": "test-0", "sample": 0, "score": 1.0, "ground_truth": "3"},
+        {"row_id": "test-0", "sample": 1, "score": 0.5, "ground_truth": "3"},
+        {"row_id": "test-1", "sample": 0, "score": None, "valid": False, "ground_truth": "4"},
+        {"row_id": "test-1", "sample": 1, "score": 0.0, "ground_truth": "4"},
+        {"row_id": "test-2", "sample": 0, "score": None, "valid": False, "ground_truth": "5"},
+    ]
     scores, fingerprint = read_scores(write("a.jsonl", records))
     assert scores == {"test-0": 0.75, "test-1": 0.0}
     _, same = read_scores(write("b.jsonl", [{**r, "score": 0.0} for r in reversed(records)]))

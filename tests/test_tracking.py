@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from knobsweep.errors import SpecError
+from knobsweep.layout import WANDB_RUN_ID as RUN_ID_FILE
 from knobsweep.spec.schema import RunInfo
 from knobsweep.spec.validate import parse
-from knobsweep.layout import WANDB_RUN_ID as RUN_ID_FILE
 from knobsweep.train.tracking import WandbRunCallback, persistent_run_id, run_tags
 
 
@@ -24,6 +24,7 @@ def wandb_setup(tracking, run_info: dict, out_dir, config):
     from knobsweep.train import tracking as module
 
     return module.wandb_setup(RunInfo(**run_info, tracking=tracking or {}), out_dir, config)
+
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
@@ -34,6 +35,7 @@ CONFIG = {"model": {"name": "tiny"}, "train": {"method": "grpo", "learning_rate"
 
 # --- off ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tracking", [None, {}, {"wandb": None}])
 def test_no_tracking_reports_to_none_and_writes_nothing(tracking, tmp_path):
     setup = wandb_setup(tracking, RUN_INFO, tmp_path / "out", CONFIG)
@@ -42,6 +44,7 @@ def test_no_tracking_reports_to_none_and_writes_nothing(tracking, tmp_path):
 
 
 # --- the environment wandb.init reads -----------------------------------------------------
+
 
 def test_env_groups_names_tags_and_places_the_run(tmp_path):
     out = tmp_path / "results" / "train" / "abc"
@@ -81,14 +84,23 @@ def test_apply_sets_the_process_environment(tmp_path, monkeypatch):
 def test_tags_name_the_changed_knobs():
     assert run_tags({}) == ["baseline"]
     assert run_tags({"rollout.temperature": 1.0, "train.loss": "dapo"}) == [
-        "knob:rollout.temperature", "rollout.temperature=1.0", "knob:train.loss", "train.loss=dapo"]
+        "knob:rollout.temperature",
+        "rollout.temperature=1.0",
+        "knob:train.loss",
+        "train.loss=dapo",
+    ]
     assert run_tags({"train.kl_beta": None, "train.trl": {"b": [1, 2], "a": True}}) == [
-        "knob:train.kl_beta", "train.kl_beta=null", "knob:train.trl", 'train.trl={"a":true;"b":[1;2]}']
+        "knob:train.kl_beta",
+        "train.kl_beta=null",
+        "knob:train.trl",
+        'train.trl={"a":true;"b":[1;2]}',
+    ]
     [_, long] = run_tags({"x": "y" * 100})
     assert len(long) == 64 and long.endswith("...")
 
 
 # --- the run id survives a resume ---------------------------------------------------------
+
 
 def test_run_id_is_made_once_and_reused(tmp_path):
     first = wandb_setup(TRACKING, RUN_INFO, tmp_path, CONFIG).env["WANDB_RUN_ID"]
@@ -117,18 +129,28 @@ def test_a_corrupt_id_file_is_named(tmp_path):
 
 # --- bad tracking sections: the training stage reads --run-info-json with the spec's models ---
 
-@pytest.mark.parametrize("tracking, message", [
-    ({"mlflow": {}}, r"tracking.mlflow: unknown key 'mlflow'; valid keys: wandb"),
-    ({"wandb": {"mode": "offline"}}, r"tracking.wandb.project: is required but missing"),
-    ({"wandb": {"project": ""}}, r"tracking.wandb.project: '': String should have at least 1 character"),
-    ({"wandb": {"project": "p", "mode": "disabled"}}, r"tracking.wandb.mode: 'disabled' is not allowed; "
-                                                      r"allowed: 'online' or 'offline'"),
-    ({"wandb": {"project": "p", "entitiy": "x"}}, r"tracking.wandb.entitiy: unknown key 'entitiy' \(did you mean "
-                                                  r"'entity'\?"),
-    ({"wandb": {"project": "p", "entity": 3}}, r"tracking.wandb.entity: 3: Input should be a valid string"),
-    ({"wandb": "p"}, r"tracking.wandb: 'p': Input should be a valid dictionary"),
-    ("wandb", r"tracking: 'wandb': Input should be a valid dictionary"),
-])
+
+@pytest.mark.parametrize(
+    "tracking, message",
+    [
+        ({"mlflow": {}}, r"tracking.mlflow: unknown key 'mlflow'; valid keys: wandb"),
+        ({"wandb": {"mode": "offline"}}, r"tracking.wandb.project: is required but missing"),
+        ({"wandb": {"project": ""}}, r"tracking.wandb.project: '': String should have at least 1 character"),
+        (
+            {"wandb": {"project": "p", "mode": "disabled"}},
+            r"tracking.wandb.mode: 'disabled' is not allowed; "
+            r"allowed: 'online' or 'offline'",
+        ),
+        (
+            {"wandb": {"project": "p", "entitiy": "x"}},
+            r"tracking.wandb.entitiy: unknown key 'entitiy' \(did you mean "
+            r"'entity'\?",
+        ),
+        ({"wandb": {"project": "p", "entity": 3}}, r"tracking.wandb.entity: 3: Input should be a valid string"),
+        ({"wandb": "p"}, r"tracking.wandb: 'p': Input should be a valid dictionary"),
+        ("wandb", r"tracking: 'wandb': Input should be a valid dictionary"),
+    ],
+)
 def test_bad_tracking_sections_are_named(tracking, message):
     with pytest.raises(SpecError, match=rf"--run-info-json: {message}"):
         parse(RunInfo, {**RUN_INFO, "tracking": tracking}, "--run-info-json")
@@ -143,6 +165,7 @@ def test_bad_run_info_is_named():
 
 # --- a real offline W&B run ---------------------------------------------------------------
 
+
 def wandb_records(path: Path):
     """The protobuf records of a run-<id>.wandb file (W&B's LevelDB-style log: a 7-byte header, then
     32 KiB blocks of chunks, each with a 7-byte header: crc32, length, type FULL/FIRST/MIDDLE/LAST)."""
@@ -155,10 +178,10 @@ def wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 or pos + 7 + length > len(data):  # the end, or a chunk still being written
             break
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = wandb_internal_pb2.Record()
@@ -185,8 +208,13 @@ def run_summary(run_dir: Path, timeout: float = 30.0) -> dict:
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            summary.update(id=record.run.run_id, project=record.run.project, group=record.run.run_group,
-                           name=record.run.display_name, tags=list(record.run.tags))
+            summary.update(
+                id=record.run.run_id,
+                project=record.run.project,
+                group=record.run.run_group,
+                name=record.run.display_name,
+                tags=list(record.run.tags),
+            )
             summary["config"].update({item.key: json.loads(item.value_json) for item in record.run.config.update})
         elif kind == "config":
             summary["config"].update({item.key: json.loads(item.value_json) for item in record.config.update})
@@ -196,18 +224,35 @@ def run_summary(run_dir: Path, timeout: float = 30.0) -> dict:
 def train_steps(model_dir: Path, out: Path, setup, steps: int, run_name: str | None = None) -> None:
     import wandb
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, \
-        TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [json.loads(line)["question"] for line in GSM8K_TRAIN.read_text().splitlines()[:8]]
     dataset = Dataset.from_dict(dict(tokenizer(texts, truncation=True, max_length=64)))
-    args = TrainingArguments(output_dir=str(out / "checkpoints"), max_steps=steps, per_device_train_batch_size=4,
-                             use_cpu=True, report_to=setup.report_to, logging_steps=1, save_strategy="no",
-                             disable_tqdm=True, run_name=run_name)
-    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=dataset,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                      callbacks=setup.callbacks)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to=setup.report_to,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        run_name=run_name,
+    )
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=setup.callbacks,
+    )
     try:
         trainer.train()
     finally:
@@ -234,8 +279,12 @@ def test_a_trainer_logs_an_offline_run_and_a_resume_continues_it(tmp_path, monke
     [run_dir] = (out / "wandb").glob("offline-run-*")
     assert run_dir.name.endswith(f"-{run_id}")
     run = run_summary(run_dir)
-    assert (run["id"], run["project"], run["group"], run["name"]) == (run_id, "knobsweep-tests", "lr_sweep",
-                                                                      "lr-0.0005")
+    assert (run["id"], run["project"], run["group"], run["name"]) == (
+        run_id,
+        "knobsweep-tests",
+        "lr_sweep",
+        "lr-0.0005",
+    )
     assert run["tags"] == ["knob:train.learning_rate", "train.learning_rate=0.0005"]
     for key, value in CONFIG.items():  # the resolved config, next to the Trainer's own arguments
         assert run["config"][key] == value

@@ -23,18 +23,47 @@ from knobsweep.train.grpo import EvaluatorReward, build_grpo_config, completion_
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = REPO / "data" / "gsm8k" / "train.jsonl"
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--cpu",
+    "--num_processes",
+    "1",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def train_config(**train) -> dict:
     """A TRAIN section (docs/contracts.md; unset knobs take the schema's defaults), small enough for a few
     CPU steps."""
     return {
-        "model": {"name": "tiny", "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear",
-                                           "exclude_modules": ["lm_head", "embed_tokens"]}},
-        "train": {"method": "grpo", "loss": "grpo", "learning_rate": 5e-4, "epochs": 1, "batch_size": 2,
-                  "kl_beta": None, "log_every": 1, "trl": {}, **train},
+        "model": {
+            "name": "tiny",
+            "lora": {
+                "rank": 8,
+                "alpha": 16,
+                "dropout": 0.05,
+                "target_modules": "all-linear",
+                "exclude_modules": ["lm_head", "embed_tokens"],
+            },
+        },
+        "train": {
+            "method": "grpo",
+            "loss": "grpo",
+            "learning_rate": 5e-4,
+            "epochs": 1,
+            "batch_size": 2,
+            "kl_beta": None,
+            "log_every": 1,
+            "trl": {},
+            **train,
+        },
         "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "extra_body": {}},
         "reward": {"name": "gsm8k", "format_weight": 0.5},
         "seed": 0,
@@ -43,15 +72,19 @@ def train_config(**train) -> dict:
 
 # --- loss methods onto GRPOConfig (notes/ml-stack.md) -------------------------------------
 
+
 def test_loss_fields_follow_the_method_table():
-    assert loss_fields("grpo", None) == dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001,
-                                             importance_sampling_level="token")
+    assert loss_fields("grpo", None) == dict(
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001, importance_sampling_level="token"
+    )
     assert loss_fields("grpo", 0.05)["beta"] == 0.05
     assert loss_fields("grpo", 0.0)["beta"] == 0.0
-    assert loss_fields("dapo", None) == dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0,
-                                             importance_sampling_level="token")
-    assert loss_fields("gspo-token", None) == dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0,
-                                                   importance_sampling_level="sequence")
+    assert loss_fields("dapo", None) == dict(
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, importance_sampling_level="token"
+    )
+    assert loss_fields("gspo-token", None) == dict(
+        loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0, importance_sampling_level="sequence"
+    )
     assert loss_fields("dapo", 0.0)["beta"] == 0.0  # an explicit zero is no KL, so allowed
 
 
@@ -64,10 +97,12 @@ def test_the_schema_rejects_kl_without_grpo_and_unknown_losses():
 
 # --- our knobs onto a real GRPOConfig ----------------------------------------------------
 
+
 def test_knobs_reach_grpo_config(tmp_path):
     config = train_config(loss="gspo-token", batch_size=3, epochs=2, log_every=5)
-    config["rollout"].update(n=6, temperature=0.7, top_p=0.9, top_k=40, max_tokens=32,
-                             extra_body={"repetition_penalty": 1.1})
+    config["rollout"].update(
+        n=6, temperature=0.7, top_p=0.9, top_k=40, max_tokens=32, extra_body={"repetition_penalty": 1.1}
+    )
     args = build_grpo_config(grpo_config_kwargs(TrainJob(**config), tmp_path, num_processes=1, use_cuda=False))
     # 3 prompts per step x 6 completions each, all generated and trained in one step.
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (18, 1)
@@ -75,11 +110,20 @@ def test_knobs_reach_grpo_config(tmp_path):
     assert (args.temperature, args.top_p, args.top_k, args.max_completion_length) == (0.7, 0.9, 40, 32)
     assert args.generation_kwargs == {"repetition_penalty": 1.1}
     assert (args.loss_type, args.importance_sampling_level, args.epsilon, args.epsilon_high, args.beta) == (
-        "grpo", "sequence", 3e-4, 4e-4, 0.0)
+        "grpo",
+        "sequence",
+        3e-4,
+        4e-4,
+        0.0,
+    )
     # metrics.jsonl gets every step; log_every only paces the console table
     assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (5e-4, 2, 1, 0)
     assert (args.use_cpu, args.bf16, args.gradient_checkpointing, args.mask_truncated_completions) == (
-        True, False, False, False)
+        True,
+        False,
+        False,
+        False,
+    )
     assert args.save_strategy == "steps" and args.report_to == []
     assert (args.save_steps, args.save_total_limit) == (50, 2)  # train.save_every / keep_checkpoints defaults
     assert Path(args.output_dir) == tmp_path / "checkpoints"
@@ -90,8 +134,9 @@ def test_trl_pass_through_wins_and_unknown_fields_are_named(tmp_path):
     args = build_grpo_config(grpo_config_kwargs(TrainJob(**config), tmp_path, num_processes=1, use_cuda=False))
     assert (args.beta, args.lr_scheduler_type, args.num_iterations) == (0.02, "constant", 2)
 
-    bad = grpo_config_kwargs(TrainJob(**train_config(trl={"num_generation": 4})), tmp_path, num_processes=1,
-                             use_cuda=False)
+    bad = grpo_config_kwargs(
+        TrainJob(**train_config(trl={"num_generation": 4})), tmp_path, num_processes=1, use_cuda=False
+    )
     with pytest.raises(ValueError, match=r"train.trl.num_generation: not a GRPOConfig field.*'num_generations'"):
         build_grpo_config(bad)
 
@@ -115,10 +160,14 @@ def test_batch_must_split_over_processes(tmp_path):
 
 # --- the reward function TRL calls --------------------------------------------------------
 
+
 def test_reward_wraps_the_gsm8k_evaluator(tmp_path):
-    reward = EvaluatorReward(get_evaluator({"name": "gsm8k", "format_weight": 0.5}),
-                             columns=["row_id", "ground_truth"], rollouts_path=tmp_path / "rollouts.jsonl",
-                             rollouts_per_step=4)
+    reward = EvaluatorReward(
+        get_evaluator({"name": "gsm8k", "format_weight": 0.5}),
+        columns=["row_id", "ground_truth"],
+        rollouts_path=tmp_path / "rollouts.jsonl",
+        rollouts_per_step=4,
+    )
     assert reward.__name__ == "gsm8k"
     texts = ["so #### 72", "#### 5", "####", "no answer", "#### 3"]
     logged: dict[str, list[float]] = {}
@@ -156,8 +205,11 @@ class OutOfRange:
 def test_junk_scores_and_invalid_evaluations_count_as_invalid():
     reward = EvaluatorReward(OutOfRange(), columns=[])
     logged: dict[str, list[float]] = {}
-    scores = reward(prompts=["p", "p"], completions=["", "long"],
-                    log_metric=lambda name, value: logged.setdefault(name, []).append(value))
+    scores = reward(
+        prompts=["p", "p"],
+        completions=["", "long"],
+        log_metric=lambda name, value: logged.setdefault(name, []).append(value),
+    )
     assert scores == [0.0, None]
     assert logged == {"invalid_rate": [0.5], "identical_rollouts": [0.0]}
     assert reward.evaluate("long", {})[1]["reason"] == "evaluator returned score 4.0, not in [0, 1]"
@@ -166,17 +218,20 @@ def test_junk_scores_and_invalid_evaluations_count_as_invalid():
 
 # --- the real stage under accelerate launch ---------------------------------------------
 
+
 def gsm8k_inputs(root: Path, rows: int) -> tuple[Path, Path]:
     """(tiny model dir, data dir with train.parquet) from the first real GSM8K rows, in the contract's schema."""
     from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
 
     rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:rows]]
-    frame = pd.DataFrame({
-        "row_id": [f"train-{i}" for i in range(len(rows))],
-        "prompt": [[{"role": "user", "content": row["question"]}] for row in rows],
-        "ground_truth": [row["answer"].split("#### ")[-1].replace(",", "") for row in rows],
-        "answer": [row["answer"] for row in rows],
-    })
+    frame = pd.DataFrame(
+        {
+            "row_id": [f"train-{i}" for i in range(len(rows))],
+            "prompt": [[{"role": "user", "content": row["question"]}] for row in rows],
+            "ground_truth": [row["answer"].split("#### ")[-1].replace(",", "") for row in rows],
+            "answer": [row["answer"] for row in rows],
+        }
+    )
     (root / "data").mkdir()
     frame.to_parquet(root / "data" / "train.parquet")
     model = build_tiny_model(texts_from_parquet(root / "data" / "train.parquet"), root / "tiny")
@@ -189,8 +244,18 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
-    command = ACCELERATE + ["-m", "knobsweep.train", "--config-json", json.dumps(config),
-                            "--model", str(model), "--data", str(data), "--out", str(out)]
+    command = ACCELERATE + [
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     # PYTHONPATH=tests: a "module:attribute" reward of a test module reaches the stage.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
@@ -218,8 +283,15 @@ def test_accelerate_launch_trains_and_writes_the_contract_outputs(inputs, tmp_pa
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]
     for line in metrics:
-        for key in ("reward", "learning_rate", "elapsed_s", "reward/length", "invalid_rate",
-                    "completions/mean_length", "filtered_group_rate"):
+        for key in (
+            "reward",
+            "learning_rate",
+            "elapsed_s",
+            "reward/length",
+            "invalid_rate",
+            "completions/mean_length",
+            "filtered_group_rate",
+        ):
             assert key in line, key
         # Computed from the tokens trained on: there when a group was kept, absent (not 0) when every one
         # was filtered (the random tiny model often scores a whole step alike).
@@ -264,8 +336,19 @@ def test_each_loss_trains_20_steps_and_logs_its_metrics(inputs40, tmp_path, loss
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, 21))
     for line in metrics:
-        for key in ("reward", "reward_std", "loss", "grad_norm", "entropy", "completions/mean_length",
-                    "invalid_rate", "filtered_group_rate", "tokens_per_s", "elapsed_s", *LOSS_METRICS[loss]):
+        for key in (
+            "reward",
+            "reward_std",
+            "loss",
+            "grad_norm",
+            "entropy",
+            "completions/mean_length",
+            "invalid_rate",
+            "filtered_group_rate",
+            "tokens_per_s",
+            "elapsed_s",
+            *LOSS_METRICS[loss],
+        ):
             assert key in line, (loss, key, sorted(line))
     if loss != "grpo":
         assert "kl" not in metrics[0]  # beta is 0 for dapo and gspo-token: TRL computes no KL

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,21 +22,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_grpo import ACCELERATE, REPO, inputs, train_config  # noqa: F401 (inputs is a fixture)
 
 from knobsweep.io import append_jsonl, read_jsonl
 from knobsweep.rewards import EVALUATORS, Evaluation, get_evaluator, register_evaluator
 from knobsweep.spec.schema import HealthConfig
 from knobsweep.train.filtering import filter_batch, group_keep_mask
 from knobsweep.train.grpo import EvaluatorReward, smoke_test_evaluator, validate_rows
-from knobsweep.train.lifecycle import latest_checkpoint, restore_logs
 from knobsweep.train.health import HealthMonitor, NonFiniteError
+from knobsweep.train.lifecycle import latest_checkpoint, restore_logs
 from knobsweep.train.status import RunStatus
-from test_train_grpo import ACCELERATE, REPO, inputs, train_config  # noqa: F401 (inputs is a fixture)
 
 TESTS = Path(__file__).resolve().parent
 
 
 # --- evaluators the training subprocess imports -----------------------------------------
+
 
 class LengthEvaluator:
     """Scores by completion length (so groups have variance); optionally slow."""
@@ -47,8 +48,9 @@ class LengthEvaluator:
     def __call__(self, completion: str, row: dict) -> Evaluation:
         if self.delay_s:
             time.sleep(self.delay_s)
-        return Evaluation(score=(len(completion) % 5) / 4, reason="length mod 5",
-                          metrics={"length": float(len(completion))})
+        return Evaluation(
+            score=(len(completion) % 5) / 4, reason="length mod 5", metrics={"length": float(len(completion))}
+        )
 
 
 class SlowEvaluator(LengthEvaluator):
@@ -89,6 +91,7 @@ class ConstantEvaluator:
 
 # --- zero-variance groups and invalid samples leave the batch ----------------------------
 
+
 def hand_built_batch(rows: int = 8, length: int = 3) -> dict:
     return {
         "prompt_ids": torch.arange(rows * 2).view(rows, 2),
@@ -104,13 +107,30 @@ def hand_built_batch(rows: int = 8, length: int = 3) -> dict:
 
 def test_group_keep_mask_removes_zero_variance_groups_and_invalid_rows():
     nan = float("nan")
-    rewards = torch.tensor([
-        0.0, 1.0, 0.5, 0.0,   # signal: kept
-        0.5, 0.5, 0.5, 0.5,   # zero variance: filtered
-        1.0, nan, 0.0, 1.0,   # signal, one invalid row dropped
-        nan, nan, nan, 0.3,   # a single valid score: no signal, filtered
-        0.2, 0.2, nan, 0.2,   # valid scores all equal: filtered
-    ])
+    rewards = torch.tensor(
+        [
+            0.0,
+            1.0,
+            0.5,
+            0.0,  # signal: kept
+            0.5,
+            0.5,
+            0.5,
+            0.5,  # zero variance: filtered
+            1.0,
+            nan,
+            0.0,
+            1.0,  # signal, one invalid row dropped
+            nan,
+            nan,
+            nan,
+            0.3,  # a single valid score: no signal, filtered
+            0.2,
+            0.2,
+            nan,
+            0.2,  # valid scores all equal: filtered
+        ]
+    )
     keep, filtered, groups = group_keep_mask(rewards, group_size=4)
     assert (filtered, groups) == (3, 5)
     assert keep.tolist() == [True] * 4 + [False] * 4 + [True, False, True, True] + [False] * 8
@@ -141,14 +161,16 @@ def test_filter_batch_masks_rows_when_shapes_must_stay():
 
 def test_a_fully_filtered_batch_keeps_one_inert_row():
     batch = hand_built_batch()
-    out = filter_batch(batch, torch.zeros(8, dtype=torch.bool), drop_rows=True,
-                       total_items=lambda n: n * 2)  # as if summed over two processes
+    out = filter_batch(
+        batch, torch.zeros(8, dtype=torch.bool), drop_rows=True, total_items=lambda n: n * 2
+    )  # as if summed over two processes
     assert out["completion_ids"].size(0) == 1
     assert out["completion_mask"].sum() == 0 and out["advantages"].abs().sum() == 0
     assert int(out["num_items_in_batch"]) == 0
 
 
 # --- health monitor ----------------------------------------------------------------------
+
 
 def test_health_monitor_warns_once_per_episode():
     monitor = HealthMonitor("grpo", HealthConfig(grad_norm_max=1.0, grad_norm_patience=2, flat_patience=2))
@@ -183,6 +205,7 @@ def test_health_monitor_sees_a_reward_collapse_and_non_finite_values():
 
 # --- status.json -------------------------------------------------------------------------
 
+
 def test_status_keeps_history_warnings_and_resumes(tmp_path):
     status = RunStatus(tmp_path / "status.json")
     for state in ("PENDING", "VALIDATING", "RUNNING"):
@@ -194,7 +217,11 @@ def test_status_keeps_history_warnings_and_resumes(tmp_path):
     saved = json.loads((tmp_path / "status.json").read_text())
     assert [h["state"] for h in saved["history"]] == ["PENDING", "VALIDATING", "RUNNING", "CANCELLED"]
     assert (saved["state"], saved["reason"], saved["step"], saved["attempt"]) == (
-        "CANCELLED", "SIGTERM at step 6", 6, 1)
+        "CANCELLED",
+        "SIGTERM at step 6",
+        6,
+        1,
+    )
     assert "finished_at" in saved
 
     again = RunStatus(tmp_path / "status.json")
@@ -209,12 +236,16 @@ def test_status_keeps_history_warnings_and_resumes(tmp_path):
 
 # --- the evaluator contract: timeouts, validation ----------------------------------------
 
+
 def test_a_hanging_evaluator_times_out_as_one_invalid_sample():
     reward = EvaluatorReward(HangingEvaluator(), columns=[], timeout=0.2)
     logged: dict[str, list[float]] = {}
     started = time.monotonic()
-    scores = reward(prompts=["p"] * 3, completions=["a", "hang", "b"],
-                    log_metric=lambda name, value: logged.setdefault(name, []).append(value))
+    scores = reward(
+        prompts=["p"] * 3,
+        completions=["a", "hang", "b"],
+        log_metric=lambda name, value: logged.setdefault(name, []).append(value),
+    )
     assert time.monotonic() - started < 2
     assert scores == [0.5, None, 0.5]
     assert logged["invalid_rate"] == [pytest.approx(1 / 3)]
@@ -227,9 +258,16 @@ def test_validation_checks_rows_and_smoke_tests_the_evaluator():
     validate_rows(Dataset.from_dict({"row_id": ["a"], "prompt": ["plain text"]}))
     good = Dataset.from_dict({"row_id": ["a", "b"], "prompt": [[{"role": "user", "content": "q"}]] * 2})
     validate_rows(good)
-    bad = Dataset.from_dict({"row_id": ["a", "b", "c"],
-                             "prompt": [[{"role": "user", "content": "q"}], [{"role": "user", "content": " "}],
-                                        [{"role": "user", "content": "ok"}]]})
+    bad = Dataset.from_dict(
+        {
+            "row_id": ["a", "b", "c"],
+            "prompt": [
+                [{"role": "user", "content": "q"}],
+                [{"role": "user", "content": " "}],
+                [{"role": "user", "content": "ok"}],
+            ],
+        }
+    )
     with pytest.raises(ValueError, match=r"1 of 3 rows have an unusable prompt \(row b: every message is empty\)"):
         validate_rows(bad)
     with pytest.raises(ValueError, match="no 'prompt' column"):
@@ -264,6 +302,7 @@ def test_evaluators_by_import_path_and_registration():
 
 # --- resume bookkeeping ------------------------------------------------------------------
 
+
 def test_restore_logs_cuts_back_to_the_checkpoint(tmp_path):
     checkpoint = tmp_path / "checkpoints" / "checkpoint-4"
     checkpoint.mkdir(parents=True)
@@ -288,18 +327,36 @@ def test_restore_logs_cuts_back_to_the_checkpoint(tmp_path):
 
 # --- the real stage under accelerate launch ---------------------------------------------
 
-def start(config: dict, model: Path, data: Path, out: Path, env: dict | None = None,
-          launcher: bool = True, warm_start: Path | None = None) -> subprocess.Popen:
+
+def start(
+    config: dict,
+    model: Path,
+    data: Path,
+    out: Path,
+    env: dict | None = None,
+    launcher: bool = True,
+    warm_start: Path | None = None,
+) -> subprocess.Popen:
     """The stage as a rule runs it (under `accelerate launch`), or without the launcher process
     (`launcher=False`: the same single-process run, ~3 s faster, for tests about the stage itself)."""
     command = (ACCELERATE if launcher else [sys.executable]) + [
-        "-m", "knobsweep.train", "--config-json", json.dumps(config),
-        "--model", str(model), "--data", str(data), "--out", str(out)]
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     command += ["--warm-start", str(warm_start)] if warm_start else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
     # Its own process group, as under Slurm or a terminal: a signal reaches the launcher and the trainer.
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=REPO, start_new_session=True)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -331,9 +388,14 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     out = tmp_path / "train"
     process = start(config, model, data, out)
     metrics = out / "metrics.jsonl"
-    wait_for(lambda: process.poll() is not None
-             or (metrics.is_file() and any(r["step"] >= kill_after for r in read_jsonl(metrics))),
-             240, f"step {kill_after}")
+    wait_for(
+        lambda: (
+            process.poll() is not None
+            or (metrics.is_file() and any(r["step"] >= kill_after for r in read_jsonl(metrics)))
+        ),
+        240,
+        f"step {kill_after}",
+    )
     assert process.poll() is None, finish(process)[1][-3000:]
     os.killpg(process.pid, signal.SIGTERM)  # like Slurm preemption: every process of the job
     finish(process)
@@ -353,8 +415,16 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     status = status_of(out)
     assert (status["state"], status["step"], status["attempt"]) == ("COMPLETED", total, 2), status
     assert status["resumed_from"].endswith(f"checkpoint-{stopped_at}")
-    assert [h["state"] for h in status["history"]] == ["PENDING", "VALIDATING", "RUNNING", "CANCELLED",
-                                                       "PENDING", "VALIDATING", "RUNNING", "COMPLETED"]
+    assert [h["state"] for h in status["history"]] == [
+        "PENDING",
+        "VALIDATING",
+        "RUNNING",
+        "CANCELLED",
+        "PENDING",
+        "VALIDATING",
+        "RUNNING",
+        "COMPLETED",
+    ]
     steps = [r["step"] for r in read_jsonl(metrics)]
     assert steps == list(range(1, total + 1)), steps  # each step exactly once
     elapsed = [r["elapsed_s"] for r in read_jsonl(metrics)]
@@ -451,17 +521,35 @@ def test_an_epoch_without_signal_stops_early_and_saves_the_adapter(inputs, tmp_p
 
 # --- several processes (torchrun + gloo on the CPU, as `accelerate launch` runs them on GPUs) ---
 
+
 def start_ranks(config: dict, model: Path, data: Path, out: Path, env: dict | None = None) -> subprocess.Popen:
     """The stage in 2 processes; each decides for itself unless knobsweep makes them agree."""
     with socket.socket() as probe:  # a free rendezvous port: tests may run next to each other
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               "-m", "knobsweep.train", "--config-json", json.dumps(config),
-               "--model", str(model), "--data", str(data), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=REPO, start_new_session=True)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True
+    )
 
 
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
@@ -479,8 +567,10 @@ def test_a_nan_on_one_process_fails_every_process_at_once(inputs, tmp_path):
     model, data = inputs
     config = train_config(batch_size=1, save_every=2)  # 6 steps; 1 prompt x n=4 = 2 completions per process
     out = tmp_path / "train"
-    code, output = finish(start_ranks(config, model, data, out, env={"KNOBSWEEP_TEST_NAN_AT_STEP": "3",
-                                                                     "KNOBSWEEP_TEST_NAN_RANK": "1"}), timeout=180)
+    code, output = finish(
+        start_ranks(config, model, data, out, env={"KNOBSWEEP_TEST_NAN_AT_STEP": "3", "KNOBSWEEP_TEST_NAN_RANK": "1"}),
+        timeout=180,
+    )
     assert code != 0
     assert "2 processes x per-device 2" in output, output[-3000:]  # both processes train one batch
     status = status_of(out)
@@ -498,8 +588,11 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_step(inputs,
     out = tmp_path / "train"
     launcher = start_ranks(config, model, data, out)
     metrics = out / "metrics.jsonl"
-    wait_for(lambda: launcher.poll() is not None
-             or (metrics.is_file() and any(r["step"] >= 3 for r in read_jsonl(metrics))), 240, "step 3")
+    wait_for(
+        lambda: launcher.poll() is not None or (metrics.is_file() and any(r["step"] >= 3 for r in read_jsonl(metrics))),
+        240,
+        "step 3",
+    )
     assert launcher.poll() is None, finish(launcher)[1][-3000:]
     os.kill(rank_pid(launcher, 1), signal.SIGTERM)  # only one process hears it
     finish(launcher, timeout=180)

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 from rich.console import Console
+from test_train_grpo import GSM8K_TRAIN, train_config
+from test_train_lifecycle import finish, start, status_of
 
 from knobsweep.errors import SpecError
 from knobsweep.io import read_jsonl
@@ -31,8 +33,6 @@ from knobsweep.train.method import build_trl_config, get_method
 from knobsweep.train.sft import SFTMethod
 from knobsweep.train.status import RunStatus
 from knobsweep.train.warmstart import inspect_warm_start
-from test_train_grpo import GSM8K_TRAIN, train_config
-from test_train_lifecycle import finish, start, status_of
 
 ROWS = 40  # batch 2 -> 20 optimizer steps per epoch
 
@@ -60,25 +60,44 @@ def trl_args(method: str, config: dict, tmp_path: Path, num_processes: int = 1):
 
 # --- each method's TRL config ------------------------------------------------------------
 
+
 def test_sft_knobs_reach_sft_config(tmp_path):
-    config = method_config("sft", batch_size=4, per_device_batch_size=2, epochs=3, learning_rate=2e-4,
-                           sft={"completion_only_loss": False, "assistant_only_loss": True, "max_length": 256,
-                                "packing": True})
+    config = method_config(
+        "sft",
+        batch_size=4,
+        per_device_batch_size=2,
+        epochs=3,
+        learning_rate=2e-4,
+        sft={"completion_only_loss": False, "assistant_only_loss": True, "max_length": 256, "packing": True},
+    )
     args = trl_args("sft", config, tmp_path)
     assert type(args).__name__ == "SFTConfig"
     assert (args.completion_only_loss, args.assistant_only_loss, args.max_length, args.packing) == (
-        False, True, 256, True)
+        False,
+        True,
+        256,
+        True,
+    )
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)  # 4 rows, 2 at a time
     assert (args.learning_rate, args.num_train_epochs, args.logging_steps, args.seed) == (2e-4, 3, 1, 0)
     assert (args.use_cpu, args.bf16, args.gradient_checkpointing, args.report_to) == (True, False, False, [])
     defaults = trl_args("sft", method_config("sft"), tmp_path)  # no train.sft section: the schema's defaults
     assert (defaults.completion_only_loss, defaults.assistant_only_loss, defaults.max_length, defaults.packing) == (
-        True, False, 1024, False)
+        True,
+        False,
+        1024,
+        False,
+    )
 
 
 def test_kto_knobs_reach_kto_config(tmp_path):
-    config = method_config("kto", batch_size=8, per_device_batch_size=4, max_context_length=512,
-                           kto={"beta": 0.3, "desirable_weight": 1.5, "undesirable_weight": 0.5})
+    config = method_config(
+        "kto",
+        batch_size=8,
+        per_device_batch_size=4,
+        max_context_length=512,
+        kto={"beta": 0.3, "desirable_weight": 1.5, "undesirable_weight": 0.5},
+    )
     args = trl_args("kto", config, tmp_path)
     assert type(args).__name__ == "KTOConfig"
     assert (args.beta, args.desirable_weight, args.undesirable_weight, args.max_length) == (0.3, 1.5, 0.5, 512)
@@ -99,12 +118,17 @@ def test_a_trl_pass_through_field_is_checked_against_the_methods_config(tmp_path
         trl_args("sft", method_config("sft", trl={"num_generations": 4}), tmp_path)
 
 
-@pytest.mark.parametrize("loss, fields", [
-    ("grpo", dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001, importance_sampling_level="token")),
-    ("dapo", dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, importance_sampling_level="token")),
-    ("gspo-token", dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0,
-                        importance_sampling_level="sequence")),
-])
+@pytest.mark.parametrize(
+    "loss, fields",
+    [
+        ("grpo", dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.2, beta=0.001, importance_sampling_level="token")),
+        ("dapo", dict(loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, importance_sampling_level="token")),
+        (
+            "gspo-token",
+            dict(loss_type="grpo", epsilon=3e-4, epsilon_high=4e-4, beta=0.0, importance_sampling_level="sequence"),
+        ),
+    ],
+)
 def test_each_grpo_loss_reaches_grpo_config(tmp_path, loss, fields):
     args = trl_args("grpo", method_config("grpo", loss=loss), tmp_path)
     assert {name: getattr(args, name) for name in fields} == fields
@@ -120,24 +144,39 @@ def test_grpo_iterations_and_generation_batches(tmp_path):
     on_policy = trl_args("grpo", method_config("grpo", batch_size=4, per_device_batch_size=8), tmp_path)
     assert (on_policy.steps_per_generation, on_policy.num_iterations) == (2, 1)  # one generation per step
     # A generation_batch_size in train.trl replaces the plan's steps_per_generation (TRL takes one of the two).
-    args = trl_args("grpo", method_config("grpo", batch_size=4, per_device_batch_size=8,
-                                          trl={"generation_batch_size": 48}), tmp_path)
+    args = trl_args(
+        "grpo",
+        method_config("grpo", batch_size=4, per_device_batch_size=8, trl={"generation_batch_size": 48}),
+        tmp_path,
+    )
     assert (args.generation_batch_size, args.steps_per_generation) == (48, 6)
 
 
 def test_rollout_vllm_modes_map_to_grpo_config(tmp_path):
     assert vllm_fields(RolloutConfig(vllm="off"), 4096) == {"use_vllm": False}
-    assert vllm_fields(RolloutConfig(vllm="colocate"), 4096) == {"use_vllm": True, "vllm_mode": "colocate",
-                                                                 "vllm_max_model_length": 4096}
+    assert vllm_fields(RolloutConfig(vllm="colocate"), 4096) == {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_max_model_length": 4096,
+    }
     assert vllm_fields(RolloutConfig(vllm="server", vllm_server="gpu-node-3:8000"), 4096) == {
-        "use_vllm": True, "vllm_mode": "server", "vllm_max_model_length": 4096, "vllm_server_host": "gpu-node-3",
-        "vllm_server_port": 8000}
+        "use_vllm": True,
+        "vllm_mode": "server",
+        "vllm_max_model_length": 4096,
+        "vllm_server_host": "gpu-node-3",
+        "vllm_server_port": 8000,
+    }
 
     config = method_config("grpo", max_context_length=2048)
     config["rollout"].update(vllm="server", vllm_server="localhost:8123")
     args = trl_args("grpo", config, tmp_path)  # a config field only: nothing connects here
-    assert (args.use_vllm, args.vllm_mode, args.vllm_server_host, args.vllm_server_port,
-            args.vllm_max_model_length) == (True, "server", "localhost", 8123, 2048)
+    assert (
+        args.use_vllm,
+        args.vllm_mode,
+        args.vllm_server_host,
+        args.vllm_server_port,
+        args.vllm_max_model_length,
+    ) == (True, "server", "localhost", 8123, 2048)
     config["rollout"]["vllm"] = "colocate"
     config["rollout"]["vllm_server"] = None
     args = trl_args("grpo", config, tmp_path)
@@ -145,13 +184,19 @@ def test_rollout_vllm_modes_map_to_grpo_config(tmp_path):
     assert trl_args("grpo", method_config("grpo"), tmp_path).use_vllm is False
 
 
-@pytest.mark.parametrize("rollout, message", [
-    ({"vllm": "remote"}, r"rollout.vllm: 'remote' is not allowed; allowed: 'off', 'colocate' or 'server'"),
-    ({"vllm": "server"}, r"rollout.vllm_server: rollout.vllm 'server' needs the 'host:port' of a running"),
-    ({"vllm": "server", "vllm_server": "gpu-node-3"}, r"rollout.vllm_server: 'gpu-node-3': String should match"),
-    ({"vllm": "off", "vllm_server": "h:1"}, r"rollout.vllm_server: 'h:1' only applies with rollout.vllm 'server', "
-                                            r"not 'off'"),
-])
+@pytest.mark.parametrize(
+    "rollout, message",
+    [
+        ({"vllm": "remote"}, r"rollout.vllm: 'remote' is not allowed; allowed: 'off', 'colocate' or 'server'"),
+        ({"vllm": "server"}, r"rollout.vllm_server: rollout.vllm 'server' needs the 'host:port' of a running"),
+        ({"vllm": "server", "vllm_server": "gpu-node-3"}, r"rollout.vllm_server: 'gpu-node-3': String should match"),
+        (
+            {"vllm": "off", "vllm_server": "h:1"},
+            r"rollout.vllm_server: 'h:1' only applies with rollout.vllm 'server', "
+            r"not 'off'",
+        ),
+    ],
+)
 def test_bad_vllm_settings_are_named_by_the_schema(rollout, message):
     with pytest.raises(SpecError, match=message):
         parse(RolloutConfig, rollout, "exp.yaml", "rollout")
@@ -163,6 +208,7 @@ def test_no_vllm_asked_for_is_no_problem():
 
 # --- VALIDATING: rows ---------------------------------------------------------------------
 
+
 def user(text):
     return {"role": "user", "content": text}
 
@@ -173,30 +219,48 @@ def assistant(text):
 
 def test_sft_rows_of_either_form_pass_and_bad_rows_are_named():
     config = method_job("sft")
-    messages = Dataset.from_dict({"row_id": ["a", "b"], "extra": [1, 2],
-                                  "messages": [[user("q"), assistant("a"), user("q2"), assistant("a2")],
-                                               [user("q"), assistant("a")]]})
+    messages = Dataset.from_dict(
+        {
+            "row_id": ["a", "b"],
+            "extra": [1, 2],
+            "messages": [[user("q"), assistant("a"), user("q2"), assistant("a2")], [user("q"), assistant("a")]],
+        }
+    )
     method = SFTMethod()
     assert method.validate_rows(config, messages).column_names == ["messages"]
     assert method.form == "messages"
     pairs = Dataset.from_dict({"row_id": ["a"], "prompt": [[user("q")]], "completion": [[assistant("a")]]})
     assert SFTMethod().validate_rows(config, pairs).column_names == ["prompt", "completion"]
 
-    bad = Dataset.from_dict({"row_id": ["a", "b", "c"],
-                             "messages": [[user("q"), assistant("a")], [user(" "), assistant("")], []]})
-    with pytest.raises(ValueError, match=r"2 of 3 rows have no usable sft conversation \(row b: messages: every "
-                                         r"message is empty; row c: messages: no messages\)"):
+    bad = Dataset.from_dict(
+        {"row_id": ["a", "b", "c"], "messages": [[user("q"), assistant("a")], [user(" "), assistant("")], []]}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"2 of 3 rows have no usable sft conversation \(row b: messages: every "
+        r"message is empty; row c: messages: no messages\)",
+    ):
         SFTMethod().validate_rows(config, bad)
     no_answer = Dataset.from_dict({"row_id": ["a"], "messages": [[user("q")]]})
     SFTMethod().validate_rows(config, no_answer)  # trains on every token: fine
     with pytest.raises(ValueError, match=r"row a: messages: no assistant message"):
         SFTMethod().validate_rows(method_job("sft", sft={"assistant_only_loss": True}), no_answer)
-    with pytest.raises(ValueError, match=r"SFT needs a 'messages' column or 'prompt' \+ 'completion'.*"
-                                         r"columns: row_id, prompt, ground_truth"):
-        SFTMethod().validate_rows(config, Dataset.from_dict({"row_id": ["a"], "prompt": [[user("q")]],
-                                                             "ground_truth": ["1"]}))
-    mixed = Dataset.from_dict({"row_id": ["a", "b"], "messages": [[user("q"), assistant("a")], None],
-                               "prompt": [None, [user("q")]], "completion": [None, [assistant("a")]]})
+    with pytest.raises(
+        ValueError,
+        match=r"SFT needs a 'messages' column or 'prompt' \+ 'completion'.*"
+        r"columns: row_id, prompt, ground_truth",
+    ):
+        SFTMethod().validate_rows(
+            config, Dataset.from_dict({"row_id": ["a"], "prompt": [[user("q")]], "ground_truth": ["1"]})
+        )
+    mixed = Dataset.from_dict(
+        {
+            "row_id": ["a", "b"],
+            "messages": [[user("q"), assistant("a")], None],
+            "prompt": [None, [user("q")]],
+            "completion": [None, [assistant("a")]],
+        }
+    )
     with pytest.raises(ValueError, match=r"rows mix the sft forms \(row a has messages, row b has prompt"):
         SFTMethod().validate_rows(config, mixed)
     with pytest.raises(SpecError, match=r"train.sft.max_length: 8192 is longer than max_context_length 4096"):
@@ -205,8 +269,12 @@ def test_sft_rows_of_either_form_pass_and_bad_rows_are_named():
 
 def test_kto_rows_need_both_labels_and_are_interleaved():
     config = method_job("kto")
-    rows = {"row_id": [f"r{i}" for i in range(6)], "prompt": [[user(f"q{i}")] for i in range(6)],
-            "completion": [[assistant(f"a{i}")] for i in range(6)], "label": [True] * 4 + [False] * 2}
+    rows = {
+        "row_id": [f"r{i}" for i in range(6)],
+        "prompt": [[user(f"q{i}")] for i in range(6)],
+        "completion": [[assistant(f"a{i}")] for i in range(6)],
+        "label": [True] * 4 + [False] * 2,
+    }
     method = KTOMethod()
     dataset = method.validate_rows(config, Dataset.from_dict(rows))
     assert method.counts == {True: 4, False: 2}
@@ -222,8 +290,11 @@ def test_kto_rows_need_both_labels_and_are_interleaved():
         KTOMethod().validate_rows(config, Dataset.from_dict({k: v[:2] for k, v in rows.items()}))
     broken = {**rows, "label": [True, None, False, True, True, False]}
     broken["completion"] = [[assistant("a")], [assistant("b")], [], *rows["completion"][3:]]
-    with pytest.raises(ValueError, match=r"2 of 6 rows have no usable kto example \(row r1: label None, expected "
-                                         r"true or false; row r2: completion: no messages\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 of 6 rows have no usable kto example \(row r1: label None, expected "
+        r"true or false; row r2: completion: no messages\)",
+    ):
         KTOMethod().validate_rows(config, Dataset.from_dict(broken))
     with pytest.raises(ValueError, match=r"KTO needs columns prompt, completion, label; missing label"):
         KTOMethod().validate_rows(config, Dataset.from_dict({k: v for k, v in rows.items() if k != "label"}))
@@ -238,16 +309,26 @@ def test_assistant_only_loss_needs_generation_markers_in_the_template():
     method = SFTMethod()
     method.validate_rows(config, dataset)
     summary = method.validate_with_tokenizer(config, dataset, tokenizer, Path("."), True)
-    assert summary == {"rows": 1, "form": "messages", "loss_on": "assistant tokens", "max_length": 1024,
-                       "packing": False}  # the tiny model's ChatML template marks assistant content
-    tokenizer.chat_template = ("{%- for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] "
-                               "+ '<|im_end|>\\n' }}{%- endfor %}")
-    with pytest.raises(ValueError, match=r"assistant_only_loss: the model's chat template has no \{% generation %\} "
-                                         r"markers .* not supported for this template.*assistant_only_loss: false"):
+    assert summary == {
+        "rows": 1,
+        "form": "messages",
+        "loss_on": "assistant tokens",
+        "max_length": 1024,
+        "packing": False,
+    }  # the tiny model's ChatML template marks assistant content
+    tokenizer.chat_template = (
+        "{%- for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"assistant_only_loss: the model's chat template has no \{% generation %\} "
+        r"markers .* not supported for this template.*assistant_only_loss: false",
+    ):
         method.validate_with_tokenizer(config, dataset, tokenizer, Path("."), True)
 
 
 # --- warm start paths ---------------------------------------------------------------------
+
 
 def test_warm_start_paths_are_checked(tmp_path):
     assert inspect_warm_start(None) is None
@@ -274,6 +355,7 @@ def test_warm_start_paths_are_checked(tmp_path):
 
 # --- KTO health and console ---------------------------------------------------------------
 
+
 def test_a_negative_kto_margin_after_the_warm_up_warns_once():
     monitor = HealthMonitor("kto", HealthConfig(kto_margin_warmup=3))
     found = []
@@ -290,18 +372,24 @@ def test_the_kto_console_table_shows_chosen_rejected_margin(tmp_path):
     from transformers import TrainerState
 
     console = Console(record=True, width=200)
-    logger = MetricsLogger(tmp_path / "metrics.jsonl", RunStatus(tmp_path / "status.json"), console,
-                           columns=KTO_COLUMNS)
+    logger = MetricsLogger(
+        tmp_path / "metrics.jsonl", RunStatus(tmp_path / "status.json"), console, columns=KTO_COLUMNS
+    )
     state = TrainerState()
     state.global_step = 1
-    logger.on_log(None, state, None, logs={"loss": 0.5, "rewards/chosen": 0.25, "rewards/rejected": -0.5,
-                                           "rewards/margins": 0.75, "kl": 0.1})
+    logger.on_log(
+        None,
+        state,
+        None,
+        logs={"loss": 0.5, "rewards/chosen": 0.25, "rewards/rejected": -0.5, "rewards/margins": 0.75, "kl": 0.1},
+    )
     header, row = console.export_text().splitlines()
     assert header.split() == ["Step", "Loss", "Chosen", "Reject", "Margin", "KL", "Tok/s", "Elapsed"]
     assert row.split()[:5] == ["1", "0.5", "0.2500", "-0.5000", "0.7500"]
 
 
 # --- the real stage on the tiny model -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gsm8k_inputs(tmp_path_factory) -> dict[str, Path]:
@@ -314,18 +402,44 @@ def gsm8k_inputs(tmp_path_factory) -> dict[str, Path]:
     ids = [f"train-{i}" for i in range(ROWS)]
     # Short assistant turns keep every sequence within a small max_length (fast, nothing masked away).
     frames = {
-        "sft_messages": pd.DataFrame({"row_id": ids, "messages": [
-            [user(row["question"]), assistant(f"The answer is {answer}."), user("Only the number, please."),
-             assistant(f"#### {answer}")] for row, answer in zip(rows, final)]}),
-        "sft_pairs": pd.DataFrame({"row_id": ids, "prompt": [[user(row["question"])] for row in rows],
-                                   "completion": [[assistant(f"#### {answer}")] for answer in final]}),
+        "sft_messages": pd.DataFrame(
+            {
+                "row_id": ids,
+                "messages": [
+                    [
+                        user(row["question"]),
+                        assistant(f"The answer is {answer}."),
+                        user("Only the number, please."),
+                        assistant(f"#### {answer}"),
+                    ]
+                    for row, answer in zip(rows, final)
+                ],
+            }
+        ),
+        "sft_pairs": pd.DataFrame(
+            {
+                "row_id": ids,
+                "prompt": [[user(row["question"])] for row in rows],
+                "completion": [[assistant(f"#### {answer}")] for answer in final],
+            }
+        ),
         # desirable: the row's own answer; undesirable: another row's
-        "kto": pd.DataFrame({"row_id": ids, "prompt": [[user(row["question"])] for row in rows],
-                             "completion": [[assistant(f"#### {final[i if i % 2 == 0 else (i + 1) % ROWS]}")]
-                                            for i in range(ROWS)],
-                             "label": [i % 2 == 0 for i in range(ROWS)]}),
-        "rl": pd.DataFrame({"row_id": ids[:6], "prompt": [[user(row["question"])] for row in rows[:6]],
-                            "ground_truth": final[:6], "answer": [row["answer"] for row in rows[:6]]}),
+        "kto": pd.DataFrame(
+            {
+                "row_id": ids,
+                "prompt": [[user(row["question"])] for row in rows],
+                "completion": [[assistant(f"#### {final[i if i % 2 == 0 else (i + 1) % ROWS]}")] for i in range(ROWS)],
+                "label": [i % 2 == 0 for i in range(ROWS)],
+            }
+        ),
+        "rl": pd.DataFrame(
+            {
+                "row_id": ids[:6],
+                "prompt": [[user(row["question"])] for row in rows[:6]],
+                "ground_truth": final[:6],
+                "answer": [row["answer"] for row in rows[:6]],
+            }
+        ),
     }
     paths = {}
     for name, frame in frames.items():
@@ -337,10 +451,12 @@ def gsm8k_inputs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def run_stage(config: dict, inputs: dict, data: str, out: Path, env: dict | None = None,
-              warm_start: Path | None = None) -> tuple[int, str, dict]:
-    code, output = finish(start(config, inputs["model"], inputs[data], out, env=env, launcher=False,
-                                warm_start=warm_start))
+def run_stage(
+    config: dict, inputs: dict, data: str, out: Path, env: dict | None = None, warm_start: Path | None = None
+) -> tuple[int, str, dict]:
+    code, output = finish(
+        start(config, inputs["model"], inputs[data], out, env=env, launcher=False, warm_start=warm_start)
+    )
     return code, output, status_of(out)
 
 
@@ -348,15 +464,22 @@ def adapter_l2(adapter: Path) -> tuple[int, float]:
     from safetensors.torch import load_file
 
     tensors = load_file(adapter / "adapter_model.safetensors")
-    return (sum(t.numel() for t in tensors.values()),
-            math.sqrt(sum(float(t.float().pow(2).sum()) for t in tensors.values())))
+    return (
+        sum(t.numel() for t in tensors.values()),
+        math.sqrt(sum(float(t.float().pow(2).sum()) for t in tensors.values())),
+    )
 
 
 @pytest.fixture(scope="module")
 def sft_run(gsm8k_inputs, tmp_path_factory) -> tuple[Path, str]:
     """SFT on multi-turn messages, assistant tokens only: 40 rows, batch 2 = 20 steps."""
-    config = method_config("sft", batch_size=2, log_every=5, learning_rate=5e-4,  # the schema's maximum
-                           sft={"assistant_only_loss": True, "max_length": 256})
+    config = method_config(
+        "sft",
+        batch_size=2,
+        log_every=5,
+        learning_rate=5e-4,  # the schema's maximum
+        sft={"assistant_only_loss": True, "max_length": 256},
+    )
     out = tmp_path_factory.mktemp("sft") / "train"
     code, output = finish(start(config, gsm8k_inputs["model"], gsm8k_inputs["sft_messages"], out, launcher=False))
     assert code == 0, output[-4000:]
@@ -368,14 +491,27 @@ def test_sft_on_multi_turn_messages_trains_on_assistant_tokens(sft_run):
     out, output = sft_run
     status = status_of(out)
     assert (status["state"], status["step"], status["train_rows"]) == ("COMPLETED", ROWS // 2, ROWS)
-    assert status["validation"] == {"rows": ROWS, "form": "messages", "loss_on": "assistant tokens",
-                                    "max_length": 256, "packing": False}
+    assert status["validation"] == {
+        "rows": ROWS,
+        "form": "messages",
+        "loss_on": "assistant tokens",
+        "max_length": 256,
+        "packing": False,
+    }
     assert status["batch_plan"]["per_device_batch_size"] == 2
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, ROWS // 2 + 1))
     for line in metrics:
-        for key in ("loss", "mean_token_accuracy", "entropy", "num_tokens", "grad_norm", "learning_rate",
-                    "tokens_per_s", "elapsed_s"):
+        for key in (
+            "loss",
+            "mean_token_accuracy",
+            "entropy",
+            "num_tokens",
+            "grad_norm",
+            "learning_rate",
+            "tokens_per_s",
+            "elapsed_s",
+        ):
             assert key in line, key
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learns the short answers
     assert status["summary"]["mean_token_accuracy"] is not None
@@ -400,19 +536,32 @@ def test_sft_on_prompt_completion_rows_with_packing(gsm8k_inputs, tmp_path):
 
 @pytest.mark.slow
 def test_kto_trains_and_logs_chosen_rejected_margins(gsm8k_inputs, tmp_path):
-    config = method_config("kto", batch_size=2, log_every=5, kto={"beta": 0.1, "desirable_weight": 1.0,
-                                                                 "undesirable_weight": 1.0})
+    config = method_config(
+        "kto", batch_size=2, log_every=5, kto={"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
+    )
     out = tmp_path / "train"
     code, output, status = run_stage(config, gsm8k_inputs, "kto", out)
     assert code == 0, output[-4000:]
     assert (status["state"], status["step"]) == ("COMPLETED", ROWS // 2), status
-    assert status["validation"] == {"rows": ROWS, "desirable": ROWS // 2, "undesirable": ROWS // 2,
-                                    "weighted_ratio": 1.0}
+    assert status["validation"] == {
+        "rows": ROWS,
+        "desirable": ROWS // 2,
+        "undesirable": ROWS // 2,
+        "weighted_ratio": 1.0,
+    }
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, ROWS // 2 + 1))
     for line in metrics:  # interleaved labels: every batch of 2 has one of each, so every step has a margin
-        for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "kl", "logps/chosen",
-                    "logps/rejected", "grad_norm"):
+        for key in (
+            "loss",
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "kl",
+            "logps/chosen",
+            "logps/rejected",
+            "grad_norm",
+        ):
             assert key in line, key
         assert line["rewards/margins"] == pytest.approx(line["rewards/chosen"] - line["rewards/rejected"])
     assert status["summary"]["rewards/margins"] is not None
@@ -486,12 +635,28 @@ def test_wandb_tracking_in_offline_mode_records_the_run(gsm8k_inputs, tmp_path):
     from test_train_lifecycle import REPO, TESTS
 
     config = method_config("sft", batch_size=4, sft={"max_length": 128})
-    run_info = {"experiment": "methods", "run": "lr-up", "changed": {"train.learning_rate": 1e-3},
-                "tracking": {"wandb": {"project": "knobsweep-tests", "mode": "offline"}}}
+    run_info = {
+        "experiment": "methods",
+        "run": "lr-up",
+        "changed": {"train.learning_rate": 1e-3},
+        "tracking": {"wandb": {"project": "knobsweep-tests", "mode": "offline"}},
+    }
     out = tmp_path / "train"
-    command = [sys.executable, "-m", "knobsweep.train", "--config-json", json.dumps(config),
-               "--model", str(gsm8k_inputs["model"]), "--data", str(gsm8k_inputs["sft_pairs"]), "--out", str(out),
-               "--run-info-json", json.dumps(run_info)]
+    command = [
+        sys.executable,
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(gsm8k_inputs["model"]),
+        "--data",
+        str(gsm8k_inputs["sft_pairs"]),
+        "--out",
+        str(out),
+        "--run-info-json",
+        json.dumps(run_info),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
@@ -547,9 +712,11 @@ def test_rows_truncated_to_nothing_are_reported():
     method.form = "prompt/completion"
     config = method_job("sft", sft={"max_length": 64})
     assert method.dropped_rows(config, 40, 40) is None
-    assert method.dropped_rows(config, 40, 31) == ("9 of 40 rows have no completion tokens left within "
-                                                  "train.sft.max_length=64 and were dropped; raise max_length "
-                                                  "to keep them")
+    assert method.dropped_rows(config, 40, 31) == (
+        "9 of 40 rows have no completion tokens left within "
+        "train.sft.max_length=64 and were dropped; raise max_length "
+        "to keep them"
+    )
     assert method.dropped_rows(method_job("sft", sft={"packing": True}), 40, 12) is None
 
 
@@ -560,13 +727,17 @@ def test_the_cli_names_an_unknown_method(capsys):
         main(["--config-json", '{"train": {"method": "dpo"}}', "--model", "m", "--data", "d", "--out", "o"])
     assert exit_info.value.code == 2
     assert "--config-json: train.method: 'dpo' is not allowed; allowed: 'grpo', 'sft' or 'kto'" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match=r"train.method: 'dpo' is not a training method; allowed: grpo, sft, kto"):
         get_method("dpo")
 
 
 def test_a_training_job_gets_its_warm_start_as_an_argument():
     # The spec resolves train.warm_start_from into the key and --warm-start; a job naming it is not one it made.
-    with pytest.raises(SpecError, match=r"--config-json: train.warm_start_from: a training job gets the weights it "
-                                        r"starts from as --warm-start DIR"):
+    with pytest.raises(
+        SpecError,
+        match=r"--config-json: train.warm_start_from: a training job gets the weights it "
+        r"starts from as --warm-start DIR",
+    ):
         parse(TrainJob, method_config("sft", warm_start_from="results/train/abc/adapter"), "--config-json")

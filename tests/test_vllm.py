@@ -15,32 +15,45 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_merge import make_adapter
+from test_train_grpo import ACCELERATE, gsm8k_inputs, train_config
 
 from knobsweep.data import convert_to_dir
 from knobsweep.evaluate import evaluate, resolve_backend
-from knobsweep.spec.schema import EvalJob
 from knobsweep.io import read_jsonl
 from knobsweep.merge import merge_adapter_into_base
 from knobsweep.models import tiny
+from knobsweep.spec.schema import EvalJob
 from knobsweep.train.grpo import vllm_problem
 from knobsweep.vllm_env import explain_failure, install_command, installed_version
-from test_merge import make_adapter
-from test_train_grpo import ACCELERATE, gsm8k_inputs, train_config
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_ROWS, MAX_TOKENS, SAMPLES = 64, 32, 4
 REWARD = {"name": "gsm8k", "format_weight": 0.1}
 STAGE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
 
-needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                                reason=f"vLLM is not installed: {install_command()}")
-cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
-                              reason="checks the CPU path: CUDA_VISIBLE_DEVICES= pytest tests/test_vllm.py")
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason=f"vLLM is not installed: {install_command()}"
+)
+cpu_only = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the CPU path: CUDA_VISIBLE_DEVICES= pytest tests/test_vllm.py"
+)
 
 
 def eval_config(**options) -> dict:
-    return {"eval": {"backend": "vllm", "temperature": 0.0, "top_p": 1.0, "max_tokens": MAX_TOKENS, "samples": 1,
-                     "batch_size": 16, "seed": 0, **options}, "reward": REWARD}
+    return {
+        "eval": {
+            "backend": "vllm",
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "max_tokens": MAX_TOKENS,
+            "samples": 1,
+            "batch_size": 16,
+            "seed": 0,
+            **options,
+        },
+        "reward": REWARD,
+    }
 
 
 # name -> eval config; run in this order by one process, so the vLLM ones share an engine.
@@ -58,20 +71,38 @@ def run_evals(model: str, data: str, root: str) -> None:
         evaluate(EvalJob(**config), model, data, Path(root) / name)
 
 
-def eval_stage(model: Path, data: Path, out: Path, config: dict, env: dict | None = None,
-               prelude: str = "") -> subprocess.CompletedProcess:
+def eval_stage(
+    model: Path, data: Path, out: Path, config: dict, env: dict | None = None, prelude: str = ""
+) -> subprocess.CompletedProcess:
     """`python -m knobsweep.evaluate` as the workflow runs it (after `prelude`, Python run first)."""
     code = f"{prelude}\nimport sys\nfrom knobsweep.evaluate.__main__ import main\nsys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, "--config-json", json.dumps(config), "--model", str(model),
-                           "--data", str(data), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**STAGE_ENV, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--config-json",
+            json.dumps(config),
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**STAGE_ENV, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "gsm8k"
-    convert_to_dir({"source": "gsm8k", "path": str(REPO / "data/gsm8k"), "train_size": 100,
-                    "eval_size": EVAL_ROWS}, out)
+    convert_to_dir(
+        {"source": "gsm8k", "path": str(REPO / "data/gsm8k"), "train_size": 100, "eval_size": EVAL_ROWS}, out
+    )
     return out
 
 
@@ -91,8 +122,9 @@ def head_dim_16(data, tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setattr(tiny, "MODEL_SHAPE", shape)
     try:
-        return tiny.build_tiny_model(tiny.texts_from_parquet(data / "train.parquet"),
-                                     tmp_path_factory.mktemp("models") / "tiny16")
+        return tiny.build_tiny_model(
+            tiny.texts_from_parquet(data / "train.parquet"), tmp_path_factory.mktemp("models") / "tiny16"
+        )
     finally:
         mp.undo()
 
@@ -177,6 +209,7 @@ def test_auto_picks_hf_without_a_gpu_and_says_why():
 
 # --- failures: the reason and the fix, before an engine starts ----------------------------------
 
+
 def test_missing_vllm_fails_with_the_install_command(merged, data, tmp_path):
     out = tmp_path / "eval"
     # The stage in a process where `import vllm` fails as it does where vLLM is not installed.
@@ -203,11 +236,17 @@ def test_a_head_size_the_cpu_build_cannot_serve_fails_before_an_engine_starts(he
 @pytest.mark.vllm
 @needs_vllm
 @cpu_only
-@pytest.mark.parametrize("gib, message", [
-    ("0", "VLLM_CPU_KVCACHE_SPACE=0: vLLM's CPU build has no memory for its KV cache; "
-          "set VLLM_CPU_KVCACHE_SPACE=1 (GiB) or more"),
-    ("100000", "VLLM_CPU_KVCACHE_SPACE=100000 GiB of KV cache, but only"),
-])
+@pytest.mark.parametrize(
+    "gib, message",
+    [
+        (
+            "0",
+            "VLLM_CPU_KVCACHE_SPACE=0: vLLM's CPU build has no memory for its KV cache; "
+            "set VLLM_CPU_KVCACHE_SPACE=1 (GiB) or more",
+        ),
+        ("100000", "VLLM_CPU_KVCACHE_SPACE=100000 GiB of KV cache, but only"),
+    ],
+)
 def test_a_kv_cache_that_cannot_fit_fails_with_the_fix(merged, data, tmp_path, gib, message):
     out = tmp_path / "eval"
     proc = eval_stage(merged, data, out, eval_config(), env={"VLLM_CPU_KVCACHE_SPACE": gib})
@@ -218,26 +257,32 @@ def test_a_kv_cache_that_cannot_fit_fails_with_the_fix(merged, data, tmp_path, g
 
 def test_vllm_errors_after_start_up_keep_vllms_words_and_add_the_fix():
     # Messages vLLM 0.32 raised here: KV cache space 0 with the engine in-process, and an engine process's death.
-    no_blocks = ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
-                           "when initializing the engine (this flag also controls CPU memory reservation on the "
-                           "CPU backend, despite its name).")
+    no_blocks = ValueError(
+        "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+        "when initializing the engine (this flag also controls CPU memory reservation on the "
+        "CPU backend, despite its name)."
+    )
     assert explain_failure(no_blocks, "M") == (
         f"vLLM failed on M: ValueError: {no_blocks}; fix: no memory for the KV cache: on a CPU set "
-        "VLLM_CPU_KVCACHE_SPACE (GiB of host memory, e.g. 1); on a GPU raise gpu_memory_utilization")
+        "VLLM_CPU_KVCACHE_SPACE (GiB of host memory, e.g. 1); on a GPU raise gpu_memory_utilization"
+    )
     dead = RuntimeError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
-    assert explain_failure(dead, "M").endswith("(vLLM's engine process printed the root cause above this line "
-                                               "in the log)")
+    assert explain_failure(dead, "M").endswith(
+        "(vLLM's engine process printed the root cause above this line in the log)"
+    )
 
 
 @cpu_only
 def test_grpo_server_mode_needs_cuda_for_its_weight_sync(merged):
     problem = vllm_problem({"use_vllm": True, "vllm_mode": "server"}, str(merged))
-    assert problem.startswith("rollout.vllm='server' needs a CUDA GPU: weights reach the server through vLLM's "
-                              "NCCL weight transfer")
+    assert problem.startswith(
+        "rollout.vllm='server' needs a CUDA GPU: weights reach the server through vLLM's NCCL weight transfer"
+    )
     assert "use rollout.vllm: colocate" in problem
 
 
 # --- GRPO with colocated vLLM ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def grpo_inputs(tmp_path_factory) -> tuple[Path, Path]:
@@ -245,8 +290,18 @@ def grpo_inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
-    command = ACCELERATE + ["-m", "knobsweep.train", "--config-json", json.dumps(config),
-                            "--model", str(model), "--data", str(data), "--out", str(out)]
+    command = ACCELERATE + [
+        "-m",
+        "knobsweep.train",
+        "--config-json",
+        json.dumps(config),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=STAGE_ENV, cwd=REPO)
 
 
@@ -291,6 +346,8 @@ def test_grpo_colocate_fails_validation_on_a_model_vllm_cannot_serve(head_dim_16
     assert result.returncode != 0
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "FAILED" and "RUNNING" not in [h["state"] for h in status["history"]]
-    assert status["reason"].startswith(f"ValueError: rollout.vllm='colocate': {head_dim_16}: head_dim 16, "
-                                       "but vLLM's CPU attention has kernels for head_dim 32")
+    assert status["reason"].startswith(
+        f"ValueError: rollout.vllm='colocate': {head_dim_16}: head_dim 16, "
+        "but vLLM's CPU attention has kernels for head_dim 32"
+    )
     assert not (out / "adapter").exists()

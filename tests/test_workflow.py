@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, VENV_BIN, snakemake_command, user_shell
 
 from knobsweep.spec import load_experiment
@@ -33,16 +32,23 @@ sweep:
 """
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
-              activated: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, activated: bool = True) -> subprocess.CompletedProcess:
     """`snakemake --cores 2 ARGS` in `workdir`, typed in a shell with the venv activated or not
     (`.venv/bin/snakemake`, no venv on PATH: conftest.user_shell)."""
     env = user_shell(activated, workdir.parent / f"{workdir.name}-decoys")
-    result = subprocess.run([*snakemake_command(activated), "--cores", "2", *args],
-                            cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [*snakemake_command(activated), "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and result.returncode != 0:
         logs = "".join(f"\n== {p}\n{p.read_text()[-3000:]}" for p in (workdir / "results" / "logs").rglob("*.log"))
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}{logs}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}{logs}"
+        )
     return result
 
 
@@ -51,7 +57,8 @@ def test_the_workflow_passes_snakemakes_linter():
     # file with functions counts as mixing rules and functions)
     result = snakemake(REPO, "--lint", check=False)
     assert result.returncode == 0 and "your workflow is in a good condition" in result.stdout + result.stderr, (
-        result.stdout[-3000:] + result.stderr[-3000:])
+        result.stdout[-3000:] + result.stderr[-3000:]
+    )
 
 
 def planned_jobs(workdir: Path) -> dict[str, int]:
@@ -132,15 +139,24 @@ def test_changing_one_arms_learning_rate_reruns_only_that_arm(finished):
         spec.write_text(original)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (("learning_rate: [2.0e-4]", "learning_rate: [2.0e-4, 0.5]"),
-     "tiny.yaml: sweep.train.learning_rate[1]: 0.5 is out of range; allowed: 1e-07 <= value <= 0.0005"),
-    (("eval.max_tokens: [20]", "eval.max_tokens: [twenty]"),
-     "tiny.yaml: sweep.eval.max_tokens[0]: 'twenty': Input should be a valid integer"),
-    (("eval.max_tokens: [20]", "eval.max_tokns: [20]"),
-     "tiny.yaml: sweep.eval.max_tokns: unknown knob 'eval.max_tokns' (did you mean 'eval.max_tokens'?)"),
-    (("eval: {max_tokens: 16}", "eval: {max_tokens: 16"), "tiny.yaml: YAML syntax error: line"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            ("learning_rate: [2.0e-4]", "learning_rate: [2.0e-4, 0.5]"),
+            "tiny.yaml: sweep.train.learning_rate[1]: 0.5 is out of range; allowed: 1e-07 <= value <= 0.0005",
+        ),
+        (
+            ("eval.max_tokens: [20]", "eval.max_tokens: [twenty]"),
+            "tiny.yaml: sweep.eval.max_tokens[0]: 'twenty': Input should be a valid integer",
+        ),
+        (
+            ("eval.max_tokens: [20]", "eval.max_tokns: [20]"),
+            "tiny.yaml: sweep.eval.max_tokns: unknown knob 'eval.max_tokns' (did you mean 'eval.max_tokens'?)",
+        ),
+        (("eval: {max_tokens: 16}", "eval: {max_tokens: 16"), "tiny.yaml: YAML syntax error: line"),
+    ],
+)
 def test_bad_spec_fails_before_any_job_and_writes_nothing(workflow_copy, tmp_path, bad, message):
     copy = tmp_path / "bad"
     shutil.copytree(workflow_copy, copy, ignore=shutil.ignore_patterns("results", ".snakemake"))
@@ -242,7 +258,9 @@ def test_a_cancelled_run_resumes_when_the_same_command_runs_again(tmp_path, monk
     out = Path("results") / "train" / run.keys.train
     command = [*snakemake_command(True), "--cores", "2", "--config", "experiments=resumable"]
     env = user_shell(True, tmp_path.parent / f"{tmp_path.name}-decoys")
-    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 600
         while len(logged_steps(tmp_path / out / "metrics.jsonl")) < 6 and first.poll() is None:
@@ -267,8 +285,13 @@ def test_a_cancelled_run_resumes_when_the_same_command_runs_again(tmp_path, monk
 
     # what will run, as Snakemake and `knobsweep plan` see it: the run's training (+ merge), eval and report
     assert planned_jobs(tmp_path) == {"train": 1, "evaluate": 1, "report": 1}
-    plan = subprocess.run([str(VENV_BIN / "knobsweep"), "plan", "experiments/resumable.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, check=True).stdout
+    plan = subprocess.run(
+        [str(VENV_BIN / "knobsweep"), "plan", "experiments/resumable.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     row = next(line for line in plan.splitlines() if "baseline" in line)
     assert row.count("will run") == 3 and "cached" in row, plan  # data cached; train, merge, eval will run
 

@@ -41,8 +41,10 @@ def validate(args: argparse.Namespace) -> int:
             for problem in error.problems:
                 console.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
             continue
-        console.print(f"[green]ok[/green] {escape(file)}: experiment '{escape(experiment.name)}', "
-                      f"{len(experiment.runs)} runs", highlight=False)
+        console.print(
+            f"[green]ok[/green] {escape(file)}: experiment '{escape(experiment.name)}', {len(experiment.runs)} runs",
+            highlight=False,
+        )
     return 1 if failed else 0
 
 
@@ -79,8 +81,11 @@ def plan(args: argparse.Namespace) -> int:
         table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
     base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
-    console.print(f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
-                  f"{len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
+    console.print(
+        f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
+        f"{len(to_run)} stage jobs to run (shared jobs counted once)",
+        highlight=False,
+    )
     for line in summary_lines(estimate):
         console.print(Text(line), highlight=False, soft_wrap=True)
     return 0
@@ -100,11 +105,15 @@ def status(args: argparse.Namespace) -> int:
         # read_jsonl skips a torn last line: a run being written to is read mid-step.
         last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
         reward = last.get("reward")
-        table.add_row(Text(run.name), Text(str(state.get("state", "PENDING"))),
-                      Text(str(last.get("step", state.get("step", "-")))),
-                      f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-                      f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-", Text(str(state.get("reason") or "")),
-                      Text(str(runlinks.run_folder(experiment.name, run.name, args.root))))
+        table.add_row(
+            Text(run.name),
+            Text(str(state.get("state", "PENDING"))),
+            Text(str(last.get("step", state.get("step", "-")))),
+            f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
+            f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-",
+            Text(str(state.get("reason") or "")),
+            Text(str(runlinks.run_folder(experiment.name, run.name, args.root))),
+        )
     console.print(table)
     return 0
 
@@ -164,8 +173,10 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("file", metavar="FILE")
         command.add_argument("--root", default=".", help="directory holding results/ (default: .)")
         command.set_defaults(handler=handler)
-    both = commands.add_parser("compare", help="one report with the runs of two experiments "
-                                               "(results/<A>-vs-<B>/report.html), against A's baseline")
+    both = commands.add_parser(
+        "compare",
+        help="one report with the runs of two experiments (results/<A>-vs-<B>/report.html), against A's baseline",
+    )
     both.add_argument("first", metavar="A.yaml")
     both.add_argument("second", metavar="B.yaml")
     both.add_argument("--root", default=".", help="directory holding results/ (default: .)")

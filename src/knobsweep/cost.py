@@ -26,8 +26,11 @@ def stage_devices(config: Mapping[str, Any], stage: str) -> Devices:
 
     resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
     model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
-    request = stage_resources({"resources": {stage: dict(resources.get(stage) or {})},
-                               "model": {"name": model.get("name", "")}}, stage, site={})
+    request = stage_resources(
+        {"resources": {stage: dict(resources.get(stage) or {})}, "model": {"name": model.get("name", "")}},
+        stage,
+        site={},
+    )
     nodes = int(request.get("nodes") or 1)
     if request["gpus"]:
         return Devices(GPU, int(request["gpus"]) * nodes)
@@ -48,8 +51,7 @@ class Cost:
 
     def text(self) -> str:
         """'0.42 GPU-h', '0.031 CPU-h', or both joined with '+'."""
-        parts = [f"{_short(hours)} {kind}-h" for kind, hours in ((GPU, self.gpu_hours), (CPU, self.cpu_hours))
-                 if hours]
+        parts = [f"{_short(hours)} {kind}-h" for kind, hours in ((GPU, self.gpu_hours), (CPU, self.cpu_hours)) if hours]
         return " + ".join(parts)
 
 

@@ -46,11 +46,14 @@ def lock_dir(environ: dict | None = None) -> Path:
     return Path(env.get("KNOBSWEEP_GPU_LOCK_DIR") or f"/tmp/knobsweep-gpu-locks-{os.getuid()}")
 
 
-def claim(n: int, devices: list[str], directory: Path, timeout: float | None = None,
-          poll: float = 0.5) -> tuple[list[str], list[int]]:
+def claim(
+    n: int, devices: list[str], directory: Path, timeout: float | None = None, poll: float = 0.5
+) -> tuple[list[str], list[int]]:
     """Lock n of `devices` (all or nothing, so two jobs never deadlock); wait while too few are free."""
     if n > len(devices):
-        raise RuntimeError(f"a job asks for {n} GPUs but only {len(devices)} exist here ({','.join(devices) or 'none'})")
+        raise RuntimeError(
+            f"a job asks for {n} GPUs but only {len(devices)} exist here ({','.join(devices) or 'none'})"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -83,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.gpus > 0 and not os.environ.get("SLURM_JOB_ID"):
         devices = available_devices()
         if not devices:
-            print(f"knobsweep.devices: the job asks for {args.gpus} GPUs but none were found "
-                  "(set KNOBSWEEP_GPUS or CUDA_VISIBLE_DEVICES)", file=sys.stderr)
+            print(
+                f"knobsweep.devices: the job asks for {args.gpus} GPUs but none were found "
+                "(set KNOBSWEEP_GPUS or CUDA_VISIBLE_DEVICES)",
+                file=sys.stderr,
+            )
             sys.exit(1)
         chosen, fds = claim(args.gpus, devices, lock_dir())
         for fd in fds:

@@ -7,8 +7,8 @@ layer that adds context (the file, the run, a sweep value) adds it to the path.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 class FieldError(ValueError):
@@ -53,6 +53,6 @@ class DataError(FieldError):
 
 
 def did_you_mean(word: str, choices: Iterable[str], most: int = 1) -> str:
-    """" (did you mean 'x'?)" naming the closest of `choices` to a misspelt `word` (up to `most`), or ""."""
+    """ " (did you mean 'x'?)" naming the closest of `choices` to a misspelt `word` (up to `most`), or ""."""
     close = difflib.get_close_matches(str(word), sorted(set(choices)), n=most)
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""

@@ -36,14 +36,20 @@ PROMPT_TOKENS = 150  # rule of thumb: a prompt's tokens, where nothing was measu
 # completion tokens through the loop) and of generation at eval; fixed seconds per stage. The tiny
 # model's CPU figures are the demo's, measured on a shared 2-core machine; the rest are rough.
 RULES_OF_THUMB = {
-    (TINY, CPU): {"train_tokens_per_s": 3000.0, "eval_tokens_per_s": 4000.0, "train_fixed_s": 5.0,
-                  "eval_fixed_s": 6.0},
-    (TINY, GPU): {"train_tokens_per_s": 6000.0, "eval_tokens_per_s": 10000.0, "train_fixed_s": 5.0,
-                  "eval_fixed_s": 6.0},
-    ("hub", GPU): {"train_tokens_per_s": 1000.0, "eval_tokens_per_s": 1000.0, "train_fixed_s": 120.0,
-                   "eval_fixed_s": 60.0},
-    ("hub", CPU): {"train_tokens_per_s": 20.0, "eval_tokens_per_s": 5.0, "train_fixed_s": 120.0,
-                   "eval_fixed_s": 60.0},
+    (TINY, CPU): {"train_tokens_per_s": 3000.0, "eval_tokens_per_s": 4000.0, "train_fixed_s": 5.0, "eval_fixed_s": 6.0},
+    (TINY, GPU): {
+        "train_tokens_per_s": 6000.0,
+        "eval_tokens_per_s": 10000.0,
+        "train_fixed_s": 5.0,
+        "eval_fixed_s": 6.0,
+    },
+    ("hub", GPU): {
+        "train_tokens_per_s": 1000.0,
+        "eval_tokens_per_s": 1000.0,
+        "train_fixed_s": 120.0,
+        "eval_fixed_s": 60.0,
+    },
+    ("hub", CPU): {"train_tokens_per_s": 20.0, "eval_tokens_per_s": 5.0, "train_fixed_s": 120.0, "eval_fixed_s": 60.0},
 }
 
 
@@ -146,8 +152,9 @@ def train_history(root: Path) -> list[TrainRecord]:
             continue
         last = _last_line_with(status_path.parent / "metrics.jsonl", "num_tokens")
         plan = status.get("batch_plan") if isinstance(status.get("batch_plan"), dict) else {}
-        runtime, loop, tokens = (_number(v) for v in (status.get("runtime_s"), last.get("elapsed_s"),
-                                                      last.get("num_tokens")))
+        runtime, loop, tokens = (
+            _number(v) for v in (status.get("runtime_s"), last.get("elapsed_s"), last.get("num_tokens"))
+        )
         steps, per_step = _number(last.get("step")), _number(plan.get("sequences_per_step"))
         if None in (runtime, loop, tokens, steps, per_step):
             continue
@@ -156,8 +163,16 @@ def train_history(root: Path) -> list[TrainRecord]:
         except (OSError, yaml.YAMLError):
             continue
         model, train = config.get("model") or {}, config.get("train") or {}
-        records.append(TrainRecord(str(model.get("name")), str(train.get("method", "grpo")), status.get("device"),
-                                   tokens / loop, tokens / (steps * per_step), max(0.0, runtime - loop)))
+        records.append(
+            TrainRecord(
+                str(model.get("name")),
+                str(train.get("method", "grpo")),
+                status.get("device"),
+                tokens / loop,
+                tokens / (steps * per_step),
+                max(0.0, runtime - loop),
+            )
+        )
     return records
 
 
@@ -166,12 +181,19 @@ def eval_history(root: Path, train_models: dict[str, str]) -> list[EvalRecord]:
     records = []
     for summary_path in sorted((root / layout.RESULTS / "eval").glob("*/summary.json")):
         summary = _read_json(summary_path)
-        elapsed, generate, tokens, samples = (_number(summary.get(k)) for k in
-                                              ("elapsed_s", "generate_s", "completion_tokens", "n"))
+        elapsed, generate, tokens, samples = (
+            _number(summary.get(k)) for k in ("elapsed_s", "generate_s", "completion_tokens", "n")
+        )
         if None in (elapsed, generate, tokens, samples):
             continue
-        records.append(EvalRecord(_model_family(str(summary.get("model", "")), train_models),
-                                  tokens / generate, tokens / samples, max(0.0, elapsed - generate)))
+        records.append(
+            EvalRecord(
+                _model_family(str(summary.get("model", "")), train_models),
+                tokens / generate,
+                tokens / samples,
+                max(0.0, elapsed - generate),
+            )
+        )
     return records
 
 
@@ -226,35 +248,50 @@ class Estimator:
     def train(self, config: dict) -> Throughput:
         model, method = config["model"]["name"], config["train"]["method"]
         devices = stage_devices(config, "train")
-        found = [r for r in self.train_records if r.model == model and r.method == method
-                 and r.device in (None, devices.kind)]
+        found = [
+            r
+            for r in self.train_records
+            if r.model == model and r.method == method and r.device in (None, devices.kind)
+        ]
         if found:
-            return Throughput(statistics.median(r.tokens_per_s for r in found),
-                              statistics.median(r.tokens_per_sequence for r in found),
-                              statistics.median(r.fixed_s for r in found),
-                              f"train: measured on {len(found)} finished {model}/{method} run(s) on {devices.kind} here")
+            return Throughput(
+                statistics.median(r.tokens_per_s for r in found),
+                statistics.median(r.tokens_per_sequence for r in found),
+                statistics.median(r.fixed_s for r in found),
+                f"train: measured on {len(found)} finished {model}/{method} run(s) on {devices.kind} here",
+            )
         rule = self._rule(model, devices)
         per_sequence = PROMPT_TOKENS + (config["rollout"]["max_tokens"] if method == "grpo" else PROMPT_TOKENS)
-        return Throughput(rule["train_tokens_per_s"] * devices.count, per_sequence, rule["train_fixed_s"],
-                          f"train: rule of thumb (no finished {model}/{method} run on {devices.kind} here): "
-                          f"{rule['train_tokens_per_s']:g} tokens/s per {_unit(devices)}, {per_sequence} tokens "
-                          f"per sequence, {rule['train_fixed_s']:g} s to start")
+        return Throughput(
+            rule["train_tokens_per_s"] * devices.count,
+            per_sequence,
+            rule["train_fixed_s"],
+            f"train: rule of thumb (no finished {model}/{method} run on {devices.kind} here): "
+            f"{rule['train_tokens_per_s']:g} tokens/s per {_unit(devices)}, {per_sequence} tokens "
+            f"per sequence, {rule['train_fixed_s']:g} s to start",
+        )
 
     def evaluation(self, config: dict) -> Throughput:
         model = config["model"]["name"]
         devices = stage_devices(config, "eval")
         found = [r for r in self.eval_records if r.model == model]
         if found:
-            return Throughput(statistics.median(r.tokens_per_s for r in found),
-                              statistics.median(r.tokens_per_sample for r in found),
-                              statistics.median(r.fixed_s for r in found),
-                              f"eval: measured on {len(found)} finished eval(s) of {model} here")
+            return Throughput(
+                statistics.median(r.tokens_per_s for r in found),
+                statistics.median(r.tokens_per_sample for r in found),
+                statistics.median(r.fixed_s for r in found),
+                f"eval: measured on {len(found)} finished eval(s) of {model} here",
+            )
         rule = self._rule(model, devices)
         per_sample = config["eval"]["max_tokens"]
-        return Throughput(rule["eval_tokens_per_s"] * devices.count, per_sample, rule["eval_fixed_s"],
-                          f"eval: rule of thumb (no finished eval of {model} here): "
-                          f"{rule['eval_tokens_per_s']:g} generated tokens/s per {_unit(devices)}, "
-                          f"eval.max_tokens per sample, {rule['eval_fixed_s']:g} s to start")
+        return Throughput(
+            rule["eval_tokens_per_s"] * devices.count,
+            per_sample,
+            rule["eval_fixed_s"],
+            f"eval: rule of thumb (no finished eval of {model} here): "
+            f"{rule['eval_tokens_per_s']:g} generated tokens/s per {_unit(devices)}, "
+            f"eval.max_tokens per sample, {rule['eval_fixed_s']:g} s to start",
+        )
 
     @staticmethod
     def _rule(model: str, devices: Devices) -> dict:
@@ -275,8 +312,9 @@ def _run_model(run_yaml: Path) -> str:
     return str((config.get("model") or {}).get("name", ""))
 
 
-def estimate_plan(experiment: Any, root: str | Path = ".", pending: Iterable[tuple[str, str]] | None = None
-                  ) -> PlanEstimate:
+def estimate_plan(
+    experiment: Any, root: str | Path = ".", pending: Iterable[tuple[str, str]] | None = None
+) -> PlanEstimate:
     """Estimates for the stages of `experiment` that will run. `pending`: (run name, stage) pairs
     to estimate (default: train and eval of every run whose output does not exist yet)."""
     root = Path(root)
@@ -286,18 +324,29 @@ def estimate_plan(experiment: Any, root: str | Path = ".", pending: Iterable[tup
     counted: set[tuple[str, str]] = set()
     for run in experiment.runs:
         stages: dict[str, StageEstimate] = {}
-        for stage, key, output in (("train", run.keys.train, layout.TRAIN_ADAPTER),
-                                   ("eval", run.keys.eval, layout.EVAL_SUMMARY)):
-            will_run = (run.name, stage) in wanted if wanted is not None else \
-                not layout.path(output, root, key=key).exists()
+        for stage, key, output in (
+            ("train", run.keys.train, layout.TRAIN_ADAPTER),
+            ("eval", run.keys.eval, layout.EVAL_SUMMARY),
+        ):
+            will_run = (
+                (run.name, stage) in wanted if wanted is not None else not layout.path(output, root, key=key).exists()
+            )
             if not will_run:
                 continue
             throughput = estimator.train(run.config) if stage == "train" else estimator.evaluation(run.config)
             items = train_sequences(run, root) if stage == "train" else eval_samples(run, root)
             devices = stage_devices(run.config, stage)
-            estimate = (StageEstimate(None, devices, throughput.source, f"{stage} size unknown until the data "
-                                      f"stage runs (or set data.{'train' if stage == 'train' else 'eval'}_size)")
-                        if items is None else StageEstimate(throughput.seconds(items, stage), devices, throughput.source))
+            estimate = (
+                StageEstimate(
+                    None,
+                    devices,
+                    throughput.source,
+                    f"{stage} size unknown until the data "
+                    f"stage runs (or set data.{'train' if stage == 'train' else 'eval'}_size)",
+                )
+                if items is None
+                else StageEstimate(throughput.seconds(items, stage), devices, throughput.source)
+            )
             stages[stage] = estimate
             if throughput.source not in out.sources:
                 out.sources.append(throughput.source)
@@ -319,8 +368,9 @@ def estimate_plan(experiment: Any, root: str | Path = ".", pending: Iterable[tup
         if items is None:
             out.unknown += 1
             continue
-        estimate = StageEstimate(throughput.seconds(items, "eval"), stage_devices(run.config, "eval"),
-                                 throughput.source)
+        estimate = StageEstimate(
+            throughput.seconds(items, "eval"), stage_devices(run.config, "eval"), throughput.source
+        )
         out.total, out.total_s = out.total + estimate.cost, out.total_s + estimate.seconds
         out.base_evals += 1
     return out
@@ -337,16 +387,23 @@ def run_cells(stages: dict[str, StageEstimate]) -> tuple[str, str]:
 
 
 def summary_lines(plan: PlanEstimate) -> list[str]:
-    lines = [f"estimated cost of what will run: {plan.total.text() or 'nothing'}"
-             f" ({_duration(plan.total_s)} of job time; shared jobs counted once"
-             + (f", {plan.base_evals} base-model eval(s) included" if plan.base_evals else "") + ")"]
+    lines = [
+        f"estimated cost of what will run: {plan.total.text() or 'nothing'}"
+        f" ({_duration(plan.total_s)} of job time; shared jobs counted once"
+        + (f", {plan.base_evals} base-model eval(s) included" if plan.base_evals else "")
+        + ")"
+    ]
     if plan.unknown:
-        lines.append(f"  {plan.unknown} job(s) of unknown size left out: their data is not converted yet and "
-                     "data.train_size / eval_size are unset")
+        lines.append(
+            f"  {plan.unknown} job(s) of unknown size left out: their data is not converted yet and "
+            "data.train_size / eval_size are unset"
+        )
     lines += [f"  {source}" for source in plan.sources]
     if plan.sources:
-        lines.append(f"  plus {JOB_START_S['train']:g} s per training job and {JOB_START_S['eval']:g} s per eval job "
-                     "to start (and merge), which no results file measures")
+        lines.append(
+            f"  plus {JOB_START_S['train']:g} s per training job and {JOB_START_S['eval']:g} s per eval job "
+            "to start (and merge), which no results file measures"
+        )
     return lines
 
 

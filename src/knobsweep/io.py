@@ -13,9 +13,10 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 def canonical_json(obj: Any, *, is_normalised: bool = False) -> str:
@@ -24,8 +25,7 @@ def canonical_json(obj: Any, *, is_normalised: bool = False) -> str:
     `is_normalised`: obj is already `normalised(...)` output (as the run configs of
     `spec.expand` are), so the walk over every leaf is skipped; the text is the same.
     """
-    return json.dumps(obj if is_normalised else normalised(obj), sort_keys=True, separators=(",", ":"),
-                      allow_nan=False)
+    return json.dumps(obj if is_normalised else normalised(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def normalised(obj: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 
 def use_this_environment(environ: MutableMapping[str, str] = os.environ, executable: str = sys.executable) -> None:

@@ -36,8 +36,7 @@ LOGIT_ATOL = 1e-4
 VERIFY_PROMPTS = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
     "clips in May. How many clips did Natalia sell altogether?",
-    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of "
-    "babysitting. How much did she earn?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
     "#### 42",
 )
 
@@ -91,18 +90,13 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-def merge_adapter_into_base(
-    base_path: str | Path, adapter_path: str | Path, out_dir: str | Path
-) -> dict:
+def merge_adapter_into_base(base_path: str | Path, adapter_path: str | Path, out_dir: str | Path) -> dict:
     """Merge `adapter_path` into `base_path`, verify, save to `out_dir`; return the numbers.
 
     Raises MergeError (and writes nothing) when the adapter does not load or a check fails.
     """
     tokenizer = _load_tokenizer(adapter_path, base_path)
-    encoded = [
-        tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-        for text in VERIFY_PROMPTS
-    ]
+    encoded = [tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids for text in VERIFY_PROMPTS]
 
     # PeftModel wraps (and merge_and_unload rewrites) the base in place, so everything
     # about the pristine base is measured before the adapter touches it.
@@ -115,8 +109,7 @@ def merge_adapter_into_base(
         peft_model = PeftModel.from_pretrained(model, str(adapter_path))
     except Exception as exc:  # PEFT raises many types (size mismatch, missing modules...)
         raise MergeError(
-            f"adapter {adapter_path} does not load onto base {base_path}: "
-            f"{type(exc).__name__}: {exc}"
+            f"adapter {adapter_path} does not load onto base {base_path}: {type(exc).__name__}: {exc}"
         ) from exc
     adapter_logits = _logits(peft_model.eval(), encoded)
     merged = peft_model.merge_and_unload()
@@ -154,10 +147,7 @@ def merge_adapter_into_base(
             f"{numbers['max_abs_logit_diff_merged_vs_base']}): the adapter changes nothing"
         )
     if problems:
-        raise MergeError(
-            f"merging {adapter_path} into {base_path} failed verification: "
-            + "; ".join(problems)
-        )
+        raise MergeError(f"merging {adapter_path} into {base_path} failed verification: " + "; ".join(problems))
 
     numbers.update(
         base=str(base_path),
@@ -170,9 +160,7 @@ def merge_adapter_into_base(
         tokenizer.save_pretrained(tmp)
         # What evaluation will load is the saved copy, so check it round-trips too.
         reloaded = _logits(_load_model(tmp), encoded)
-        numbers["max_abs_logit_diff_reloaded_vs_merged"] = _max_abs_diff(
-            reloaded, merged_logits
-        )
+        numbers["max_abs_logit_diff_reloaded_vs_merged"] = _max_abs_diff(reloaded, merged_logits)
         if not numbers["max_abs_logit_diff_reloaded_vs_merged"] <= LOGIT_ATOL:
             raise MergeError(
                 f"the saved merged model does not reload identically: logits differ by "
@@ -183,9 +171,7 @@ def merge_adapter_into_base(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m knobsweep.merge", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m knobsweep.merge", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="base model: hub id or local path")
     parser.add_argument("--adapter", required=True, help="PEFT adapter directory")
     parser.add_argument("--out", required=True, help="output directory for the merged model")

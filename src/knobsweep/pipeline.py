@@ -66,30 +66,44 @@ class Pipeline:
             manifest = layout.DATA_MANIFEST.format(key=keys.data)
             # each table entry is built once per key: thousands of runs share a few data/base-eval jobs
             if keys.data not in self.data:
-                self.data[keys.data] = Job(config["data"], keys.data, "", (),
-                                           stage_resources(config, "data", self.site))
+                self.data[keys.data] = Job(
+                    config["data"], keys.data, "", (), stage_resources(config, "data", self.site)
+                )
             if keys.model:
                 base = layout.TINY_MODEL.format(key=keys.model)
                 if keys.model not in self.tiny:
-                    self.tiny[keys.model] = Job({}, keys.data, base, (manifest,),
-                                                stage_resources(config, "data", self.site))
+                    self.tiny[keys.model] = Job(
+                        {}, keys.data, base, (manifest,), stage_resources(config, "data", self.site)
+                    )
                 base_inputs: tuple[str, ...] = (base,)
             else:
                 base, base_inputs = config["model"]["name"], ()
             if keys.train not in self.train:
                 # A job shared by several runs (or experiments) is named after the first one.
-                run_info = {"experiment": experiment.name, "run": run.name, "changed": run.changed,
-                            "tracking": run.tracking}
+                run_info = {
+                    "experiment": experiment.name,
+                    "run": run.name,
+                    "changed": run.changed,
+                    "tracking": run.tracking,
+                }
                 upstream = (run.warm_start,) if keys.warm_start else ()  # Snakemake trains the upstream run first
-                self.train[keys.train] = Job(train_config(config), keys.data, base, (manifest, *base_inputs, *upstream),
-                                             train_job_resources(config, self.site), run_info, run.warm_start)
+                self.train[keys.train] = Job(
+                    train_config(config),
+                    keys.data,
+                    base,
+                    (manifest, *base_inputs, *upstream),
+                    train_job_resources(config, self.site),
+                    run_info,
+                    run.warm_start,
+                )
             merged = layout.MERGE_DIR.format(key=keys.train)
             if keys.eval not in self.eval or keys.base_eval not in self.eval:
                 eval_config = evaluation_config(config)
                 eval_resources = stage_resources(config, "eval", self.site)
                 self.eval.setdefault(keys.eval, Job(eval_config, keys.data, merged, (manifest, merged), eval_resources))
-                self.eval.setdefault(keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs),
-                                                         eval_resources))
+                self.eval.setdefault(
+                    keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs), eval_resources)
+                )
 
     def report_resources(self, name: str) -> dict:
         """The report is one job per experiment: it takes the baseline's report resources."""
@@ -117,8 +131,16 @@ def experiment_files(selection: str | list | None, directory: str | Path = EXPER
     names = selection.split(",") if isinstance(selection, str) else [str(s) for s in selection]
     unknown = [n for n in names if n.strip() not in available]
     if unknown:
-        raise SpecError([Problem("--config experiments", "", f"no experiment named {', '.join(map(repr, unknown))} "
-                                 f"in {directory}/; available: {', '.join(available) or 'none'}")])
+        raise SpecError(
+            [
+                Problem(
+                    "--config experiments",
+                    "",
+                    f"no experiment named {', '.join(map(repr, unknown))} "
+                    f"in {directory}/; available: {', '.join(available) or 'none'}",
+                )
+            ]
+        )
     return [available[n.strip()] for n in names]
 
 
@@ -132,7 +154,9 @@ def build_pipeline(files: list[Path]) -> Pipeline:
             problems += error.problems
             continue
         if experiment.name in names:
-            problems.append(Problem(str(file), "name", f"'{experiment.name}' is also the name of {names[experiment.name]}"))
+            problems.append(
+                Problem(str(file), "name", f"'{experiment.name}' is also the name of {names[experiment.name]}")
+            )
             continue
         names[experiment.name] = file
         pipeline.add(experiment)

@@ -42,12 +42,30 @@ class Method:
 
 _TRAINERS = "knobsweep.train.trainer"
 METHODS: dict[str, Method] = {
-    "grpo": Method("rl", "GRPOConfig", "knobsweep.train.grpo:GRPOMethod", f"{_TRAINERS}:KnobsweepGRPOTrainer",
-                   generates=True, pairs_in_micro_batch=False),
-    "sft": Method("sft", "SFTConfig", "knobsweep.train.sft:SFTMethod", f"{_TRAINERS}:KnobsweepSFTTrainer",
-                  generates=False, pairs_in_micro_batch=False),
-    "kto": Method("kto", "KTOConfig", "knobsweep.train.kto:KTOMethod", f"{_TRAINERS}:KnobsweepKTOTrainer",
-                  generates=False, pairs_in_micro_batch=True),
+    "grpo": Method(
+        "rl",
+        "GRPOConfig",
+        "knobsweep.train.grpo:GRPOMethod",
+        f"{_TRAINERS}:KnobsweepGRPOTrainer",
+        generates=True,
+        pairs_in_micro_batch=False,
+    ),
+    "sft": Method(
+        "sft",
+        "SFTConfig",
+        "knobsweep.train.sft:SFTMethod",
+        f"{_TRAINERS}:KnobsweepSFTTrainer",
+        generates=False,
+        pairs_in_micro_batch=False,
+    ),
+    "kto": Method(
+        "kto",
+        "KTOConfig",
+        "knobsweep.train.kto:KTOMethod",
+        f"{_TRAINERS}:KnobsweepKTOTrainer",
+        generates=False,
+        pairs_in_micro_batch=True,
+    ),
 }
 
 

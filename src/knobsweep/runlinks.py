@@ -20,8 +20,8 @@ import hashlib
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from knobsweep import layout
 
@@ -51,13 +51,22 @@ def run_links(run) -> dict[str, str]:
         "train": up + layout.TRAIN_DIR.format(key=keys.train),
         "merged": up + layout.MERGE_DIR.format(key=keys.train),
         "eval": up + layout.EVAL_DIR.format(key=keys.eval),
-        **{Path(pattern).name: "train/" + pattern.removeprefix(in_train)
-           for pattern in (layout.TRAIN_STATUS, layout.TRAIN_METRICS, layout.TRAIN_ROLLOUTS,
-                           layout.TRAIN_ADAPTER, layout.TRAIN_CHECKPOINTS)},
+        **{
+            Path(pattern).name: "train/" + pattern.removeprefix(in_train)
+            for pattern in (
+                layout.TRAIN_STATUS,
+                layout.TRAIN_METRICS,
+                layout.TRAIN_ROLLOUTS,
+                layout.TRAIN_ADAPTER,
+                layout.TRAIN_CHECKPOINTS,
+            )
+        },
         "eval_summary.json": "eval/" + layout.EVAL_SUMMARY.removeprefix(in_eval),
         "eval_samples.jsonl": "eval/" + layout.EVAL_SAMPLES.removeprefix(in_eval),
-        **{f"{stage}.log": up + layout.LOGS.format(stage=stage, key=key)
-           for stage, key in (("train", keys.train), ("merge", keys.train), ("eval", keys.eval))},
+        **{
+            f"{stage}.log": up + layout.LOGS.format(stage=stage, key=key)
+            for stage, key in (("train", keys.train), ("merge", keys.train), ("eval", keys.eval))
+        },
     }
 
 

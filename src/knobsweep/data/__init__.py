@@ -101,8 +101,10 @@ def convert_to_dir(section: dict, out: str | Path) -> dict:
     import pyarrow.parquet as pq
 
     with atomic_dir(out) as tmp:
-        for name, rows, schema in ((layout.TRAIN_ROWS, result.train, result.schema),
-                                   (layout.EVAL_ROWS, result.eval, result.eval_schema or result.schema)):
+        for name, rows, schema in (
+            (layout.TRAIN_ROWS, result.train, result.schema),
+            (layout.EVAL_ROWS, result.eval, result.eval_schema or result.schema),
+        ):
             pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp / name)
         # A plain write: the directory rename is what makes the output appear atomically.
         (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

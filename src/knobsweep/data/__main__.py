@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m knobsweep.data",
         description="Convert a dataset into train.parquet, eval.parquet and manifest.json.",
     )
-    parser.add_argument("--config-json", required=True, type=json_object,
-                        help="the run config's `data` section, as JSON (read by the spec's models)")
+    parser.add_argument(
+        "--config-json",
+        required=True,
+        type=json_object,
+        help="the run config's `data` section, as JSON (read by the spec's models)",
+    )
     parser.add_argument("--out", required=True, help="output directory, e.g. results/data/<key>")
     args = parser.parse_args(argv)
     options = args.config_json

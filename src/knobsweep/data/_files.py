@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import DATA_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
@@ -43,15 +44,16 @@ def expand_paths(paths: list[str], option: str) -> list[Path]:
             found = sorted(p for p in local.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
             if not found:
                 raise FieldError(
-                    f"data.{option}", f"{path!r}: the directory has no data files "
-                    f"(looked for {', '.join(DATA_SUFFIXES)})"
+                    f"data.{option}",
+                    f"{path!r}: the directory has no data files (looked for {', '.join(DATA_SUFFIXES)})",
                 )
             files.extend(found)
         elif local.is_file():
             if local.suffix.lower() not in DATA_SUFFIXES:
                 raise FieldError(
-                    f"data.{option}", f"{path!r}: unsupported file type {local.suffix or '(none)'!r}; "
-                    f"expected one of {', '.join(DATA_SUFFIXES)}"
+                    f"data.{option}",
+                    f"{path!r}: unsupported file type {local.suffix or '(none)'!r}; "
+                    f"expected one of {', '.join(DATA_SUFFIXES)}",
                 )
             files.append(local)
         else:
@@ -108,9 +110,10 @@ def load_hub_split(path: str, config: str | None, split: str, option: str = "pat
         return datasets.load_dataset(path, config, split=split)
     except Exception as error:  # network, auth, unknown id / config / split: all end here
         raise FieldError(
-            f"data.{option}", f"{path!r}: not a local file or directory ({Path(path).absolute()}) and loading "
+            f"data.{option}",
+            f"{path!r}: not a local file or directory ({Path(path).absolute()}) and loading "
             f"it from the Hugging Face hub (config {config!r}, split {split!r}) failed: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {error}",
         ) from error
 
 

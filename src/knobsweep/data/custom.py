@@ -51,6 +51,7 @@ LABELS = {"true": True, "false": False}
 
 # ------------------------------------------------------------------------------- inputs
 
+
 @dataclass
 class Part:
     """One readable piece of a split: a file, or a split of a loaded hf dataset."""
@@ -74,8 +75,9 @@ def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
         return train, [_existing_file("eval_files", f) for f in options.eval_files]
     if options.eval_ratio is None:
         raise FieldError(
-            "data.eval_ratio", f"{', '.join(map(str, train))} holds no eval split; set data.eval_files, "
-            f"or data.eval_ratio (e.g. 0.1) to hold out a seeded share of the train rows"
+            "data.eval_ratio",
+            f"{', '.join(map(str, train))} holds no eval split; set data.eval_files, "
+            f"or data.eval_ratio (e.g. 0.1) to hold out a seeded share of the train rows",
         )
     return train, None
 
@@ -107,8 +109,8 @@ def _directory_files(directory: Path, options: CustomOptions) -> tuple[list[Path
     train = _split_files(directory, options.train_split, source)
     if not train:
         raise FieldError(
-            "data.train_split", f"{directory} has no {options.train_split!r} file ({pattern}, or "
-            f"shards <split>-*); it has: {present()}"
+            "data.train_split",
+            f"{directory} has no {options.train_split!r} file ({pattern}, or shards <split>-*); it has: {present()}",
         )
     if options.eval_files is not None:
         return train, [_existing_file("eval_files", f) for f in options.eval_files]
@@ -117,8 +119,9 @@ def _directory_files(directory: Path, options: CustomOptions) -> tuple[list[Path
     evals = _split_files(directory, options.eval_split, source)
     if not evals:
         raise FieldError(
-            "data.eval_split", f"{directory} has no {options.eval_split!r} file; it has: {present()}; "
-            f"set data.eval_split, data.eval_files, or data.eval_ratio (e.g. 0.1) to hold out train rows"
+            "data.eval_split",
+            f"{directory} has no {options.eval_split!r} file; it has: {present()}; "
+            f"set data.eval_split, data.eval_files, or data.eval_ratio (e.g. 0.1) to hold out train rows",
         )
     return train, evals
 
@@ -138,8 +141,9 @@ def _hf_local(options: CustomOptions) -> Path | None:
         return path
     if path.exists():
         raise FieldError(
-            "data.path", f"{options.path!r} is a file; for source 'hf' give a directory or a hub id, or "
-            f"path: json (or parquet, csv) with data.train_files; for one file use source jsonl / parquet"
+            "data.path",
+            f"{options.path!r} is a file; for source 'hf' give a directory or a hub id, or "
+            f"path: json (or parquet, csv) with data.train_files; for one file use source jsonl / parquet",
         )
     return None
 
@@ -169,13 +173,13 @@ def input_fingerprint(options: CustomOptions) -> dict[str, str]:
 def _hub_identity(options: CustomOptions) -> str:
     # Without a `revision` the hub copy can change under the same key: pin one to be sure.
     files = options.train_files or []
-    return (
-        f"hub:{options.path} config={options.hub_config or 'default'} "
-        f"revision={options.revision or 'latest'}" + (f" data_files={','.join(files)}" if files else "")
+    return f"hub:{options.path} config={options.hub_config or 'default'} revision={options.revision or 'latest'}" + (
+        f" data_files={','.join(files)}" if files else ""
     )
 
 
 # ------------------------------------------------------------------------------- reading
+
 
 def _read_file(path: Path, source: str) -> tuple[str, list]:
     """(sha256 of the bytes read, records) of one jsonl / parquet file."""
@@ -211,15 +215,14 @@ def _hf_splits(options: CustomOptions) -> dict:
         if saved:
             loaded = datasets.load_from_disk(str(local))
         else:
-            loaded = datasets.load_dataset(
-                path, options.hub_config, revision=options.revision, data_files=data_files
-            )
+            loaded = datasets.load_dataset(path, options.hub_config, revision=options.revision, data_files=data_files)
     except Exception as error:  # network, auth, unknown id or config, unreadable files: all end here
         where = "the saved dataset" if saved else ("the local dataset" if local else "the Hugging Face hub dataset")
         raise FieldError(
-            "data.path", f"{path!r}: loading {where} failed"
+            "data.path",
+            f"{path!r}: loading {where} failed"
             + (f" (config {options.hub_config!r})" if options.hub_config else "")
-            + f": {type(error).__name__}: {error}"
+            + f": {type(error).__name__}: {error}",
         ) from error
     if isinstance(loaded, datasets.Dataset):  # save_to_disk of one split
         return {options.train_split: loaded}
@@ -252,9 +255,10 @@ def _read_inputs(options: CustomOptions) -> tuple[dict[str, list[tuple[Part, lis
             continue
         if split not in splits:
             raise FieldError(
-                f"data.{role}_split", f"dataset {options.path!r} has no split {split!r}; it has: "
+                f"data.{role}_split",
+                f"dataset {options.path!r} has no split {split!r}; it has: "
                 f"{', '.join(splits) or 'none'}"
-                + ("; or set data.eval_ratio to hold out train rows" if role == "eval" else "")
+                + ("; or set data.eval_ratio to hold out train rows" if role == "eval" else ""),
             )
         records = [JsonLine(index, record) for index, record in enumerate(splits[split].to_list())]
         parts[role] = [(Part(split, f"{options.path}:{split}"), records)]
@@ -262,6 +266,7 @@ def _read_inputs(options: CustomOptions) -> tuple[dict[str, list[tuple[Part, lis
 
 
 # ------------------------------------------------------------------------------- rows
+
 
 class BadRow(Exception):
     """A row that cannot be used; the message is the manifest's reason."""
@@ -340,8 +345,9 @@ class RowBuilder:
     def extras(self, record: dict) -> dict:
         missing = [key for key in self.options.extra_keys if key not in record]
         if missing:
-            raise BadRow(f"missing extra column {missing[0]!r} (data.extra_keys); "
-                         f"the row has: {', '.join(map(str, record))}")
+            raise BadRow(
+                f"missing extra column {missing[0]!r} (data.extra_keys); the row has: {', '.join(map(str, record))}"
+            )
         return {key: record[key] for key in self.options.extra_keys}
 
     def label(self, record: dict) -> bool:
@@ -352,7 +358,7 @@ class RowBuilder:
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in LABELS:
             return LABELS[value.strip().lower()]
-        raise BadRow(f"{self.name('label_key')} must be a bool, 0/1 or \"true\"/\"false\", got {value!r}")
+        raise BadRow(f'{self.name("label_key")} must be a bool, 0/1 or "true"/"false", got {value!r}')
 
     def train_row(self, record: dict, row_id: str) -> dict:
         if self.format == "rl":
@@ -362,15 +368,21 @@ class RowBuilder:
             if conversation is not None:
                 return {"row_id": row_id, "messages": conversation}
             if record.get(self.options.prompt_key) is None:
-                raise BadRow(f"no {self.name('messages_key')} and no {self.name('prompt_key')}; "
-                             f"the row has: {', '.join(map(str, record)) or 'no columns'}")
-            return {"row_id": row_id, "prompt": self.prompt(record),
-                    "completion": self.messages(record, "response_key", "assistant")}
+                raise BadRow(
+                    f"no {self.name('messages_key')} and no {self.name('prompt_key')}; "
+                    f"the row has: {', '.join(map(str, record)) or 'no columns'}"
+                )
+            return {
+                "row_id": row_id,
+                "prompt": self.prompt(record),
+                "completion": self.messages(record, "response_key", "assistant"),
+            }
         # kto: one assistant turn and a yes/no label
         prompt, completion = self.prompt(record), self.messages(record, "response_key", "assistant")
         if len(completion) != 1:
-            raise BadRow(f"{self.name('response_key')} must be one assistant message for kto, "
-                         f"got {len(completion)} messages")
+            raise BadRow(
+                f"{self.name('response_key')} must be one assistant message for kto, got {len(completion)} messages"
+            )
         return {"row_id": row_id, "prompt": prompt, "completion": completion, "label": self.label(record)}
 
     def eval_row(self, record: dict, row_id: str) -> dict:
@@ -397,13 +409,15 @@ class RowBuilder:
         if not need_reference:
             return prompt, None
         if self.format == "kto" and not self.label(record):
-            raise BadRow(f"labelled false and no {self.name('ground_truth_key')}: "
-                         f"no reference answer to evaluate against")
+            raise BadRow(
+                f"labelled false and no {self.name('ground_truth_key')}: no reference answer to evaluate against"
+            )
         completion = self.messages(record, "response_key", "assistant")
         return prompt, "\n".join(m["content"] for m in completion if m["role"] == "assistant")
 
 
 # ------------------------------------------------------------------------------- convert
+
 
 def convert(options: CustomOptions) -> ConversionResult:
     """Read the inputs, build rows of the run's format (eval: rl rows), shuffle and cut."""
@@ -479,13 +493,14 @@ def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dr
         if not bad:
             raise DataError(f"{label}: no rows (the input is empty)")
         first = "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
-        raise DataError(f"{label}: no usable rows for format {options.format!r}, "
-                        f"all {len(bad)} were dropped ({first})")
+        raise DataError(f"{label}: no usable rows for format {options.format!r}, all {len(bad)} were dropped ({first})")
     rows.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
     size = getattr(options, f"{role}_size")
     if size is not None and size > len(rows):
-        raise FieldError(f"data.{role}_size", f"{label}: asks for {size} rows but only {len(rows)} are usable; "
-                        f"lower it or set it to null for all rows")
+        raise FieldError(
+            f"data.{role}_size",
+            f"{label}: asks for {size} rows but only {len(rows)} are usable; lower it or set it to null for all rows",
+        )
     return rows[:size]
 
 
@@ -496,8 +511,10 @@ def _finish_train(rows: list[dict], fmt: str) -> tuple[list[dict], dict]:
         return rows, {"label_true": true, "label_false": len(rows) - true}
     if fmt == "sft" and any("messages" in row for row in rows):
         converted = [row for row in rows if "messages" not in row]
-        rows = [row if "messages" in row else {"row_id": row["row_id"], "messages": row["prompt"] + row["completion"]}
-                for row in rows]
+        rows = [
+            row if "messages" in row else {"row_id": row["row_id"], "messages": row["prompt"] + row["completion"]}
+            for row in rows
+        ]
         return rows, ({"prompt_completion_as_messages": len(converted)} if converted else {})
     return rows, {}
 
@@ -530,8 +547,14 @@ def _schemas(fmt: str, rows: list[dict], extras: dict[str, str]) -> tuple[pa.Sch
     import pyarrow as pa
 
     messages, text = messages_type(), pa.string()
-    rl = pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text),
-                    *((key, getattr(pa, kind)()) for key, kind in extras.items())])
+    rl = pa.schema(
+        [
+            ("row_id", text),
+            ("prompt", messages),
+            ("ground_truth", text),
+            *((key, getattr(pa, kind)()) for key, kind in extras.items()),
+        ]
+    )
     if fmt == "rl":
         return rl, rl
     if fmt == "kto":

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
@@ -48,12 +49,15 @@ def schemas() -> dict[str, pa.Schema]:
 
     messages = messages_type()
     return {
-        "rl": pa.schema([("row_id", pa.string()), ("prompt", messages), ("ground_truth", pa.string()),
-                         ("answer", pa.string())]),
+        "rl": pa.schema(
+            [("row_id", pa.string()), ("prompt", messages), ("ground_truth", pa.string()), ("answer", pa.string())]
+        ),
         "sft": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages)]),
-        "kto": pa.schema([("row_id", pa.string()), ("prompt", messages), ("completion", messages),
-                          ("label", pa.bool_())]),
+        "kto": pa.schema(
+            [("row_id", pa.string()), ("prompt", messages), ("completion", messages), ("label", pa.bool_())]
+        ),
     }
+
 
 def _local_dir(options: Gsm8kOptions) -> Path | None:
     """The local directory `path` names, or None when it is a hub dataset id.
@@ -67,11 +71,16 @@ def _local_dir(options: Gsm8kOptions) -> Path | None:
         return local
     expected = f"{options.train_split}.jsonl and {options.eval_split}.jsonl"
     if local.exists():
-        raise FieldError("data.path", f"{path!r} is a file; expected a directory holding {expected}, "
-                        f"or a hub dataset id such as 'openai/gsm8k'")
+        raise FieldError(
+            "data.path",
+            f"{path!r} is a file; expected a directory holding {expected}, or a hub dataset id such as 'openai/gsm8k'",
+        )
     if not looks_like_hub_id(path):
-        raise FieldError("data.path", f"{path!r}: no such directory ({local.absolute()}); expected a directory "
-                        f"holding {expected}, or a hub dataset id such as 'openai/gsm8k'")
+        raise FieldError(
+            "data.path",
+            f"{path!r}: no such directory ({local.absolute()}); expected a directory "
+            f"holding {expected}, or a hub dataset id such as 'openai/gsm8k'",
+        )
     return None
 
 
@@ -138,8 +147,11 @@ def _convert_split(
         raise DataError(f"{label}: no usable GSM8K rows, all {len(dropped)} were dropped ({first})")
     rows.sort(key=lambda row: shuffle_key(seed, row["row_id"]))
     if size is not None and size > len(rows):
-        raise FieldError(f"data.{role}_size", f"{label}: asked for {size} rows but only {len(rows)} are usable; "
-                        f"lower the size or set it to null for all rows")
+        raise FieldError(
+            f"data.{role}_size",
+            f"{label}: asked for {size} rows but only {len(rows)} are usable; "
+            f"lower the size or set it to null for all rows",
+        )
     return rows[:size], dropped
 
 
@@ -165,8 +177,10 @@ def convert(options: Gsm8kOptions) -> ConversionResult:
         inputs = _hub_fingerprint(options)
         for role, split in splits.items():
             if split not in hub:
-                raise FieldError(f"data.{role}_split", f"hub dataset {options.path!r} has no split {split!r}; "
-                                f"it has: {', '.join(hub)}")
+                raise FieldError(
+                    f"data.{role}_split",
+                    f"hub dataset {options.path!r} has no split {split!r}; it has: {', '.join(hub)}",
+                )
             records = (JsonLine(index, record) for index, record in enumerate(hub[split]))
             label = f"{options.path} ({options.hub_config}) split {split!r}"
             out[role], bad = _convert_split(records, role, split, label, sizes[role], options.seed)
@@ -233,6 +247,9 @@ def _load_hub(options: Gsm8kOptions):
     try:
         return datasets.load_dataset(options.path, options.hub_config)
     except Exception as error:  # network, auth, unknown id or config: all end here
-        raise FieldError("data.path", f"{options.path!r}: not a local directory ({Path(options.path).absolute()}) "
-                        f"and loading it from the Hugging Face hub (config {options.hub_config!r}) failed: "
-                        f"{type(error).__name__}: {error}") from error
+        raise FieldError(
+            "data.path",
+            f"{options.path!r}: not a local directory ({Path(options.path).absolute()}) "
+            f"and loading it from the Hugging Face hub (config {options.hub_config!r}) failed: "
+            f"{type(error).__name__}: {error}",
+        ) from error

@@ -69,9 +69,18 @@ def row_schema() -> pa.Schema:
     """The rows' schema (train and eval)."""
     import pyarrow as pa
 
-    return pa.schema([("row_id", pa.string()), ("prompt", messages_type()), ("ground_truth", pa.string()),
-                      ("answer", pa.string()), ("game", pa.string()), ("task_seed", pa.int64()),
-                      ("player", pa.int64()), ("num_legal_moves", pa.int64())])
+    return pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("prompt", messages_type()),
+            ("ground_truth", pa.string()),
+            ("answer", pa.string()),
+            ("game", pa.string()),
+            ("task_seed", pa.int64()),
+            ("player", pa.int64()),
+            ("num_legal_moves", pa.int64()),
+        ]
+    )
 
 
 def input_fingerprint(options: OpenSpielOptions) -> dict[str, str]:
@@ -80,6 +89,7 @@ def input_fingerprint(options: OpenSpielOptions) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ tasks
+
 
 def draw_state(game, rng: random.Random, min_steps: int, max_steps: int):
     """A position (a decision node) drawn with `rng`, or None when every draw ended the game."""
@@ -130,8 +140,13 @@ def task_row(game, load_string: str, state, row_id: str, task_seed: int, answer:
         f"{view}:\n```\n{board_text(state, player).rstrip()}\n```\n\n"
         f"Your legal moves ({len(moves)}), one per line:\n```\n{listing}\n```\n\n{INSTRUCTION}"
     )
-    truth = {"game": load_string, "history": list(state.history()), "player": player,
-             "legal_moves": moves, "seed": task_seed}
+    truth = {
+        "game": load_string,
+        "history": list(state.history()),
+        "player": player,
+        "legal_moves": moves,
+        "seed": task_seed,
+    }
     return {
         "row_id": row_id,
         "prompt": [{"role": "user", "content": prompt}],
@@ -144,16 +159,20 @@ def task_row(game, load_string: str, state, row_id: str, task_seed: int, answer:
     }
 
 
-def _case_rows(label: str, game, load_string: str, split: str, case_index: int, seeds: range,
-               options: OpenSpielOptions) -> list[dict]:
+def _case_rows(
+    label: str, game, load_string: str, split: str, case_index: int, seeds: range, options: OpenSpielOptions
+) -> list[dict]:
     rows = []
     for task, task_seed in enumerate(seeds):
         rng = random.Random(task_seed)
         state = draw_state(game, rng, options.min_random_steps, options.max_random_steps)
         if state is None:
-            raise FieldError(label, f"{load_string!r} {split} task {task} (seed {task_seed}): all {MAX_DRAWS} draws "
-                            f"of {options.min_random_steps}..{options.max_random_steps} random moves ended the game; "
-                            "lower data.max_random_steps")
+            raise FieldError(
+                label,
+                f"{load_string!r} {split} task {task} (seed {task_seed}): all {MAX_DRAWS} draws "
+                f"of {options.min_random_steps}..{options.max_random_steps} random moves ended the game; "
+                "lower data.max_random_steps",
+            )
         moves = list(legal_moves(state))
         answer = moves[rng.randrange(len(moves))]
         rows.append(task_row(game, load_string, state, f"{split}-{case_index}-{task}", task_seed, answer))
@@ -172,8 +191,9 @@ def convert(options: OpenSpielOptions) -> ConversionResult:
         game = load_game(load_string)
         train_rows = _case_rows(label, game, load_string, "train", case_index, range(base, base + train_tasks), options)
         eval_start = base + EVAL_SEED_OFFSET
-        eval_rows = _case_rows(label, game, load_string, "eval", case_index,
-                               range(eval_start, eval_start + eval_tasks), options)
+        eval_rows = _case_rows(
+            label, game, load_string, "eval", case_index, range(eval_start, eval_start + eval_tasks), options
+        )
         # Positions are identified by their action history (chance outcomes included).
         train_ids = {}
         for row in train_rows:
@@ -184,12 +204,20 @@ def convert(options: OpenSpielOptions) -> ConversionResult:
             if same is None or options.eval_overlap == "keep":
                 kept.append(row)
             else:
-                dropped.append({"split": "eval", "line": task + 1,
-                                "reason": f"{row['row_id']} ({load_string}): same position as {same}"})
+                dropped.append(
+                    {
+                        "split": "eval",
+                        "line": task + 1,
+                        "reason": f"{row['row_id']} ({load_string}): same position as {same}",
+                    }
+                )
         if not kept:
-            raise FieldError(label, f"all {len(eval_rows)} eval positions of {load_string!r} are also train positions "
-                            f"(a small game, or few positions within {options.max_random_steps} random moves); lower "
-                            "data.train_size, raise data.max_random_steps, or set data.eval_overlap: keep")
+            raise FieldError(
+                label,
+                f"all {len(eval_rows)} eval positions of {load_string!r} are also train positions "
+                f"(a small game, or few positions within {options.max_random_steps} random moves); lower "
+                "data.train_size, raise data.max_random_steps, or set data.eval_overlap: keep",
+            )
         train += train_rows
         evaluation += kept
     return ConversionResult(

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from knobsweep.data import ConversionResult, _files, messages_type, shuffle_key
 from knobsweep.data._files import Record
@@ -47,14 +48,25 @@ PATCH_INSTRUCTION = (
     "headers, `@@` hunks with correct line counts), inside one ```diff fenced code block."
 )
 
+
 def row_schema() -> pa.Schema:
     """The rows' schema (train and eval)."""
     import pyarrow as pa
 
     text = pa.string()
-    columns = ("ground_truth", "instance_id", "repo", "base_commit", "FAIL_TO_PASS", "PASS_TO_PASS", "test_patch",
-               "version", "environment_setup_commit")
+    columns = (
+        "ground_truth",
+        "instance_id",
+        "repo",
+        "base_commit",
+        "FAIL_TO_PASS",
+        "PASS_TO_PASS",
+        "test_patch",
+        "version",
+        "environment_setup_commit",
+    )
     return pa.schema([("row_id", text), ("prompt", messages_type()), *((column, text) for column in columns)])
+
 
 _CACHE_FILE = re.compile(r"task_(\d+)\.json")
 _REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement", "patch")
@@ -89,9 +101,7 @@ def _cache_files(options: SweBenchOptions) -> list[tuple[int, Path]]:
     directory = Path(cache_dir).expanduser()
     if not directory.is_dir():
         raise FieldError("data.cache_dir", f"{cache_dir!r}: no such directory ({directory.absolute()})")
-    found = sorted(
-        (int(match.group(1)), p) for p in directory.iterdir() if (match := _CACHE_FILE.fullmatch(p.name))
-    )
+    found = sorted((int(match.group(1)), p) for p in directory.iterdir() if (match := _CACHE_FILE.fullmatch(p.name)))
     if not found:
         raise FieldError("data.cache_dir", f"{cache_dir!r}: no task_{{i}}.json files there")
     return [(index, file) for index, file in found if span is None or span[0] <= index < span[1]]
@@ -227,8 +237,11 @@ def split_rows(rows: list[dict], group_of, options: SweInputs, what: str) -> tup
     for split, chosen, size in (("train", train, options.train_size), ("eval", evals, options.eval_size)):
         chosen.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
         if size is not None and size > len(chosen):
-            raise FieldError(f"data.{split}_size", f"{what}: {size} but the {split} split has only {len(chosen)} rows "
-                            f"(data.eval_ratio={options.eval_ratio}); lower the size or set it to null")
+            raise FieldError(
+                f"data.{split}_size",
+                f"{what}: {size} but the {split} split has only {len(chosen)} rows "
+                f"(data.eval_ratio={options.eval_ratio}); lower the size or set it to null",
+            )
         out.append(chosen[:size])
     return out[0], out[1]
 
@@ -280,8 +293,9 @@ def convert(options: SweBenchOptions) -> ConversionResult:
         missing = sorted(wanted_ids - present)
         if missing:
             raise FieldError(
-                "data.task_ids", f"not found in {what}{' within data.task_id_range' if span else ''}: "
-                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                "data.task_ids",
+                f"not found in {what}{' within data.task_id_range' if span else ''}: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
             )
     if not rows:
         if not dropped:
@@ -290,6 +304,11 @@ def convert(options: SweBenchOptions) -> ConversionResult:
             f"{what}: no usable SWE-bench tasks, all {len(dropped)} were dropped ({summarise_dropped(dropped)})"
         )
     train, evals = split_rows(rows, lambda row: row["instance_id"], options, what)
-    return ConversionResult(train=train, eval=evals, schema=row_schema(), options=options.model_dump(mode="json"),
-                            inputs=inputs, dropped=dropped)
-
+    return ConversionResult(
+        train=train,
+        eval=evals,
+        schema=row_schema(),
+        options=options.model_dump(mode="json"),
+        inputs=inputs,
+        dropped=dropped,
+    )

@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from knobsweep.data import ConversionResult, _files, messages_type
 from knobsweep.data._files import Record
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 CONVERTER_VERSION = "1"
 MESSAGE_OVERHEAD = 16  # characters per message for the chat template's role markers
 
+
 @functools.cache
 def schemas() -> dict[str, pa.Schema]:
     """The train rows' schema of each mode, and the eval rows' ("eval")."""
@@ -76,12 +78,20 @@ def schemas() -> dict[str, pa.Schema]:
     return {
         "trajectory": pa.schema([("row_id", text), ("messages", messages)]),
         "patch": pa.schema([("row_id", text), ("prompt", messages), ("completion", messages)]),
-        "eval": pa.schema([("row_id", text), ("prompt", messages), ("ground_truth", text), ("instance_id", text),
-                           ("origin", text)]),
+        "eval": pa.schema(
+            [("row_id", text), ("prompt", messages), ("ground_truth", text), ("instance_id", text), ("origin", text)]
+        ),
     }
 
-_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
-          "model": "assistant"}
+
+_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+}
 _TOOL_ROLES = ("tool", "function", "ipython", "observation")
 
 
@@ -156,8 +166,13 @@ def _expand(record: Record) -> Iterator[tuple[Record, object]]:
     elif isinstance(value, list):
         for number, item in enumerate(value, start=1):
             yield Record(record.file, number, item), item
-    elif (isinstance(value, dict) and value and "messages" not in value and "history" not in value
-          and all(isinstance(v, dict) and "model_patch" in v for v in value.values())):
+    elif (
+        isinstance(value, dict)
+        and value
+        and "messages" not in value
+        and "history" not in value
+        and all(isinstance(v, dict) and "model_patch" in v for v in value.values())
+    ):
         for number, (key, item) in enumerate(value.items(), start=1):
             yield Record(record.file, number, item), {"instance_id": key, **item}
     else:
@@ -258,8 +273,12 @@ def _attach_predictions(entries: list[Entry], dropped: list[dict]) -> list[Entry
     ids = {e.instance_id for e in full}
     for prediction in (e for e in entries if e.prediction_only):
         if prediction.instance_id not in ids:
-            dropped.append(_drop(prediction.origin, f"prediction for {prediction.instance_id!r}: no trajectory "
-                                                    "with that instance_id in the inputs"))
+            dropped.append(
+                _drop(
+                    prediction.origin,
+                    f"prediction for {prediction.instance_id!r}: no trajectory with that instance_id in the inputs",
+                )
+            )
             continue
         for entry in full:
             if entry.instance_id == prediction.instance_id and entry.model_patch is None:
@@ -306,8 +325,10 @@ def shrink(messages: list[dict], budget: int, protected: set[int]) -> list[dict]
         low, high = (middle, high) if cost(middle) <= available else (low, middle - 1)
     if not free or cost(low) > available:
         return None
-    return [{"role": m["role"], "content": _cut(m["content"], low) if i in free else m["content"]}
-            for i, m in enumerate(messages)]
+    return [
+        {"role": m["role"], "content": _cut(m["content"], low) if i in free else m["content"]}
+        for i, m in enumerate(messages)
+    ]
 
 
 def fit_trajectory(messages: list[dict], budget: int) -> list[dict] | None:
@@ -373,8 +394,12 @@ def _rows(entry: Entry, options: SweSynthOptions, budget: int | None) -> tuple[d
     context, problem = _context(entry, options.prompt_from)
     if problem:
         return None, problem
-    row = {"ground_truth": entry.model_patch or "", "instance_id": entry.instance_id, "origin": entry.origin.origin,
-           "cut_train": False}
+    row = {
+        "ground_truth": entry.model_patch or "",
+        "instance_id": entry.instance_id,
+        "origin": entry.origin.origin,
+        "cut_train": False,
+    }
     if options.mode == "trajectory":
         if entry.messages is None:
             return None, "no messages (data.mode: trajectory trains on the conversation)"
@@ -398,8 +423,10 @@ def _rows(entry: Entry, options: SweSynthOptions, budget: int | None) -> tuple[d
         prompt_budget = None if budget is None else budget - _size(row["completion"])
     row["prompt"] = _prompt(context, prompt_budget)
     if row["prompt"] is None:
-        return None, (f"the prompt cannot be cut to fit the {budget}-character budget"
-                      + (f" beside the {_size(row['completion'])}-character patch" if "completion" in row else ""))
+        return None, (
+            f"the prompt cannot be cut to fit the {budget}-character budget"
+            + (f" beside the {_size(row['completion'])}-character patch" if "completion" in row else "")
+        )
     row["cut_eval"] = row["prompt"] != with_instruction(context)
     if options.mode == "patch":
         row["cut_train"] = row["cut_eval"]  # the same prompt
@@ -439,15 +466,21 @@ def convert(options: SweSynthOptions) -> ConversionResult:
     if not rows:
         if not dropped:
             raise DataError(f"{what}: no trajectories (the input is empty)")
-        raise DataError(f"{what}: no usable trajectories, all {len(dropped)} records were dropped "
-                        f"({summarise_dropped(dropped)})")
+        raise DataError(
+            f"{what}: no usable trajectories, all {len(dropped)} records were dropped ({summarise_dropped(dropped)})"
+        )
 
     train, evals = split_rows(rows, lambda row: row["group"], options, what)
     train_fields = ("row_id", "messages") if options.mode == "trajectory" else ("row_id", "prompt", "completion")
     train_rows = [{key: row[key] for key in train_fields} for row in train]
     eval_rows = [
-        {"row_id": row["row_id"], "prompt": row["prompt"], "ground_truth": row["ground_truth"],
-         "instance_id": row["instance_id"], "origin": row["origin"]}
+        {
+            "row_id": row["row_id"],
+            "prompt": row["prompt"],
+            "ground_truth": row["ground_truth"],
+            "instance_id": row["instance_id"],
+            "origin": row["origin"],
+        }
         for row in evals
     ]
     stats = {

@@ -15,9 +15,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from knobsweep import layout
 from knobsweep.io import atomic_dir, atomic_write_json
@@ -56,8 +56,9 @@ def resolve_backend(name: str) -> tuple[str, str]:
 
     if not cuda_available():
         installed = installed_version()
-        return "hf", "auto: no CUDA GPU" + (f"; {installed} is installed: eval.backend vllm runs it"
-                                            if installed else "")
+        return "hf", "auto: no CUDA GPU" + (
+            f"; {installed} is installed: eval.backend vllm runs it" if installed else ""
+        )
     try:
         import_vllm()
     except VLLMUnavailable as exc:
@@ -107,19 +108,21 @@ def score_sample(evaluator: Callable, completion: str, row: dict) -> dict:
     try:
         result = evaluator(completion, row)
     except Exception as exc:  # an evaluator bug or a bad row must not lose the whole eval
-        return {"score": None, "reason": f"evaluator raised {type(exc).__name__}: {exc}",
-                "valid": False, "parts": {}}
+        return {"score": None, "reason": f"evaluator raised {type(exc).__name__}: {exc}", "valid": False, "parts": {}}
     score = getattr(result, "score", None)
     metrics = getattr(result, "metrics", None)
-    if not (_number(score) and 0 <= score <= 1 and isinstance(metrics, dict)
-            and all(_number(v) for v in metrics.values())):
-        return {"score": None, "reason": f"evaluator returned junk: {result!r:.200}",
-                "valid": False, "parts": {}}
+    if not (
+        _number(score) and 0 <= score <= 1 and isinstance(metrics, dict) and all(_number(v) for v in metrics.values())
+    ):
+        return {"score": None, "reason": f"evaluator returned junk: {result!r:.200}", "valid": False, "parts": {}}
     if not getattr(result, "valid", True):
-        return {"score": None, "reason": result.reason or "evaluator marked it invalid",
-                "valid": False, "parts": {}}
-    return {"score": float(score), "reason": result.reason, "valid": True,
-            "parts": {k: float(v) for k, v in metrics.items()}}
+        return {"score": None, "reason": result.reason or "evaluator marked it invalid", "valid": False, "parts": {}}
+    return {
+        "score": float(score),
+        "reason": result.reason,
+        "valid": True,
+        "parts": {k: float(v) for k, v in metrics.items()},
+    }
 
 
 def score_samples(
@@ -141,15 +144,17 @@ def score_samples(
             extra = {}
             if parsers:
                 extra["parsers"] = parse_all(completion, str(row.get("ground_truth", "")), use_math_verify)
-            records.append({
-                "row_id": row["row_id"],
-                "sample": index,
-                "prompt": row["prompt"],
-                "completion": completion,
-                "ground_truth": row["ground_truth"],
-                **score_sample(evaluator, completion, row),
-                **extra,
-            })
+            records.append(
+                {
+                    "row_id": row["row_id"],
+                    "sample": index,
+                    "prompt": row["prompt"],
+                    "completion": completion,
+                    "ground_truth": row["ground_truth"],
+                    **score_sample(evaluator, completion, row),
+                    **extra,
+                }
+            )
     return records
 
 
@@ -219,10 +224,7 @@ def summarize(records: list[dict], samples: int, parser: str = "strict") -> dict
     summary = {
         # None, not 0, when nothing could be judged: a zero would look like a real result.
         "score": sum(r["score"] for r in valid) / len(valid) if valid else None,
-        "parts": {
-            name: _mean([r["parts"][name] for r in valid if name in r["parts"]])
-            for name in part_names
-        },
+        "parts": {name: _mean([r["parts"][name] for r in valid if name in r["parts"]]) for name in part_names},
         "n": len(records),
         "n_valid": len(valid),
         "n_correct": sum(_is_correct(r) for r in valid),
@@ -247,8 +249,7 @@ def summarize(records: list[dict], samples: int, parser: str = "strict") -> dict
         ks = sorted({1, samples} | {2**i for i in range(1, samples.bit_length()) if 2**i < samples})
         # A row enters pass@k only with at least k valid samples to draw from.
         summary["pass_at_k"] = {
-            str(k): _mean([pass_at_k(len(v), sum(v), k) for v in per_row.values() if len(v) >= k])
-            for k in ks
+            str(k): _mean([pass_at_k(len(v), sum(v), k) for v in per_row.values() if len(v) >= k]) for k in ks
         }
     return summary
 
@@ -274,9 +275,19 @@ def _mean(values: list[float]) -> float | None:
 
 def write_not_evaluated(job: EvalJob, model: str, out_dir: str | Path, reason: str) -> dict:
     """The summary of a model that was not merged: no scores (None, never 0), and why."""
-    summary = {"not_evaluated": f"the run was not merged ({reason})", "score": None, "score_ci95": None,
-               "parts": {}, "n": 0, "n_valid": 0, "n_correct": 0, "parse_failures": 0,
-               "samples": job.eval.samples, "model": str(model), "config": job.model_dump(mode="json")}
+    summary = {
+        "not_evaluated": f"the run was not merged ({reason})",
+        "score": None,
+        "score_ci95": None,
+        "parts": {},
+        "n": 0,
+        "n_valid": 0,
+        "n_correct": 0,
+        "parse_failures": 0,
+        "samples": job.eval.samples,
+        "model": str(model),
+        "config": job.model_dump(mode="json"),
+    }
     with atomic_dir(out_dir) as tmp:
         (tmp / layout.SAMPLES).write_text("", encoding="utf-8")
         atomic_write_json(tmp / layout.SUMMARY, summary)

@@ -18,8 +18,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate completions for a data stage's eval split, score them, "
         "write summary.json and samples.jsonl.",
     )
-    parser.add_argument("--config-json", required=True, type=json_object,
-                        help='{"eval": {backend, temperature, top_p, max_tokens, samples, ...}, "reward": {...}}')
+    parser.add_argument(
+        "--config-json",
+        required=True,
+        type=json_object,
+        help='{"eval": {backend, temperature, top_p, max_tokens, samples, ...}, "reward": {...}}',
+    )
     parser.add_argument("--model", required=True, help="hub id, local path or merged model dir")
     parser.add_argument("--data", required=True, help="data stage directory holding eval.parquet")
     parser.add_argument("--out", required=True, help="output directory")
@@ -45,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, entry in summary.get("parsers", {}).items():
         low, high = entry["ci95"] or (float("nan"), float("nan"))
-        print(f"  {name}: accuracy {entry['score']:.4f} [95% CI {low:.4f}, {high:.4f}], "
-              f"parse failures {entry['parse_failures']}/{entry['n']}")
+        print(
+            f"  {name}: accuracy {entry['score']:.4f} [95% CI {low:.4f}, {high:.4f}], "
+            f"parse failures {entry['parse_failures']}/{entry['n']}"
+        )
     return 0
 
 

@@ -37,9 +37,11 @@ def generate(
     cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     # float32 on CPU (the precision the merge was verified in); the checkpoint's dtype on a GPU.
-    model = AutoModelForCausalLM.from_pretrained(
-        model_name, dtype="auto" if cuda else torch.float32
-    ).to("cuda" if cuda else "cpu").eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(model_name, dtype="auto" if cuda else torch.float32)
+        .to("cuda" if cuda else "cpu")
+        .eval()
+    )
 
     eos_ids = _eos_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id
@@ -58,9 +60,7 @@ def generate(
     )
 
     encoded = [
-        tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
         for conversation in conversations
     ]
     # Similar lengths share a batch (less padding); results go back to prompt order.

@@ -12,7 +12,6 @@ import time
 from knobsweep.evaluate import Generations
 from knobsweep.vllm_env import VLLMUnavailable, check_can_run, cuda_available, explain_failure
 
-
 # One engine per model per process: it takes tens of seconds to start (bench/vllm_vs_hf.py), and each
 # request carries its own seed, so a second evaluation in the same process (a bench, the tests) reuses it.
 _ENGINES: dict[str, object] = {}
@@ -71,8 +70,9 @@ def generate(
     # character (a byte-level token cut by max_tokens) where a decode of the whole sequence writes U+FFFD.
     tokenizer = llm.get_tokenizer()
     return Generations(
-        completions=[[tokenizer.decode(choice.token_ids, skip_special_tokens=True) for choice in out.outputs]
-                     for out in outputs],
+        completions=[
+            [tokenizer.decode(choice.token_ids, skip_special_tokens=True) for choice in out.outputs] for out in outputs
+        ],
         completion_tokens=sum(len(choice.token_ids) for out in outputs for choice in out.outputs),
         generate_s=generate_s,
     )

@@ -10,8 +10,8 @@ the same tokenizer and the same weights, so its output directory can be cached b
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from knobsweep import layout
 from knobsweep.io import atomic_dir
@@ -125,16 +125,19 @@ def texts_from_parquet(path: str | Path) -> list[str]:
 
     table = pq.read_table(path)
     texts = []
-    for row in table.select([c for c in dict.fromkeys((*MESSAGE_COLUMNS, *TEXT_COLUMNS))
-                             if c in table.column_names]).to_pylist():
+    for row in table.select(
+        [c for c in dict.fromkeys((*MESSAGE_COLUMNS, *TEXT_COLUMNS)) if c in table.column_names]
+    ).to_pylist():
         for value in row.values():
             if isinstance(value, str):
                 texts.append(value)
             elif isinstance(value, list):
                 texts.extend(str(message.get("content") or "") for message in value if isinstance(message, dict))
     if not texts:
-        raise ValueError(f"{path}: no text to train the tiny tokenizer on (columns: {', '.join(table.column_names)}; "
-                         f"expected some of {', '.join(dict.fromkeys((*MESSAGE_COLUMNS, *TEXT_COLUMNS)))})")
+        raise ValueError(
+            f"{path}: no text to train the tiny tokenizer on (columns: {', '.join(table.column_names)}; "
+            f"expected some of {', '.join(dict.fromkeys((*MESSAGE_COLUMNS, *TEXT_COLUMNS)))})"
+        )
     return texts
 
 

@@ -15,9 +15,10 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -51,8 +52,13 @@ def git_commit(root: Path) -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -82,8 +88,9 @@ def write_curves_csv(collected: Collected, path: Path) -> None:
     frame["run"] = frame["run"].astype(str).map(inert_in_spreadsheets)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), tmp,
-                     pa_csv.WriteOptions(quoting_style="needed"))
+    pa_csv.write_csv(
+        pa.Table.from_pandas(frame, preserve_index=False), tmp, pa_csv.WriteOptions(quoting_style="needed")
+    )
     os.replace(tmp, path)
 
 
@@ -127,8 +134,9 @@ def _csv_text(collected: Collected, records: list[dict]) -> str:
     knobs = set(collected.knobs)
     for column in frame.columns:  # knob containers as JSON text, so the CSV cell is parseable
         cells = (_csv_scalar(v) if column in knobs else v for v in frame[column])
-        frame[column] = pd.Series([inert_in_spreadsheets(v) if isinstance(v, str) else v for v in cells],
-                                  index=frame.index, dtype=object)
+        frame[column] = pd.Series(
+            [inert_in_spreadsheets(v) if isinstance(v, str) else v for v in cells], index=frame.index, dtype=object
+        )
     return frame.to_csv(index=False, lineterminator="\n")
 
 
@@ -206,8 +214,10 @@ def build_reports_despite_failures(experiments: Iterable[Any], root: str | Path 
         try:
             html = build_report(experiment, root)["html"]
         except Exception as error:  # one broken report must not stop the others; it is reported
-            print(f"knobsweep: the report of '{experiment.name}' could not be built: "
-                  f"{type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"knobsweep: the report of '{experiment.name}' could not be built: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
             continue
         print(f"knobsweep: some jobs failed; the report of '{experiment.name}' lists them: {html}", file=sys.stderr)
         built.append(html)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -155,8 +156,7 @@ def _fast_jsonl(path: Path) -> pd.DataFrame | None:
         table = pa_json.read_json(path)
     except pa.ArrowException:  # ArrowInvalid, ArrowTypeError...: the tolerant reader says which line
         return None
-    keep = [name for name, kind in zip(table.column_names, table.schema.types)
-            if pa_types_ok(kind)]
+    keep = [name for name, kind in zip(table.column_names, table.schema.types) if pa_types_ok(kind)]
     return table.select(keep).to_pandas()
 
 
@@ -289,8 +289,14 @@ def health_warnings(status: dict | None, run: str) -> list[dict]:
     out = []
     for item in items:
         if isinstance(item, dict):
-            out.append({"run": run, "step": _int(item.get("step")), "kind": _text(item.get("kind")),
-                        "message": _text(item.get("message"))})
+            out.append(
+                {
+                    "run": run,
+                    "step": _int(item.get("step")),
+                    "kind": _text(item.get("kind")),
+                    "message": _text(item.get("message")),
+                }
+            )
         else:
             out.append({"run": run, "step": None, "kind": "", "message": _text(item)})
     return out
@@ -386,8 +392,11 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         health += run_health
         if run_health:
             kinds = sorted({item["kind"] for item in run_health if item["kind"]})
-            warnings.append(f"{label}: {len(run_health)} training health warning(s)"
-                            + (f" ({', '.join(kinds)})" if kinds else "") + "; see Health warnings")
+            warnings.append(
+                f"{label}: {len(run_health)} training health warning(s)"
+                + (f" ({', '.join(kinds)})" if kinds else "")
+                + "; see Health warnings"
+            )
         runtime = _finite((status or {}).get("runtime_s"))
         if runtime is not None and numbers["train_time_s"] is None:
             numbers["train_time_s"] = runtime
@@ -397,7 +406,10 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else {}
         rollouts += pick_rollouts(
             layout.path(layout.TRAIN_ROLLOUTS, root, key=keys.train),
-            numbers["steps"], warnings, label, run.name,
+            numbers["steps"],
+            warnings,
+            label,
+            run.name,
         )
 
         row = {
@@ -442,9 +454,15 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     comparisons = compare_arms(experiment, root, warnings)
     verdicts = run_verdicts(comparisons)
     frame["delta_eval_noise"] = pd.Series(  # the run's arm: its paired 95% CI of Δ contains 0
-        [None if row_reference or run_name not in verdicts or not verdicts[run_name].comparable
-         else verdicts[run_name].verdict == NOISE for run_name, row_reference in zip(frame["run"], frame["reference"])],
-        index=frame.index, dtype=object)
+        [
+            None
+            if row_reference or run_name not in verdicts or not verdicts[run_name].comparable
+            else verdicts[run_name].verdict == NOISE
+            for run_name, row_reference in zip(frame["run"], frame["reference"])
+        ],
+        index=frame.index,
+        dtype=object,
+    )
 
     metrics_frame = (
         pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "step", "elapsed_s"])
@@ -465,7 +483,8 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         rollouts=rollouts,
         diffs=diffs,
         curve_titles={
-            name: title for name, title, _ in CURVE_SOURCES
+            name: title
+            for name, title, _ in CURVE_SOURCES
             if name in metrics_frame.columns and metrics_frame[name].notna().any()
         },
         verdicts=verdict_rows(comparisons, frame),
@@ -512,16 +531,26 @@ def _sample_rows(name: str, key: str, root: Path, limit: int, warnings: list[str
     path = layout.path(layout.EVAL_SAMPLES, root, key=key)
     out = []
     for record in read_samples(path, limit, warnings, label):
-        out.append({"run": name, **_shown(record), "ground_truth": _text(record.get("ground_truth")),
-                    "valid": record.get("valid")})
+        out.append(
+            {
+                "run": name,
+                **_shown(record),
+                "ground_truth": _text(record.get("ground_truth")),
+                "valid": record.get("valid"),
+            }
+        )
     return out
 
 
 def _shown(record: dict) -> dict:
     """What the report shows of a rollout or an eval sample, as text and numbers."""
-    return {"row_id": _text(record.get("row_id")), "prompt": _prompt_text(record.get("prompt")),
-            "completion": _text(record.get("completion")), "score": _finite(record.get("score")),
-            "reason": _text(record.get("reason"))}
+    return {
+        "row_id": _text(record.get("row_id")),
+        "prompt": _prompt_text(record.get("prompt")),
+        "completion": _text(record.get("completion")),
+        "score": _finite(record.get("score")),
+        "reason": _text(record.get("reason")),
+    }
 
 
 def _text(value: Any) -> str:
@@ -547,15 +576,16 @@ def _prompt_text(prompt: Any) -> str:
 
 def _add_seed_stats(frame: pd.DataFrame) -> None:
     """arm_*: mean and sample std of eval score / final reward over the seeds of one arm."""
-    columns = {c: [None] * len(frame) for c in
-               ("arm_seeds", "arm_eval_mean", "arm_eval_std", "arm_reward_mean", "arm_reward_std")}
+    columns = {
+        c: [None] * len(frame)
+        for c in ("arm_seeds", "arm_eval_mean", "arm_eval_std", "arm_reward_mean", "arm_reward_std")
+    }
     runs = frame[~frame["reference"].astype(bool)]
     for _, group in runs.groupby("arm", sort=False):
         for source, name in (("eval_score", "eval"), ("final_reward", "reward")):
             values = [v for v in (_finite(x) for x in group[source]) if v is not None]
             mean = sum(values) / len(values) if values else None
-            std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-                   if len(values) > 1 else None)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
             for index in group.index:
                 position = frame.index.get_loc(index)
                 columns[f"arm_{name}_mean"][position] = _tidy(mean)

@@ -18,8 +18,9 @@ from knobsweep.spec import Experiment
 def combine(first: Experiment, second: Experiment) -> Experiment:
     """One experiment holding both one's runs, measured against the first's baseline."""
     if first.name == second.name:
-        raise ValueError(f"both files are experiment '{first.name}' ({first.path}, {second.path}); "
-                         "compare two different experiments")
+        raise ValueError(
+            f"both files are experiment '{first.name}' ({first.path}, {second.path}); compare two different experiments"
+        )
     reference = first.baseline.config
     runs = [dataclasses.replace(run, name=f"{first.name}/{run.name}") for run in first.runs]
     for run in second.runs:

@@ -97,8 +97,9 @@ def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | 
     others = tuple(arm for arm in arms if arm is not baseline)
     if baseline is None:
         reason = "no baseline run (changed == {})"
-        return ArmComparisons(None, not_comparable(reason), {arm.name: not_comparable(reason) for arm in others},
-                              others)
+        return ArmComparisons(
+            None, not_comparable(reason), {arm.name: not_comparable(reason) for arm in others}, others
+        )
     scores = {run.name: run_scores(run, root, warnings) for arm in arms for run in arm.runs}
     base_runs = [scores[run.name] for run in baseline.runs]
     reference_key = baseline.runs[0].keys.base_eval
@@ -108,8 +109,13 @@ def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | 
     except (OSError, ValueError) as error:
         warnings.append(f"{BASE_MODEL}: eval samples unreadable: {error}")
         read, reference_unreadable = None, True
-    reference = RunScores(BASE_MODEL, None, "evaluated", *(read if read else (None, None)),
-                          problem="unreadable eval samples" if read is None and reference_unreadable else "")
+    reference = RunScores(
+        BASE_MODEL,
+        None,
+        "evaluated",
+        *(read if read else (None, None)),
+        problem="unreadable eval samples" if read is None and reference_unreadable else "",
+    )
     return ArmComparisons(
         baseline,
         compare(base_runs, [reference]),
@@ -146,24 +152,27 @@ def verdict_rows(comparisons: ArmComparisons, runs: Any) -> list[dict]:
             base_reward = reward
         comparison = comparisons.versus_base if is_baseline else comparisons.arms[arm.name]
         kinds = sorted({kind for row in members for kind in (row.get("health_kinds") or "").split(", ") if kind})
-        rows.append({
-            "arm": arm.name,
-            "baseline": is_baseline,
-            "knob": arm.knob if not is_baseline else "",
-            "value": arm.value if not is_baseline else "",
-            "versus": BASE_MODEL if is_baseline else (comparisons.baseline.name if comparisons.baseline else ""),
-            "seeds": len(arm.runs),
-            **comparison.as_dict(),
-            "delta_final_reward": None if is_baseline or reward is None or base_reward is None
-            else _tidy(reward - base_reward),
-            "final_reward": reward,
-            "train_time_s": _sum([row.get("train_time_s") for row in members]),
-            "gpu_hours": _sum([row.get("gpu_hours") for row in members]),
-            "cpu_hours": _sum([row.get("cpu_hours") for row in members]),
-            "health_warnings": int(sum(row.get("health_warnings") or 0 for row in members)),
-            "health_kinds": ", ".join(kinds),
-            "states": sorted({str(row.get("status")) for row in members}),
-        })
+        rows.append(
+            {
+                "arm": arm.name,
+                "baseline": is_baseline,
+                "knob": arm.knob if not is_baseline else "",
+                "value": arm.value if not is_baseline else "",
+                "versus": BASE_MODEL if is_baseline else (comparisons.baseline.name if comparisons.baseline else ""),
+                "seeds": len(arm.runs),
+                **comparison.as_dict(),
+                "delta_final_reward": None
+                if is_baseline or reward is None or base_reward is None
+                else _tidy(reward - base_reward),
+                "final_reward": reward,
+                "train_time_s": _sum([row.get("train_time_s") for row in members]),
+                "gpu_hours": _sum([row.get("gpu_hours") for row in members]),
+                "cpu_hours": _sum([row.get("cpu_hours") for row in members]),
+                "health_warnings": int(sum(row.get("health_warnings") or 0 for row in members)),
+                "health_kinds": ", ".join(kinds),
+                "states": sorted({str(row.get("status")) for row in members}),
+            }
+        )
     return rows
 
 
@@ -189,5 +198,14 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-__all__ = ["NOT_COMPARABLE", "Arm", "ArmComparisons", "arm_name", "compare_arms", "group_arms",
-           "run_scores", "run_verdicts", "verdict_rows"]
+__all__ = [
+    "NOT_COMPARABLE",
+    "Arm",
+    "ArmComparisons",
+    "arm_name",
+    "compare_arms",
+    "group_arms",
+    "run_scores",
+    "run_verdicts",
+    "verdict_rows",
+]

@@ -21,8 +21,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 import plotly.offline
-from plotly.colors import qualitative
 import yaml
+from plotly.colors import qualitative
 
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
 from knobsweep.report.verdict import cost_text, forest_figure, total_cost, verdict_table
@@ -98,8 +98,14 @@ def eval_columns(collected: Collected) -> list[Column]:
         Column("eval_format", "Format", "float"),
         Column("eval_n", "n", "int"),
         Column("eval_parse_failures", "Parse failures", "int"),
-        *[c for p in parsers for c in (Column(f"eval_{p}", f"{p} accuracy [95% CI]", "ci"),
-                                       Column(f"eval_{p}_parse_fail_rate", f"{p} parse failures", "pct"))],
+        *[
+            c
+            for p in parsers
+            for c in (
+                Column(f"eval_{p}", f"{p} accuracy [95% CI]", "ci"),
+                Column(f"eval_{p}_parse_fail_rate", f"{p} parse failures", "pct"),
+            )
+        ],
         Column("delta_eval_score", "Δ vs baseline", "delta"),
     ]
 
@@ -170,8 +176,12 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     if column.kind == "cost":
         text = cost_text(row)
         hours = sum(float(row.get(k) or 0) for k in ("gpu_hours", "cpu_hours"))
-        return {"text": text, "classes": "num", "title": "device-hours: GPU-hours for stages on GPUs, "
-                "CPU-hours (cores x hours) otherwise", "sort": repr(hours) if text else ""}
+        return {
+            "text": text,
+            "classes": "num",
+            "title": "device-hours: GPU-hours for stages on GPUs, CPU-hours (cores x hours) otherwise",
+            "sort": repr(hours) if text else "",
+        }
     if column.kind == "meanstd" and text and not missing(row.get("arm_eval_std")):
         text += f" ± {float(row['arm_eval_std']):.4f} (n={row['arm_seeds']})"
     if column.kind in ("float", "delta", "int", "duration", "ci", "pct", "meanstd"):
@@ -297,17 +307,19 @@ def curve_figure(collected: Collected, metric: str, title: str) -> dict | None:
         steps = frame["step"].to_numpy(dtype=float)[span]
         x, y = downsample(steps, values[span], limit)
         downsampled |= len(x) < len(steps)
-        data.append({
-            "type": "scatter",
-            "x": x,
-            "y": y,
-            # Markers where gaps could leave a lone point, which a line alone would not show.
-            "mode": "lines+markers" if len(x) < 30 or None in y else "lines",
-            "name": label(name),
-            "legendgroup": label(name),
-            "line": {"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
-            "hovertemplate": "%{y:.4g}",
-        })
+        data.append(
+            {
+                "type": "scatter",
+                "x": x,
+                "y": y,
+                # Markers where gaps could leave a lone point, which a line alone would not show.
+                "mode": "lines+markers" if len(x) < 30 or None in y else "lines",
+                "name": label(name),
+                "legendgroup": label(name),
+                "line": {"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
+                "hovertemplate": "%{y:.4g}",
+            }
+        )
     if not data:
         return None
     order = {name: index for index, name in enumerate(colors)}
@@ -321,8 +333,13 @@ def _error(row: pd.Series, key: str) -> dict | None:
     score, low, high = row.get(key), row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if missing(score) or missing(low) or missing(high):
         return None
-    return {"type": "data", "symmetric": False, "array": [_round(max(0.0, float(high) - float(score)))],
-            "arrayminus": [_round(max(0.0, float(score) - float(low)))], "color": "#333"}
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [_round(max(0.0, float(high) - float(score)))],
+        "arrayminus": [_round(max(0.0, float(score) - float(low)))],
+        "color": "#333",
+    }
 
 
 def eval_figure(collected: Collected) -> dict | None:
@@ -342,9 +359,16 @@ def eval_figure(collected: Collected) -> dict | None:
     data = []
     for _, row in runs.iterrows():
         score = float(row["eval_score"])
-        trace = {"type": "bar", "x": [label(row["run"])], "y": [score], "name": label(row["run"]),
-                 "marker": {"color": colors.get(row["run"], PALETTE[0])}, "text": [f"{score:.3f}"],
-                 "textposition": "auto", "hovertemplate": "%{x}<br>score %{y:.4f}<extra></extra>"}
+        trace = {
+            "type": "bar",
+            "x": [label(row["run"])],
+            "y": [score],
+            "name": label(row["run"]),
+            "marker": {"color": colors.get(row["run"], PALETTE[0])},
+            "text": [f"{score:.3f}"],
+            "textposition": "auto",
+            "hovertemplate": "%{x}<br>score %{y:.4f}<extra></extra>",
+        }
         error = _error(row, "eval_score")
         if error:
             trace["error_y"] = error
@@ -352,11 +376,30 @@ def eval_figure(collected: Collected) -> dict | None:
     shapes, annotations = [], []
     for index, (_, row) in enumerate(references.iterrows()):
         score = float(row["eval_score"])
-        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": score, "y1": score,
-                       "line": {"color": "#444", "dash": "dash" if index == 0 else "dot", "width": 2}})
-        annotations.append({"xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": score,
-                            "yanchor": "bottom", "showarrow": False,
-                            "text": f"{label(row['run'])}: {score:.3f}"})
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "yref": "y",
+                "y0": score,
+                "y1": score,
+                "line": {"color": "#444", "dash": "dash" if index == 0 else "dot", "width": 2},
+            }
+        )
+        annotations.append(
+            {
+                "xref": "paper",
+                "x": 0,
+                "xanchor": "left",
+                "yref": "y",
+                "y": score,
+                "yanchor": "bottom",
+                "showarrow": False,
+                "text": f"{label(row['run'])}: {score:.3f}",
+            }
+        )
     if shapes:
         layout["shapes"], layout["annotations"] = shapes, annotations
     return {"data": data, "layout": layout}
@@ -377,15 +420,31 @@ def parser_figure(collected: Collected) -> dict | None:
         if all(missing(row[f"eval_{p}"]) for p in parsers):
             continue
         ys = [None if missing(row[f"eval_{p}"]) else float(row[f"eval_{p}"]) for p in parsers]
-        highs = [0.0 if missing(row[f"eval_{p}_ci_high"]) or y is None else max(0.0, float(row[f"eval_{p}_ci_high"]) - y)
-                 for p, y in zip(parsers, ys)]
-        lows = [0.0 if missing(row[f"eval_{p}_ci_low"]) or y is None else max(0.0, y - float(row[f"eval_{p}_ci_low"]))
-                for p, y in zip(parsers, ys)]
-        data.append({"type": "bar", "x": list(parsers), "y": ys, "name": label(row["run"]),
-                     "marker": {"color": colors.get(row["run"], PALETTE[0])},
-                     "error_y": {"type": "data", "symmetric": False, "array": [_round(v) for v in highs],
-                                 "arrayminus": [_round(v) for v in lows], "color": "#333"},
-                     "hovertemplate": "%{y:.4f}"})
+        highs = [
+            0.0 if missing(row[f"eval_{p}_ci_high"]) or y is None else max(0.0, float(row[f"eval_{p}_ci_high"]) - y)
+            for p, y in zip(parsers, ys)
+        ]
+        lows = [
+            0.0 if missing(row[f"eval_{p}_ci_low"]) or y is None else max(0.0, y - float(row[f"eval_{p}_ci_low"]))
+            for p, y in zip(parsers, ys)
+        ]
+        data.append(
+            {
+                "type": "bar",
+                "x": list(parsers),
+                "y": ys,
+                "name": label(row["run"]),
+                "marker": {"color": colors.get(row["run"], PALETTE[0])},
+                "error_y": {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [_round(v) for v in highs],
+                    "arrayminus": [_round(v) for v in lows],
+                    "color": "#333",
+                },
+                "hovertemplate": "%{y:.4f}",
+            }
+        )
     return {"data": data, "layout": layout} if data else None
 
 
@@ -474,13 +533,15 @@ def samples_context(collected: Collected) -> list[dict]:
 def rollouts_context(collected: Collected) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for item in collected.rollouts:
-        groups.setdefault(item["run"], []).append({
-            **item,
-            "score": format_cell(item["score"], "float"),
-            "step": "" if item["step"] is None else str(item["step"]),
-            "prompt": _truncate(item["prompt"]),
-            "completion": _truncate(item["completion"]),
-        })
+        groups.setdefault(item["run"], []).append(
+            {
+                **item,
+                "score": format_cell(item["score"], "float"),
+                "step": "" if item["step"] is None else str(item["step"]),
+                "prompt": _truncate(item["prompt"]),
+                "completion": _truncate(item["completion"]),
+            }
+        )
     return [{"run": run, "rollouts": items} for run, items in groups.items()]
 
 
@@ -489,12 +550,20 @@ def diffs_context(collected: Collected) -> list[dict]:
     for run, diff in collected.diffs.items():
         if run == collected.baseline:
             continue
-        out.append({
-            "run": run,
-            "rows": [{"key": key, "base": format_value(base) if base is not None else "—",
-                      "value": format_value(value) if value is not None else "—",
-                      "swept": key in collected.changed.get(run, set())} for key, (base, value) in diff.items()],
-        })
+        out.append(
+            {
+                "run": run,
+                "rows": [
+                    {
+                        "key": key,
+                        "base": format_value(base) if base is not None else "—",
+                        "value": format_value(value) if value is not None else "—",
+                        "swept": key in collected.changed.get(run, set()),
+                    }
+                    for key, (base, value) in diff.items()
+                ],
+            }
+        )
     return out
 
 

@@ -74,9 +74,17 @@ class Comparison:
         return self.verdict != NOT_COMPARABLE
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "delta": self.delta, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "reason": self.reason, "method": self.method, "prompts": self.prompts, "pairs": self.pairs,
-                "p_value": self.p_value}
+        return {
+            "verdict": self.verdict,
+            "delta": self.delta,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "reason": self.reason,
+            "method": self.method,
+            "prompts": self.prompts,
+            "pairs": self.pairs,
+            "p_value": self.p_value,
+        }
 
 
 def not_comparable(reason: str) -> Comparison:
@@ -95,8 +103,9 @@ def verdict_of(low: float, high: float) -> str:
 # ---------------------------------------------------------------- the tests
 
 
-def paired_bootstrap(differences: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+def paired_bootstrap(
+    differences: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float, float]:
     """(mean, low, high): percentile bootstrap CI of the mean of per-prompt differences."""
     values = np.asarray(differences, dtype=float)
     if values.size == 0:
@@ -178,14 +187,19 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
     for side in (arm, baseline):
         for run in side:
             if run.state in FAILED:
-                return not_comparable(f"failed run: {run.name} {run.state}" + (f" ({run.reason})" if run.reason else ""))
+                return not_comparable(
+                    f"failed run: {run.name} {run.state}" + (f" ({run.reason})" if run.reason else "")
+                )
     for run in (*arm, *baseline):
         if run.problem:
             return not_comparable(f"{run.name}: {run.problem}")
     pending = [run.name for run in (*arm, *baseline) if run.scores is None]
     if pending:
-        return not_comparable(("missing seeds: " if len(arm) > 1 or len(baseline) > 1 else "no eval yet: ")
-                              + ", ".join(pending) + " not evaluated")
+        return not_comparable(
+            ("missing seeds: " if len(arm) > 1 or len(baseline) > 1 else "no eval yet: ")
+            + ", ".join(pending)
+            + " not evaluated"
+        )
     fingerprints = {run.eval_data for run in (*arm, *baseline)}
     if len(fingerprints) > 1:
         return not_comparable(_data_difference(arm, baseline))
@@ -196,9 +210,11 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
         by_seed = {run.seed: run for run in baseline}
         missing = [run for run in arm if run.seed not in by_seed]
         if missing:
-            return not_comparable("missing seeds: the baseline has no "
-                                  + ", ".join(f"seed={run.seed}" for run in missing)
-                                  + f" (it has {', '.join(f'seed={s}' for s in sorted(by_seed, key=str))})")
+            return not_comparable(
+                "missing seeds: the baseline has no "
+                + ", ".join(f"seed={run.seed}" for run in missing)
+                + f" (it has {', '.join(f'seed={s}' for s in sorted(by_seed, key=str))})"
+            )
         pairs = [(run, by_seed[run.seed]) for run in arm]
 
     rows = sorted(set.intersection(*(set(a.scores) & set(b.scores) for a, b in pairs)))
@@ -212,8 +228,9 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
         if _binary(arm_matrix[0]) and _binary(base_matrix[0]):
             delta, low, high, p_value = mcnemar(arm_matrix[0], base_matrix[0])
             method = f"exact McNemar test on {len(rows)} paired 0/1 prompts (p = {p_value:.3g})"
-            return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows),
-                              pairs=1, p_value=p_value)
+            return Comparison(
+                verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1, p_value=p_value
+            )
         delta, low, high = prompt_interval(differences[0])
         method = f"paired bootstrap over {len(rows)} prompts (or the paired t interval, where wider)"
         return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1)
@@ -222,16 +239,20 @@ def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparis
     delta, b_low, b_high = prompt_interval(differences.mean(axis=0))
     # Scores lie in [0, 1], so no difference of means lies outside [-1, 1] (a 2-seed t interval can).
     low, high = max(-1.0, min(t_low, b_low)), min(1.0, max(t_high, b_high))
-    method = (f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
-              f"over {len(rows)} prompts")
+    method = (
+        f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
+        f"over {len(rows)} prompts"
+    )
     return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=len(pairs))
 
 
 def _data_difference(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> str:
     first, other = baseline[0], next(r for r in (*arm, *baseline) if r.eval_data != baseline[0].eval_data)
     shared = len(set(first.scores or {}) & set(other.scores or {}))
-    return (f"different eval data: {other.name} was scored on {len(other.scores or {})} prompts, "
-            f"{first.name} on {len(first.scores or {})} ({shared} row ids shared)")
+    return (
+        f"different eval data: {other.name} was scored on {len(other.scores or {})} prompts, "
+        f"{first.name} on {len(first.scores or {})} ({shared} row ids shared)"
+    )
 
 
 # ---------------------------------------------------------------- reading samples.jsonl

@@ -49,16 +49,19 @@ def evaluator_class(name: str) -> type:
     target = EVALUATORS.get(name) or (name if isinstance(name, str) and ":" in name else None)
     if target is None:
         raise FieldError(
-            "reward.name", f"unknown evaluator {name!r}{did_you_mean(name, EVALUATORS)}; "
-            f"valid names: {', '.join(sorted(EVALUATORS))}"
+            "reward.name",
+            f"unknown evaluator {name!r}{did_you_mean(name, EVALUATORS)}; valid names: {', '.join(sorted(EVALUATORS))}",
         )
     return load(target)
 
 
 def evaluator_options(factory: type) -> dict[str, inspect.Parameter]:
     """The options an evaluator class takes: its keyword parameters, with their defaults."""
-    return {p.name: p for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        p.name: p
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def get_evaluator(section: dict) -> Evaluator:
@@ -69,9 +72,7 @@ def get_evaluator(section: dict) -> Evaluator:
     registered names, so this reaches the training / eval stages' --config-json, not YAML files.
     """
     if not isinstance(section, dict) or "name" not in section:
-        raise ValueError(
-            f"reward: expected a mapping with a 'name' (one of {sorted(EVALUATORS)}), got {section!r}"
-        )
+        raise ValueError(f"reward: expected a mapping with a 'name' (one of {sorted(EVALUATORS)}), got {section!r}")
     options = dict(section)
     name = options.pop("name")
     factory = evaluator_class(name)
@@ -79,7 +80,8 @@ def get_evaluator(section: dict) -> Evaluator:
     for option in options:
         if option not in allowed:
             raise FieldError(
-                f"reward.{option}", f"unknown option for evaluator {name!r}"
-                f"{did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}"
+                f"reward.{option}",
+                f"unknown option for evaluator {name!r}"
+                f"{did_you_mean(option, allowed)}; allowed options: {', '.join(allowed) or 'none'}",
             )
     return factory(**options)

@@ -60,8 +60,9 @@ class Gsm8kEvaluator:
             or not 0.0 <= format_weight <= 1.0
         ):
             raise FieldError(
-                "reward.format_weight", f"must be a number in [0, 1] (the share of the score "
-                f"given for writing '#### N'), got {format_weight!r}"
+                "reward.format_weight",
+                f"must be a number in [0, 1] (the share of the score "
+                f"given for writing '#### N'), got {format_weight!r}",
             )
         self.format_weight = float(format_weight)
 
@@ -155,8 +156,7 @@ def parse_all(completion: str, ground_truth: str, math_verify: bool | None = Non
         try:
             answer, correct = _math_verify(completion, str(ground_truth))
         except Exception as exc:  # a parser crash is a parse failure, never a lost eval
-            out["math_verify"] = {"answer": None, "correct": False,
-                                  "error": f"{type(exc).__name__}: {exc}"[:200]}
+            out["math_verify"] = {"answer": None, "correct": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
         else:
             out["math_verify"] = {"answer": answer, "correct": correct}
     return out

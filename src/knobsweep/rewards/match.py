@@ -37,13 +37,20 @@ SHOWN = 60  # characters of an answer quoted in a reason
 class MatchEvaluator:
     name = "match"
 
-    def __init__(self, mode: str = "exact", pattern: str | None = None, case_sensitive: bool = False,
-                 strip: bool = True, format_weight: float = 0.0):
+    def __init__(
+        self,
+        mode: str = "exact",
+        pattern: str | None = None,
+        case_sensitive: bool = False,
+        strip: bool = True,
+        format_weight: float = 0.0,
+    ):
         if mode not in MODES:
             raise FieldError("reward.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "regex" and pattern is None:
-            raise FieldError("reward.pattern", "mode 'regex' needs a pattern with one capture group, "
-                             "e.g. 'answer: (.+)'")
+            raise FieldError(
+                "reward.pattern", "mode 'regex' needs a pattern with one capture group, e.g. 'answer: (.+)'"
+            )
         self.regex = None
         if pattern is not None:
             if not isinstance(pattern, str) or not pattern:
@@ -53,15 +60,23 @@ class MatchEvaluator:
             except re.error as error:
                 raise FieldError("reward.pattern", f"{pattern!r} is not a valid regular expression: {error}") from None
             if self.regex.groups != 1:
-                raise FieldError("reward.pattern", f"{pattern!r} must have exactly one capture group "
-                                 f"(the answer), it has {self.regex.groups}")
+                raise FieldError(
+                    "reward.pattern",
+                    f"{pattern!r} must have exactly one capture group (the answer), it has {self.regex.groups}",
+                )
         for option, value in (("case_sensitive", case_sensitive), ("strip", strip)):
             if not isinstance(value, bool):
                 raise FieldError(f"reward.{option}", f"must be true or false, got {value!r}")
-        if (isinstance(format_weight, bool) or not isinstance(format_weight, (int, float))
-                or not math.isfinite(format_weight) or not 0.0 <= format_weight < 1.0):
-            raise FieldError("reward.format_weight", f"must be a number in [0, 1) (the score of a readable "
-                             f"but wrong answer), got {format_weight!r}")
+        if (
+            isinstance(format_weight, bool)
+            or not isinstance(format_weight, (int, float))
+            or not math.isfinite(format_weight)
+            or not 0.0 <= format_weight < 1.0
+        ):
+            raise FieldError(
+                "reward.format_weight",
+                f"must be a number in [0, 1) (the score of a readable but wrong answer), got {format_weight!r}",
+            )
         self.mode, self.pattern, self.case_sensitive, self.strip = mode, pattern, case_sensitive, strip
         self.format_weight = float(format_weight)
 
@@ -107,8 +122,10 @@ class MatchEvaluator:
         return Evaluation(score=score, reason=reason, metrics={"matched": float(matched), "answered": float(answered)})
 
     def __repr__(self) -> str:
-        return (f"MatchEvaluator(mode={self.mode!r}, pattern={self.pattern!r}, "
-                f"case_sensitive={self.case_sensitive}, strip={self.strip}, format_weight={self.format_weight})")
+        return (
+            f"MatchEvaluator(mode={self.mode!r}, pattern={self.pattern!r}, "
+            f"case_sensitive={self.case_sensitive}, strip={self.strip}, format_weight={self.format_weight})"
+        )
 
 
 def _number(text: str) -> Decimal | None:

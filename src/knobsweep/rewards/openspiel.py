@@ -60,6 +60,7 @@ _QUOTES = ('"', "'", "`")
 
 # ------------------------------------------------------------------ games (shared with the converter)
 
+
 @functools.lru_cache(maxsize=64)
 def load_game(load_string: str):
     """pyspiel.load_game, registering open_spiel's Python games (python_*) when they are asked for.
@@ -105,13 +106,17 @@ def unsupported_reason(game) -> str | None:
     game_type = game.get_type()
     dynamics = game_type.dynamics
     if dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS:
-        return ("is a simultaneous-move game; supported: sequential games (chance nodes are sampled "
-                "with the task's seed); turn_based_simultaneous_game(game=...) makes one sequential")
+        return (
+            "is a simultaneous-move game; supported: sequential games (chance nodes are sampled "
+            "with the task's seed); turn_based_simultaneous_game(game=...) makes one sequential"
+        )
     if dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
         return f"has {dynamics.name.lower()} dynamics; supported: sequential games"
     if game_type.chance_mode == pyspiel.GameType.ChanceMode.SAMPLED_STOCHASTIC:
-        return ("samples its chance events inside the game, so a position cannot be rebuilt from "
-                "its action history; supported: deterministic games and games with explicit chance nodes")
+        return (
+            "samples its chance events inside the game, so a position cannot be rebuilt from "
+            "its action history; supported: deterministic games and games with explicit chance nodes"
+        )
     if game_type.information != pyspiel.GameType.Information.PERFECT_INFORMATION and not (
         game_type.provides_observation_string or game_type.provides_information_state_string
     ):
@@ -160,12 +165,13 @@ def rebuild_state(truth: dict):
 
 # ------------------------------------------------------------------ answers
 
+
 def parse_move(completion: str, legal: list[str]) -> tuple[str | None, str]:
     """(the legal move the completion names, "") or (None, why not); rules in the module docstring."""
     text = completion
     prefixes = list(_MOVE_PREFIX.finditer(text))
     if prefixes:
-        rest = text[prefixes[-1].end():].strip()
+        rest = text[prefixes[-1].end() :].strip()
         text = rest.splitlines()[0] if rest else ""
     folded: dict[str, list[str]] = {}
     for move in legal:
@@ -211,6 +217,7 @@ def read_ground_truth(row: dict) -> dict:
 
 # ------------------------------------------------------------------ the evaluator
 
+
 class OpenSpielEvaluator:
     """Scores one move: legality (`reward_mode: legal`) or its played-out value (`outcome`).
 
@@ -232,12 +239,17 @@ class OpenSpielEvaluator:
         if reward_mode not in REWARD_MODES:
             raise FieldError("reward.reward_mode", f"must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
         if reward_mode == "legal":
-            for option, value in (("opponent", opponent), ("rollouts", rollouts),
-                                  ("mcts_simulations", mcts_simulations), ("seed", seed)):
+            for option, value in (
+                ("opponent", opponent),
+                ("rollouts", rollouts),
+                ("mcts_simulations", mcts_simulations),
+                ("seed", seed),
+            ):
                 if value is not None:
                     raise FieldError(
-                        f"reward.{option}", f"only used with reward_mode 'outcome' (reward_mode is 'legal'); "
-                        f"remove it or set reward_mode: outcome"
+                        f"reward.{option}",
+                        "only used with reward_mode 'outcome' (reward_mode is 'legal'); "
+                        "remove it or set reward_mode: outcome",
                     )
         opponent = "random" if opponent is None else opponent
         if opponent not in OPPONENTS:
@@ -275,8 +287,10 @@ class OpenSpielEvaluator:
         game, state = rebuild_state(truth)
         actions = legal_moves(state)
         if move not in actions:
-            raise ValueError(f"{truth['game']!r}: {move!r} is in the row's legal moves but not the rebuilt "
-                             f"position's (a different open_spiel version?)")
+            raise ValueError(
+                f"{truth['game']!r}: {move!r} is in the row's legal moves but not the rebuilt "
+                f"position's (a different open_spiel version?)"
+            )
         low, high = game.min_utility(), game.max_utility()
         if not (math.isfinite(low) and math.isfinite(high) and high > low):
             raise ValueError(f"{truth['game']!r}: utilities [{low}, {high}] cannot be mapped onto [0, 1]")
@@ -297,6 +311,7 @@ class OpenSpielEvaluator:
 
     def _policy(self, game, rng):
         if self.opponent == "random":
+
             def random_move(state):
                 actions = state.legal_actions()
                 return actions[rng.randint(len(actions))]
@@ -305,19 +320,27 @@ class OpenSpielEvaluator:
         from open_spiel.python.algorithms import mcts
 
         try:
-            bot = mcts.MCTSBot(game, MCTS_UCT_C, self.mcts_simulations,
-                               mcts.RandomRolloutEvaluator(n_rollouts=1, random_state=rng), random_state=rng)
+            bot = mcts.MCTSBot(
+                game,
+                MCTS_UCT_C,
+                self.mcts_simulations,
+                mcts.RandomRolloutEvaluator(n_rollouts=1, random_state=rng),
+                random_state=rng,
+            )
         except ValueError as error:  # e.g. "Game must have terminal rewards."
-            raise ValueError(f"reward.opponent 'mcts' cannot play {str(game)!r}: {error} "
-                             f"Use opponent: random") from error
+            raise ValueError(
+                f"reward.opponent 'mcts' cannot play {str(game)!r}: {error} Use opponent: random"
+            ) from error
         return bot.step
 
     def __repr__(self) -> str:
         if self.reward_mode == "legal":
             return "OpenSpielEvaluator(reward_mode='legal')"
         mcts = f", mcts_simulations={self.mcts_simulations}" if self.opponent == "mcts" else ""
-        return (f"OpenSpielEvaluator(reward_mode='outcome', opponent={self.opponent!r}, "
-                f"rollouts={self.rollouts}{mcts}, seed={self.seed})")
+        return (
+            f"OpenSpielEvaluator(reward_mode='outcome', opponent={self.opponent!r}, "
+            f"rollouts={self.rollouts}{mcts}, seed={self.seed})"
+        )
 
 
 def _play_out(state, policy, rng) -> list[float]:

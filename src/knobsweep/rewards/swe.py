@@ -80,7 +80,7 @@ def extract_patch(completion: str) -> str | None:
         match = _DIFF_START.search(completion)
         if match is None:
             return None
-        text = completion[match.start():]
+        text = completion[match.start() :]
     text = text.lstrip("\n")
     if not text.strip():
         return None
@@ -144,7 +144,12 @@ def _gold_patch(row: dict) -> dict[str, list[str]]:
 
 
 def _weight(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
         raise FieldError(f"reward.{name}", f"must be a number in [0, 1], got {value!r}")
     return float(value)
 
@@ -188,8 +193,9 @@ class SwePatchEvaluator:
 
 
 def _not_a_diff(reason: str) -> Evaluation:
-    return Evaluation(score=0.0, reason=reason,
-                      metrics={"well_formed": 0.0, "file_overlap": 0.0, "line_similarity": 0.0})
+    return Evaluation(
+        score=0.0, reason=reason, metrics={"well_formed": 0.0, "file_overlap": 0.0, "line_similarity": 0.0}
+    )
 
 
 # ------------------------------------------------------------------------------ tests
@@ -216,8 +222,10 @@ def repo_dir_name(repo: str) -> str:
 
 def _tests(row: dict) -> tuple[list[str], list[str]]:
     try:
-        return (parse_test_list(row.get("FAIL_TO_PASS"), "FAIL_TO_PASS"),
-                parse_test_list(row.get("PASS_TO_PASS"), "PASS_TO_PASS"))
+        return (
+            parse_test_list(row.get("FAIL_TO_PASS"), "FAIL_TO_PASS"),
+            parse_test_list(row.get("PASS_TO_PASS"), "PASS_TO_PASS"),
+        )
     except ValueError as error:
         raise ValueError(f"row {row.get('row_id', '?')}: {error}") from None
 
@@ -257,8 +265,14 @@ class SweTestsEvaluator:
 
     name = "swe_tests"
 
-    def __init__(self, backend: str = "local", repos_dir: str | None = None,
-                 test_cmd: str = "python -m pytest -x -q", timeout_s: float = 900, shaped: bool = True):
+    def __init__(
+        self,
+        backend: str = "local",
+        repos_dir: str | None = None,
+        test_cmd: str = "python -m pytest -x -q",
+        timeout_s: float = 900,
+        shaped: bool = True,
+    ):
         if backend not in BACKENDS:
             raise FieldError("reward.backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
@@ -266,13 +280,17 @@ class SweTestsEvaluator:
         if not isinstance(shaped, bool):
             raise FieldError("reward.shaped", f"must be true or false, got {shaped!r}")
         if not isinstance(test_cmd, str) or not shlex.split(test_cmd):
-            raise FieldError("reward.test_cmd", f"must be a command line, e.g. 'python -m pytest -x -q', got {test_cmd!r}")
+            raise FieldError(
+                "reward.test_cmd", f"must be a command line, e.g. 'python -m pytest -x -q', got {test_cmd!r}"
+            )
         self.backend, self.test_cmd, self.timeout_s, self.shaped = backend, test_cmd, float(timeout_s), shaped
         self.repos_dir = None
         if backend == "local":
             if not isinstance(repos_dir, str) or not repos_dir:
-                raise FieldError("reward.repos_dir", "backend 'local' needs a directory of git clones "
-                                 "named <owner>__<name> (e.g. repos/django__django)")
+                raise FieldError(
+                    "reward.repos_dir",
+                    "backend 'local' needs a directory of git clones named <owner>__<name> (e.g. repos/django__django)",
+                )
             self.repos_dir = Path(repos_dir).expanduser()
             if not self.repos_dir.is_dir():
                 raise ValueError(f"reward.repos_dir {repos_dir!r}: no such directory ({self.repos_dir.absolute()})")
@@ -281,11 +299,14 @@ class SweTestsEvaluator:
         else:
             problem = docker_problem()
             if problem:
-                raise ValueError(f"reward.backend 'swebench' runs the official harness in Docker, but {problem}; "
-                                 "start a Docker engine, or use backend 'local'")
+                raise ValueError(
+                    f"reward.backend 'swebench' runs the official harness in Docker, but {problem}; "
+                    "start a Docker engine, or use backend 'local'"
+                )
             if importlib.util.find_spec("swebench") is None:
-                raise ValueError("reward.backend 'swebench': the swebench package is not installed: "
-                                 "pip install swebench")
+                raise ValueError(
+                    "reward.backend 'swebench': the swebench package is not installed: pip install swebench"
+                )
 
     def __call__(self, completion: str, row: dict) -> Evaluation:
         for key in ("repo", "base_commit"):
@@ -310,21 +331,28 @@ class SweTestsEvaluator:
     def _local(self, patch: str, row: dict, f2p: list[str], p2p: list[str]) -> Evaluation:
         clone = self.repos_dir / repo_dir_name(row["repo"])
         if not (clone / ".git").exists() and not (clone / "HEAD").is_file():
-            raise FieldError("reward.repos_dir", f"no git clone of {row['repo']} at {clone} "
-                             f"(expected layout <repos_dir>/<owner>__<name>; e.g. "
-                             f"git clone https://github.com/{row['repo']} {clone})")
+            raise FieldError(
+                "reward.repos_dir",
+                f"no git clone of {row['repo']} at {clone} "
+                f"(expected layout <repos_dir>/<owner>__<name>; e.g. "
+                f"git clone https://github.com/{row['repo']} {clone})",
+            )
         with tempfile.TemporaryDirectory(prefix="knobsweep-swe-") as tmp:
             work = Path(tmp) / "repo"
             _git(Path(tmp), "clone", "--quiet", "--shared", "--no-checkout", str(clone.absolute()), str(work))
             checkout = _git(work, "checkout", "--quiet", "--detach", row["base_commit"], check=False)
             if checkout.returncode != 0:
-                raise ValueError(f"row {row.get('row_id', '?')}: base_commit {row['base_commit']} is not in {clone} "
-                                 f"(git: {_last_line(checkout.stderr)}); fetch it there")
+                raise ValueError(
+                    f"row {row.get('row_id', '?')}: base_commit {row['base_commit']} is not in {clone} "
+                    f"(git: {_last_line(checkout.stderr)}); fetch it there"
+                )
             patch_file = Path(tmp) / "model.patch"
             patch_file.write_text(patch)
             applied = _git(work, "apply", "--whitespace=nowarn", str(patch_file), check=False)
             if applied.returncode != 0:
-                return Evaluation(0.0, f"patch does not apply: {_last_line(applied.stderr)}", metrics=dict(_NOT_APPLIED))
+                return Evaluation(
+                    0.0, f"patch does not apply: {_last_line(applied.stderr)}", metrics=dict(_NOT_APPLIED)
+                )
             self._apply_test_patch(work, Path(tmp), row)
             every = list(dict.fromkeys(f2p + p2p))
             if self._passes(work, every):
@@ -332,8 +360,11 @@ class SweTestsEvaluator:
                 score, metrics = _score(f2p_ok, p2p_ok)
                 return Evaluation(score, "resolved: " + _tests_reason(f2p_ok, p2p_ok), metrics=metrics)
             if not self.shaped:
-                return Evaluation(0.0, f"tests fail ({len(every)} run together; shaped: false)",
-                                  metrics={"applied": 1.0, "resolved": 0.0})
+                return Evaluation(
+                    0.0,
+                    f"tests fail ({len(every)} run together; shaped: false)",
+                    metrics={"applied": 1.0, "resolved": 0.0},
+                )
             f2p_ok = [self._passes(work, [test]) for test in f2p]
             p2p_ok = [self._passes(work, [test]) for test in p2p]
             score, metrics = _score(f2p_ok, p2p_ok)
@@ -353,14 +384,17 @@ class SweTestsEvaluator:
         file.write_text(test_patch if test_patch.endswith("\n") else test_patch + "\n")
         applied = _git(work, "apply", "--whitespace=nowarn", str(file), check=False)
         if applied.returncode != 0:
-            raise ValueError(f"row {row.get('row_id', '?')}: test_patch does not apply at base_commit "
-                             f"{row['base_commit']}: {_last_line(applied.stderr)}")
+            raise ValueError(
+                f"row {row.get('row_id', '?')}: test_patch does not apply at base_commit "
+                f"{row['base_commit']}: {_last_line(applied.stderr)}"
+            )
 
     def _passes(self, work: Path, tests: list[str]) -> bool:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         try:
-            result = subprocess.run(shlex.split(self.test_cmd) + tests, cwd=work, env=env, capture_output=True,
-                                    timeout=self.timeout_s)
+            result = subprocess.run(
+                shlex.split(self.test_cmd) + tests, cwd=work, env=env, capture_output=True, timeout=self.timeout_s
+            )
         except subprocess.TimeoutExpired:
             return False  # a hang is a failing test
         return result.returncode == 0
@@ -372,21 +406,41 @@ class SweTestsEvaluator:
 
         instance_id = row.get("instance_id") or row.get("row_id")
         instance = {
-            "instance_id": instance_id, "repo": row["repo"], "base_commit": row["base_commit"],
-            "patch": row.get("ground_truth", ""), "test_patch": row.get("test_patch") or "",
-            "FAIL_TO_PASS": json.dumps(_tests(row)[0]), "PASS_TO_PASS": json.dumps(_tests(row)[1]),
-            "version": row.get("version") or "", "environment_setup_commit": row.get("environment_setup_commit") or "",
-            "problem_statement": "", "hints_text": "", "created_at": "",
+            "instance_id": instance_id,
+            "repo": row["repo"],
+            "base_commit": row["base_commit"],
+            "patch": row.get("ground_truth", ""),
+            "test_patch": row.get("test_patch") or "",
+            "FAIL_TO_PASS": json.dumps(_tests(row)[0]),
+            "PASS_TO_PASS": json.dumps(_tests(row)[1]),
+            "version": row.get("version") or "",
+            "environment_setup_commit": row.get("environment_setup_commit") or "",
+            "problem_statement": "",
+            "hints_text": "",
+            "created_at": "",
         }
         with tempfile.TemporaryDirectory(prefix="knobsweep-swebench-") as tmp:
             work = Path(tmp)
             (work / "instances.json").write_text(json.dumps([instance]))
             prediction = {"instance_id": instance_id, "model_name_or_path": "knobsweep", "model_patch": patch}
             (work / "predictions.jsonl").write_text(json.dumps(prediction) + "\n")
-            command = [sys.executable, "-m", "swebench.harness.run_evaluation",
-                       "--dataset_name", str(work / "instances.json"), "--predictions_path",
-                       str(work / "predictions.jsonl"), "--instance_ids", instance_id, "--max_workers", "1",
-                       "--timeout", str(int(self.timeout_s)), "--run_id", "knobsweep"]
+            command = [
+                sys.executable,
+                "-m",
+                "swebench.harness.run_evaluation",
+                "--dataset_name",
+                str(work / "instances.json"),
+                "--predictions_path",
+                str(work / "predictions.jsonl"),
+                "--instance_ids",
+                instance_id,
+                "--max_workers",
+                "1",
+                "--timeout",
+                str(int(self.timeout_s)),
+                "--run_id",
+                "knobsweep",
+            ]
             # Image builds come on top of the tests' own timeout.
             result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=self.timeout_s + 3600)
             reports = list((work / "logs" / "run_evaluation").glob(f"knobsweep/*/{instance_id}/report.json"))
@@ -394,16 +448,20 @@ class SweTestsEvaluator:
                 logs = "".join(p.read_text(errors="replace") for p in (work / "logs").rglob("run_instance.log"))
                 if "Patch Apply Failed" in logs:
                     return Evaluation(0.0, "patch does not apply (swebench harness)", metrics=dict(_NOT_APPLIED))
-                raise RuntimeError(f"swebench harness wrote no report for {instance_id} (exit {result.returncode}): "
-                                   f"{(result.stderr or result.stdout)[-500:]}")
+                raise RuntimeError(
+                    f"swebench harness wrote no report for {instance_id} (exit {result.returncode}): "
+                    f"{(result.stderr or result.stdout)[-500:]}"
+                )
             report = json.loads(reports[0].read_text())[instance_id]
         if not report.get("patch_successfully_applied", True):
             return Evaluation(0.0, "patch does not apply (swebench harness)", metrics=dict(_NOT_APPLIED))
         status = report.get("tests_status", {})
-        f2p = [True] * len(status.get("FAIL_TO_PASS", {}).get("success", [])) + \
-              [False] * len(status.get("FAIL_TO_PASS", {}).get("failure", []))
-        p2p = [True] * len(status.get("PASS_TO_PASS", {}).get("success", [])) + \
-              [False] * len(status.get("PASS_TO_PASS", {}).get("failure", []))
+        f2p = [True] * len(status.get("FAIL_TO_PASS", {}).get("success", [])) + [False] * len(
+            status.get("FAIL_TO_PASS", {}).get("failure", [])
+        )
+        p2p = [True] * len(status.get("PASS_TO_PASS", {}).get("success", [])) + [False] * len(
+            status.get("PASS_TO_PASS", {}).get("failure", [])
+        )
         score, metrics = _score(f2p, p2p)
         if report.get("resolved"):
             score, metrics["resolved"] = 1.0, 1.0
@@ -412,8 +470,10 @@ class SweTestsEvaluator:
 
     def __repr__(self) -> str:
         repos_dir = str(self.repos_dir) if self.repos_dir else None
-        return (f"SweTestsEvaluator(backend={self.backend!r}, repos_dir={repos_dir!r}, "
-                f"test_cmd={self.test_cmd!r}, timeout_s={self.timeout_s}, shaped={self.shaped})")
+        return (
+            f"SweTestsEvaluator(backend={self.backend!r}, repos_dir={repos_dir!r}, "
+            f"test_cmd={self.test_cmd!r}, timeout_s={self.timeout_s}, shaped={self.shaped})"
+        )
 
 
 def docker_problem() -> str | None:
@@ -422,8 +482,9 @@ def docker_problem() -> str | None:
     if docker is None:
         return "there is no `docker` command on PATH"
     try:
-        result = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
+        )
     except subprocess.TimeoutExpired:
         return "`docker info` did not answer within 30 s"
     if result.returncode != 0:

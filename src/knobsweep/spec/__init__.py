@@ -4,5 +4,4 @@ from knobsweep.errors import Problem, SpecError
 from knobsweep.spec.experiment import Experiment, Run, StageKeys, load_experiment
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 
-__all__ = ["Experiment", "ExperimentSpec", "Problem", "Run", "RunConfig", "SpecError",
-           "StageKeys", "load_experiment"]
+__all__ = ["Experiment", "ExperimentSpec", "Problem", "Run", "RunConfig", "SpecError", "StageKeys", "load_experiment"]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
 from knobsweep.dotted import get_dotted, set_dotted
-from knobsweep.io import canonical_json, normalised
 from knobsweep.errors import Problem, SpecError
-from knobsweep.spec.schema import ExperimentSpec, RunConfig
+from knobsweep.io import canonical_json, normalised
 from knobsweep.spec.resolve import resolve_sections
+from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.validate import problems_from
 
 
@@ -73,8 +74,11 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
         except ValidationError as error:
             for problem in problems_from(error, RunConfig, file, run=name):
                 if problem.path in changed:  # point at the sweep value (or named run), not the baseline
-                    where = (f"runs.{given_name}.{problem.path}" if given_name else
-                             f"sweep.{problem.path}[{spec.sweep[problem.path].index(changed[problem.path])}]")
+                    where = (
+                        f"runs.{given_name}.{problem.path}"
+                        if given_name
+                        else f"sweep.{problem.path}[{spec.sweep[problem.path].index(changed[problem.path])}]"
+                    )
                     problem = Problem(file, where, problem.message, name)
                 problems.append(problem)
             continue
@@ -90,9 +94,12 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
             base_text, base_resolved = text, config
         seen.add(text)
         # Keep only the knobs that really differ (a grid cell may repeat baseline values).
-        changed = {k: get_dotted(config, k) for k, v in changed.items()
-                   if canonical_json(get_dotted(config, k), is_normalised=True)
-                   != canonical_json(get_dotted(base_resolved, k), is_normalised=True)}
+        changed = {
+            k: get_dotted(config, k)
+            for k, v in changed.items()
+            if canonical_json(get_dotted(config, k), is_normalised=True)
+            != canonical_json(get_dotted(base_resolved, k), is_normalised=True)
+        }
         if given_name is None:
             name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
         variants.append((name, changed, config))

@@ -68,8 +68,12 @@ def data_identity(data: dict) -> dict:
     return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(read_options(data))}
 
 
-def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_start: dict | None = None,
-               tiny_model: str | None = None) -> StageKeys:
+def stage_keys(
+    config: dict,
+    data_identities: dict[str, tuple[str, str]],
+    warm_start: dict | None = None,
+    tiny_model: str | None = None,
+) -> StageKeys:
     """The key of every stage of a run (`config`: a normalised run config, as `expand` gives);
     `data_identities` caches the data (and tiny model) keys across runs.
 
@@ -89,16 +93,35 @@ def stage_keys(config: dict, data_identities: dict[str, tuple[str, str]], warm_s
     model_key = (tiny_model or tiny_key) if model_name == TINY else None
     base_model = {"tiny": model_key} if model_key else {"name": model_name}
     # The config is normalised (expand); the rest is strings and ints, already in canonical form.
-    train_key = content_hash({"stage": "train", "v": STAGE_VERSIONS["train"], "data": data_key,
-                              "base": base_model, "config": train_config(config),
-                              **({"warm_start": warm_start} if warm_start else {})}, is_normalised=True)
+    train_key = content_hash(
+        {
+            "stage": "train",
+            "v": STAGE_VERSIONS["train"],
+            "data": data_key,
+            "base": base_model,
+            "config": train_config(config),
+            **({"warm_start": warm_start} if warm_start else {}),
+        },
+        is_normalised=True,
+    )
     eval_config = evaluation_config(config)
-    eval_key = content_hash({"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key,
-                             "model": {"train": train_key}, "config": eval_config}, is_normalised=True)
-    base_eval_key = content_hash({"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key,
-                                  "model": base_model, "config": eval_config}, is_normalised=True)
-    return StageKeys(data_key, model_key, train_key, eval_key, base_eval_key,
-                     warm_start.get("train") if warm_start else None)
+    eval_key = content_hash(
+        {
+            "stage": "eval",
+            "v": STAGE_VERSIONS["eval"],
+            "data": data_key,
+            "model": {"train": train_key},
+            "config": eval_config,
+        },
+        is_normalised=True,
+    )
+    base_eval_key = content_hash(
+        {"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key, "model": base_model, "config": eval_config},
+        is_normalised=True,
+    )
+    return StageKeys(
+        data_key, model_key, train_key, eval_key, base_eval_key, warm_start.get("train") if warm_start else None
+    )
 
 
 def train_config(config: dict) -> dict:
@@ -159,9 +182,14 @@ def load_experiment(path: str | Path) -> Experiment:
             if upstream_name in by_name:
                 if upstream_name == run_name or upstream_name in chain:
                     cycle = " -> ".join((*chain, run_name, upstream_name))
-                    problems.append(Problem(str(path), "train.warm_start_from",
-                                            f"{source!r}: runs warm-start from each other in a cycle ({cycle})",
-                                            run_name))
+                    problems.append(
+                        Problem(
+                            str(path),
+                            "train.warm_start_from",
+                            f"{source!r}: runs warm-start from each other in a cycle ({cycle})",
+                            run_name,
+                        )
+                    )
                     return None
                 upstream = build(upstream_name, (*chain, run_name))
                 if upstream is None:
@@ -172,10 +200,16 @@ def load_experiment(path: str | Path) -> Experiment:
             else:
                 location = Path(source).expanduser()
                 if not location.exists():
-                    problems.append(Problem(str(path), "train.warm_start_from",
-                                            f"{source!r} is neither a run of this experiment (runs: "
-                                            f"{', '.join(sorted(by_name))}) nor an existing adapter or model "
-                                            "directory", run_name))
+                    problems.append(
+                        Problem(
+                            str(path),
+                            "train.warm_start_from",
+                            f"{source!r} is neither a run of this experiment (runs: "
+                            f"{', '.join(sorted(by_name))}) nor an existing adapter or model "
+                            "directory",
+                            run_name,
+                        )
+                    )
                     return None
                 warm_start = {"path": str(location), "files": weights_fingerprint(location)}
                 weights = str(location)
@@ -197,8 +231,7 @@ def load_experiment(path: str | Path) -> Experiment:
     problems += trl_field_problems(ordered, str(path))
     if problems:
         raise SpecError(problems)
-    return Experiment(name=name, path=path, runs=tuple(ordered),
-                      hypotheses=dict(spec.hypotheses), mode=spec.mode)
+    return Experiment(name=name, path=path, runs=tuple(ordered), hypotheses=dict(spec.hypotheses), mode=spec.mode)
 
 
 def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
@@ -222,6 +255,9 @@ def weights_fingerprint(location: Path) -> dict[str, str]:
     """What a warm-start path holds: the sha256 of its small files (configs, adapters) and the size
     of its large ones (a full model's shards), so new weights at the same path re-train."""
     files = [location] if location.is_file() else sorted(p for p in location.rglob("*") if p.is_file())
-    return {str(p.relative_to(location) if p != location else p.name):
-            file_sha256(p) if p.stat().st_size <= 256 * 2**20 else f"size:{p.stat().st_size}"
-            for p in files}
+    return {
+        str(p.relative_to(location) if p != location else p.name): file_sha256(p)
+        if p.stat().st_size <= 256 * 2**20
+        else f"size:{p.stat().st_size}"
+        for p in files
+    }

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
-from knobsweep.layout import RESERVED_NAMES
 from knobsweep.errors import Problem, SpecError, did_you_mean
+from knobsweep.layout import RESERVED_NAMES
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.validate import field_info, is_free_mapping, model_at, models_in, problems_from
 
@@ -25,8 +25,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -54,7 +53,11 @@ def read_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         defaults = [defaults]
     bases = []
     for index, base in enumerate(defaults):
-        base_path = (path.parent / str(base)).with_suffix(".yaml") if not str(base).endswith((".yaml", ".yml")) else path.parent / str(base)
+        base_path = (
+            (path.parent / str(base)).with_suffix(".yaml")
+            if not str(base).endswith((".yaml", ".yml"))
+            else path.parent / str(base)
+        )
         if not base_path.is_file():
             raise SpecError([Problem(file, f"defaults[{index}]", f"{str(base)!r}: no such file {base_path}")])
         bases.append(OmegaConf.create(read_raw(base_path, _seen + (path.resolve(),))))
@@ -63,7 +66,9 @@ def read_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or ""
-        raise SpecError([Problem(file, str(key), f"cannot resolve: {error.msg if hasattr(error, 'msg') else error}")]) from None
+        raise SpecError(
+            [Problem(file, str(key), f"cannot resolve: {error.msg if hasattr(error, 'msg') else error}")]
+        ) from None
 
 
 def knob_problem(knob: str, where: str, file: str) -> Problem | None:
@@ -104,8 +109,13 @@ def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
         problems += [p for knob in overrides if (p := knob_problem(knob, f"runs.{run}.{knob}", file))]
     for knob in spec.hypotheses:
         if knob not in spec.sweep and knob not in spec.runs:
-            problems.append(Problem(file, f"hypotheses.{knob}", f"'{knob}' is not a swept knob or a named run"
-                                                                f"{did_you_mean(knob, [*spec.sweep, *spec.runs])}"))
+            problems.append(
+                Problem(
+                    file,
+                    f"hypotheses.{knob}",
+                    f"'{knob}' is not a swept knob or a named run{did_you_mean(knob, [*spec.sweep, *spec.runs])}",
+                )
+            )
     return problems
 
 
@@ -121,8 +131,13 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
     name = spec.name or path.stem
     problems = check_sweep_knobs(spec, file)
     if name in RESERVED_NAMES:
-        problems.append(Problem(file, "name", f"'{name}' is reserved for a results folder; "
-                                              f"choose another (not one of {sorted(RESERVED_NAMES)})"))
+        problems.append(
+            Problem(
+                file,
+                "name",
+                f"'{name}' is reserved for a results folder; choose another (not one of {sorted(RESERVED_NAMES)})",
+            )
+        )
     if problems:
         raise SpecError(problems)
     return spec, name

@@ -24,9 +24,16 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
     if data.get("format") is None:
         data["format"] = reads
     elif data["format"] != reads:
-        problems.append(Problem(file, "data.format", f"{data['format']!r} rows cannot train train.method "
-                                                     f"{method!r}, which reads {reads!r} rows "
-                                                     "(leave data.format unset to follow the method)", run))
+        problems.append(
+            Problem(
+                file,
+                "data.format",
+                f"{data['format']!r} rows cannot train train.method "
+                f"{method!r}, which reads {reads!r} rows "
+                "(leave data.format unset to follow the method)",
+                run,
+            )
+        )
     try:
         data = _cached(cache, "data", data, _resolve_data)
     except FieldError as error:
@@ -38,8 +45,14 @@ def resolve_sections(config: dict, file: str, run: str, cache: dict) -> tuple[di
         source = config["data"]["source"]
         default = SOURCES[source].default_reward
         if default is None:
-            problems.append(Problem(file, "reward", f"is required for data.source '{source}' (it has no default "
-                                                    "evaluator); e.g. reward: {name: ...}", run))
+            problems.append(
+                Problem(
+                    file,
+                    "reward",
+                    f"is required for data.source '{source}' (it has no default evaluator); e.g. reward: {{name: ...}}",
+                    run,
+                )
+            )
         reward = {"name": default} if default else None
     if reward is not None:
         try:
@@ -62,9 +75,16 @@ def _timeout_problems(config: dict, reward: dict, file: str, run: str) -> list[P
     generates = METHODS[config["train"]["method"]].generates  # only a method that samples calls it while training
     if not generates or not isinstance(own, (int, float)) or waits is None or waits >= own:
         return []
-    return [Problem(file, "train.reward_timeout_s", f"{waits:g} s is shorter than the evaluator's own "
-                                                    f"reward.timeout_s ({own:g} s): samples would time out and "
-                                                    f"be dropped as invalid; raise it to at least {own:g}", run)]
+    return [
+        Problem(
+            file,
+            "train.reward_timeout_s",
+            f"{waits:g} s is shorter than the evaluator's own "
+            f"reward.timeout_s ({own:g} s): samples would time out and "
+            f"be dropped as invalid; raise it to at least {own:g}",
+            run,
+        )
+    ]
 
 
 def _cached(cache: dict, kind: str, section: dict, resolve) -> Any:
@@ -91,8 +111,10 @@ def _resolve_data(section: dict) -> dict:
         formats = getattr(module, "FORMATS", ("rl",))
         resolved = {"format": section["format"], **module.resolve_options(section)}
     if resolved["format"] not in formats:
-        raise FieldError("data.format", f"source {source!r} cannot produce {resolved['format']!r} rows; "
-                         f"it produces: {', '.join(formats)}")
+        raise FieldError(
+            "data.format",
+            f"source {source!r} cannot produce {resolved['format']!r} rows; it produces: {', '.join(formats)}",
+        )
     return resolved
 
 
@@ -102,8 +124,11 @@ def _resolve_reward(section: dict) -> dict:
     from knobsweep.rewards import evaluator_class, evaluator_options, get_evaluator
 
     get_evaluator(section)
-    defaults = {name: p.default for name, p in evaluator_options(evaluator_class(section["name"])).items()
-                if p.default is not p.empty and _plain(p.default)}
+    defaults = {
+        name: p.default
+        for name, p in evaluator_options(evaluator_class(section["name"])).items()
+        if p.default is not p.empty and _plain(p.default)
+    }
     return {"name": section["name"], **defaults, **{k: v for k, v in section.items() if k != "name"}}
 
 

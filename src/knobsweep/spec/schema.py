@@ -26,9 +26,7 @@ class LoraConfig(Section):
     rank: int = Field(8, description="LoRA rank r: a power of two, 4..128")
     alpha: int = Field(16, ge=1, le=1024, description="LoRA alpha (scaling = alpha / rank)")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
-    target_modules: str | list[str] = Field(
-        "all-linear", description="module names to adapt, or 'all-linear'"
-    )
+    target_modules: str | list[str] = Field("all-linear", description="module names to adapt, or 'all-linear'")
     exclude_modules: list[str] = Field(
         default_factory=lambda: ["lm_head", "embed_tokens"],
         description="module names never adapted",
@@ -44,7 +42,8 @@ class LoraConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         description="hub id (Qwen/Qwen2.5-0.5B-Instruct), local path, or `tiny` (offline tiny model)",
     )
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
@@ -60,7 +59,9 @@ class HealthConfig(Section):
         0.2, ge=0.0, le=1.0, description="warn when this share of samples could not be scored"
     )
     reward_collapse_drop: float = Field(
-        0.5, gt=0.0, le=1.0,
+        0.5,
+        gt=0.0,
+        le=1.0,
         description="warn when the reward (5-step mean) loses this share of what it had gained",
     )
     flat_patience: int = Field(
@@ -96,21 +97,23 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-4, ge=1e-7, le=5e-4)
     epochs: int = Field(1, ge=1, le=10)
     batch_size: int | None = Field(
-        None, ge=1, le=4096,
+        None,
+        ge=1,
+        le=4096,
         description="per optimizer step: prompts (grpo; each gets rollout.n completions) or sequences (sft, kto); "
         "null = from batch_tokens",
     )
     batch_tokens: int = Field(
-        32768, ge=256, le=16_777_216,
+        32768,
+        ge=256,
+        le=16_777_216,
         description="tokens per optimizer step when batch_size is null: batch_tokens // max_context_length sequences",
     )
     max_context_length: int = Field(4096, ge=32, le=1_048_576, description="prompt + completion tokens of one sequence")
     per_device_batch_size: int | None = Field(
         None, ge=1, le=4096, description="sequences one device holds at once; the rest is gradient accumulation"
     )
-    kl_beta: float | None = Field(
-        None, ge=0.0, le=10.0, description="KL coefficient; only with loss grpo"
-    )
+    kl_beta: float | None = Field(None, ge=0.0, le=10.0, description="KL coefficient; only with loss grpo")
     num_iterations: int = Field(1, ge=1, le=32, description="GRPO updates per generation batch (off-policy > 1)")
     steps_per_generation: int | None = Field(
         None, ge=1, le=256, description="optimizer steps per generation batch (off-policy); null = accumulation steps"
@@ -131,22 +134,26 @@ class TrainConfig(Section):
     )
     rollouts_per_step: int = Field(4, ge=0, le=4096, description="rollouts written to rollouts.jsonl per step")
     health: HealthConfig = Field(default_factory=HealthConfig)
-    trl: dict[str, Any] = Field(
-        default_factory=dict, description="any TRL config field, passed through unchanged"
-    )
+    trl: dict[str, Any] = Field(default_factory=dict, description="any TRL config field, passed through unchanged")
 
     @model_validator(mode="after")
-    def _sft_fits_the_context(self) -> "TrainConfig":
+    def _sft_fits_the_context(self) -> TrainConfig:
         if self.method == "sft" and self.sft.max_length > self.max_context_length:
-            raise FieldError("sft.max_length", f"{self.sft.max_length} is longer than max_context_length "
-                             f"{self.max_context_length}; raise max_context_length or lower sft.max_length")
+            raise FieldError(
+                "sft.max_length",
+                f"{self.sft.max_length} is longer than max_context_length "
+                f"{self.max_context_length}; raise max_context_length or lower sft.max_length",
+            )
         return self
 
     @model_validator(mode="after")
-    def _kl_only_with_grpo(self) -> "TrainConfig":
+    def _kl_only_with_grpo(self) -> TrainConfig:
         if self.kl_beta and self.loss != "grpo":
-            raise FieldError("kl_beta", f"{self.kl_beta}: kl_beta must be 0/unset when loss is {self.loss}; "
-                             "a KL term is only part of loss grpo")
+            raise FieldError(
+                "kl_beta",
+                f"{self.kl_beta}: kl_beta must be 0/unset when loss is {self.loss}; "
+                "a KL term is only part of loss grpo",
+            )
         return self
 
 
@@ -160,21 +167,24 @@ class RolloutConfig(Section):
         default_factory=dict, description="extra generation parameters (a mapping or JSON text)"
     )
     vllm: Literal["off", "colocate", "server"] = Field(
-        "off", description="generate with vLLM: in the training process (colocate: on a GPU or vLLM's CPU build) "
-        "or a `trl vllm-serve` server (CUDA)"
+        "off",
+        description="generate with vLLM: in the training process (colocate: on a GPU or vLLM's CPU build) "
+        "or a `trl vllm-serve` server (CUDA)",
     )
     vllm_server: str | None = Field(
         None, pattern=r"^[^:\s]+:[0-9]+$", description="host:port of the vLLM server (vllm: server)"
     )
 
     @model_validator(mode="after")
-    def _server_only_with_vllm_server(self) -> "RolloutConfig":
+    def _server_only_with_vllm_server(self) -> RolloutConfig:
         if self.vllm == "server" and not self.vllm_server:
-            raise FieldError("vllm_server", "rollout.vllm 'server' needs the 'host:port' of a running "
-                             "`trl vllm-serve --model M`")
+            raise FieldError(
+                "vllm_server", "rollout.vllm 'server' needs the 'host:port' of a running `trl vllm-serve --model M`"
+            )
         if self.vllm != "server" and self.vllm_server:
-            raise FieldError("vllm_server", f"{self.vllm_server!r} only applies with rollout.vllm 'server', "
-                             f"not {self.vllm!r}")
+            raise FieldError(
+                "vllm_server", f"{self.vllm_server!r} only applies with rollout.vllm 'server', not {self.vllm!r}"
+            )
         return self
 
     @field_validator("extra_body", mode="before")
@@ -203,8 +213,10 @@ class RewardConfig(BaseModel):
     @classmethod
     def _registered(cls, name: str) -> str:
         if name not in EVALUATORS and ":" not in name:
-            raise ValueError(f"is not a known evaluator; allowed: {', '.join(sorted(EVALUATORS))} "
-                             "(or module:Class of an importable evaluator)")
+            raise ValueError(
+                f"is not a known evaluator; allowed: {', '.join(sorted(EVALUATORS))} "
+                "(or module:Class of an importable evaluator)"
+            )
         return name
 
 
@@ -231,7 +243,9 @@ class StageResources(Section):
     written here.
     """
 
-    gpus: int | None = Field(None, ge=0, le=64, description="GPUs per node; null = 1 for train/eval of a real model, else 0")
+    gpus: int | None = Field(
+        None, ge=0, le=64, description="GPUs per node; null = 1 for train/eval of a real model, else 0"
+    )
     gpu_model: str | None = Field(None, description="GPU type, e.g. a100 (Slurm --gpus=<model>:<n>)")
     cpus: int | None = Field(None, ge=1, le=256, description="CPUs per node (threads); null = stage default")
     mem_mb: int | None = Field(None, ge=256, description="memory per node in MB; null = stage default")
@@ -249,14 +263,15 @@ MERGE_FIELDS = ("cpus", "mem_mb", "runtime_min")
 class Resources(Section):
     data: StageResources = Field(default_factory=StageResources)
     train: StageResources = Field(default_factory=StageResources)
-    merge: StageResources = Field(default_factory=StageResources,
-                                  description="what the merge adds to its train job (it runs at the end of it): "
-                                  "cpus, mem_mb, runtime_min only")
+    merge: StageResources = Field(
+        default_factory=StageResources,
+        description="what the merge adds to its train job (it runs at the end of it): cpus, mem_mb, runtime_min only",
+    )
     eval: StageResources = Field(default_factory=StageResources)
     report: StageResources = Field(default_factory=StageResources)
 
     @model_validator(mode="after")
-    def _several_nodes_only_for_training(self) -> "Resources":
+    def _several_nodes_only_for_training(self) -> Resources:
         for stage in ("data", "merge", "eval", "report"):
             nodes = getattr(self, stage).nodes
             if nodes != 1:
@@ -264,14 +279,20 @@ class Resources(Section):
         return self
 
     @model_validator(mode="after")
-    def _merge_adds_to_the_train_job(self) -> "Resources":
+    def _merge_adds_to_the_train_job(self) -> Resources:
         # The merge runs on the CPU at the end of its run's train job (knobsweep.resources.train_job_resources).
-        placed = {name: value for name, value in self.merge.model_dump().items()
-                  if name not in MERGE_FIELDS and name != "nodes" and value not in (None, 0)}
+        placed = {
+            name: value
+            for name, value in self.merge.model_dump().items()
+            if name not in MERGE_FIELDS and name != "nodes" and value not in (None, 0)
+        }
         if placed:
             name, value = next(iter(placed.items()))
-            raise FieldError(f"merge.{name}", f"{value!r}: the merge runs on the CPU at the end of the train job, "
-                             f"on the train job's placement; merge takes only {', '.join(MERGE_FIELDS)}")
+            raise FieldError(
+                f"merge.{name}",
+                f"{value!r}: the merge runs on the CPU at the end of the train job, "
+                f"on the train job's placement; merge takes only {', '.join(MERGE_FIELDS)}",
+            )
         return self
 
 
@@ -306,13 +327,9 @@ class RunConfig(Section):
 class ExperimentSpec(Section):
     """The file a user writes: a baseline and the knobs to turn."""
 
-    name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="defaults to the file's stem"
-    )
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="defaults to the file's stem")
     baseline: RunConfig
-    sweep: dict[str, list[Any]] = Field(
-        default_factory=dict, description="dotted knob path -> values to try"
-    )
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted knob path -> values to try")
     mode: Literal["ofat", "grid"] = Field(
         "ofat", description="ofat: one knob at a time against the baseline; grid: all combinations"
     )
@@ -341,19 +358,23 @@ class TrainJob(Section):
     seed: int
 
     @model_validator(mode="after")
-    def _weights_come_as_an_argument(self) -> "TrainJob":
+    def _weights_come_as_an_argument(self) -> TrainJob:
         if self.train.warm_start_from is not None:
-            raise FieldError("train.warm_start_from", "a training job gets the weights it starts from as "
-                             "--warm-start DIR (the spec resolves a run name or path into it)")
+            raise FieldError(
+                "train.warm_start_from",
+                "a training job gets the weights it starts from as "
+                "--warm-start DIR (the spec resolves a run name or path into it)",
+            )
         return self
 
     @model_validator(mode="after")
-    def _what_the_method_reads(self) -> "TrainJob":
+    def _what_the_method_reads(self) -> TrainJob:
         if METHODS[self.train.method].generates:
             for section in ("rollout", "reward"):
                 if getattr(self, section) is None:
-                    raise FieldError(section, f"is required: train.method {self.train.method!r} samples completions "
-                                     "and scores them")
+                    raise FieldError(
+                        section, f"is required: train.method {self.train.method!r} samples completions and scores them"
+                    )
         return self
 
 

@@ -33,7 +33,8 @@ class SourceOptions(BaseModel):
     RENAMED: ClassVar[dict[str, str]] = {}  # an option of the previous release -> what to write instead
 
     format: Literal[FORMATS] | None = Field(
-        None, description="row format to produce; null = the one train.method reads (grpo: rl, sft: sft, kto: kto)")
+        None, description="row format to produce; null = the one train.method reads (grpo: rl, sft: sft, kto: kto)"
+    )
     train_size: int | None = Field(None, ge=1, description="train rows, after a seeded shuffle; null = all")
     eval_size: int | None = Field(None, ge=1, description="eval rows, after a seeded shuffle; null = all")
     seed: int = Field(0, description="seed of the shuffles and splits")
@@ -43,7 +44,6 @@ class SourceOptions(BaseModel):
         """The row formats it can produce (the values of its `format` field), its default first."""
         literal = next(arg for arg in typing.get_args(cls.model_fields["format"].annotation) if arg is not type(None))
         return typing.get_args(literal)
-
 
 
 class Gsm8kOptions(SourceOptions):
@@ -97,19 +97,27 @@ class CustomOptions(SourceOptions):
             raise ValueError("lists a column twice")
         clash = [key for key in keys if key in cls.RESERVED]
         if clash:
-            raise ValueError(f"{clash[0]!r} is an output column of its own ({', '.join(cls.RESERVED)}); map it with "
-                             "data.prompt_key / ground_truth_key / ... instead")
+            raise ValueError(
+                f"{clash[0]!r} is an output column of its own ({', '.join(cls.RESERVED)}); map it with "
+                "data.prompt_key / ground_truth_key / ... instead"
+            )
         return keys
 
     @model_validator(mode="after")
-    def _where_rows_come_from(self) -> "CustomOptions":
+    def _where_rows_come_from(self) -> CustomOptions:
         if self.source == "hf":
             if self.path is None:
-                raise FieldError("path", "source 'hf' needs a hub dataset id (e.g. 'openai/gsm8k'), a directory "
-                                 "written by Dataset.save_to_disk, or a loader name with data.train_files (e.g. 'json')")
+                raise FieldError(
+                    "path",
+                    "source 'hf' needs a hub dataset id (e.g. 'openai/gsm8k'), a directory "
+                    "written by Dataset.save_to_disk, or a loader name with data.train_files (e.g. 'json')",
+                )
         elif (self.path is None) == (self.train_files is None):
-            raise FieldError("path", f"source {self.source!r} needs exactly one of data.path (a file or a directory) "
-                             f"and data.train_files (a list of files), got {'both' if self.path else 'neither'}")
+            raise FieldError(
+                "path",
+                f"source {self.source!r} needs exactly one of data.path (a file or a directory) "
+                f"and data.train_files (a list of files), got {'both' if self.path else 'neither'}",
+            )
         else:
             for key in ("hub_config", "revision"):
                 if getattr(self, key) is not None:
@@ -145,21 +153,28 @@ class OpenSpielOptions(SourceOptions):
     cases: list[str] | None = Field(None, min_length=1, description="OpenSpiel load strings, e.g. hex(board_size=5)")
     games: list[str] | None = Field(None, min_length=1, description="game names, each played with every game_config")
     game_configs: list[dict[str, Any]] | None = Field(None, min_length=1, description="game parameter mappings")
-    train_size: int = Field(100, ge=1, le=MAX_TASKS, description="train positions of all cases together, spread "
-                            "evenly over them")
-    eval_size: int = Field(20, ge=1, le=MAX_TASKS, description="eval positions of all cases together (before "
-                           "repeats of train positions are dropped)")
+    train_size: int = Field(
+        100, ge=1, le=MAX_TASKS, description="train positions of all cases together, spread evenly over them"
+    )
+    eval_size: int = Field(
+        20,
+        ge=1,
+        le=MAX_TASKS,
+        description="eval positions of all cases together (before repeats of train positions are dropped)",
+    )
     min_random_steps: int = Field(0, ge=0, le=100_000, description="random moves played before a position, at least")
     max_random_steps: int = Field(10, ge=0, le=100_000, description="... and at most")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="task i of a split uses seed + i (eval: + 1,000,000)")
     eval_overlap: Literal["drop", "keep"] = Field("drop", description="eval positions that are also train positions")
 
     @model_validator(mode="after")
-    def _cases(self) -> "OpenSpielOptions":
+    def _cases(self) -> OpenSpielOptions:
         """games x game_configs expanded into `cases` (both set to null), every case loaded by OpenSpiel."""
         if self.min_random_steps > self.max_random_steps:
-            raise FieldError("min_random_steps", f"{self.min_random_steps} is more than data.max_random_steps "
-                             f"({self.max_random_steps})")
+            raise FieldError(
+                "min_random_steps",
+                f"{self.min_random_steps} is more than data.max_random_steps ({self.max_random_steps})",
+            )
         seen: dict[str, str] = {}
         for path, config, load_string in self._labelled_cases():
             if load_string in seen:
@@ -181,13 +196,19 @@ class OpenSpielOptions(SourceOptions):
         """[(the path of the option that names it, "with data.game_configs[j]: " or "", load string)] from
         `cases` or from games x game_configs."""
         if self.cases is not None and self.games is not None:
-            raise FieldError("cases", "give data.cases or data.games, not both (games x game_configs is another "
-                             "way to write a list of cases)")
+            raise FieldError(
+                "cases",
+                "give data.cases or data.games, not both (games x game_configs is another "
+                "way to write a list of cases)",
+            )
         if self.game_configs is not None and self.games is None:
             raise FieldError("game_configs", "needs data.games (the games to apply each config to)")
         if self.cases is None and self.games is None:
-            raise FieldError("cases", "required: a list of OpenSpiel load strings such as "
-                             "['tic_tac_toe', 'hex(board_size=5)'] (or data.games with data.game_configs)")
+            raise FieldError(
+                "cases",
+                "required: a list of OpenSpiel load strings such as "
+                "['tic_tac_toe', 'hex(board_size=5)'] (or data.games with data.game_configs)",
+            )
         if self.cases is not None:
             for i, case in enumerate(self.cases):
                 if not case.strip() or case != case.strip():
@@ -195,13 +216,22 @@ class OpenSpielOptions(SourceOptions):
             return [(f"cases[{i}]", "", case) for i, case in enumerate(self.cases)]
         for i, game in enumerate(self.games):
             if not game or any(c in game for c in "()=, "):
-                raise FieldError(f"games[{i}]", f"must be a game name without parameters, got {game!r}; put "
-                                 "parameters in data.game_configs, or list whole load strings in data.cases")
+                raise FieldError(
+                    f"games[{i}]",
+                    f"must be a game name without parameters, got {game!r}; put "
+                    "parameters in data.game_configs, or list whole load strings in data.cases",
+                )
         configs = [{}] if self.game_configs is None else self.game_configs
         params = [_parameters(j, config) for j, config in enumerate(configs)]
-        return [(f"games[{i}]", f"with data.game_configs[{j}]: " if self.game_configs is not None else "",
-                 f"{game}({param})" if param else game)
-                for i, game in enumerate(self.games) for j, param in enumerate(params)]
+        return [
+            (
+                f"games[{i}]",
+                f"with data.game_configs[{j}]: " if self.game_configs is not None else "",
+                f"{game}({param})" if param else game,
+            )
+            for i, game in enumerate(self.games)
+            for j, param in enumerate(params)
+        ]
 
 
 def _parameters(index: int, config: dict) -> str:
@@ -218,8 +248,11 @@ def _parameters(index: int, config: dict) -> str:
         elif isinstance(value, str) and value and not any(c in value for c in "()=,"):
             text = value
         else:
-            raise FieldError(f"game_configs[{index}].{key}", f"must be a number, a boolean or a string without "
-                             f"( ) = , , got {value!r}; write nested games as whole load strings in data.cases")
+            raise FieldError(
+                f"game_configs[{index}].{key}",
+                f"must be a number, a boolean or a string without "
+                f"( ) = , , got {value!r}; write nested games as whole load strings in data.cases",
+            )
         parts.append(f"{key}={text}")
     return ",".join(parts)
 
@@ -229,8 +262,9 @@ def _check_game(path: str, config: str, load_string: str) -> None:
     try:
         import pyspiel
     except ImportError as error:
-        raise FieldError("source", f"openspiel needs the open_spiel package: pip install 'knobsweep[openspiel]' "
-                         f"({error})") from None
+        raise FieldError(
+            "source", f"openspiel needs the open_spiel package: pip install 'knobsweep[openspiel]' ({error})"
+        ) from None
 
     from knobsweep.rewards.openspiel import load_game, unsupported_reason
 
@@ -258,7 +292,7 @@ class SweInputs(SourceOptions):
     hub_config: str | None = Field(None, description="the hub dataset's config")
 
     @model_validator(mode="after")
-    def _one_input(self) -> "SweInputs":
+    def _one_input(self) -> SweInputs:
         if self.path is not None and self.paths is not None:
             raise FieldError("paths", "give data.path or data.paths, not both (paths for several local files)")
         return self
@@ -280,11 +314,12 @@ class SweBenchOptions(SweInputs):
     use_cache_only: bool = Field(False, description="read only cache_dir, no network")
     task_ids: list[NonEmpty] | None = Field(None, min_length=1, description="keep these instance ids")
     task_id_range: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="[start, end): keep the tasks whose 0-based index is in this range")
+        None, description="[start, end): keep the tasks whose 0-based index is in this range"
+    )
     eval_ratio: float = Field(0.2, gt=0, lt=1, description="share of the tasks for the eval split")
 
     @model_validator(mode="after")
-    def _cache(self) -> "SweBenchOptions":
+    def _cache(self) -> SweBenchOptions:
         if self.task_id_range is not None and self.task_id_range[0] >= self.task_id_range[1]:
             raise FieldError("task_id_range", f"{list(self.task_id_range)}: must be [start, end) with start < end")
         if self.use_cache_only:
@@ -295,8 +330,11 @@ class SweBenchOptions(SweInputs):
         elif self.path is None and self.paths is None:
             self.path = self.HUB_DEFAULT
         if self.cache_dir is not None and not self.use_cache_only and not self.is_hub:
-            raise FieldError("cache_dir", "caches a hub dataset's tasks; with a local data.path / data.paths leave it "
-                             "out (or set use_cache_only: true and drop the path)")
+            raise FieldError(
+                "cache_dir",
+                "caches a hub dataset's tasks; with a local data.path / data.paths leave it "
+                "out (or set use_cache_only: true and drop the path)",
+            )
         return self
 
 
@@ -310,15 +348,17 @@ class SweSynthOptions(SweInputs):
     train_split: NonEmpty = Field("train", description="the hub split read; eval_ratio holds out the eval rows")
     mode: Literal["trajectory", "patch"] = Field("trajectory", description="whole conversations, or issue -> patch")
     prompt_from: Literal["messages", "problem_statement"] = Field(
-        "messages", description="patch mode / eval prompts: the turns before the first assistant turn, or the issue")
+        "messages", description="patch mode / eval prompts: the turns before the first assistant turn, or the issue"
+    )
     tool_role: Literal["user", "tool"] = Field("user", description="the role tool outputs become")
-    max_length: int | None = Field(None, ge=16, description="tokens per row (a character budget with "
-                                   "chars_per_token); null = no truncation")
+    max_length: int | None = Field(
+        None, ge=16, description="tokens per row (a character budget with chars_per_token); null = no truncation"
+    )
     chars_per_token: float = Field(3.5, ge=0.5, le=20, description="characters per token of the budget")
     eval_ratio: float = Field(0.1, gt=0, lt=1, description="share of the rows for the eval split")
 
     @model_validator(mode="after")
-    def _hub_default(self) -> "SweSynthOptions":
+    def _hub_default(self) -> SweSynthOptions:
         if self.path is None and self.paths is None:
             self.path = self.HUB_DEFAULT
         return self
@@ -329,8 +369,11 @@ class PluginOptions(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
-    source: str = Field(..., json_schema_extra={"not": {"enum": sorted(BUILTIN_SOURCES)}},
-                        description="a source registered through the knobsweep.sources entry point")
+    source: str = Field(
+        ...,
+        json_schema_extra={"not": {"enum": sorted(BUILTIN_SOURCES)}},
+        description="a source registered through the knobsweep.sources entry point",
+    )
     format: Literal[FORMATS] | None = None
 
     @field_validator("source")
@@ -342,8 +385,13 @@ class PluginOptions(BaseModel):
 
 
 BUILTIN_OPTIONS: dict[str, type[SourceOptions]] = {
-    "gsm8k": Gsm8kOptions, "openspiel": OpenSpielOptions, "swe_bench": SweBenchOptions, "swe_synth": SweSynthOptions,
-    "jsonl": CustomOptions, "parquet": CustomOptions, "hf": CustomOptions,
+    "gsm8k": Gsm8kOptions,
+    "openspiel": OpenSpielOptions,
+    "swe_bench": SweBenchOptions,
+    "swe_synth": SweSynthOptions,
+    "jsonl": CustomOptions,
+    "parquet": CustomOptions,
+    "hf": CustomOptions,
 }
 assert set(BUILTIN_OPTIONS) == BUILTIN_SOURCES, "every built-in source has its options model"
 _TAGS = {source: model.__name__ for source, model in BUILTIN_OPTIONS.items()}
@@ -358,8 +406,10 @@ def _tag(section: Any) -> str:
 # The union of the built-in models and PluginOptions, each tagged by its name (the tag _tag returns). Built
 # with `|` from the models themselves: a Union[...] of a computed tuple is what ruff's UP007 fix mangles.
 DataOptions = Annotated[
-    functools.reduce(operator.or_, (Annotated[model, Tag(model.__name__)]
-                                     for model in (*dict.fromkeys(BUILTIN_OPTIONS.values()), PluginOptions))),
+    functools.reduce(
+        operator.or_,
+        (Annotated[model, Tag(model.__name__)] for model in (*dict.fromkeys(BUILTIN_OPTIONS.values()), PluginOptions)),
+    ),
     Discriminator(_tag),
 ]
 
@@ -372,7 +422,7 @@ class DataJob(BaseModel):
     data: DataOptions
 
     @model_validator(mode="after")
-    def _a_format(self) -> "DataJob":
+    def _a_format(self) -> DataJob:
         if isinstance(self.data, SourceOptions) and self.data.format is None:
             self.data.format = self.data.formats()[0]
         return self

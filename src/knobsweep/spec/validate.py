@@ -73,7 +73,7 @@ def _walk(model: type[BaseModel], loc: tuple) -> tuple[FieldInfo | None, type[Ba
             continue
         path.append(part)
         if owner is None or not isinstance(part, str) or part not in owner.model_fields:
-            return None, None, (*path, *loc[index + 1:])
+            return None, None, (*path, *loc[index + 1 :])
         info = owner.model_fields[part]
         nested = models_in(info.annotation)
         owner = _tagged(info) or (nested[0] if nested else None)
@@ -139,8 +139,9 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     return path, f"{shown}: {error['msg']}" + (f"; {bounds}" if bounds else "")
 
 
-def problems_from(error: ValidationError, model: type[BaseModel], file: str, prefix: str = "",
-                  run: str | None = None) -> list[Problem]:
+def problems_from(
+    error: ValidationError, model: type[BaseModel], file: str, prefix: str = "", run: str | None = None
+) -> list[Problem]:
     found = []
     for item in error.errors():
         path, message = explain(model, item)

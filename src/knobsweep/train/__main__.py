@@ -26,10 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="hub id, local path or tiny model directory")
     parser.add_argument("--data", required=True, help="data stage directory holding train.parquet")
     parser.add_argument("--out", required=True, help="output directory results/train/<key>")
-    parser.add_argument("--run-info-json", type=json_object, default=None,
-                        help="{experiment, run, changed, tracking} as JSON (W&B naming; not hashed)")
-    parser.add_argument("--warm-start", default=None,
-                        help="a PEFT adapter or model directory to start from (train.warm_start_from, resolved)")
+    parser.add_argument(
+        "--run-info-json",
+        type=json_object,
+        default=None,
+        help="{experiment, run, changed, tracking} as JSON (W&B naming; not hashed)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        default=None,
+        help="a PEFT adapter or model directory to start from (train.warm_start_from, resolved)",
+    )
     args = parser.parse_args(argv)
 
     from knobsweep.spec.schema import RunInfo, TrainJob

@@ -88,11 +88,11 @@ def batch_plan(train: TrainConfig, rollout: RolloutConfig | None, num_processes:
     pairs = method.pairs_in_micro_batch and train.trl.get("loss_type") != "apo_zero_unpaired"
     min_per_device = PAIRED_MIN_PER_DEVICE if pairs else 1
     per_device, accumulation = _split(share, cap, min_per_device, train.method, batch_size, processes)
-    split_text = (f"{_plural(processes, 'process')} x per-device {per_device} "
-                  f"x accumulation {accumulation}")
+    split_text = f"{_plural(processes, 'process')} x per-device {per_device} x accumulation {accumulation}"
     if cap is not None and per_device < min(cap, share):
-        split_text += (f" (per_device_batch_size {cap} does not split {share} sequences per process evenly; "
-                       f"{per_device} does)")
+        split_text += (
+            f" (per_device_batch_size {cap} does not split {share} sequences per process evenly; {per_device} does)"
+        )
     explanation = f"{size_text}; {split_text}"
 
     steps_per_generation = None
@@ -100,9 +100,14 @@ def batch_plan(train: TrainConfig, rollout: RolloutConfig | None, num_processes:
         steps_per_generation = accumulation if spg is None else spg
         _check_generation(steps_per_generation, per_device, processes, accumulation, n)
         explanation += "\n" + _generation_text(steps_per_generation, per_device, processes, accumulation, n)
-    return BatchPlan(per_device_batch_size=per_device, gradient_accumulation_steps=accumulation,
-                     steps_per_generation=steps_per_generation, sequences_per_step=sequences,
-                     prompts_per_step=prompts, explanation=explanation)
+    return BatchPlan(
+        per_device_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=steps_per_generation,
+        sequences_per_step=sequences,
+        prompts_per_step=prompts,
+        explanation=explanation,
+    )
 
 
 def _plural(count: int, word: str) -> str:
@@ -121,8 +126,11 @@ def _from_batch_size(batch_size: int, n: int | None, processes: int) -> tuple[in
                 f"(e.g. {_nearby_multiples(batch_size, unit)}), or a rollout.n that makes "
                 f"batch_size * n a multiple of {processes}"
             )
-        return sequences, batch_size, (f"batch_size {_plural(batch_size, 'prompt')} x n={n} = "
-                                       f"{sequences} sequences per step")
+        return (
+            sequences,
+            batch_size,
+            (f"batch_size {_plural(batch_size, 'prompt')} x n={n} = {sequences} sequences per step"),
+        )
     if batch_size % processes:
         raise ValueError(
             f"train.batch_size={batch_size} sequences per step cannot be split evenly over {processes} processes: "
@@ -142,10 +150,16 @@ def _from_batch_tokens(batch_tokens: int, context: int, n: int | None, processes
         sequences = rounded * n
         if rounded == prompts and sequences == budget:
             return sequences, rounded, f"{text} per step = {_plural(rounded, 'prompt')} x n={n}"
-        why = ("whole prompts, at least one" if unit == 1
-               else f"a multiple of {unit} prompts, to split over {processes} processes")
-        return sequences, rounded, (f"{text} -> {_plural(rounded, 'prompt')} x n={n} = {sequences} sequences "
-                                    f"per step (rounded to {why})")
+        why = (
+            "whole prompts, at least one"
+            if unit == 1
+            else f"a multiple of {unit} prompts, to split over {processes} processes"
+        )
+        return (
+            sequences,
+            rounded,
+            (f"{text} -> {_plural(rounded, 'prompt')} x n={n} = {sequences} sequences per step (rounded to {why})"),
+        )
     if budget < 1:
         raise ValueError(
             f"train.batch_tokens={batch_tokens} < train.max_context_length={context}: not one whole sequence per "
@@ -154,28 +168,38 @@ def _from_batch_tokens(batch_tokens: int, context: int, n: int | None, processes
     sequences = max(processes, budget - budget % processes)
     if sequences == budget:
         return sequences, sequences, f"{text} per step"
-    return sequences, sequences, (f"{text} -> {sequences} per step "
-                                  f"(rounded to a multiple of {processes} processes)")
+    return sequences, sequences, (f"{text} -> {sequences} per step (rounded to a multiple of {processes} processes)")
 
 
-def _split(share: int, cap: int | None, min_per_device: int, method: str, batch_size: int | None,
-           processes: int) -> tuple[int, int]:
+def _split(
+    share: int, cap: int | None, min_per_device: int, method: str, batch_size: int | None, processes: int
+) -> tuple[int, int]:
     """(per_device, accumulation) with per_device * accumulation == share, per_device <= cap, fewest micro-batches."""
     limit = share if cap is None else min(cap, share)
     for accumulation in range(math.ceil(share / limit), share + 1):
         if share % accumulation == 0 and share // accumulation >= min_per_device:
             return share // accumulation, accumulation
     # Only KTO gets here: no micro-batch size in [2, cap] divides the share.
-    why = (f"{method.upper()} needs at least {min_per_device} sequences per micro-batch (its KL term pairs each "
-           "completion with another one in the same micro-batch)")
-    source = (f"train.batch_size={batch_size} over {_plural(processes, 'process')}" if batch_size is not None
-              else f"the batch_tokens budget over {_plural(processes, 'process')}")
+    why = (
+        f"{method.upper()} needs at least {min_per_device} sequences per micro-batch (its KL term pairs each "
+        "completion with another one in the same micro-batch)"
+    )
+    source = (
+        f"train.batch_size={batch_size} over {_plural(processes, 'process')}"
+        if batch_size is not None
+        else f"the batch_tokens budget over {_plural(processes, 'process')}"
+    )
     if share < min_per_device:
-        raise ValueError(f"{source} leaves {share} sequence per process: {why}; use a train.batch_size of at "
-                         f"least {min_per_device * processes}")
+        raise ValueError(
+            f"{source} leaves {share} sequence per process: {why}; use a train.batch_size of at "
+            f"least {min_per_device * processes}"
+        )
     smallest = next(size for size in range(min_per_device, share + 1) if share % size == 0)
-    other = (f", or a batch whose per-process share has a divisor in {min_per_device}..{cap}"
-             if cap >= min_per_device else "")
+    other = (
+        f", or a batch whose per-process share has a divisor in {min_per_device}..{cap}"
+        if cap >= min_per_device
+        else ""
+    )
     raise ValueError(
         f"train.per_device_batch_size={cap}: {why}, and {source} leaves {share} sequences per process, which "
         f"splits evenly into micro-batches of {smallest} at the smallest: raise train.per_device_batch_size to "
@@ -196,14 +220,20 @@ def _check_generation(spg: int, per_device: int, processes: int, accumulation: i
     valid = [c for c in candidates if (per_device * processes * c) % n == 0]
     nearest = sorted(valid, key=lambda c: (abs(c - spg), c))[:3]
     if not whole_groups:
-        problem = (f"a generation batch of {per_device} per device x {_plural(processes, 'process')} x {spg} = "
-                   f"{generation} completions does not hold whole groups of rollout.n={n} (TRL's rule)")
+        problem = (
+            f"a generation batch of {per_device} per device x {_plural(processes, 'process')} x {spg} = "
+            f"{generation} completions does not hold whole groups of rollout.n={n} (TRL's rule)"
+        )
     else:
-        problem = (f"{spg} micro-batches per generation do not line up with the {accumulation} micro-batches "
-                   "(gradient accumulation steps) of an optimizer step")
-    raise ValueError(f"train.steps_per_generation={spg}: {problem}; values that work here: "
-                     f"{', '.join(str(c) for c in sorted(nearest))} (k x {accumulation}: one generation feeds k "
-                     "optimizer steps)")
+        problem = (
+            f"{spg} micro-batches per generation do not line up with the {accumulation} micro-batches "
+            "(gradient accumulation steps) of an optimizer step"
+        )
+    raise ValueError(
+        f"train.steps_per_generation={spg}: {problem}; values that work here: "
+        f"{', '.join(str(c) for c in sorted(nearest))} (k x {accumulation}: one generation feeds k "
+        "optimizer steps)"
+    )
 
 
 def _generation_text(spg: int, per_device: int, processes: int, accumulation: int, n: int) -> str:
@@ -212,10 +242,14 @@ def _generation_text(spg: int, per_device: int, processes: int, accumulation: in
     if spg == accumulation:
         return f"generation: {groups} once per optimizer step (on-policy)"
     if spg > accumulation:
-        return (f"generation: {groups} every {spg} micro-batches = once per {spg // accumulation} optimizer steps "
-                f"(steps_per_generation {spg}; all but the first step of each generation are off-policy)")
-    return (f"generation: {groups} every {_plural(spg, 'micro-batch')} = {accumulation // spg} generations per "
-            "optimizer step (on-policy)")
+        return (
+            f"generation: {groups} every {spg} micro-batches = once per {spg // accumulation} optimizer steps "
+            f"(steps_per_generation {spg}; all but the first step of each generation are off-policy)"
+        )
+    return (
+        f"generation: {groups} every {_plural(spg, 'micro-batch')} = {accumulation // spg} generations per "
+        "optimizer step (on-policy)"
+    )
 
 
 def _nearby_multiples(value: int, unit: int) -> str:

@@ -1,8 +1,9 @@
 """TrainerCallbacks shared by every training method.
 
 - `MetricsLogger`: one metrics.jsonl line per optimizer step (every value the Trainer logs, plus
-  elapsed_s and tokens_per_s; a value not computed on the step is absent, not 0), status.json's step kept current, and a compact console row
-  every `log_every` steps, so a Slurm log reads as a table instead of a wall of dicts.
+  elapsed_s and tokens_per_s; a value not computed on the step is absent, not 0), status.json's step
+  kept current, and a compact console row every `log_every` steps, so a Slurm log reads as a table
+  instead of a wall of dicts.
 - `HealthCallback`: the `health.HealthMonitor` checks on each step's metrics; warnings go to
   status.json and the console; a non-finite loss / grad norm raises `NonFiniteError`.
 - `LifecycleCallback`: a stop request (SIGTERM / SIGINT) saves a checkpoint and ends the loop;
@@ -29,12 +30,32 @@ from knobsweep.train.status import RunStatus
 # (header, metric key, width, format) of each method's console table.
 _STEP, _LOSS = ("Step", "step", 6, "d"), ("Loss", "loss", 10, ".4g")
 _RATE = (("Tok/s", "tokens_per_s", 9, ".1f"), ("Elapsed", "elapsed_s", 8, ".1f"))
-GRPO_COLUMNS = (_STEP, _LOSS, ("Reward", "reward", 8, ".4f"), ("KL", "kl", 10, ".4g"),
-                ("Invalid", "invalid_rate", 8, ".2f"), ("Filtered", "filtered_group_rate", 9, ".2f"), *_RATE)
-SFT_COLUMNS = (_STEP, _LOSS, ("Acc", "mean_token_accuracy", 7, ".3f"), ("Entropy", "entropy", 8, ".3f"),
-               ("GradNorm", "grad_norm", 9, ".3g"), *_RATE)
-KTO_COLUMNS = (_STEP, _LOSS, ("Chosen", "rewards/chosen", 9, ".4f"), ("Reject", "rewards/rejected", 9, ".4f"),
-               ("Margin", "rewards/margins", 9, ".4f"), ("KL", "kl", 9, ".4g"), *_RATE)
+GRPO_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Reward", "reward", 8, ".4f"),
+    ("KL", "kl", 10, ".4g"),
+    ("Invalid", "invalid_rate", 8, ".2f"),
+    ("Filtered", "filtered_group_rate", 9, ".2f"),
+    *_RATE,
+)
+SFT_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Acc", "mean_token_accuracy", 7, ".3f"),
+    ("Entropy", "entropy", 8, ".3f"),
+    ("GradNorm", "grad_norm", 9, ".3g"),
+    *_RATE,
+)
+KTO_COLUMNS = (
+    _STEP,
+    _LOSS,
+    ("Chosen", "rewards/chosen", 9, ".4f"),
+    ("Reject", "rewards/rejected", 9, ".4f"),
+    ("Margin", "rewards/margins", 9, ".4f"),
+    ("KL", "kl", 9, ".4g"),
+    *_RATE,
+)
 COLUMNS = GRPO_COLUMNS
 
 
@@ -53,9 +74,16 @@ class MetricsLogger(TrainerCallback):
     the token rate across attempts; `columns` are the console table's (header, key, width, format).
     """
 
-    def __init__(self, metrics_path: str | Path, status: RunStatus, console: Console | None = None,
-                 log_every: int = 1, elapsed_offset: float = 0.0, last: dict | None = None,
-                 columns: tuple = COLUMNS):
+    def __init__(
+        self,
+        metrics_path: str | Path,
+        status: RunStatus,
+        console: Console | None = None,
+        log_every: int = 1,
+        elapsed_offset: float = 0.0,
+        last: dict | None = None,
+        columns: tuple = COLUMNS,
+    ):
         self.metrics_path = Path(metrics_path)
         self.status = status
         self.console = console or Console(highlight=False, soft_wrap=True)
@@ -78,8 +106,11 @@ class MetricsLogger(TrainerCallback):
         elapsed = round(self.offset + time.monotonic() - self._t0, 3)
         # A metric that was not computed on this step (None: e.g. entropy when every group was
         # filtered) is left out of the line, so no reader can take it for a 0.
-        record = {"step": state.global_step, "elapsed_s": elapsed,
-                  **{name: value for name, value in logs.items() if value is not None}}
+        record = {
+            "step": state.global_step,
+            "elapsed_s": elapsed,
+            **{name: value for name, value in logs.items() if value is not None},
+        }
         record["tokens_per_s"] = self._tokens_per_s(record)
         append_jsonl(self.metrics_path, record)
         self._last = record
@@ -149,8 +180,10 @@ class StopRequest:
 
 
 # What to change when a GRPO run gets no learning signal (managed-RFT guidance: the group needs spread)
-NO_SIGNAL_HINT = ("try a higher rollout.temperature (0.8-1.0), a larger rollout.n (8-16), or an evaluator whose "
-                  "scores spread within a group (reward options, e.g. partial credit)")
+NO_SIGNAL_HINT = (
+    "try a higher rollout.temperature (0.8-1.0), a larger rollout.n (8-16), or an evaluator whose "
+    "scores spread within a group (reward options, e.g. partial credit)"
+)
 
 
 def never_learned(records: list[dict]) -> str | None:
@@ -160,13 +193,21 @@ def never_learned(records: list[dict]) -> str | None:
     rates = [r.get("filtered_group_rate") for r in records]
     if not rates or any(not isinstance(rate, (int, float)) or rate < 1 for rate in rates):
         return None
-    return (f"no learning signal: every group of all {len(rates)} steps had zero score variance (or no valid "
-            "score), so no step changed the weights")
+    return (
+        f"no learning signal: every group of all {len(rates)} steps had zero score variance (or no valid "
+        "score), so no step changed the weights"
+    )
 
 
 class LifecycleCallback(TrainerCallback):
-    def __init__(self, stop: StopRequest, status: RunStatus, console: Console, health: HealthCallback,
-                 logs: tuple[Path, ...] = ()):
+    def __init__(
+        self,
+        stop: StopRequest,
+        status: RunStatus,
+        console: Console,
+        health: HealthCallback,
+        logs: tuple[Path, ...] = (),
+    ):
         self.stop, self.status, self.console, self.health = stop, status, console, health
         self.logs = logs
         self.trainer = None  # set once the trainer exists (GRPO's epoch_groups / epoch_filtered)
@@ -196,8 +237,10 @@ class LifecycleCallback(TrainerCallback):
         if not getattr(trainer, "epoch_groups", 0) or trainer.epoch_filtered < trainer.epoch_groups:
             return
         epoch = round(state.epoch or 0)
-        message = (f"every one of the {trainer.epoch_groups} groups of epoch {epoch} had zero score variance "
-                   "(or no valid score): no learning signal")
+        message = (
+            f"every one of the {trainer.epoch_groups} groups of epoch {epoch} had zero score variance "
+            "(or no valid score): no learning signal"
+        )
         self.health.report(state.global_step, "all_groups_filtered", message)
         if state.global_step < state.max_steps:  # more epochs planned: stop instead of spinning
             self.early_stop_reason = message + f"; stopped after step {state.global_step} of {state.max_steps}"

@@ -9,7 +9,7 @@ the same way. Both are removed here, from the dict `_generate_and_score_completi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,8 +37,9 @@ def group_keep_mask(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tenso
     return keep, groups - int(informative.sum()), groups
 
 
-def filter_batch(batch: dict, keep: torch.Tensor, drop_rows: bool,
-                 total_items: Callable[[torch.Tensor], torch.Tensor] = lambda n: n) -> dict:
+def filter_batch(
+    batch: dict, keep: torch.Tensor, drop_rows: bool, total_items: Callable[[torch.Tensor], torch.Tensor] = lambda n: n
+) -> dict:
     """The local batch without the rows `keep` marks False.
 
     drop_rows=True removes them from every per-row tensor / list (exact: they leave both the
@@ -72,7 +73,8 @@ def filter_batch(batch: dict, keep: torch.Tensor, drop_rows: bool,
         rows = keep.to(out["completion_mask"].dtype).unsqueeze(1)
         out["completion_mask"] = out["completion_mask"] * rows
         out["advantages"] = out["advantages"] * keep.to(out["advantages"].dtype).view(
-            -1, *([1] * (out["advantages"].dim() - 1)))
+            -1, *([1] * (out["advantages"].dim() - 1))
+        )
     mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
     out["num_items_in_batch"] = total_items(mask.sum())
     return out

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import numbers
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from knobsweep import layout
 from knobsweep.io import append_jsonl
@@ -52,8 +53,9 @@ def vllm_fields(rollout: RolloutConfig, max_context_length: int) -> dict[str, An
     return {**fields, "vllm_server_host": host, "vllm_server_port": int(port)}
 
 
-def grpo_config_kwargs(job: TrainJob, out_dir: Path, num_processes: int, use_cuda: bool,
-                       report_to: str = "none") -> dict[str, Any]:
+def grpo_config_kwargs(
+    job: TrainJob, out_dir: Path, num_processes: int, use_cuda: bool, report_to: str = "none"
+) -> dict[str, Any]:
     """GRPOConfig keyword arguments for a training job ({model, train, rollout, reward, seed})."""
     plan = batch_plan(job.train, job.rollout, num_processes)
     return GRPOMethod().trl_kwargs(job, out_dir, plan, use_cuda, report_to)
@@ -115,8 +117,14 @@ class EvaluatorReward:
     every completion of the batch is the same text).
     """
 
-    def __init__(self, evaluator: Callable, columns: list[str], rollouts_path: Path | None = None,
-                 timeout: float | None = None, rollouts_per_step: int = 0):
+    def __init__(
+        self,
+        evaluator: Callable,
+        columns: list[str],
+        rollouts_path: Path | None = None,
+        timeout: float | None = None,
+        rollouts_per_step: int = 0,
+    ):
         self.evaluator = evaluator
         self.columns = columns  # dataset columns besides `prompt`, passed to the evaluator as the row
         self.rollouts_path = rollouts_path  # None on non-main processes
@@ -133,17 +141,26 @@ class EvaluatorReward:
         except EvaluatorTimeout as exc:
             return None, {"score": None, "reason": f"evaluator timed out: {exc}", "valid": False, "metrics": {}}
         except Exception as exc:  # an evaluator bug must cost one sample, not the run
-            return None, {"score": None, "reason": f"evaluator raised {type(exc).__name__}: {exc}",
-                          "valid": False, "metrics": {}}
+            return None, {
+                "score": None,
+                "reason": f"evaluator raised {type(exc).__name__}: {exc}",
+                "valid": False,
+                "metrics": {},
+            }
         if not (isinstance(score, numbers.Real) and math.isfinite(score) and 0.0 <= score <= 1.0):
-            return None, {"score": None, "reason": f"evaluator returned score {score!r}, not in [0, 1]",
-                          "valid": False, "metrics": metrics}
+            return None, {
+                "score": None,
+                "reason": f"evaluator returned score {score!r}, not in [0, 1]",
+                "valid": False,
+                "metrics": metrics,
+            }
         record = {"score": float(score), "reason": reason, "valid": valid, "metrics": metrics}
         return (float(score) if valid else None), record
 
     def __call__(self, prompts, completions, trainer_state=None, log_metric=None, **kwargs):
-        rows = [{column: kwargs[column][i] for column in self.columns if column in kwargs}
-                for i in range(len(completions))]
+        rows = [
+            {column: kwargs[column][i] for column in self.columns if column in kwargs} for i in range(len(completions))
+        ]
         texts = [completion_text(c) for c in completions]
         results = [self.evaluate(text, row) for text, row in zip(texts, rows)]
         scores = [score for score, _ in results]
@@ -153,9 +170,17 @@ class EvaluatorReward:
         if self.rollouts_path is not None and self.rollouts_per_step > 0:
             step = trainer_state.global_step + 1 if trainer_state is not None else 0  # the step these train
             stride = max(1, len(results) // self.rollouts_per_step)
-            for i in range(0, len(results), stride)[:self.rollouts_per_step]:
-                append_jsonl(self.rollouts_path, {"step": step, "row_id": rows[i].get("row_id"),
-                                                  "prompt": prompts[i], "completion": texts[i], **results[i][1]})
+            for i in range(0, len(results), stride)[: self.rollouts_per_step]:
+                append_jsonl(
+                    self.rollouts_path,
+                    {
+                        "step": step,
+                        "row_id": rows[i].get("row_id"),
+                        "prompt": prompts[i],
+                        "completion": texts[i],
+                        **results[i][1],
+                    },
+                )
         return scores
 
     @staticmethod
@@ -181,10 +206,15 @@ def validate_rows(dataset) -> None:
     if len(dataset) == 0:
         raise ValueError("train.parquet has no rows")
     if "prompt" not in dataset.column_names:
-        raise ValueError(f"train.parquet: no 'prompt' column (columns: {', '.join(dataset.column_names)}); "
-                         "GRPO trains on rl rows (row_id, prompt, ground_truth, ...)")
-    bad = [(row_id, problem) for row_id, prompt in zip(row_ids(dataset), dataset["prompt"])
-           if (problem := message_problem(prompt)) is not None]
+        raise ValueError(
+            f"train.parquet: no 'prompt' column (columns: {', '.join(dataset.column_names)}); "
+            "GRPO trains on rl rows (row_id, prompt, ground_truth, ...)"
+        )
+    bad = [
+        (row_id, problem)
+        for row_id, prompt in zip(row_ids(dataset), dataset["prompt"])
+        if (problem := message_problem(prompt)) is not None
+    ]
     raise_bad_rows(bad, len(dataset), "an unusable prompt")
 
 
@@ -201,16 +231,22 @@ def smoke_test_evaluator(reward: EvaluatorReward, rows: list[dict]) -> dict:
         candidates += [(text, row) for text in (*references, *JUNK_COMPLETIONS)]
     results = [reward.evaluate(text, row) for text, row in candidates]
     scores = [score for score, _ in results if score is not None]
-    summary = {"samples": len(results), "invalid": len(results) - len(scores),
-               "distinct_scores": sorted(set(scores))[:10]}
+    summary = {
+        "samples": len(results),
+        "invalid": len(results) - len(scores),
+        "distinct_scores": sorted(set(scores))[:10],
+    }
     if not scores:
-        raise ValueError(f"evaluator {reward.__name__!r} could not score any of {len(results)} smoke-test "
-                         f"candidates (reference answers and junk); first: {results[0][1]['reason']}")
+        raise ValueError(
+            f"evaluator {reward.__name__!r} could not score any of {len(results)} smoke-test "
+            f"candidates (reference answers and junk); first: {results[0][1]['reason']}"
+        )
     if len(set(scores)) == 1:
-        raise ValueError(f"evaluator {reward.__name__!r} gave all {len(scores)} smoke-test candidates (reference "
-                         f"answers and junk) the same score {scores[0]}: it cannot tell good from bad")
+        raise ValueError(
+            f"evaluator {reward.__name__!r} gave all {len(scores)} smoke-test candidates (reference "
+            f"answers and junk) the same score {scores[0]}: it cannot tell good from bad"
+        )
     return summary
-
 
 
 def vllm_problem(fields: dict[str, Any], model: str) -> str | None:
@@ -226,8 +262,10 @@ def vllm_problem(fields: dict[str, Any], model: str) -> str | None:
 
     mode = fields["vllm_mode"]
     if mode == "server" and not cuda_available():
-        return ("rollout.vllm='server' needs a CUDA GPU: weights reach the server through vLLM's NCCL weight "
-                "transfer, which has no CPU backend; on a CPU use rollout.vllm: colocate (vLLM's CPU build) or off")
+        return (
+            "rollout.vllm='server' needs a CUDA GPU: weights reach the server through vLLM's NCCL weight "
+            "transfer, which has no CPU backend; on a CPU use rollout.vllm: colocate (vLLM's CPU build) or off"
+        )
     try:
         check_can_run(model)
     except VLLMUnavailable as exc:
@@ -266,8 +304,9 @@ class GRPOMethod(Method):
             timeout=job.train.reward_timeout_s,
             rollouts_per_step=job.train.rollouts_per_step,
         )
-        rows = [{column: dataset[i][column] for column in self.reward.columns}
-                for i in range(min(SMOKE_ROWS, len(dataset)))]
+        rows = [
+            {column: dataset[i][column] for column in self.reward.columns} for i in range(min(SMOKE_ROWS, len(dataset)))
+        ]
         return smoke_test_evaluator(self.reward, rows)
 
     def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
@@ -302,6 +341,8 @@ class GRPOMethod(Method):
 
     def describe(self, job: TrainJob, dataset) -> str:
         train, rollout = job.train, job.rollout
-        return (f"{len(dataset)} prompts, loss {train.loss}, n={rollout.n} completions per prompt, "
-                f"max_tokens {rollout.max_tokens}, reward {self.reward.__name__ if self.reward else '?'}, "
-                f"vLLM {rollout.vllm}")
+        return (
+            f"{len(dataset)} prompts, loss {train.loss}, n={rollout.n} completions per prompt, "
+            f"max_tokens {rollout.max_tokens}, reward {self.reward.__name__ if self.reward else '?'}, "
+            f"vLLM {rollout.vllm}"
+        )

@@ -63,23 +63,28 @@ class HealthMonitor:
         if grad is not None:
             self.high_grad_steps = self.high_grad_steps + 1 if grad > t.grad_norm_max else 0
             if self.high_grad_steps >= t.grad_norm_patience:
-                found["grad_norm_spike"] = (f"grad_norm {grad:.3g} > {t.grad_norm_max} for "
-                                            f"{self.high_grad_steps} steps in a row")
+                found["grad_norm_spike"] = (
+                    f"grad_norm {grad:.3g} > {t.grad_norm_max} for {self.high_grad_steps} steps in a row"
+                )
         kl = _number(metrics.get("kl")) if self.method == "grpo" else None
         if kl is not None and kl > t.kl_max:
             found["kl_blowup"] = f"KL {kl:.3g} > {t.kl_max}: the policy is far from the reference"
         invalid = _number(metrics.get("invalid_rate"))
         if invalid is not None and invalid > t.invalid_rate_max:
-            found["invalid_rate"] = (f"{invalid:.0%} of samples could not be scored (> {t.invalid_rate_max:.0%}): "
-                                     "see `reason` in rollouts.jsonl")
+            found["invalid_rate"] = (
+                f"{invalid:.0%} of samples could not be scored (> {t.invalid_rate_max:.0%}): "
+                "see `reason` in rollouts.jsonl"
+            )
         if _number(metrics.get("identical_rollouts")) == 1.0:
             found["identical_rollouts"] = "every rollout of the step is the same text: the policy has collapsed"
         reward_std = _number(metrics.get("reward_std"))
         if reward_std is not None:
             self.flat_steps = self.flat_steps + 1 if reward_std == 0.0 else 0
             if self.flat_steps >= t.flat_patience:
-                found["reward_flat"] = (f"reward {metrics.get('reward')} with zero variance for {self.flat_steps} "
-                                        "steps: no group carries a learning signal")
+                found["reward_flat"] = (
+                    f"reward {metrics.get('reward')} with zero variance for {self.flat_steps} "
+                    "steps: no group carries a learning signal"
+                )
         reward = _number(metrics.get("reward"))
         if reward is not None and math.isfinite(reward):
             self.rewards.append(reward)
@@ -89,8 +94,10 @@ class HealthMonitor:
                 self.peak_mean = mean if self.peak_mean is None else max(self.peak_mean, mean)
                 gain = self.peak_mean - self.first_mean
                 if gain >= MIN_RISE and mean < self.peak_mean - t.reward_collapse_drop * gain:
-                    found["reward_collapse"] = (f"reward ({REWARD_WINDOW}-step mean) fell to {mean:.3g} from a peak "
-                                                f"of {self.peak_mean:.3g} (started at {self.first_mean:.3g})")
+                    found["reward_collapse"] = (
+                        f"reward ({REWARD_WINDOW}-step mean) fell to {mean:.3g} from a peak "
+                        f"of {self.peak_mean:.3g} (started at {self.first_mean:.3g})"
+                    )
         margin = _number(metrics.get("rewards/margins"))  # KTO: chosen minus rejected implicit reward
         if margin is None and "kto_margin_negative" in self.active:
             found["kto_margin_negative"] = ""  # a batch without both labels logs no margin: not a recovery
@@ -101,7 +108,8 @@ class HealthMonitor:
                 found["kto_margin_negative"] = (
                     f"KTO reward margin ({len(self.margins)}-step mean) is {mean:.3g} < 0 after "
                     f"{t.kto_margin_warmup} warm-up steps: undesirable completions gain on desirable ones "
-                    "(check the labels, desirable_weight / undesirable_weight, or lower the learning rate)")
+                    "(check the labels, desirable_weight / undesirable_weight, or lower the learning rate)"
+                )
         new = [(kind, message) for kind, message in found.items() if kind not in self.active]
         self.active = set(found)
         return new

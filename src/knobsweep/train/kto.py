@@ -41,8 +41,9 @@ def interleave_labels(dataset, seed: int):
         rng.shuffle(indices)
     total = len(dataset)
     # Row k of each label goes to position (k + 0.5) / count of the way through the file.
-    keyed = [((k + 0.5) / len(indices), label, index) for label, indices in groups.items()
-             for k, index in enumerate(indices)]
+    keyed = [
+        ((k + 0.5) / len(indices), label, index) for label, indices in groups.items() for k, index in enumerate(indices)
+    ]
     order = [index for _, _, index in sorted(keyed, key=lambda item: (item[0], not item[1]))]
     assert len(order) == total
     return dataset.select(order)
@@ -65,14 +66,17 @@ class KTOMethod(Method):
     def validate_rows(self, job: TrainJob, dataset):
         missing = [c for c in COLUMNS if c not in dataset.column_names]
         if missing:
-            raise ValueError(f"train.parquet: KTO needs columns prompt, completion, label; missing "
-                             f"{', '.join(missing)} (columns: {', '.join(dataset.column_names)}); "
-                             "set data.format: kto in the experiment")
+            raise ValueError(
+                f"train.parquet: KTO needs columns prompt, completion, label; missing "
+                f"{', '.join(missing)} (columns: {', '.join(dataset.column_names)}); "
+                "set data.format: kto in the experiment"
+            )
         bad = []
         self.counts = {True: 0, False: 0}
         for row_id, row in zip(row_ids(dataset), dataset.select_columns(list(COLUMNS))):
-            problem = next((f"{column}: {p}" for column in ("prompt", "completion")
-                            if (p := message_problem(row[column]))), None)
+            problem = next(
+                (f"{column}: {p}" for column in ("prompt", "completion") if (p := message_problem(row[column]))), None
+            )
             label = _label(row["label"])
             if problem is None and label is None:
                 problem = f"label {row['label']!r}, expected true or false"
@@ -85,20 +89,29 @@ class KTOMethod(Method):
         raise_bad_rows(bad, len(dataset), "no usable kto example")
         if not self.counts[True] or not self.counts[False]:
             only = "desirable (true)" if self.counts[True] else "undesirable (false)"
-            raise ValueError(f"train.parquet: all {len(dataset)} kto rows are labelled {only}; KTO needs both "
-                             "desirable and undesirable examples")
+            raise ValueError(
+                f"train.parquet: all {len(dataset)} kto rows are labelled {only}; KTO needs both "
+                "desirable and undesirable examples"
+            )
         return interleave_labels(dataset.select_columns(list(COLUMNS)), job.seed)
 
     def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
         options = job.train.kto
         if not isinstance(dataset[0]["prompt"], str) and not tokenizer.chat_template:
-            raise ValueError("the model's tokenizer has no chat template, so conversational kto rows cannot be "
-                             "rendered (use a chat model, or text rows)")
+            raise ValueError(
+                "the model's tokenizer has no chat template, so conversational kto rows cannot be "
+                "rendered (use a chat model, or text rows)"
+            )
         desirable, undesirable = self.counts[True], self.counts[False]
-        return {"rows": len(dataset), "desirable": desirable, "undesirable": undesirable,
-                # TRL's advice: keep this in [1, 4/3] through desirable_weight / undesirable_weight
-                "weighted_ratio": round(options.desirable_weight * desirable
-                                        / (options.undesirable_weight * undesirable), 4)}
+        return {
+            "rows": len(dataset),
+            "desirable": desirable,
+            "undesirable": undesirable,
+            # TRL's advice: keep this in [1, 4/3] through desirable_weight / undesirable_weight
+            "weighted_ratio": round(
+                options.desirable_weight * desirable / (options.undesirable_weight * undesirable), 4
+            ),
+        }
 
     def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
         # TRL's KTOConfig fields of the same names; sequences are truncated at the context budget
@@ -106,5 +119,7 @@ class KTOMethod(Method):
 
     def describe(self, job: TrainJob, dataset) -> str:
         options = job.train.kto
-        return (f"{len(dataset)} rows ({self.counts[True]} desirable, {self.counts[False]} undesirable), "
-                f"beta {options.beta}, weights {options.desirable_weight} / {options.undesirable_weight}")
+        return (
+            f"{len(dataset)} rows ({self.counts[True]} desirable, {self.counts[False]} undesirable), "
+            f"beta {options.beta}, weights {options.desirable_weight} / {options.undesirable_weight}"
+        )

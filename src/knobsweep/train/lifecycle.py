@@ -31,12 +31,17 @@ from knobsweep import layout, registry
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
 from knobsweep.spec.schema import RunInfo, TrainJob
 from knobsweep.train.batching import batch_plan
-from knobsweep.train.callbacks import (HealthCallback, LifecycleCallback, MetricsLogger, NO_SIGNAL_HINT, StopRequest,
-                                       never_learned)
+from knobsweep.train.callbacks import (
+    NO_SIGNAL_HINT,
+    HealthCallback,
+    LifecycleCallback,
+    MetricsLogger,
+    StopRequest,
+    never_learned,
+)
 from knobsweep.train.health import HealthMonitor, NonFiniteError
 from knobsweep.train.method import Method, build_trl_config, get_method
-from knobsweep.train.status import (CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING,
-                                    RunStatus)
+from knobsweep.train.status import CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING, RunStatus
 
 
 class Cancelled(BaseException):
@@ -49,12 +54,16 @@ class Cancelled(BaseException):
 
 # --- resume -------------------------------------------------------------------------------
 
+
 def latest_checkpoint(checkpoints: Path) -> Path | None:
     """The checkpoint-N with the largest N that holds a trainer_state.json (a finished save)."""
     if not checkpoints.is_dir():
         return None
-    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-            and p.name.split("-")[-1].isdigit()]
+    done = [
+        p
+        for p in checkpoints.glob("checkpoint-*")
+        if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()
+    ]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
@@ -109,8 +118,10 @@ def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
             stop.signum = signum
             console.print(f"[yellow]{signal.Signals(signum).name}[/]: finishing this step, saving a checkpoint")
             return
-        raise Cancelled(signum, f"{signal.Signals(signum).name} "
-                                f"{'again' if stop.signum else 'outside the training loop'}: stopped at once")
+        raise Cancelled(
+            signum,
+            f"{signal.Signals(signum).name} {'again' if stop.signum else 'outside the training loop'}: stopped at once",
+        )
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
@@ -118,8 +129,15 @@ def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
 
 # --- the run ------------------------------------------------------------------------------
 
-def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: str | Path,
-                 run_info: RunInfo | None = None, warm_start: str | None = None) -> Path:
+
+def run_training(
+    job: TrainJob,
+    model_path: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    run_info: RunInfo | None = None,
+    warm_start: str | None = None,
+) -> Path:
     """Train with job.train.method; write the contract's outputs into out_dir; return it.
 
     Resumes from the latest checkpoint in out_dir/checkpoints when run.yaml there records the same
@@ -169,8 +187,9 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
         # What ran it, for cost estimates of later runs (knobsweep.estimate): GPU or CPU, processes.
         status.write(VALIDATING, device="GPU" if torch.cuda.is_available() else "CPU", processes=state.num_processes)
         method = get_method(job.train.method)
-        trainer, tokenizer, lifecycle = _validate_and_build(method, job, model_path, data_dir, out_dir, state,
-                                                            status, console, stop, run_info, warm_start)
+        trainer, tokenizer, lifecycle = _validate_and_build(
+            method, job, model_path, data_dir, out_dir, state, status, console, stop, run_info, warm_start
+        )
         if checkpoint is None:
             status.write(initial_weights=_fingerprint(trainer))
         status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")
@@ -179,9 +198,12 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
         step = trainer.state.global_step
         if stop.signum is not None:
             last = latest_checkpoint(checkpoints)
-            raise Cancelled(stop.signum, f"{stop.name} at step {step}: "
-                                         f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
-                                         "run the same command again to resume")
+            raise Cancelled(
+                stop.signum,
+                f"{stop.name} at step {step}: "
+                f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
+                "run the same command again to resume",
+            )
         if is_main:
             with atomic_dir(out_dir / layout.ADAPTER) as tmp:
                 save_policy(trainer.accelerator.unwrap_model(trainer.model), tmp)
@@ -193,8 +215,11 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
     except NonFiniteError as exc:
         last = latest_checkpoint(checkpoints)
         status.warn(exc.step or status.step, "non_finite", str(exc))
-        status.write(FAILED, reason=f"NonFiniteError: {exc}; stopped before the weights or a checkpoint took it; "
-                                    f"last good checkpoint: {last if last else 'none'}")
+        status.write(
+            FAILED,
+            reason=f"NonFiniteError: {exc}; stopped before the weights or a checkpoint took it; "
+            f"last good checkpoint: {last if last else 'none'}",
+        )
         console.print(f"[bold red]FAILED[/]: {escape(str(exc))}")
         raise
     except BaseException as exc:
@@ -208,12 +233,20 @@ def run_training(job: TrainJob, model_path: str, data_dir: str | Path, out_dir: 
     final = EARLY_STOPPED if reason else COMPLETED
     reason += f"; {NO_SIGNAL_HINT}" if reason else ""
     # learned: false tells the merge there is nothing to merge (knobsweep.merge.skip_reason)
-    status.write(final, reason=reason, step=step, runtime_s=round(time.monotonic() - started, 2),
-                 summary=run_summary(logs[0], method.summary_keys), learned=nothing_learned is None)
+    status.write(
+        final,
+        reason=reason,
+        step=step,
+        runtime_s=round(time.monotonic() - started, 2),
+        summary=run_summary(logs[0], method.summary_keys),
+        learned=nothing_learned is None,
+    )
     if is_main:
-        console.print(f"[bold]{method.title} {final.lower().replace('_', ' ')}[/]: {step} steps in "
-                      f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
-                      + (f"\n{escape(reason)}" if reason else ""))
+        console.print(
+            f"[bold]{method.title} {final.lower().replace('_', ' ')}[/]: {step} steps in "
+            f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
+            + (f"\n{escape(reason)}" if reason else "")
+        )
     return out_dir
 
 
@@ -233,8 +266,19 @@ def _fingerprint(trainer) -> dict:
     return trainable_fingerprint(trainer.accelerator.unwrap_model(trainer.model))
 
 
-def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out_dir, state, status, console, stop,
-                        run_info: RunInfo | None, warm_start: str | None):
+def _validate_and_build(
+    method: Method,
+    job: TrainJob,
+    model_path,
+    data_dir,
+    out_dir,
+    state,
+    status,
+    console,
+    stop,
+    run_info: RunInfo | None,
+    warm_start: str | None,
+):
     """VALIDATING: every check that can fail before a step runs, then the trainer."""
     import torch
     from transformers import AutoTokenizer, PrinterCallback
@@ -248,15 +292,19 @@ def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out
     warm_kind = inspect_warm_start(warm_start)
     plan = batch_plan(train, job.rollout, state.num_processes)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    status.write(validation=method.validate_with_tokenizer(job, dataset, tokenizer, out_dir, state.is_main_process),
-                 batch_plan={k: v for k, v in vars(plan).items() if k != "explanation"})
+    status.write(
+        validation=method.validate_with_tokenizer(job, dataset, tokenizer, out_dir, state.is_main_process),
+        batch_plan={k: v for k, v in vars(plan).items() if k != "explanation"},
+    )
 
     tracking = wandb_setup(run_info, out_dir, job.model_dump(mode="json")) if run_info else TrackingSetup("none")
     tracking.apply()  # os.environ, before the trainer exists: its W&B integration reads it at init
     use_cuda = torch.cuda.is_available()
     # model_init_kwargs only acts when TRL loads the model itself; we load it, so apply it here.
-    model_kwargs = {"dtype": torch.bfloat16 if use_cuda else torch.float32,
-                    **(train.trl.get("model_init_kwargs") or {})}
+    model_kwargs = {
+        "dtype": torch.bfloat16 if use_cuda else torch.float32,
+        **(train.trl.get("model_init_kwargs") or {}),
+    }
     args = build_trl_config(method.config_class, method.trl_kwargs(job, out_dir, plan, use_cuda, tracking.report_to))
     model, peft, warm_description = load_policy(model_path, job.model.lora, warm_start, warm_kind, model_kwargs)
     check_vocabulary(model, tokenizer, warm_start)
@@ -268,11 +316,21 @@ def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out
     last = previous[-1] if previous else None
     health = HealthCallback(monitor, status, console)
     lifecycle = LifecycleCallback(stop, status, console, health, logs=(metrics_path, out_dir / layout.ROLLOUTS))
-    logger = MetricsLogger(metrics_path, status, console, log_every=train.log_every,
-                           elapsed_offset=float(last["elapsed_s"]) if last else 0.0, last=last,
-                           columns=method.columns)
+    logger = MetricsLogger(
+        metrics_path,
+        status,
+        console,
+        log_every=train.log_every,
+        elapsed_offset=float(last["elapsed_s"]) if last else 0.0,
+        last=last,
+        columns=method.columns,
+    )
     trainer = method.build_trainer(
-        model=model, args=args, dataset=dataset, tokenizer=tokenizer, peft_config=peft,
+        model=model,
+        args=args,
+        dataset=dataset,
+        tokenizer=tokenizer,
+        peft_config=peft,
         callbacks=[logger, health, lifecycle, *tracking.callbacks],  # a step is logged before it is judged
     )
     lifecycle.trainer = trainer
@@ -285,10 +343,12 @@ def _validate_and_build(method: Method, job: TrainJob, model_path, data_dir, out
     trainer.remove_callback(PrinterCallback)  # it prints every log as a dict; MetricsLogger prints a table
     if state.is_main_process:
         lora = job.model.lora
-        console.print(f"[bold]{method.title}[/] {escape(str(model_path))}: {escape(method.describe(job, dataset))}, "
-                      f"lr {train.learning_rate}, "
-                      f"{'LoRA r=' + str(lora.rank) if lora else 'full fine-tune'}"
-                      + (f", warm start from {escape(str(warm_description))}" if warm_kind else ""))
+        console.print(
+            f"[bold]{method.title}[/] {escape(str(model_path))}: {escape(method.describe(job, dataset))}, "
+            f"lr {train.learning_rate}, "
+            f"{'LoRA r=' + str(lora.rank) if lora else 'full fine-tune'}"
+            + (f", warm start from {escape(str(warm_description))}" if warm_kind else "")
+        )
         console.print(f"[bold]batch[/]: {escape(plan.explanation)}")
         if tracking.report_to != "none":
             console.print(f"[bold]tracking[/]: {tracking.report_to}")

@@ -19,7 +19,7 @@ from knobsweep.registry import load, method
 from knobsweep.spec.schema import LoraConfig, TrainJob
 
 
-def get_method(name: str) -> "Method":
+def get_method(name: str) -> Method:
     """The Method of `train.method` (its module is imported only for the method a run uses)."""
     return load(method(name).implementation)()
 
@@ -157,8 +157,15 @@ class Method:
     def build_trainer(self, *, model, args, dataset, tokenizer, peft_config, callbacks):
         """The method's trainer (knobsweep.registry.METHODS) on the run's model, TRL config and rows."""
         trainer = load(method(self.name).trainer)
-        return trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                       peft_config=peft_config, callbacks=callbacks, **self.trainer_kwargs())
+        return trainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+            **self.trainer_kwargs(),
+        )
 
     def dropped_rows(self, job: TrainJob, rows: int, train_rows: int) -> str | None:
         """A warning when the trainer's own preparation left fewer rows than the file had, or None."""

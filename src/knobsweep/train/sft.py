@@ -73,23 +73,30 @@ class SFTMethod(Method):
         options = job.train.sft
         columns = dataset.column_names
         if "messages" not in columns and not {"prompt", "completion"} <= set(columns):
-            raise ValueError(f"train.parquet: SFT needs a 'messages' column or 'prompt' + 'completion' columns "
-                             f"(columns: {', '.join(columns)}); set data.format: sft in the experiment")
+            raise ValueError(
+                f"train.parquet: SFT needs a 'messages' column or 'prompt' + 'completion' columns "
+                f"(columns: {', '.join(columns)}); set data.format: sft in the experiment"
+            )
         wanted = [c for c in ("messages", "prompt", "completion") if c in columns]
         ids = row_ids(dataset)
         forms, bad = {}, []
         for row_id, row in zip(ids, dataset.select_columns(wanted)):
             form = row_form(row)
-            problem = row_problem(row, form, options.assistant_only_loss) if form else \
-                "neither messages nor prompt + completion"
+            problem = (
+                row_problem(row, form, options.assistant_only_loss)
+                if form
+                else "neither messages nor prompt + completion"
+            )
             if problem:
                 bad.append((row_id, problem))
             else:
                 forms.setdefault(form, row_id)
         raise_bad_rows(bad, len(dataset), "no usable sft conversation")
         if len(forms) > 1:
-            raise ValueError(f"train.parquet: rows mix the sft forms (row {forms[MESSAGES]} has messages, row "
-                             f"{forms[PROMPT_COMPLETION]} has prompt + completion); use one form per file")
+            raise ValueError(
+                f"train.parquet: rows mix the sft forms (row {forms[MESSAGES]} has messages, row "
+                f"{forms[PROMPT_COMPLETION]} has prompt + completion); use one form per file"
+            )
         self.form = next(iter(forms))
         return dataset.select_columns(["messages"] if self.form == MESSAGES else ["prompt", "completion"])
 
@@ -103,12 +110,19 @@ class SFTMethod(Method):
         options = job.train.sft
         first = self.conversation(dataset[0])
         if first is not None and not tokenizer.chat_template:
-            raise ValueError("the model's tokenizer has no chat template, so conversational sft rows cannot be "
-                             "rendered (use a chat model, or text rows)")
+            raise ValueError(
+                "the model's tokenizer has no chat template, so conversational sft rows cannot be "
+                "rendered (use a chat model, or text rows)"
+            )
         if options.assistant_only_loss:
             self._check_assistant_mask(tokenizer, first)
-        return {"rows": len(dataset), "form": self.form, "loss_on": self.loss_on(options),
-                "max_length": options.max_length, "packing": options.packing}
+        return {
+            "rows": len(dataset),
+            "form": self.form,
+            "loss_on": self.loss_on(options),
+            "max_length": options.max_length,
+            "packing": options.packing,
+        }
 
     def loss_on(self, options: SftConfig) -> str:
         if options.assistant_only_loss:
@@ -135,14 +149,19 @@ class SFTMethod(Method):
             else:
                 reason = "TRL has no training template for it"
             if not template:
-                raise ValueError(prefix + "the model's chat template has no {% generation %} markers around "
-                                          f"assistant content and {reason}; set assistant_only_loss: false")
-        rendered = tokenizer.apply_chat_template(conversation, chat_template=template, tokenize=True,
-                                                 return_dict=True, return_assistant_tokens_mask=True)
+                raise ValueError(
+                    prefix + "the model's chat template has no {% generation %} markers around "
+                    f"assistant content and {reason}; set assistant_only_loss: false"
+                )
+        rendered = tokenizer.apply_chat_template(
+            conversation, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         if 1 not in list(rendered.get("assistant_masks") or []):
-            raise ValueError(prefix + "the chat template marks no assistant token in the first row's conversation "
-                                      "(its {% generation %} markers do not enclose assistant content); "
-                                      "set assistant_only_loss: false")
+            raise ValueError(
+                prefix + "the chat template marks no assistant token in the first row's conversation "
+                "(its {% generation %} markers do not enclose assistant content); "
+                "set assistant_only_loss: false"
+            )
 
     def method_kwargs(self, job: TrainJob, plan, use_cuda: bool) -> dict[str, Any]:
         return job.train.sft.model_dump()  # TRL's SFTConfig fields of the same names
@@ -151,10 +170,14 @@ class SFTMethod(Method):
         options = job.train.sft
         if options.packing or train_rows >= rows:  # packing merges rows: fewer is expected
             return None
-        return (f"{rows - train_rows} of {rows} rows have no {self.loss_on(options)} left within "
-                f"train.sft.max_length={options.max_length} and were dropped; raise max_length to keep them")
+        return (
+            f"{rows - train_rows} of {rows} rows have no {self.loss_on(options)} left within "
+            f"train.sft.max_length={options.max_length} and were dropped; raise max_length to keep them"
+        )
 
     def describe(self, job: TrainJob, dataset) -> str:
         options = job.train.sft
-        return (f"{len(dataset)} {self.form} rows, loss on {self.loss_on(options)}, "
-                f"max_length {options.max_length}, packing {'on' if options.packing else 'off'}")
+        return (
+            f"{len(dataset)} {self.form} rows, loss on {self.loss_on(options)}, "
+            f"max_length {options.max_length}, packing {'on' if options.packing else 'off'}"
+        )

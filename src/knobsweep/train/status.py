@@ -67,14 +67,14 @@ class RunStatus:
         self.write()
         return warning
 
-    def write(self, state: str | None = None, reason: str | None = None, step: int | None = None,
-              **extra: Any) -> None:
+    def write(self, state: str | None = None, reason: str | None = None, step: int | None = None, **extra: Any) -> None:
         if state is not None and state != self.state:
             assert state in STATES, state
             self.state = state
             self.reason = reason or ""
-            self.history.append({"state": state, "at": utc_now(), "reason": self.reason,
-                                 "step": self.step if step is None else step})
+            self.history.append(
+                {"state": state, "at": utc_now(), "reason": self.reason, "step": self.step if step is None else step}
+            )
         elif reason is not None:
             self.reason = reason
         self.step = self.step if step is None else step

@@ -113,7 +113,7 @@ def _value_text(value: Any) -> str:
 def _tag(text: str) -> str:
     # WANDB_TAGS is comma-separated, so a comma inside a tag (a list value) would split it.
     text = text.replace(",", ";")
-    return text if len(text) <= TAG_MAX else text[:TAG_MAX - 3] + "..."
+    return text if len(text) <= TAG_MAX else text[: TAG_MAX - 3] + "..."
 
 
 def persistent_run_id(out_dir: Path) -> str:
@@ -135,8 +135,10 @@ def persistent_run_id(out_dir: Path) -> str:
             candidate.unlink(missing_ok=True)
     run_id = path.read_text(encoding="utf-8").strip()
     if not RUN_ID_PATTERN.fullmatch(run_id):
-        raise ValueError(f"{path}: {run_id!r} is not a W&B run id (1-64 lowercase letters and digits); "
-                         "delete the file to start a new W&B run")
+        raise ValueError(
+            f"{path}: {run_id!r} is not a W&B run id (1-64 lowercase letters and digits); "
+            "delete the file to start a new W&B run"
+        )
     return run_id
 
 
@@ -168,9 +170,13 @@ class WandbRunCallback(TrainerCallback):
         if run is None:
             return
         if run.id != self.run_id:
-            logger.warning("W&B run id %s is not the id in %s (%s): was WANDB_RUN_ID set before the trainer "
-                           "was built? A resumed training run will start a new W&B run.",
-                           run.id, layout.WANDB_RUN_ID, self.run_id)
+            logger.warning(
+                "W&B run id %s is not the id in %s (%s): was WANDB_RUN_ID set before the trainer "
+                "was built? A resumed training run will start a new W&B run.",
+                run.id,
+                layout.WANDB_RUN_ID,
+                self.run_id,
+            )
         wandb.config.update(self.config, allow_val_change=True)
         if run.name != self.name:
             run.name = self.name

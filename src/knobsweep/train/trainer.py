@@ -21,8 +21,8 @@ import os
 import torch
 from trl import GRPOTrainer, KTOTrainer, SFTTrainer
 
-from knobsweep.train.filtering import filter_batch, group_keep_mask
 from knobsweep.train.callbacks import any_process
+from knobsweep.train.filtering import filter_batch, group_keep_mask
 from knobsweep.train.health import NonFiniteError
 
 # Test hook: make the loss NaN at this optimizer step (1-based), to exercise the FAILED path; with
@@ -43,15 +43,23 @@ class FiniteLossMixin:
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if isinstance(result, tuple) else result
         nan_at = os.environ.get(NAN_AT_STEP_ENV)
-        if (nan_at and self.model.training and self.state.global_step + 1 == int(nan_at)
-                and os.environ.get(NAN_ONLY_IN_ENV, "") in str(self.args.output_dir)
-                and os.environ.get(NAN_RANK_ENV, str(self.args.process_index)) == str(self.args.process_index)):
+        if (
+            nan_at
+            and self.model.training
+            and self.state.global_step + 1 == int(nan_at)
+            and os.environ.get(NAN_ONLY_IN_ENV, "") in str(self.args.output_dir)
+            and os.environ.get(NAN_RANK_ENV, str(self.args.process_index)) == str(self.args.process_index)
+        ):
             loss = loss * torch.nan
             result = (loss, *result[1:]) if isinstance(result, tuple) else loss
         finite = bool(torch.isfinite(loss.detach()).all())
         if any_process(not finite, loss.device):
             step = self.state.global_step + 1
-            where = f"loss is {loss.detach().float().mean().item()}" if not finite else "another process's loss is not finite"
+            where = (
+                f"loss is {loss.detach().float().mean().item()}"
+                if not finite
+                else "another process's loss is not finite"
+            )
             raise NonFiniteError(f"{where} at step {step}", step)
         return result
 
@@ -101,18 +109,19 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
             return output
         local = output["completion_mask"].size(0)
         start = self.accelerator.process_index * local
-        keep = keep_all[start:start + local]
+        keep = keep_all[start : start + local]
         # Dropping rows changes the batch size; TRL splits a generation batch into
         # steps_per_generation equal slices afterwards, so then mask the rows instead.
         drop_rows = self.args.steps_per_generation == 1 and "pixel_values" not in output
-        return filter_batch(output, keep, drop_rows,
-                            total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum())
+        return filter_batch(output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum())
 
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         before = {name: len(values) for name, values in self._metrics[mode].items()}
         loss = super()._compute_loss(model, inputs)
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        mask = (
+            inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        )
         # Every process takes part in the reduce, so the decision is the same on all of them.
         tokens = self.accelerator.reduce(mask.sum().float().detach().reshape(1), reduction="sum").item()
         if mode == "train":

@@ -21,12 +21,16 @@ from typing import Any
 from knobsweep.spec.schema import LoraConfig
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def inspect_warm_start(path: str | None) -> str | None:
-    """"adapter", "model", or None (no warm start); ValueError naming the path otherwise."""
+    """ "adapter", "model", or None (no warm start); ValueError naming the path otherwise."""
     if not path:
         return None
     where = Path(path)
@@ -48,12 +52,15 @@ def inspect_warm_start(path: str | None) -> str | None:
             raise ValueError(f"{prefix}: config.json but no model weights ({' / '.join(MODEL_WEIGHTS)})")
         return "model"
     found = ", ".join(sorted(p.name for p in where.iterdir())[:8]) or "nothing"
-    raise ValueError(f"{prefix}: neither a PEFT adapter (adapter_config.json + weights) nor a full model "
-                     f"(config.json + weights); it holds: {found}")
+    raise ValueError(
+        f"{prefix}: neither a PEFT adapter (adapter_config.json + weights) nor a full model "
+        f"(config.json + weights); it holds: {found}"
+    )
 
 
-def load_policy(model_path: str, lora: LoraConfig | None, warm_start: str | None, kind: str | None,
-                model_kwargs: dict[str, Any]):
+def load_policy(
+    model_path: str, lora: LoraConfig | None, warm_start: str | None, kind: str | None, model_kwargs: dict[str, Any]
+):
     """(model, peft_config for the trainer or None, a description for status.json / the console)."""
     from transformers import AutoModelForCausalLM
 
@@ -63,8 +70,9 @@ def load_policy(model_path: str, lora: LoraConfig | None, warm_start: str | None
         try:
             model = AutoModelForCausalLM.from_pretrained(warm_start, **model_kwargs)
         except Exception as error:  # noqa: BLE001 - the path belongs in the message
-            raise ValueError(f"train.warm_start_from={warm_start}: cannot load the model: "
-                             f"{type(error).__name__}: {error}") from error
+            raise ValueError(
+                f"train.warm_start_from={warm_start}: cannot load the model: {type(error).__name__}: {error}"
+            ) from error
         return model, peft_config(lora), f"full model {warm_start}"
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
     if kind != "adapter":
@@ -74,8 +82,10 @@ def load_policy(model_path: str, lora: LoraConfig | None, warm_start: str | None
     try:
         model = PeftModel.from_pretrained(model, warm_start, is_trainable=True)
     except Exception as error:  # noqa: BLE001 - e.g. an adapter trained on another base model
-        raise ValueError(f"train.warm_start_from={warm_start}: cannot load the adapter onto {model_path}: "
-                         f"{type(error).__name__}: {error}") from error
+        raise ValueError(
+            f"train.warm_start_from={warm_start}: cannot load the adapter onto {model_path}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
     if lora is None:  # full fine-tune of base + adapter
         return model.merge_and_unload(), None, f"adapter {warm_start}, merged (model.lora is null: full fine-tune)"
     config = model.peft_config["default"]
@@ -87,8 +97,10 @@ def check_vocabulary(model, tokenizer, warm_start: str | None) -> None:
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
         where = f"train.warm_start_from={warm_start}: " if warm_start else ""
-        raise ValueError(f"{where}the model has {rows} embedding rows but the tokenizer has {len(tokenizer)} tokens: "
-                         "not the same model family")
+        raise ValueError(
+            f"{where}the model has {rows} embedding rows but the tokenizer has {len(tokenizer)} tokens: "
+            "not the same model family"
+        )
 
 
 def trainable_fingerprint(model) -> dict:
@@ -102,4 +114,4 @@ def trainable_fingerprint(model) -> dict:
             if parameter.requires_grad:
                 count += parameter.numel()
                 squares += float(parameter.detach().float().pow(2).sum())
-    return {"trainable_params": count, "l2": squares ** 0.5}
+    return {"trainable_params": count, "l2": squares**0.5}
