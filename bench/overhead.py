@@ -116,7 +116,7 @@ def plain_grpo_config_kwargs(out_dir: Path) -> dict:
         mask_truncated_completions=False,
         use_cpu=True,
         bf16=False,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
     )
 
 

@@ -5,6 +5,7 @@ rule report:
         html=layout.REPORT_HTML,
         csv=layout.REPORT_CSV,
         json=layout.REPORT_JSON,
+        done=touch(layout.REPORT_DONE),
     log:
         layout.REPORT_LOG,
     conda:

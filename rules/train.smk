@@ -30,7 +30,9 @@ rule train:
         args=per_key(pipeline.train, lambda job: job.args),
         base=per_key(pipeline.train, lambda job: job.model),
         out=layout.TRAIN_DIR,
+        status=layout.TRAIN_STATUS,  # the merge skips a run that never learned (EARLY_STOPPED)
     shell:
         "{params.launch} -m knobsweep.train {params.args} --out {params.out} > {log.train} 2>&1"
         " && python -m knobsweep.merge --base {params.base:q} --adapter {output.adapter} --out {output.merged}"
+        " --status {params.status}"
         " > {log.merge} 2>&1"

@@ -9,6 +9,7 @@ Screenshots go to $KNOBSWEEP_ARTIFACTS (default: the test's temp dir).
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -103,13 +104,15 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
                id: d.id, names: d.data.map(t => t.name)}))"""
     )
     by_id = {chart["id"]: chart["names"] for chart in charts}
-    assert {"fig-reward", "fig-loss", "fig-kl", "fig-grad-norm", "fig-eval", "fig-parsers"} <= set(by_id)
+    assert {"fig-forest", "fig-reward", "fig-loss", "fig-kl", "fig-grad-norm", "fig-eval", "fig-parsers"} <= set(by_id)
     import html
 
     for chart_id, names in by_id.items():
         names = [html.unescape(name) for name in names]
         assert len(names) == len(set(names)), chart_id
-        if chart_id in ("fig-eval", "fig-parsers"):
+        if chart_id == "fig-forest":
+            assert names == ["order", "better", "within noise"], names  # one per verdict: colour = verdict
+        elif chart_id in ("fig-eval", "fig-parsers"):
             assert names == run_names[:3], chart_id  # the runs with an eval
         else:
             assert names == run_names, chart_id  # every run logged metrics
@@ -171,10 +174,59 @@ def test_report_in_chromium(browser, tmp_path: Path) -> None:
     assert after[0] == pytest.approx(before[0]) and after[4] < before[4]
     assert errors == [] and dialogs == []
 
+    check_first_screen(
+        page,
+        {
+            "baseline": "better",
+            "learning_rate=3e-4": "within noise",
+            "temperature=1": "better",
+            "batch_size=32": "not comparable",
+            "batch_size=4": "not comparable",
+        },
+    )
+    forest = page.evaluate("document.getElementById('fig-forest').data.map(t => [t.name, t.y[1], t.x])")
+    assert [(name, values) for name, values, _ in forest] == [
+        ("order", ["3e-4", "1"]),
+        ("better", ["1"]),
+        ("within noise", ["3e-4"]),
+    ]
+    # The arms top to bottom in the table's order: learning_rate above temperature.
+    ticks = page.evaluate("""Array.from(document.querySelectorAll('#fig-forest .ytick text, #fig-forest .ytick2 text'))
+                             .map(t => [t.textContent, t.getBoundingClientRect().top])""")
+    tops = {text: top for text, top in ticks}
+    assert tops["learning_rate"] < tops["temperature"], ticks
+
     shot = artifacts_dir(tmp_path) / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     page.close()
+
+
+def check_first_screen(page, verdicts: dict[str, str]) -> None:
+    """At 1400 x 1000 px, the verdict table (whole, not scrolled inside its box) and the forest plot
+    lie in the first screen, nothing scrolls sideways, and each arm has the verdict expected."""
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)  # plotly's responsive relayout
+    for selector in ("table.verdict", "#fig-forest .main-svg"):
+        box = page.locator(selector).first.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 1000, (selector, box)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 1400, (selector, box)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    assert page.evaluate(
+        "(() => { const t = document.querySelector('table.verdict');"
+        " return t.scrollWidth <= t.parentElement.clientWidth; })()"
+    )
+    shown = page.evaluate(
+        """() => Object.fromEntries(Array.from(document.querySelectorAll('table.verdict tbody tr')).map(tr =>
+               [tr.getAttribute('data-arm'),
+                [tr.querySelector('td[data-column="verdict"]').childNodes[0].textContent.trim(),
+                 tr.querySelector('td[data-column="delta"]').textContent.trim()]]))"""
+    )
+    assert {arm: verdict for arm, (verdict, _) in shown.items()} == verdicts
+    for arm, (verdict, delta) in shown.items():
+        if verdict != "not comparable":  # Δ with its paired 95% CI: "+0.050 [-0.014, +0.118]"
+            assert re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", delta), (arm, delta)
 
 
 def test_failed_and_cancelled_only(browser, tmp_path: Path) -> None:

@@ -61,3 +61,20 @@ def test_report_command_builds_the_report_without_snakemake(write_spec, tmp_path
     assert main(["report", str(spec)]) == 0
     html = (tmp_path / "results" / "exp" / "report.html").read_text()
     assert "learning_rate=2e-4" in html and "not run" in html.lower()
+
+
+def test_user_text_that_looks_like_rich_markup_is_printed_as_it_is(write_spec, tmp_path, capsys):
+    # a knob value, hence a run name, and a bad path holding rich's closing-tag syntax
+    spec = write_spec(SPEC + '  rollout.extra_body: [{stop: "[/INST]"}]\n')
+    arm = next(run for run in load_experiment(spec).runs if "extra_body" in run.name)
+    train_dir = layout.path(layout.TRAIN_DIR, tmp_path, key=arm.keys.train)
+    train_dir.mkdir(parents=True)
+    (train_dir / "status.json").write_text(json.dumps({"state": "FAILED", "reason": "ValueError: [bold]x[/bold] [/]"}))
+    assert main(["validate", str(spec)]) == 0
+    assert main(["plan", str(spec)]) == 0
+    assert main(["status", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert out.count('extra_body={"stop":"[/INST]"}') == 2 and "ValueError: [bold]x[/bold] [/]" in out
+    bad = write_spec(SPEC.replace("path: data/gsm8k", "path: 'data/[/INST]'"), name="bad.yaml")
+    assert main(["validate", str(bad)]) == 1
+    assert "data/[/INST]" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 
 from knobsweep.data import convert_to_dir
 from knobsweep.errors import SpecError
-from knobsweep.evaluate import evaluate, pass_at_k, resolve_backend, score_samples, summarize
+from knobsweep.evaluate import evaluate, pass_at_k, score_samples, summarize
 from knobsweep.io import read_jsonl
 from knobsweep.models.tiny import build_tiny_model, texts_from_parquet
 from knobsweep.rewards import Evaluation, get_evaluator
@@ -202,13 +201,6 @@ def test_the_stage_reads_its_config_with_the_specs_ranges(options, message, tmp_
     assert not out.exists()
     with pytest.raises(SpecError, match=message):
         parse(EvalJob, config(**options), "--config-json")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_vllm_backend_without_the_gpu_extra_says_how_to_get_it(model, data, tmp_path):
-    assert resolve_backend("auto") == "hf"
-    with pytest.raises(RuntimeError, match=r"pip install knobsweep\[gpu\]"):
-        evaluate(job(backend="vllm"), model, data, tmp_path / "eval")
 
 
 def _record(row_id, completion, ground_truth="42", score=None):

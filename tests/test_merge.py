@@ -123,6 +123,37 @@ def test_adapter_that_changes_nothing_fails(base, tmp_path):
     assert_nothing_written(out)
 
 
+def test_a_run_that_never_learned_is_not_merged_and_any_other_no_op_adapter_still_fails(base, tmp_path, capsys):
+    untrained = make_adapter(base, tmp_path / "untrained", init_lora_weights=True)
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"state": "EARLY_STOPPED", "learned": False, "reason": "no learning signal: ..."}))
+    assert (
+        main(
+            [
+                "--base",
+                str(base),
+                "--adapter",
+                str(untrained),
+                "--out",
+                str(tmp_path / "skipped"),
+                "--status",
+                str(status),
+            ]
+        )
+        == 0
+    )
+    assert [p.name for p in (tmp_path / "skipped").iterdir()] == ["not_merged.json"]
+    assert json.loads((tmp_path / "skipped" / "not_merged.json").read_text()) == {
+        "reason": "EARLY_STOPPED: no learning signal: ..."
+    }
+    # a run that says it learned (or says nothing) and left a no-op adapter: the merge fails loudly
+    status.write_text(json.dumps({"state": "COMPLETED", "learned": True, "reason": ""}))
+    out = tmp_path / "merged"
+    assert main(["--base", str(base), "--adapter", str(untrained), "--out", str(out), "--status", str(status)]) == 1
+    assert "the adapter changes nothing" in capsys.readouterr().err
+    assert_nothing_written(out)
+
+
 def test_adapter_without_tokenizer_uses_the_base_tokenizer(base, adapter, tmp_path):
     bare = tmp_path / "bare-adapter"
     bare.mkdir()

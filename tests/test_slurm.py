@@ -319,8 +319,9 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_
     monkeypatch.chdir(workdir)
     (key,) = build_pipeline(experiment_files(None)).train
     out = workdir / "results" / "train" / key
-    # the training run's adapter as the target (not `--until train`: on the second run it finds nothing to do)
-    command = [*snakemake_command(activated=True), "--profile", "slurm", *FAST, f"results/train/{key}/adapter"]
+    # the whole workflow, twice, as a user types it: the report onerror builds after the preemption
+    # must not make the second run find nothing to do
+    command = [*snakemake_command(activated=True), "--profile", "slurm", *FAST]
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
     first = subprocess.Popen(
         command,
@@ -349,7 +350,9 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint_when_the_workflow_
     assert (out / "checkpoints" / f"checkpoint-{stopped}" / "trainer_state.json").is_file()  # survived the failure
     assert not (out / "adapter").exists()
 
-    run(command, workdir)  # the same command: the train job is submitted again and resumes
+    assert json.loads((workdir / "results" / "tiny" / "summary.json").read_text())["rows"][0]["status"] == "CANCELLED"
+    second = run(command, workdir)  # the same command: the train job is submitted again and resumes
+    assert "Nothing to be done" not in second.stdout + second.stderr
     status = json.loads((out / "status.json").read_text())
     assert (status["state"], status["step"], status["attempt"]) == ("COMPLETED", PREEMPT_STEPS, 2), status
     assert status["resumed_from"].endswith(f"checkpoint-{stopped}")

@@ -270,6 +270,9 @@ def test_a_trainer_logs_an_offline_run_and_a_resume_continues_it(tmp_path, monke
     for name, value in setup.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # wandb names its in-process service in os.environ; gone after this test, so later tests' training
+    # subprocesses do not inherit (and share) it
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     train_steps(model_dir, out, setup, steps=2)
 
     run_id = (out / RUN_ID_FILE).read_text().strip()
@@ -296,3 +299,14 @@ def test_a_trainer_logs_an_offline_run_and_a_resume_continues_it(tmp_path, monke
     assert len(run_dirs) == 2 and all(d.name.endswith(f"-{run_id}") for d in run_dirs)
     second = run_summary(run_dirs[-1])
     assert (second["id"], second["name"], second["group"]) == (run_id, "lr-0.0005", "lr_sweep")
+
+
+def test_a_tracked_run_starts_a_wandb_service_of_its_own(tmp_path, monkeypatch):
+    # an inherited service would keep a run that a signal stopped open, and its resume would fail
+    # ("run ID ... is in use")
+    monkeypatch.setenv("WANDB_SERVICE", "inherited-from-a-parent")
+    wandb_setup(TRACKING, RUN_INFO, tmp_path / "train", CONFIG).apply()
+    assert "WANDB_SERVICE" not in os.environ
+    monkeypatch.setenv("WANDB_SERVICE", "inherited-from-a-parent")
+    wandb_setup({}, RUN_INFO, tmp_path / "untracked", CONFIG).apply()
+    assert os.environ["WANDB_SERVICE"] == "inherited-from-a-parent"  # not tracking: left alone

@@ -286,7 +286,7 @@ def test_trl_grpo_config_accepts_the_plan(tmp_path, train, n):
         output_dir=str(tmp_path),
         use_cpu=True,
         bf16=False,
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         report_to="none",
         num_generations=n,
         per_device_train_batch_size=plan.per_device_batch_size,

@@ -181,6 +181,15 @@ def test_health_monitor_warns_once_per_episode():
     assert kinds(4, grad_norm=0.5, invalid_rate=0.5, identical_rollouts=1.0) == ["invalid_rate", "identical_rollouts"]
     assert kinds(5, grad_norm=5.0) == []
     assert kinds(6, grad_norm=5.0) == ["grad_norm_spike"]  # cleared at step 4, so a new episode
+    # A step that computed no grad norm / KL (every group filtered) neither clears nor resets anything:
+    # the KL blow-up of step 2 was never measured again until now, so it is the same episode.
+    assert kinds(7, grad_norm=5.0, kl=2.0) == []
+    assert kinds(8, grad_norm=5.0, kl=0.5) == [] and kinds(9, grad_norm=5.0, kl=2.0) == ["kl_blowup"]
+    assert kinds(10, reward=0.1) == []
+    assert kinds(11, grad_norm=5.0, kl=2.0) == []  # the same two episodes, not new ones
+    monitor = HealthMonitor("grpo", HealthConfig(grad_norm_max=1.0, grad_norm_patience=3))
+    assert kinds(1, grad_norm=5.0) == kinds(2, grad_norm=5.0) == kinds(3, reward=0.0) == []
+    assert kinds(4, grad_norm=5.0) == ["grad_norm_spike"]  # three measured steps in a row
 
 
 def test_health_monitor_sees_a_reward_collapse_and_non_finite_values():
@@ -432,6 +441,7 @@ def test_a_finished_run_whose_adapter_was_deleted_resumes_from_its_final_checkpo
     # included. The rerun must take the final checkpoint back, not train again.
     model, data = inputs
     config = train_config(batch_size=1, epochs=1, save_every=4)  # 6 steps; the end is saved too
+    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # a learning signal: COMPLETED
     out = tmp_path / "train"
     code, output = finish(start(config, model, data, out, launcher=False))
     assert code == 0, output[-4000:]
@@ -495,8 +505,17 @@ def test_an_epoch_without_signal_stops_early_and_saves_the_adapter(inputs, tmp_p
     status = status_of(out)
     assert status["state"] == "EARLY_STOPPED", status
     assert status["step"] == 3 and "stopped after step 3 of 6" in status["reason"]
+    assert status["reason"].startswith("no learning signal: every group of all 3 steps had zero score variance")
+    assert "try a higher rollout.temperature" in status["reason"] and status["learned"] is False
     assert "all_groups_filtered" in {w["kind"] for w in status["warnings"]}
-    assert all(m["filtered_group_rate"] == 1.0 and m["loss"] == 0.0 for m in read_jsonl(out / "metrics.jsonl"))
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    for line in metrics:
+        # Measured on the generation batch: present, and 0 / 1 for real.
+        assert line["filtered_group_rate"] == 1.0 and line["frac_reward_zero_std"] == 1.0 and line["reward"] == 0.0
+        # Computed on the tokens trained on, of which there were none: absent, not 0.
+        assert not {"loss", "grad_norm", "entropy", "kl", "policy_loss"} & set(line), line
+        assert not any(name.startswith("clip_ratio/") for name in line) and None not in line.values()
     assert (out / "adapter" / "adapter_config.json").is_file()
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake_command, user_shell
+from conftest import REPO, VENV_BIN, snakemake_command, user_shell
 
 from knobsweep.spec import load_experiment
 
@@ -197,3 +200,147 @@ def test_a_failed_run_leaves_the_others_and_the_report_complete(tmp_path, monkey
     # The failed run's logs and status stay for the report and a later resume; its adapter does not exist.
     train_dir = tmp_path / "results" / "train" / diverges.keys.train
     assert (train_dir / "metrics.jsonl").read_text().count("\n") == 1 and not (train_dir / "adapter").exists()
+
+    # The cause fixed, the same command finishes the sweep: the failed run's stages (not the report
+    # onerror built) are what Snakemake plans, as `knobsweep plan` says.
+    assert planned_jobs(tmp_path) == {"train": 1, "evaluate": 1, "report": 1}
+    monkeypatch.delenv("KNOBSWEEP_TEST_NAN_AT_STEP")
+    snakemake(tmp_path, "--config", "experiments=failing")
+    summary = json.loads((tmp_path / "results" / "failing" / "summary.json").read_text())
+    assert {row["status"] for row in summary["rows"] if not row["reference"]} == {"COMPLETED"}
+    assert json.loads((train_dir / "status.json").read_text())["resumed_from"].endswith("checkpoint-1")
+
+
+RESUMABLE = """
+baseline:
+  model: {name: tiny}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 48, eval_size: 4}
+  train: {learning_rate: 5.0e-4, batch_size: 1, save_every: 2, keep_checkpoints: 2}
+  rollout: {n: 4, temperature: 1.0, top_k: 0, max_tokens: 16}
+  reward: {name: gsm8k, format_weight: 0.5}
+  eval: {max_tokens: 16}
+tracking:
+  wandb: {project: knobsweep-tests, mode: offline}
+"""
+RESUMABLE_STEPS = 48  # 48 prompts, one per step, one epoch
+
+
+def trainer_pids(out_dir: Path) -> list[int]:
+    """The training processes writing `out_dir` (`python -m knobsweep.train ... --out OUT`), not their
+    accelerate launcher or the job's shell."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if argv[1:3] == ["-m", "knobsweep.train"] and any(arg.endswith(str(out_dir)) for arg in argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+def logged_steps(metrics: Path) -> list[int]:
+    try:
+        return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):  # not there yet, or a line being written
+        return []
+
+
+def test_a_cancelled_run_resumes_when_the_same_command_runs_again(tmp_path, monkeypatch):
+    """SIGTERM to the trainer mid-run: the run is CANCELLED with a checkpoint and the sweep's report lists
+    it; the same command again plans and runs the rest (not "Nothing to be done"), resuming from the
+    checkpoint into the same W&B run, every step logged once."""
+    copy_workflow(tmp_path)
+    (tmp_path / "experiments" / "resumable.yaml").write_text(RESUMABLE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = load_experiment(tmp_path / "experiments" / "resumable.yaml").baseline
+    out = Path("results") / "train" / run.keys.train
+    command = [*snakemake_command(True), "--cores", "2", "--config", "experiments=resumable"]
+    env = user_shell(True, tmp_path.parent / f"{tmp_path.name}-decoys")
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while len(logged_steps(tmp_path / out / "metrics.jsonl")) < 6 and first.poll() is None:
+            assert time.monotonic() < deadline, "no 6 training steps within 600 s"
+            time.sleep(0.2)
+        pids = trainer_pids(out)
+        assert first.poll() is None and pids, "the trainer finished before it could be signalled"
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        output = first.communicate(timeout=600)[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0, output[-3000:]
+    cancelled = json.loads((tmp_path / out / "status.json").read_text())
+    assert cancelled["state"] == "CANCELLED", cancelled
+    stopped = cancelled["step"]
+    assert 6 <= stopped < RESUMABLE_STEPS and cancelled["reason"].startswith(f"SIGTERM at step {stopped}")
+    run_id = (tmp_path / out / "wandb_run_id").read_text().strip()
+    summary = json.loads((tmp_path / "results" / "resumable" / "summary.json").read_text())  # built by onerror
+    assert [row["status"] for row in summary["rows"] if not row["reference"]] == ["CANCELLED"]
+
+    # what will run, as Snakemake and `knobsweep plan` see it: the run's training (+ merge), eval and report
+    assert planned_jobs(tmp_path) == {"train": 1, "evaluate": 1, "report": 1}
+    plan = subprocess.run(
+        [str(VENV_BIN / "knobsweep"), "plan", "experiments/resumable.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line for line in plan.splitlines() if "baseline" in line)
+    assert row.count("will run") == 3 and "cached" in row, plan  # data cached; train, merge, eval will run
+
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "Nothing to be done" not in second.stdout + second.stderr
+    status = json.loads((tmp_path / out / "status.json").read_text())
+    assert (status["state"], status["step"], status["attempt"]) == ("COMPLETED", RESUMABLE_STEPS, 2), status
+    assert status["resumed_from"].endswith(f"checkpoint-{stopped}")
+    assert logged_steps(tmp_path / out / "metrics.jsonl") == list(range(1, RESUMABLE_STEPS + 1))
+    assert (tmp_path / out / "wandb_run_id").read_text().strip() == run_id
+    attempts = sorted((tmp_path / out / "wandb").glob("offline-run-*"))  # one W&B run, logged in two attempts
+    assert len(attempts) == 2 and {d.name.rsplit("-", 1)[-1] for d in attempts} == {run_id}
+    summary = json.loads((tmp_path / "results" / "resumable" / "summary.json").read_text())
+    assert [row["status"] for row in summary["rows"] if not row["reference"]] == ["COMPLETED"]
+    assert planned_jobs(tmp_path) == {}
+
+
+NO_SIGNAL = """
+baseline:
+  model: {name: tiny}
+  data: {source: gsm8k, path: data/gsm8k, train_size: 16, eval_size: 4}
+  train: {learning_rate: 5.0e-4, batch_size: 4}
+  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}
+  reward: {name: gsm8k, format_weight: 0.5}
+  eval: {max_tokens: 16}
+sweep:
+  reward.format_weight: [0.0]   # strict correctness only: the random tiny model scores 0 on every sample
+"""
+
+
+def test_a_run_without_learning_signal_is_early_stopped_and_the_sweep_still_completes(tmp_path, monkeypatch):
+    copy_workflow(tmp_path)
+    (tmp_path / "experiments" / "nosignal.yaml").write_text(NO_SIGNAL)
+    monkeypatch.chdir(tmp_path)
+    silent = next(run for run in load_experiment(tmp_path / "experiments" / "nosignal.yaml").runs if run.changed)
+    snakemake(tmp_path, "--config", "experiments=nosignal")  # exit 0: an EARLY_STOPPED run is a result
+    summary = json.loads((tmp_path / "results" / "nosignal" / "summary.json").read_text())
+    rows = {row["run"]: row for row in summary["rows"] if not row["reference"]}
+    assert rows["baseline"]["status"] == "COMPLETED" and rows["baseline"]["eval_score"] is not None
+    arm = rows["format_weight=0"]
+    assert arm["status"] == "EARLY_STOPPED" and arm["eval_score"] is None, arm
+    assert arm["reason"].startswith("no learning signal: every group of all 4 steps had zero score variance")
+    assert "rollout.temperature" in arm["reason"] and "rollout.n" in arm["reason"]
+    # no merge was attempted: the merge folder says why instead of holding a model
+    merged = tmp_path / "results" / "merge" / silent.keys.train
+    assert [p.name for p in merged.iterdir() if p.name != ".snakemake_timestamp"] == ["not_merged.json"]
+    assert "EARLY_STOPPED: no learning signal" in json.loads((merged / "not_merged.json").read_text())["reason"]
+    evaluation = json.loads((tmp_path / "results" / "eval" / silent.keys.eval / "summary.json").read_text())
+    assert evaluation["score"] is None and "not merged" in evaluation["not_evaluated"]
+    assert "EARLY_STOPPED" in (tmp_path / "results" / "nosignal" / "report.html").read_text()
+    assert planned_jobs(tmp_path) == {}

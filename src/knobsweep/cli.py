@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from knobsweep import layout, runlinks
 from knobsweep.io import read_jsonl
@@ -25,7 +27,7 @@ def _load_or_exit(file: str) -> Experiment:
         return load_experiment(file)
     except SpecError as error:
         for problem in error.problems:
-            console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -37,10 +39,11 @@ def validate(args: argparse.Namespace) -> int:
         except SpecError as error:
             failed += 1
             for problem in error.problems:
-                console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+                console.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
             continue
         console.print(
-            f"[green]ok[/green] {file}: experiment '{experiment.name}', {len(experiment.runs)} runs", highlight=False
+            f"[green]ok[/green] {escape(file)}: experiment '{escape(experiment.name)}', {len(experiment.runs)} runs",
+            highlight=False,
         )
     return 1 if failed else 0
 
@@ -59,8 +62,11 @@ def stage_outputs(run, root: Path) -> dict[str, Path]:
 def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
-    table = Table(title=f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})")
-    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval"):
+    from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+
+    estimate = estimate_plan(experiment, root)
+    table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
+    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval", "est. time", "est. cost"):
         table.add_column(column)
     to_run = set()
     for run in experiment.runs:
@@ -72,7 +78,7 @@ def plan(args: argparse.Namespace) -> int:
             cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
         knobs = ", ".join(run.changed) or "-"
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
-        table.add_row(run.name, knobs, values, *cells)
+        table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
     base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
     console.print(
@@ -80,13 +86,15 @@ def plan(args: argparse.Namespace) -> int:
         f"{len(to_run)} stage jobs to run (shared jobs counted once)",
         highlight=False,
     )
+    for line in summary_lines(estimate):
+        console.print(Text(line), highlight=False, soft_wrap=True)
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
-    table = Table(title=f"{experiment.name}: training status")
+    table = Table(title=Text(f"{experiment.name}: training status"))
     for column in ("run", "state", "step", "reward", "elapsed s", "reason", "files"):
         table.add_column(column)
     runlinks.refresh([experiment], root)
@@ -98,13 +106,13 @@ def status(args: argparse.Namespace) -> int:
         last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
         reward = last.get("reward")
         table.add_row(
-            run.name,
-            state.get("state", "PENDING"),
-            str(last.get("step", state.get("step", "-"))),
+            Text(run.name),
+            Text(str(state.get("state", "PENDING"))),
+            Text(str(last.get("step", state.get("step", "-")))),
             f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
             f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-",
-            state.get("reason") or "",
-            str(runlinks.run_folder(experiment.name, run.name, args.root)),
+            Text(str(state.get("reason") or "")),
+            Text(str(runlinks.run_folder(experiment.name, run.name, args.root))),
         )
     console.print(table)
     return 0
@@ -116,7 +124,7 @@ def report(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     written = build_report(experiment, Path(args.root))
     for path in written.values():
-        console.print(str(path), highlight=False)
+        console.print(Text(str(path)), highlight=False)
     return 0
 
 
@@ -128,11 +136,11 @@ def compare(args: argparse.Namespace) -> int:
     try:
         combined = combine(first, second)
     except ValueError as error:
-        console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     written = build_report(combined, Path(args.root))
     for path in written.values():
-        console.print(str(path), highlight=False)
+        console.print(Text(str(path)), highlight=False)
     return 0
 
 
@@ -146,7 +154,7 @@ def schema(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         atomic_write_text(args.out, text)
-        console.print(args.out, highlight=False)
+        console.print(Text(args.out), highlight=False)
     return 0
 
 

@@ -17,6 +17,7 @@ RUN_CONFIG, STATUS, METRICS, ROLLOUTS = "run.yaml", "status.json", "metrics.json
 CHECKPOINTS, ADAPTER, WANDB_RUN_ID = "checkpoints", "adapter", "wandb_run_id"  # train
 CHECKPOINT_LOGS = "knobsweep-logs"  # in each checkpoint: copies of the logs, restored on resume
 VERIFICATION = "verification.json"  # merge
+NOT_MERGED = "not_merged.json"  # merge, instead of a model: the run never learned (EARLY_STOPPED, no signal)
 SUMMARY, SAMPLES = "summary.json", "samples.jsonl"  # eval
 
 # Patterns with Snakemake-style wildcards, relative to the working directory.
@@ -40,6 +41,9 @@ REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
 REPORT_JSON = REPORT_DIR + "/summary.json"
 REPORT_CURVES = REPORT_DIR + "/curves.csv"
+# Written by the report job alone, which runs once every run's stages are done: a report that
+# Snakemake's `onerror` built from a failed sweep lacks it, so the next run resumes the sweep.
+REPORT_DONE = REPORT_DIR + "/.sweep-complete"
 # One folder per run of an experiment, named for people, of links into the stage folders above
 # (knobsweep.runlinks); `{run}` is the run's name made safe as a file name (runlinks.folder_name).
 RUN_LINKS = REPORT_DIR + "/runs/{run}"

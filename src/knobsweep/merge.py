@@ -1,17 +1,23 @@
 """Merge a LoRA adapter into its base model, and prove the merge before writing it.
 
-`python -m knobsweep.merge --base M --adapter A --out OUT`
+`python -m knobsweep.merge --base M --adapter A --out OUT [--status STATUS]`
 
 A merged model is what evaluation (and the user) will load, so a silently broken merge
 would corrupt every score downstream. The merge is therefore checked on fixed prompts
 against the unmerged base+adapter, and against the base itself (an adapter that changes
 nothing is a failed training run, not a result). Nothing is written unless every check
 passes; verification.json keeps the numbers next to the model.
+
+One exception: a GRPO run that never got a learning signal ends EARLY_STOPPED with `learned: false`
+in its status.json (`--status`); its adapter is the untouched initial LoRA, so no merge is attempted:
+OUT holds only `not_merged.json` with the run's reason, and evaluation reports the run as not
+evaluated. An adapter that changes nothing for any other reason still fails the merge.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,6 +39,21 @@ VERIFY_PROMPTS = (
     "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
     "#### 42",
 )
+
+
+def skip_reason(status_path: str | Path | None) -> str | None:
+    """The run's reason when its status says it never learned (nothing to merge), else None."""
+    if status_path is None:
+        return None
+    status = json.loads(Path(status_path).read_text())
+    if status.get("learned") is False:
+        return f"{status['state']}: {status.get('reason') or 'the run never updated its weights'}"
+    return None
+
+
+def write_not_merged(out_dir: str | Path, reason: str) -> None:
+    with atomic_dir(out_dir) as tmp:
+        atomic_write_json(tmp / layout.NOT_MERGED, {"reason": reason})
 
 
 class MergeError(RuntimeError):
@@ -154,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, help="base model: hub id or local path")
     parser.add_argument("--adapter", required=True, help="PEFT adapter directory")
     parser.add_argument("--out", required=True, help="output directory for the merged model")
+    parser.add_argument("--status", help="the training run's status.json: a run that never learned is not merged")
     args = parser.parse_args(argv)
+    skipped = skip_reason(args.status)
+    if skipped:
+        write_not_merged(args.out, skipped)
+        print(f"not merged: {skipped} -> {Path(args.out) / layout.NOT_MERGED}")
+        return 0
     try:
         numbers = merge_adapter_into_base(args.base, args.adapter, args.out)
     except MergeError as exc:

@@ -2,8 +2,8 @@
 
 `python -m knobsweep.evaluate --config-json EVAL --model M --data D --out OUT`
 
-Generation is a backend (`hf`: transformers, any machine; `vllm`: GPU + the `gpu` extra);
-scoring uses the same evaluators as training rewards (`knobsweep.rewards`), so an eval
+Generation is a backend (`hf`: transformers, any machine; `vllm`: a GPU with the `gpu` extra, or
+vLLM's CPU build); scoring uses the same evaluators as training rewards (`knobsweep.rewards`), so an eval
 score and a training reward mean the same thing. An evaluator that raises or returns junk
 marks that one sample invalid: it is counted, never a crash.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,19 +44,26 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def resolve_backend(name: str) -> str:
-    """`auto` -> `vllm` when a GPU and vllm are both there, else `hf`."""
-    if name != "auto":
-        return name
-    import torch
+def resolve_backend(name: str) -> tuple[str, str]:
+    """(backend, why): `auto` -> `vllm` where a CUDA GPU is present and vllm imports, else `hf`.
 
-    if not torch.cuda.is_available():
-        return "hf"
+    On a CPU, auto keeps hf even with vLLM's CPU build installed: its engine start-up (tens of
+    seconds, bench/vllm_vs_hf.py) outweighs its faster generation at the sizes a CPU evaluates.
+    """
+    if name != "auto":
+        return name, "eval.backend"
+    from knobsweep.vllm_env import VLLMUnavailable, cuda_available, import_vllm, installed_version
+
+    if not cuda_available():
+        installed = installed_version()
+        return "hf", "auto: no CUDA GPU" + (
+            f"; {installed} is installed: eval.backend vllm runs it" if installed else ""
+        )
     try:
-        importlib.import_module("vllm")
-    except ImportError:
-        return "hf"
-    return "vllm"
+        import_vllm()
+    except VLLMUnavailable as exc:
+        return "hf", f"auto: a CUDA GPU, but {exc}"
+    return "vllm", f"auto: a CUDA GPU and {installed_version()}"
 
 
 def generate(backend: str, model: str, conversations: list[list[dict]], options: EvalConfig) -> Generations:
@@ -265,15 +273,40 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def write_not_evaluated(job: EvalJob, model: str, out_dir: str | Path, reason: str) -> dict:
+    """The summary of a model that was not merged: no scores (None, never 0), and why."""
+    summary = {
+        "not_evaluated": f"the run was not merged ({reason})",
+        "score": None,
+        "score_ci95": None,
+        "parts": {},
+        "n": 0,
+        "n_valid": 0,
+        "n_correct": 0,
+        "parse_failures": 0,
+        "samples": job.eval.samples,
+        "model": str(model),
+        "config": job.model_dump(mode="json"),
+    }
+    with atomic_dir(out_dir) as tmp:
+        (tmp / layout.SAMPLES).write_text("", encoding="utf-8")
+        atomic_write_json(tmp / layout.SUMMARY, summary)
+    return summary
+
+
 def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
     """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
     from knobsweep.rewards import get_evaluator
 
     started = time.perf_counter()
+    not_merged = Path(model) / layout.NOT_MERGED
+    if not_merged.is_file():  # a run that never learned (knobsweep.merge): nothing to evaluate
+        return write_not_evaluated(job, model, out_dir, json.loads(not_merged.read_text())["reason"])
     options = job.eval
     evaluator = get_evaluator(job.reward.model_dump())  # fail on a bad reward before generating
     rows = load_rows(data_dir)
-    backend = resolve_backend(options.backend)
+    backend, why = resolve_backend(options.backend)
+    print(f"eval backend: {backend} ({why})", file=sys.stderr, flush=True)
 
     generations = generate(backend, str(model), [row["prompt"] for row in rows], options)
     records = score_samples(evaluator, rows, generations.completions)

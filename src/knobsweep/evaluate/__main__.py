@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if "not_evaluated" in summary:
+        print(f"{args.model}: not evaluated: {summary['not_evaluated']} -> {args.out}")
+        return 0
     score = "n/a" if summary["score"] is None else f"{summary['score']:.4f}"
     print(
         f"{args.model} [{summary['backend']}]: score {score}, {summary['n_correct']}/{summary['n']} "

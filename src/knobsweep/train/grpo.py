@@ -40,9 +40,9 @@ def loss_fields(loss: str, kl_beta: float | None) -> dict[str, Any]:
 def vllm_fields(rollout: RolloutConfig, max_context_length: int) -> dict[str, Any]:
     """GRPOConfig fields of `rollout.vllm` (off | colocate | server) and `rollout.vllm_server`.
 
-    colocate: vLLM runs inside each training process and shares its GPU. server: generation goes
-    to a separately started `trl vllm-serve` at vllm_server "host:port". vLLM needs a CUDA GPU and
-    the `gpu` extra; on CPU, keep it off.
+    colocate: vLLM runs inside each training process and shares its GPU (or, with vLLM's CPU build, its
+    CPU). server: generation goes to a separately started `trl vllm-serve` at vllm_server "host:port";
+    it needs CUDA (`vllm_problem`).
     """
     if rollout.vllm == "off":
         return {"use_vllm": False}
@@ -249,18 +249,27 @@ def smoke_test_evaluator(reward: EvaluatorReward, rows: list[dict]) -> dict:
     return summary
 
 
-def vllm_problem(fields: dict[str, Any]) -> str | None:
-    """Why vLLM generation cannot run here (no CUDA, vllm not installed), or None."""
+def vllm_problem(fields: dict[str, Any], model: str) -> str | None:
+    """Why vLLM generation of `model` cannot run here, or None (knobsweep.vllm_env's checks).
+
+    Colocate runs on a GPU or on vLLM's CPU build. Server mode needs CUDA: the trainer pushes its
+    weights to the server through vLLM's NCCL weight-transfer engine (TRL's VLLMClient refuses any
+    other device, and vLLM has no CPU weight-transfer backend).
+    """
     if not fields.get("use_vllm"):
         return None
-    import importlib.util
+    from knobsweep.vllm_env import VLLMUnavailable, check_can_run, cuda_available
 
-    import torch
-
-    if not torch.cuda.is_available():
-        return f"rollout.vllm={fields['vllm_mode']!r} needs a CUDA GPU; on CPU set rollout.vllm: off"
-    if importlib.util.find_spec("vllm") is None:
-        return f"rollout.vllm={fields['vllm_mode']!r}: the vllm package is not installed (pip install 'knobsweep[gpu]')"
+    mode = fields["vllm_mode"]
+    if mode == "server" and not cuda_available():
+        return (
+            "rollout.vllm='server' needs a CUDA GPU: weights reach the server through vLLM's NCCL weight "
+            "transfer, which has no CPU backend; on a CPU use rollout.vllm: colocate (vLLM's CPU build) or off"
+        )
+    try:
+        check_can_run(model)
+    except VLLMUnavailable as exc:
+        return f"rollout.vllm={mode!r}: {exc}"
     return None
 
 
@@ -271,17 +280,23 @@ class GRPOMethod(Method):
 
     def __init__(self):
         self.reward: EvaluatorReward | None = None
+        self.model_positions: int | None = None  # the model's position limit, read in VALIDATING for vLLM
 
     def validate_rows(self, job: TrainJob, dataset):
         validate_rows(dataset)
-        problem = vllm_problem(vllm_fields(job.rollout, job.train.max_context_length))
-        if problem:
-            raise ValueError(problem)
         return dataset
 
     def validate_with_tokenizer(self, job: TrainJob, dataset, tokenizer, out_dir: Path, is_main: bool) -> dict:
         from knobsweep.rewards import get_evaluator
 
+        fields = vllm_fields(job.rollout, job.train.max_context_length)
+        problem = vllm_problem(fields, tokenizer.name_or_path)
+        if problem:
+            raise ValueError(problem)
+        if fields["use_vllm"]:
+            from knobsweep.vllm_env import max_positions
+
+            self.model_positions = max_positions(tokenizer.name_or_path)
         self.reward = EvaluatorReward(
             get_evaluator(job.reward.model_dump()),
             columns=[c for c in dataset.column_names if c != "prompt"],
@@ -307,7 +322,8 @@ class GRPOMethod(Method):
             generation_kwargs=rollout.extra_body or None,
             # A model that never emits EOS would have every completion masked (loss 0).
             mask_truncated_completions=False,
-            **vllm_fields(rollout, train.max_context_length),
+            # vLLM refuses a max_model_len past the model's positions: a shorter model gets its own limit.
+            **vllm_fields(rollout, min(train.max_context_length, self.model_positions or train.max_context_length)),
         )
         if plan.steps_per_generation is not None:
             kwargs["steps_per_generation"] = plan.steps_per_generation

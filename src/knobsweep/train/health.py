@@ -54,6 +54,11 @@ class HealthMonitor:
 
     def check(self, step: int, metrics: dict) -> list[tuple[str, str]]:
         t, found = self.t, {}
+        # A value absent from the step (not computed: every group filtered) is no reading at all:
+        # it neither counts as a recovery nor resets a streak.
+        for kind, key in (("grad_norm_spike", "grad_norm"), ("kl_blowup", "kl")):
+            if kind in self.active and _number(metrics.get(key)) is None:
+                found[kind] = ""
         grad = _number(metrics.get("grad_norm"))
         if grad is not None:
             self.high_grad_steps = self.high_grad_steps + 1 if grad > t.grad_norm_max else 0

@@ -6,7 +6,8 @@ adapter/, checkpoints/.
 Lifecycle (status.json): PENDING -> VALIDATING (dataset rows, the method's checks,
 the batch plan, the warm-start path, the model load) -> RUNNING -> COMPLETED | FAILED (an
 exception, a NaN/Inf loss) | CANCELLED (SIGTERM / SIGINT: a checkpoint is saved, exit 128 +
-signal) | EARLY_STOPPED (GRPO: an epoch with no learning signal; the adapter is saved, exit 0).
+signal) | EARLY_STOPPED (GRPO: an epoch with no learning signal, or none in the whole run, which
+status.json says as `learned: false`; the adapter is saved, exit 0).
 Running the same command again resumes from the latest checkpoint in OUT/checkpoints
 (metrics.jsonl / rollouts.jsonl are cut back to its step).
 """
@@ -24,12 +25,20 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
-from knobsweep import layout
+from knobsweep import layout, registry
 from knobsweep.io import atomic_dir, atomic_write_text, read_jsonl
 from knobsweep.spec.schema import RunInfo, TrainJob
 from knobsweep.train.batching import batch_plan
-from knobsweep.train.callbacks import HealthCallback, LifecycleCallback, MetricsLogger, StopRequest
+from knobsweep.train.callbacks import (
+    NO_SIGNAL_HINT,
+    HealthCallback,
+    LifecycleCallback,
+    MetricsLogger,
+    StopRequest,
+    never_learned,
+)
 from knobsweep.train.health import HealthMonitor, NonFiniteError
 from knobsweep.train.method import Method, build_trl_config, get_method
 from knobsweep.train.status import CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING, RunStatus
@@ -175,7 +184,8 @@ def run_training(
     started = time.monotonic()
     lifecycle = method = None
     try:
-        status.write(VALIDATING)
+        # What ran it, for cost estimates of later runs (knobsweep.estimate): GPU or CPU, processes.
+        status.write(VALIDATING, device="GPU" if torch.cuda.is_available() else "CPU", processes=state.num_processes)
         method = get_method(job.train.method)
         trainer, tokenizer, lifecycle = _validate_and_build(
             method, job, model_path, data_dir, out_dir, state, status, console, stop, run_info, warm_start
@@ -200,7 +210,7 @@ def run_training(
                 tokenizer.save_pretrained(tmp)
     except Cancelled as exc:
         status.write(CANCELLED, reason=str(exc))
-        console.print(f"[bold yellow]CANCELLED[/]: {exc}")
+        console.print(f"[bold yellow]CANCELLED[/]: {escape(str(exc))}")
         raise
     except NonFiniteError as exc:
         last = latest_checkpoint(checkpoints)
@@ -210,26 +220,32 @@ def run_training(
             reason=f"NonFiniteError: {exc}; stopped before the weights or a checkpoint took it; "
             f"last good checkpoint: {last if last else 'none'}",
         )
-        console.print(f"[bold red]FAILED[/]: {exc}")
+        console.print(f"[bold red]FAILED[/]: {escape(str(exc))}")
         raise
     except BaseException as exc:
         status.write(FAILED, reason=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         stop.in_loop = False
-    final, reason = (EARLY_STOPPED, lifecycle.early_stop_reason) if lifecycle.early_stop_reason else (COMPLETED, "")
+    # only a method that generates has groups to filter, and so can end without a learning signal
+    nothing_learned = never_learned(read_jsonl(logs[0])) if registry.method(method.name).generates else None
+    reason = "; ".join(part for part in (nothing_learned, lifecycle.early_stop_reason) if part)
+    final = EARLY_STOPPED if reason else COMPLETED
+    reason += f"; {NO_SIGNAL_HINT}" if reason else ""
+    # learned: false tells the merge there is nothing to merge (knobsweep.merge.skip_reason)
     status.write(
         final,
         reason=reason,
         step=step,
         runtime_s=round(time.monotonic() - started, 2),
         summary=run_summary(logs[0], method.summary_keys),
+        learned=nothing_learned is None,
     )
     if is_main:
         console.print(
             f"[bold]{method.title} {final.lower().replace('_', ' ')}[/]: {step} steps in "
             f"{time.monotonic() - started:.1f} s (torch threads {torch.get_num_threads()}) -> {out_dir}"
-            + (f"\n{reason}" if reason else "")
+            + (f"\n{escape(reason)}" if reason else "")
         )
     return out_dir
 
@@ -328,12 +344,12 @@ def _validate_and_build(
     if state.is_main_process:
         lora = job.model.lora
         console.print(
-            f"[bold]{method.title}[/] {model_path}: {method.describe(job, dataset)}, "
+            f"[bold]{method.title}[/] {escape(str(model_path))}: {escape(method.describe(job, dataset))}, "
             f"lr {train.learning_rate}, "
             f"{'LoRA r=' + str(lora.rank) if lora else 'full fine-tune'}"
-            + (f", warm start from {warm_description}" if warm_kind else "")
+            + (f", warm start from {escape(str(warm_description))}" if warm_kind else "")
         )
-        console.print(f"[bold]batch[/]: {plan.explanation}")
+        console.print(f"[bold]batch[/]: {escape(plan.explanation)}")
         if tracking.report_to != "none":
             console.print(f"[bold]tracking[/]: {tracking.report_to}")
     return trainer, tokenizer, lifecycle

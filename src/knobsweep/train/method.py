@@ -75,8 +75,8 @@ def common_kwargs(job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to:
     if use_cuda:
         kwargs.update(bf16=True)
     else:  # TRL defaults to bf16 + gradient checkpointing, both slow or unsupported on CPU
-        # (activation_checkpointing: transformers 5's name; the old one warns, and mirrors it)
-        kwargs.update(use_cpu=True, bf16=False, activation_checkpointing=False)
+        # (transformers 5.23 renames it activation_checkpointing; vLLM 0.32 pins transformers < 5.20)
+        kwargs.update(use_cpu=True, bf16=False, gradient_checkpointing=False)
     return kwargs
 
 
@@ -148,8 +148,6 @@ class Method:
         # model_init_kwargs acts where the model is loaded: our own from_pretrained (warmstart.load_policy)
         trl_fields = {name: value for name, value in job.train.trl.items() if name != "model_init_kwargs"}
         kwargs.update(trl_fields)
-        if "gradient_checkpointing" in trl_fields and "activation_checkpointing" not in trl_fields:
-            kwargs.pop("activation_checkpointing", None)  # the user's older name must win over our default
         return kwargs
 
     def trainer_kwargs(self) -> dict[str, Any]:

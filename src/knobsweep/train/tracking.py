@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 RUN_ID_PATTERN = re.compile(r"[a-z0-9]{1,64}")
 TAG_MAX = 64  # W&B rejects longer tags
 BASELINE_TAG = "baseline"
+WANDB_SERVICE = "WANDB_SERVICE"  # how wandb hands its service to child processes (wandb.env.SERVICE)
 
 
 @dataclass
@@ -54,7 +55,13 @@ class TrackingSetup:
     callbacks: list = field(default_factory=list)  # TrainerCallbacks to add to the trainer
 
     def apply(self) -> None:
-        """Put `env` into os.environ (wandb.init reads it in this process)."""
+        """Put `env` into os.environ (wandb.init reads it in this process).
+
+        An inherited WANDB_SERVICE (a parent process's wandb service) is dropped when tracking: the run
+        gets a service of its own, which ends with it. On a shared one, an attempt stopped by a signal
+        leaves its run open there, and the resumed attempt's wandb.init fails: "run ID ... is in use"."""
+        if self.report_to == "wandb":
+            os.environ.pop(WANDB_SERVICE, None)
         os.environ.update(self.env)
 
 

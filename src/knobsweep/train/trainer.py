@@ -7,10 +7,15 @@ into TRL 1.16, all through methods GRPOTrainer already has:
 - `_generate_and_score_completions` (called once per generation batch, before TRL shuffles and
   splits it into steps) drops the rows of zero-variance groups and invalid samples
   (`filtering.filter_batch`) and logs `filtered_group_rate` / `filtered_sample_rate`;
+- `_compute_loss` and `log` leave out what was not computed: on a micro-batch with no token left
+  (every group filtered) TRL would log entropy, KL and clip ratios as 0, and on a step with no
+  token trained the loss and grad norm are 0 by construction; they are absent from that step's
+  metrics instead (a gap in the curves, never a reading of 0 in the health checks).
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -25,6 +30,10 @@ from knobsweep.train.health import NonFiniteError
 NAN_AT_STEP_ENV = "KNOBSWEEP_TEST_NAN_AT_STEP"
 NAN_ONLY_IN_ENV = "KNOBSWEEP_TEST_NAN_ONLY_IN"
 NAN_RANK_ENV = "KNOBSWEEP_TEST_NAN_RANK"  # and with this set, only on that process
+# What TRL's _compute_loss logs that is a setting, not a measurement of the batch: kept on empty batches.
+SETTINGS_LOGGED = ("entropy_coef",)
+# Step-level values of the Trainer that are 0 by construction when no token was trained on.
+STEP_VALUES_OF_THE_LOSS = ("loss", "grad_norm")
 
 
 class FiniteLossMixin:
@@ -66,10 +75,16 @@ class KnobsweepKTOTrainer(FiniteLossMixin, KTOTrainer):
 class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
     def __init__(self, *args, filter_groups: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.use_vllm:  # vLLM's CPU build cannot take TRL's weight sync (train/vllm_sync.py)
+            from knobsweep.train.vllm_sync import sync_through_reload_on_cpu
+
+            sync_through_reload_on_cpu(self.vllm_generation)
         self.filter_groups = filter_groups
         self._batch_rewards: torch.Tensor | None = None
         self.epoch_groups = 0  # groups generated / filtered in the current epoch (reset by the callback)
         self.epoch_filtered = 0
+        self._tokens_since_log = 0.0  # completion tokens trained on (all processes) since the last log
+        self._batches_since_log = 0
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -99,3 +114,29 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
         # steps_per_generation equal slices afterwards, so then mask the rows instead.
         drop_rows = self.args.steps_per_generation == 1 and "pixel_values" not in output
         return filter_batch(output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum())
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        before = {name: len(values) for name, values in self._metrics[mode].items()}
+        loss = super()._compute_loss(model, inputs)
+        mask = (
+            inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        )
+        # Every process takes part in the reduce, so the decision is the same on all of them.
+        tokens = self.accelerator.reduce(mask.sum().float().detach().reshape(1), reduction="sum").item()
+        if mode == "train":
+            self._tokens_since_log += tokens
+            self._batches_since_log += 1
+        if tokens == 0:  # nothing measured: NaN, which TRL's log() leaves out of the step's mean
+            for name, values in self._metrics[mode].items():
+                if name not in SETTINGS_LOGGED and len(values) > before.get(name, 0):
+                    values[-1] = math.nan
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and "train_runtime" not in logs:
+            if self._batches_since_log and self._tokens_since_log == 0:
+                for name in STEP_VALUES_OF_THE_LOSS:
+                    logs.pop(name, None)
+            self._tokens_since_log, self._batches_since_log = 0.0, 0
+        super().log(logs, start_time)

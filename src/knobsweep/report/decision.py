@@ -1,0 +1,211 @@
+"""The decision a sweep exists for: per arm, is it better than the baseline beyond noise?
+
+An arm is one knob value (a named run, a grid cell) with its seeds pooled: the runs named
+`<arm>` or `<arm>,seed=<s>`. `compare_arms(experiment, root)` compares every arm with the baseline
+on the headline eval metric (the eval score: the evaluator's mean score on the eval split, the same
+function as the training reward) through `knobsweep.report.stats`, and the baseline with the
+untrained base model. It reads status.json and samples.jsonl only and renders nothing, so any
+command can decide with it; `verdict_rows` adds what the report's verdict table shows beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knobsweep import layout
+from knobsweep.report.stats import NOT_COMPARABLE, Comparison, RunScores, compare, not_comparable, read_scores
+from knobsweep.spec.expand import format_value
+
+BASE_MODEL = "base model"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # the runs' name without the seed suffix: "baseline", "learning_rate=2e-4", "sft"
+    changed: dict[str, Any]  # dotted knob -> value ({} for the baseline)
+    runs: tuple  # knobsweep.spec.Run, one per seed
+
+    @property
+    def knob(self) -> str:
+        """The knob this arm turns, or "" for several at once (a grid cell, a named run)."""
+        return next(iter(self.changed)) if len(self.changed) == 1 else ""
+
+    @property
+    def value(self) -> str:
+        if self.knob:
+            return format_value(self.changed[self.knob])
+        return ", ".join(f"{k}={format_value(v)}" for k, v in self.changed.items())
+
+
+@dataclass(frozen=True)
+class ArmComparisons:
+    baseline: Arm | None
+    versus_base: Comparison  # the baseline against the untrained base model
+    arms: dict[str, Comparison] = field(default_factory=dict)  # arm name -> against the baseline
+    order: tuple[Arm, ...] = ()  # the arms besides the baseline, in the spec's order
+
+
+def arm_name(run: Any) -> str:
+    suffix = f",seed={run.seed}"
+    return run.name.removesuffix(suffix)
+
+
+def group_arms(experiment: Any) -> list[Arm]:
+    """The experiment's arms in run order; a run's seeds share its arm."""
+    groups: dict[str, list] = {}
+    for run in experiment.runs:
+        groups.setdefault(arm_name(run), []).append(run)
+    return [Arm(name, dict(runs[0].changed), tuple(runs)) for name, runs in groups.items()]
+
+
+def run_scores(run: Any, root: Path, warnings: list[str]) -> RunScores:
+    """A run's training state and per-prompt headline scores (None until its eval exists)."""
+    status = _status(layout.path(layout.TRAIN_STATUS, root, key=run.keys.train), warnings, run.name)
+    state = str(status.get("state") or "not run")
+    samples = layout.path(layout.EVAL_SAMPLES, root, key=run.keys.eval)
+    try:
+        read = read_scores(samples)
+    except (OSError, ValueError) as error:
+        warnings.append(f"run '{run.name}': eval samples unreadable, so it is not compared: {error}")
+        return RunScores(run.name, run.seed, state, None, problem=f"unreadable eval samples ({error})")
+    scores, fingerprint = read if read is not None else (None, None)
+    return RunScores(run.name, run.seed, state, scores, fingerprint, str(status.get("reason") or ""))
+
+
+def _status(path: Path, warnings: list[str], name: str) -> dict:
+    """status.json, or {} (and a warning worded as the report's own, so the two merge) if unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        warnings.append(f"run '{name}': {path}: unreadable ({error})")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | None = None) -> ArmComparisons:
+    """Every arm against the baseline, and the baseline against the base model (same eval config)."""
+    root = Path(root)
+    warnings = [] if warnings is None else warnings
+    arms = group_arms(experiment)
+    baseline = next((arm for arm in arms if not arm.changed), None)
+    others = tuple(arm for arm in arms if arm is not baseline)
+    if baseline is None:
+        reason = "no baseline run (changed == {})"
+        return ArmComparisons(
+            None, not_comparable(reason), {arm.name: not_comparable(reason) for arm in others}, others
+        )
+    scores = {run.name: run_scores(run, root, warnings) for arm in arms for run in arm.runs}
+    base_runs = [scores[run.name] for run in baseline.runs]
+    reference_key = baseline.runs[0].keys.base_eval
+    reference_unreadable = False
+    try:
+        read = read_scores(layout.path(layout.EVAL_SAMPLES, root, key=reference_key))
+    except (OSError, ValueError) as error:
+        warnings.append(f"{BASE_MODEL}: eval samples unreadable: {error}")
+        read, reference_unreadable = None, True
+    reference = RunScores(
+        BASE_MODEL,
+        None,
+        "evaluated",
+        *(read if read else (None, None)),
+        problem="unreadable eval samples" if read is None and reference_unreadable else "",
+    )
+    return ArmComparisons(
+        baseline,
+        compare(base_runs, [reference]),
+        {arm.name: compare([scores[run.name] for run in arm.runs], base_runs) for arm in others},
+        others,
+    )
+
+
+def run_verdicts(comparisons: ArmComparisons) -> dict[str, Comparison]:
+    """Run name -> its arm's comparison with the baseline (for every run but the baseline's)."""
+    out = {}
+    for arm in comparisons.order:
+        for run in arm.runs:
+            out[run.name] = comparisons.arms[arm.name]
+    return out
+
+
+# ---------------------------------------------------------------- the verdict table's rows
+
+
+def verdict_rows(comparisons: ArmComparisons, runs: Any) -> list[dict]:
+    """One row per arm (the baseline first, measured against the base model) for the report's
+    verdict table and exports: the comparison, the arm's mean final train reward minus the
+    baseline's, its summed cost and health warnings. `runs`: the report's runs frame."""
+    by_run = {row["run"]: row for row in runs.to_dict("records") if not row["reference"]}
+    base_reward = None
+    rows = []
+    arms = ([comparisons.baseline] if comparisons.baseline else []) + list(comparisons.order)
+    for arm in arms:
+        is_baseline = arm is comparisons.baseline
+        members = [by_run[run.name] for run in arm.runs if run.name in by_run]
+        reward = _mean([row.get("final_reward") for row in members])
+        if is_baseline:
+            base_reward = reward
+        comparison = comparisons.versus_base if is_baseline else comparisons.arms[arm.name]
+        kinds = sorted({kind for row in members for kind in (row.get("health_kinds") or "").split(", ") if kind})
+        rows.append(
+            {
+                "arm": arm.name,
+                "baseline": is_baseline,
+                "knob": arm.knob if not is_baseline else "",
+                "value": arm.value if not is_baseline else "",
+                "versus": BASE_MODEL if is_baseline else (comparisons.baseline.name if comparisons.baseline else ""),
+                "seeds": len(arm.runs),
+                **comparison.as_dict(),
+                "delta_final_reward": None
+                if is_baseline or reward is None or base_reward is None
+                else _tidy(reward - base_reward),
+                "final_reward": reward,
+                "train_time_s": _sum([row.get("train_time_s") for row in members]),
+                "gpu_hours": _sum([row.get("gpu_hours") for row in members]),
+                "cpu_hours": _sum([row.get("cpu_hours") for row in members]),
+                "health_warnings": int(sum(row.get("health_warnings") or 0 for row in members)),
+                "health_kinds": ", ".join(kinds),
+                "states": sorted({str(row.get("status")) for row in members}),
+            }
+        )
+    return rows
+
+
+def _finite(values: list) -> list[float]:
+    out = []
+    for value in values:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(float(value))
+    return out
+
+
+def _mean(values: list) -> float | None:
+    numbers = _finite(values)
+    return _tidy(sum(numbers) / len(numbers)) if numbers else None
+
+
+def _sum(values: list) -> float | None:
+    numbers = _finite(values)
+    return _tidy(sum(numbers)) if numbers else None
+
+
+def _tidy(value: float) -> float:
+    return float(f"{value:.12g}")
+
+
+__all__ = [
+    "NOT_COMPARABLE",
+    "Arm",
+    "ArmComparisons",
+    "arm_name",
+    "compare_arms",
+    "group_arms",
+    "run_scores",
+    "run_verdicts",
+    "verdict_rows",
+]
