@@ -27,10 +27,11 @@ from test_train_grpo import ACCELERATE, REPO, inputs, train_config  # noqa: F401
 from knobsweep.io import append_jsonl, read_jsonl
 from knobsweep.rewards import EVALUATORS, Evaluation, get_evaluator, register_evaluator
 from knobsweep.spec.schema import HealthConfig
+from knobsweep.train.callbacks import StopRequest
 from knobsweep.train.filtering import filter_batch, group_keep_mask
 from knobsweep.train.grpo import EvaluatorReward, smoke_test_evaluator, validate_rows
 from knobsweep.train.health import HealthMonitor, NonFiniteError
-from knobsweep.train.lifecycle import latest_checkpoint, restore_logs
+from knobsweep.train.lifecycle import Cancelled, _install_signal_handlers, latest_checkpoint, restore_logs
 from knobsweep.train.status import RunStatus
 
 TESTS = Path(__file__).resolve().parent
@@ -232,6 +233,26 @@ def test_status_keeps_history_warnings_and_resumes(tmp_path):
     assert saved["started_at"] <= saved["updated_at"] and "finished_at" not in saved
     assert [w["kind"] for w in saved["warnings"]] == ["kl_blowup"]  # the one past the checkpoint is gone
     assert [h["state"] for h in saved["history"]][-2:] == ["CANCELLED", "PENDING"]
+
+
+def test_one_stop_request_heard_twice_still_saves_and_a_second_ctrl_c_stops_at_once():
+    """Slurm signals every process of a step and `accelerate launch` passes its own SIGTERM on: the
+    trainer hears one preemption two or three times and must still finish its step and save."""
+    from rich.console import Console
+
+    stop = StopRequest()
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    _install_signal_handlers(stop, Console(quiet=True))
+    try:
+        stop.in_loop = True
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM  # still finishing the step: no Cancelled raised
+        with pytest.raises(Cancelled, match="SIGINT again: stopped at once"):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 # --- the evaluator contract: timeouts, validation ----------------------------------------

@@ -109,7 +109,11 @@ def run_summary(metrics_path: Path, keys: tuple[str, ...]) -> dict:
 
 def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
     """SIGTERM (Slurm preemption, scancel) / SIGINT (Ctrl-C): inside the training loop, finish the
-    step, save a checkpoint and stop; outside it, or on a second signal, stop at once."""
+    step, save a checkpoint and stop; outside it, or on a second Ctrl-C, stop at once.
+
+    A stop already under way ignores SIGTERM: one stop request often arrives several times (Slurm
+    signals every process of the step, and `accelerate launch` (>= 1.16) passes its own SIGTERM on to
+    the trainer), and Slurm's SIGKILL ends a step that takes too long anyway."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -117,6 +121,8 @@ def _install_signal_handlers(stop: StopRequest, console: Console) -> None:
         if stop.signum is None and stop.in_loop:
             stop.signum = signum
             console.print(f"[yellow]{signal.Signals(signum).name}[/]: finishing this step, saving a checkpoint")
+            return
+        if stop.signum is not None and signum == signal.SIGTERM:
             return
         raise Cancelled(
             signum,
