@@ -18,6 +18,7 @@ from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
 from knobsweep.spec.sources import read_options
+from knobsweep.spec.trl_fields import trl_field_problem
 
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
@@ -141,7 +142,8 @@ def evaluation_config(config: dict) -> dict:
 
 
 def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
-    """`train.trl` passes fields to TRL unchanged, so a misspelt one must fail here, not mid-run."""
+    """`train.trl` passes fields to TRL unchanged: one knobsweep sets from its own knob (or keeps out of
+    specs) is refused naming the knob, and a misspelt one must fail here, not mid-run."""
     used = {(run.config["train"]["method"], key, run.name) for run in runs for key in run.config["train"]["trl"]}
     if not used:
         return []
@@ -151,7 +153,7 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
 
     problems, reported = [], set()
     for method, key, run_name in sorted(used):
-        problem = unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
+        problem = trl_field_problem(method, key) or unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
         if problem and (method, key) not in reported:
             reported.add((method, key))
             problems.append(Problem(file, f"train.trl.{key}", problem, run_name))

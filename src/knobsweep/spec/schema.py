@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from knobsweep.errors import FieldError
 from knobsweep.registry import EVALUATORS, METHODS
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
+from knobsweep.spec.trl_fields import trl_problems
 
 
 class Section(BaseModel):
@@ -134,7 +135,11 @@ class TrainConfig(Section):
     )
     rollouts_per_step: int = Field(4, ge=0, le=4096, description="rollouts written to rollouts.jsonl per step")
     health: HealthConfig = Field(default_factory=HealthConfig)
-    trl: dict[str, Any] = Field(default_factory=dict, description="any TRL config field, passed through unchanged")
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other TRL config field, passed through unchanged (not one a knob sets, nor paths, hub or "
+        "reporting: knobsweep.spec.trl_fields)",
+    )
 
     @model_validator(mode="after")
     def _sft_fits_the_context(self) -> TrainConfig:
@@ -365,6 +370,16 @@ class TrainJob(Section):
                 "a training job gets the weights it starts from as "
                 "--warm-start DIR (the spec resolves a run name or path into it)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trl_sets_no_knob(self) -> TrainJob:
+        # The spec refuses these too (spec.experiment): checked again so a hand-written --config-json
+        # cannot override a knob (or move checkpoints out of results/) either.
+        refused = trl_problems(self.train.method, self.train.trl)
+        if refused:
+            name, problem = next(iter(refused.items()))
+            raise FieldError(f"train.trl.{name}", problem)
         return self
 
     @model_validator(mode="after")
