@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from knobsweep.errors import FieldError
 from knobsweep.registry import EVALUATORS, METHODS
+from knobsweep.resources import slurm_value_problem
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 from knobsweep.spec.trl_fields import trl_problems
+from knobsweep.spec.validate import StrictScalars
 
 
-class Section(BaseModel):
+class Section(StrictScalars):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
@@ -197,12 +199,16 @@ class RolloutConfig(Section):
     def _json_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = json.loads(value, parse_constant=_not_finite)
             except json.JSONDecodeError as error:
                 raise ValueError(f"must be a mapping or valid JSON text ({error.msg})") from None
             if not isinstance(value, dict):
                 raise ValueError("JSON text must hold a mapping ({...})")
         return value
+
+
+def _not_finite(name: str):
+    raise ValueError(f"holds {name}, which is not a finite number")
 
 
 class RewardConfig(BaseModel):
@@ -260,6 +266,14 @@ class StageResources(Section):
     account: str | None = Field(None, description="Slurm account; null = site setting / your default")
     qos: str | None = Field(None, description="Slurm QOS; null = site setting / none")
     constraint: str | None = Field(None, description="Slurm --constraint (node features)")
+
+    @field_validator("gpu_model", "partition", "account", "qos", "constraint")
+    @classmethod
+    def _what_sbatch_takes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = value is not None and slurm_value_problem(info.field_name, value)
+        if problem:
+            raise FieldError("", problem)
+        return value
 
 
 MERGE_FIELDS = ("cpus", "mem_mb", "runtime_min")
