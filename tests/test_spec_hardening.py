@@ -85,6 +85,29 @@ runs:
     assert big.config["train"]["learning_rate"] == experiment.baseline.config["train"]["learning_rate"]
 
 
+def test_a_mapping_naming_another_data_source_replaces_the_section(write_spec):
+    experiment = load_experiment(
+        write_spec(
+            BASE
+            + """
+runs:
+  own:
+    data: {source: jsonl, path: data/custom_example, prompt_key: problem, ground_truth_key: final_answer}
+    reward: gsm8k
+"""
+        )
+    )
+    own = run(experiment, "own")
+    assert set(own.changed) == {"data"}  # reward gsm8k is what the baseline resolves to
+    data = own.config["data"]
+    assert (data["source"], data["path"], data["train_size"], data["prompt_key"]) == (
+        "jsonl",
+        "data/custom_example",
+        None,  # the jsonl default, not the gsm8k baseline's 20
+        "problem",
+    )
+
+
 # --- duplicates --------------------------------------------------------------------------------------
 
 

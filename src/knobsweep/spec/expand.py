@@ -93,13 +93,15 @@ def _really_changed(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The knobs that really differ from the baseline (a grid cell may repeat baseline values), with
     their labels; a mapping value counts by the leaves it changes (`model.lora: {rank: 16}` changes
-    model.lora.rank, labelled lora.rank); a free mapping's (rollout.extra_body) counts whole."""
+    model.lora.rank, labelled lora.rank); a free mapping (rollout.extra_body) and a section replaced
+    by another source or evaluator (SELECTORS) count whole."""
     changed: dict[str, Any] = {}
     leaf_labels: dict[str, str] = {}
     for knob, value in written.items():
         now, before = get_dotted(config, knob), get_dotted(base, knob)
         label = labels.get(knob, knob)
-        if isinstance(value, dict) and isinstance(now, dict) and isinstance(before, dict) and not _free(knob):
+        mapping = isinstance(value, dict) and isinstance(now, dict) and isinstance(before, dict)
+        if mapping and not _free(knob) and _merges(base, knob, value):
             for leaf, (_, new) in config_diff(before, now, f"{knob}.").items():
                 changed[leaf] = new
                 leaf_labels[leaf] = label + leaf[len(knob) :]
