@@ -174,6 +174,11 @@ sweep:
     )
 
 
+def test_seeds_are_integers(write_spec, capsys):
+    out = refused_with(write_spec, capsys, "seeds: [0, true]\n")
+    assert "exp.yaml: seeds[1]: true is a boolean; allowed: an integer" in out
+
+
 def test_an_integer_is_a_fine_float(write_spec):
     experiment = load_experiment(write_spec(BASE + "sweep: {rollout.temperature: [1]}\n"))
     assert run(experiment, "temperature=1").config["rollout"]["temperature"] == 1

@@ -117,26 +117,34 @@ class StrictScalars(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
-        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
-        if not kinds or value is None:
-            return value
-        if kinds == {bool}:
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                raise FieldError(
-                    "", f"{value!r} is {'text' if isinstance(value, str) else 'a number'}; allowed: true or false"
-                )
-            return value
-        wanted = "an integer" if kinds == {int} else "a number"
-        if isinstance(value, bool):
-            found = f"{str(value).lower()} is a boolean"
-        elif isinstance(value, str) and _numeric(value):
-            found = f"{value!r} is text (write the number without quotes)"
+        field = cls.model_fields[info.field_name]
+        if typing.get_origin(field.annotation) is list and isinstance(value, list):  # seeds: [0, 1]
+            kinds = _scalar_kinds(typing.get_args(field.annotation)[0])
+            problems = [(f"[{i}]", problem) for i, item in enumerate(value) if (problem := _not_a(kinds, item))]
         else:
-            return value
-        bounds = allowed_range(cls.model_fields[info.field_name])
-        raise FieldError(
-            "", f"{found}; allowed: {wanted}" + (f", {bounds.removeprefix('allowed: ')}" if bounds else "")
-        )
+            problem = _not_a(_scalar_kinds(field.annotation), value)
+            problems = [("", problem)] if problem else []
+        if problems:
+            where, problem = problems[0]
+            bounds = allowed_range(field).removeprefix("allowed: ")
+            raise FieldError(where, problem + (f", {bounds}" if bounds and "true or false" not in problem else ""))
+        return value
+
+
+def _not_a(kinds: set[type], value: Any) -> str | None:
+    """Why `value` is not of a scalar field of `kinds` (as _scalar_kinds gives), or None."""
+    if not kinds or value is None:
+        return None
+    if kinds == {bool}:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return f"{value!r} is {'text' if isinstance(value, str) else 'a number'}; allowed: true or false"
+        return None
+    wanted = "an integer" if kinds == {int} else "a number"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} is a boolean; allowed: {wanted}"
+    if isinstance(value, str) and _numeric(value):
+        return f"{value!r} is text (write the number without quotes); allowed: {wanted}"
+    return None
 
 
 def allowed_range(info: FieldInfo | None) -> str:
