@@ -16,15 +16,28 @@ def get_dotted(config: Any, knob: str) -> Any:
     return node
 
 
-def set_dotted(config: dict, knob: str, value: Any) -> None:
-    """Set a copy of `value` at `knob`, making (or replacing) the sections on the way."""
+def set_dotted(config: dict, knob: str, value: Any, merge: bool = True) -> None:
+    """Set a copy of `value` at `knob`, making the sections on the way. A mapping written over a
+    mapping changes only the keys it names (`merge`), so `model.lora: {rank: 16}` keeps the other
+    LoRA settings; `merge=False` replaces the whole mapping."""
     *parents, leaf = knob.split(".")
     node = config
     for part in parents:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
-    node[leaf] = copy.deepcopy(value)
+    if merge and isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        _merge(node[leaf], value)
+    else:
+        node[leaf] = copy.deepcopy(value)
+
+
+def _merge(target: dict, value: dict) -> None:
+    for key, item in value.items():
+        if isinstance(item, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], item)
+        else:
+            target[key] = copy.deepcopy(item)
 
 
 def config_diff(reference: Any, config: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

@@ -22,6 +22,7 @@ Unset everywhere means sbatch's own defaults (which honour SBATCH_PARTITION, SBA
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from knobsweep.errors import FieldError
+from knobsweep.errors import FieldError, Problem, SpecError
 from knobsweep.registry import TINY
 
 STAGES = ("data", "train", "merge", "eval", "report")
@@ -62,21 +63,82 @@ _DEFAULTS = {
 _TINY_MERGE = (1, 4000, 30)
 
 
+class SiteError(SpecError, ValueError):
+    """A bad site setting: reported like a spec problem (file or variable, key, value, what is allowed)."""
+
+
+# What sbatch accepts, and nothing a shell would read (the Slurm executor plugin runs sbatch through one).
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_FEATURE = r"[A-Za-z0-9_.-]+(\*[0-9]+)?"
+_CONSTRAINT_TOKEN = re.compile(rf"{_FEATURE}|[&|,\[\]()]")
+NAME_RULE = "letters, digits and _ . - only"
+CONSTRAINT_RULE = "node features (letters, digits, _ . -, optionally *COUNT) joined by & | , with [ ] or ( ) groups"
+
+
+def slurm_value_problem(field: str, value: str) -> str | None:
+    """Why `value` is not what sbatch takes for `field` (a name; a comma list for partition; a
+    feature expression for constraint), or None."""
+    if field == "constraint":
+        return None if _is_constraint(value) else f"{value!r} is not a Slurm constraint; allowed: {CONSTRAINT_RULE}"
+    names = value.split(",") if field == "partition" else [value]
+    if all(_NAME.fullmatch(name) for name in names):
+        return None
+    listed = " (or a comma-separated list of them)" if field == "partition" else ""
+    return f"{value!r} is not a Slurm {field} name; allowed: {NAME_RULE}{listed}"
+
+
+def _is_constraint(text: str) -> bool:
+    """`a&b`, `a|b`, `[a|b]`, `[a*2&b*4]`, `(a|b)&c`: features joined by operators, balanced groups."""
+    tokens = [match.group(0) for match in _CONSTRAINT_TOKEN.finditer(text)]
+    if "".join(tokens) != text or not tokens:
+        return False
+    depth, expect_feature = [], True
+    for token in tokens:
+        if token in "[(":
+            if not expect_feature:
+                return False
+            depth.append("])"["[(".index(token)])
+        elif token in "])":
+            if expect_feature or not depth or depth.pop() != token:
+                return False
+        elif token in "&|,":
+            if expect_feature:
+                return False
+            expect_feature = True
+        else:
+            if not expect_feature:
+                return False
+            expect_feature = False
+    return not depth and not expect_feature
+
+
 @lru_cache(maxsize=8)
 def _site_settings(env_key: tuple, path: str, stamp: tuple | None) -> dict[str, str]:
+    from knobsweep.spec.reading import read_yaml  # here: knobsweep.spec imports this module
+
     env = dict(env_key)
     settings: dict[str, str] = {}
+    where: dict[str, str] = {}  # setting -> the file or variable it came from
     if stamp is not None:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = read_yaml(Path(path)) or {}
         if not isinstance(data, dict) or set(data) - set(SITE_KEYS):
-            raise ValueError(f"{path}: expected a mapping with keys {', '.join(SITE_KEYS)}; got {data!r}")
+            raise SiteError(
+                [Problem(path, "", f"expected a mapping with keys {', '.join(SITE_KEYS)}; got {str(data)[:200]!r}")]
+            )
         settings.update({k: str(v) for k, v in data.items() if v not in (None, "")})
+        where.update(dict.fromkeys(settings, path))
     for key in SITE_KEYS:
         value = env.get(f"KNOBSWEEP_SLURM_{key.upper()}")
         if value:
             settings[key] = value
+            where[key] = f"${f'KNOBSWEEP_SLURM_{key.upper()}'}"
+    problems = [
+        Problem(where[key], key, problem)
+        for key, value in settings.items()
+        if (problem := slurm_value_problem("partition" if key == "gpu_partition" else key, value))
+    ]
+    if problems:
+        raise SiteError(problems)
     return settings
 
 

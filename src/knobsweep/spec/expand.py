@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from knobsweep.dotted import get_dotted, set_dotted
+from knobsweep.dotted import config_diff, get_dotted, set_dotted
 from knobsweep.errors import Problem, SpecError
 from knobsweep.io import canonical_json, normalised
 from knobsweep.spec.resolve import resolve_sections
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
-from knobsweep.spec.validate import problems_from
+from knobsweep.spec.validate import field_info, is_free_mapping, model_at, problems_from
 
 
 def format_value(value: Any) -> str:
@@ -37,6 +37,37 @@ def knob_labels(knobs: list[str]) -> dict[str, str]:
     return {knob: leaf if leaves.count(leaf) == 1 else knob for knob, leaf in zip(knobs, leaves)}
 
 
+# a section whose mapping names another member (data source, evaluator) is replaced, not merged:
+# the options of one converter or evaluator mean nothing to another
+SELECTORS = {"data": "source", "reward": "name"}
+
+
+def flat_overrides(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A named run's knobs as dotted leaves: `{model: {lora: {rank: 16}}}` is `{model.lora.rank: 16}`.
+    Free mappings (train.trl), open sections (reward) and the data source stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        knob = f"{prefix}{key}"
+        parts = tuple(knob.split("."))
+        section = model_at(RunConfig, parts)
+        if isinstance(value, dict) and value and section is not None and section.model_config.get("extra") == "forbid":
+            flat.update(flat_overrides(value, f"{knob}."))
+        else:
+            flat[knob] = value
+    return flat
+
+
+def _merges(raw: dict, knob: str, value: Any) -> bool:
+    """Whether `value` changes only what it names (see SELECTORS)."""
+    selector = SELECTORS.get(knob)
+    return not (
+        selector
+        and isinstance(value, dict)
+        and selector in value
+        and value[selector] != get_dotted(raw, f"{knob}.{selector}")
+    )
+
+
 def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any]]]:
     """(name for a named run, else None; its knob settings relative to the baseline), the baseline first."""
     yield None, {}
@@ -49,7 +80,62 @@ def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any]]
             for value in values:
                 yield None, {knob: value}
     for name, overrides in spec.runs.items():
-        yield name, dict(overrides)
+        yield name, flat_overrides(overrides)
+
+
+def _free(knob: str) -> bool:
+    info = field_info(RunConfig, tuple(knob.split(".")))
+    return info is not None and is_free_mapping(info.annotation)
+
+
+def _really_changed(
+    written: dict[str, Any], config: dict, base: dict, labels: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The knobs that really differ from the baseline (a grid cell may repeat baseline values), with
+    their labels; a mapping value counts by the leaves it changes (`model.lora: {rank: 16}` changes
+    model.lora.rank, labelled lora.rank); a free mapping (rollout.extra_body) and a section replaced
+    by another source or evaluator (SELECTORS) count whole."""
+    changed: dict[str, Any] = {}
+    leaf_labels: dict[str, str] = {}
+    for knob, value in written.items():
+        now, before = get_dotted(config, knob), get_dotted(base, knob)
+        label = labels.get(knob, knob)
+        mapping = isinstance(value, dict) and isinstance(now, dict) and isinstance(before, dict)
+        if mapping and not _free(knob) and _merges(base, knob, value):
+            for leaf, (_, new) in config_diff(before, now, f"{knob}.").items():
+                changed[leaf] = new
+                leaf_labels[leaf] = label + leaf[len(knob) :]
+        elif canonical_json(now, is_normalised=True) != canonical_json(before, is_normalised=True):
+            changed[knob], leaf_labels[knob] = now, label
+    return changed, leaf_labels
+
+
+def _repeated_values(spec: ExperimentSpec, file: str, base_json: str) -> list[Problem]:
+    """A sweep value that gives the same run as an earlier value of its knob (0.0001 and 1.0e-4,
+    `{rank: 16}` and 16 on model.lora.rank's section, ...): one arm silently vanishing is refused."""
+    problems = []
+    for knob, values in spec.sweep.items():
+        first: dict[str, int] = {}
+        for index, value in enumerate(values):
+            raw = json.loads(base_json)
+            set_dotted(raw, knob, value, merge=_merges(raw, knob, value))
+            try:
+                text = canonical_json(normalised(RunConfig.model_validate(raw).model_dump(mode="json")))
+            except ValidationError:
+                continue  # the expansion names the bad value
+            if text not in first:
+                first[text] = index
+                continue
+            earlier = first[text]
+            problems.append(
+                Problem(
+                    file,
+                    f"sweep.{knob}[{index}]",
+                    f"{format_value(value)} gives the same run as sweep.{knob}[{earlier}] "
+                    f"({format_value(values[earlier])}); list each value once",
+                )
+            )
+    return problems
 
 
 def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], int, dict]]:
@@ -64,10 +150,12 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
     problems: list[Problem] = []
     variants: list[tuple[str, dict[str, Any], dict]] = []
     seen: set[str] = set()
+    arm_names: set[str] = set()
+    problems += _repeated_values(spec, file, base_json)
     for given_name, changed in _changes(spec):
         raw = json.loads(base_json)  # a deep copy, several times faster than copy.deepcopy
         for knob, value in changed.items():
-            set_dotted(raw, knob, value)
+            set_dotted(raw, knob, value, merge=_merges(raw, knob, value))
         name = given_name or ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
         try:
             config = RunConfig.model_validate(raw).model_dump(mode="json", exclude_none=False)
@@ -93,16 +181,17 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
         if not changed and given_name is None:
             base_text, base_resolved = text, config
         seen.add(text)
-        # Keep only the knobs that really differ (a grid cell may repeat baseline values).
-        changed = {
-            k: get_dotted(config, k)
-            for k, v in changed.items()
-            if canonical_json(get_dotted(config, k), is_normalised=True)
-            != canonical_json(get_dotted(base_resolved, k), is_normalised=True)
-        }
+        changed, leaf_labels = _really_changed(changed, config, base_resolved, labels)
         if given_name is None:
-            name = ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+            name = ",".join(f"{leaf_labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
         variants.append((name, changed, config))
+        if given_name is None:
+            arm_names.add(name)
+    problems += [
+        Problem(file, f"runs.{name}", f"'{name}' is also the name of a sweep arm; give the named run another name")
+        for name in spec.runs
+        if name in arm_names
+    ]
     if problems:
         raise SpecError(problems)
     runs = []

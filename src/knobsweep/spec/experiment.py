@@ -7,6 +7,7 @@ and two experiments with the same baseline share everything.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from knobsweep.registry import METHODS, TINY, converter
 from knobsweep.spec.expand import expand
 from knobsweep.spec.load import load_spec
 from knobsweep.spec.sources import read_options
+from knobsweep.spec.trl_fields import trl_field_problem
 
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
@@ -141,7 +143,8 @@ def evaluation_config(config: dict) -> dict:
 
 
 def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
-    """`train.trl` passes fields to TRL unchanged, so a misspelt one must fail here, not mid-run."""
+    """`train.trl` passes fields to TRL unchanged: one knobsweep sets from its own knob (or keeps out of
+    specs) is refused naming the knob, and a misspelt one must fail here, not mid-run."""
     used = {(run.config["train"]["method"], key, run.name) for run in runs for key in run.config["train"]["trl"]}
     if not used:
         return []
@@ -151,7 +154,7 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
 
     problems, reported = [], set()
     for method, key, run_name in sorted(used):
-        problem = unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
+        problem = trl_field_problem(method, key) or unknown_trl_field(getattr(trl, METHODS[method].trl_config), key)
         if problem and (method, key) not in reported:
             reported.add((method, key))
             problems.append(Problem(file, f"train.trl.{key}", problem, run_name))
@@ -199,17 +202,9 @@ def load_experiment(path: str | Path) -> Experiment:
                 weights = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
             else:
                 location = Path(source).expanduser()
-                if not location.exists():
-                    problems.append(
-                        Problem(
-                            str(path),
-                            "train.warm_start_from",
-                            f"{source!r} is neither a run of this experiment (runs: "
-                            f"{', '.join(sorted(by_name))}) nor an existing adapter or model "
-                            "directory",
-                            run_name,
-                        )
-                    )
+                problem = warm_start_problem(location, config["model"]["name"], sorted(by_name))
+                if problem:
+                    problems.append(Problem(str(path), "train.warm_start_from", f"{source!r} {problem}", run_name))
                     return None
                 warm_start = {"path": str(location), "files": weights_fingerprint(location)}
                 weights = str(location)
@@ -251,13 +246,41 @@ def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
     return cache[key]
 
 
+WEIGHT_FILES = (".json", ".safetensors", ".bin", ".pt", ".model", ".txt")  # weights, configs, tokenizer
+
+
+def warm_start_problem(location: Path, model: str, runs: list[str]) -> str | None:
+    """Why `location` is not an adapter or model directory to start from (looking only for its
+    adapter_config.json or config.json, never through the folder), or None. An adapter must have been
+    trained on the run's model."""
+    adapter = location / "adapter_config.json"
+    if not location.is_dir() or not (adapter.is_file() or (location / "config.json").is_file()):
+        return (
+            f"is neither a run of this experiment (runs: {', '.join(runs)}) nor a directory holding "
+            "an adapter (adapter_config.json) or a model (config.json)"
+        )
+    if not adapter.is_file() or model == TINY:  # the tiny base is built from the data: no name to compare
+        return None
+    with adapter.open("rb") as stream:
+        text = stream.read(2**20)  # a PEFT config is a few hundred bytes
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        return "holds an adapter_config.json that is not a JSON mapping"
+    base = settings.get("base_model_name_or_path")
+    same = base == model or (base and Path(base).expanduser().resolve() == Path(model).expanduser().resolve())
+    if base and not same:
+        return (
+            f"is an adapter trained on {base!r} (its adapter_config.json base_model_name_or_path), "
+            f"but this run's model.name is {model!r}; warm-start from an adapter of the same base model"
+        )
+    return None
+
+
 def weights_fingerprint(location: Path) -> dict[str, str]:
-    """What a warm-start path holds: the sha256 of its small files (configs, adapters) and the size
-    of its large ones (a full model's shards), so new weights at the same path re-train."""
-    files = [location] if location.is_file() else sorted(p for p in location.rglob("*") if p.is_file())
-    return {
-        str(p.relative_to(location) if p != location else p.name): file_sha256(p)
-        if p.stat().st_size <= 256 * 2**20
-        else f"size:{p.stat().st_size}"
-        for p in files
-    }
+    """What a warm-start directory holds: the sha256 of its top-level weight, config and tokenizer
+    files (the size of a large shard), so new weights at the same path re-train; nothing below it."""
+    files = sorted(p for p in location.iterdir() if p.is_file() and p.suffix in WEIGHT_FILES)
+    return {p.name: file_sha256(p) if p.stat().st_size <= 256 * 2**20 else f"size:{p.stat().st_size}" for p in files}

@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from knobsweep.errors import Problem, SpecError, did_you_mean
 from knobsweep.layout import RESERVED_NAMES
+from knobsweep.spec.expand import flat_overrides
+from knobsweep.spec.reading import read_yaml
 from knobsweep.spec.schema import ExperimentSpec, RunConfig
 from knobsweep.spec.validate import field_info, is_free_mapping, model_at, models_in, problems_from
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys silently; a spec must not lose a knob that way."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
 
 
 def read_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The file as a plain dict, with its `defaults:` files merged underneath, interpolations resolved."""
     file = str(path)
-    if not path.is_file():
-        raise SpecError([Problem(file, "", "no such file")])
     if path.resolve() in _seen:
         raise SpecError([Problem(file, "defaults", "includes itself (a cycle of defaults files)")])
     try:
-        loaded = OmegaConf.create(yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {})
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise SpecError([Problem(file, "", f"YAML syntax error: {where}{problem}")]) from None
+        loaded = OmegaConf.create(read_yaml(path) or {})
     except OmegaConfBaseException as error:
         raise SpecError([Problem(file, "", f"not a valid config: {error}")]) from None
     if not isinstance(loaded, type(OmegaConf.create({}))):
@@ -93,12 +75,27 @@ def _open_section(annotation) -> bool:
     return any(model.model_config.get("extra") == "allow" for model in models_in(annotation))
 
 
+MAX_RUNS = 20_000
+NOT_SWEPT = (
+    "resources do not change results, so they are not hashed (arms would share one training job); "
+    "set them in the baseline or profiles/"
+)
+
+
+def run_count(spec: ExperimentSpec) -> int:
+    """How many runs the spec expands to, counted without expanding it."""
+    arms = math.prod(len(v) for v in spec.sweep.values()) if spec.mode == "grid" else sum(map(len, spec.sweep.values()))
+    return (1 + arms * bool(spec.sweep) + len(spec.runs)) * len(spec.seeds)
+
+
 def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
     problems = []
     for knob, values in spec.sweep.items():
         problem = knob_problem(knob, f"sweep.{knob}", file)
         if problem:
             problems.append(problem)
+        elif knob.split(".")[0] == "resources":
+            problems.append(Problem(file, f"sweep.{knob}", NOT_SWEPT))
         elif not values:
             problems.append(Problem(file, f"sweep.{knob}", "needs at least one value to try"))
     for run, overrides in spec.runs.items():
@@ -106,7 +103,15 @@ def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
             problems.append(Problem(file, f"runs.{run}", "a run name is letters, digits and _.=- (not 'baseline')"))
         if not overrides:
             problems.append(Problem(file, f"runs.{run}", "needs at least one knob that differs from the baseline"))
-        problems += [p for knob in overrides if (p := knob_problem(knob, f"runs.{run}.{knob}", file))]
+        for knob in flat_overrides(overrides):
+            problem = knob_problem(knob, f"runs.{run}.{knob}", file)
+            if problem or knob.split(".")[0] == "resources":
+                problems.append(problem or Problem(file, f"runs.{run}.{knob}", NOT_SWEPT))
+    repeated = sorted({seed for seed in spec.seeds if spec.seeds.count(seed) > 1})
+    if repeated:
+        problems.append(
+            Problem(file, "seeds", f"{repeated[0]} is listed twice; each seed is one replicate, list it once")
+        )
     for knob in spec.hypotheses:
         if knob not in spec.sweep and knob not in spec.runs:
             problems.append(
@@ -130,6 +135,17 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
         raise SpecError(problems_from(error, ExperimentSpec, file, run="baseline")) from None
     name = spec.name or path.stem
     problems = check_sweep_knobs(spec, file)
+    runs = run_count(spec)
+    if runs > MAX_RUNS:
+        sizes = (" x " if spec.mode == "grid" else " + ").join(str(len(v)) for v in spec.sweep.values())
+        problems.append(
+            Problem(
+                file,
+                "sweep",
+                f"expands to {runs:,} runs ({spec.mode}: {sizes}, {len(spec.runs)} named runs, "
+                f"{len(spec.seeds)} seeds); at most {MAX_RUNS:,} runs per experiment",
+            )
+        )
     if name in RESERVED_NAMES:
         problems.append(
             Problem(

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from knobsweep.errors import FieldError
 from knobsweep.registry import EVALUATORS, METHODS
+from knobsweep.resources import slurm_value_problem
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
+from knobsweep.spec.trl_fields import trl_problems
+from knobsweep.spec.validate import StrictScalars
 
 
-class Section(BaseModel):
+class Section(StrictScalars):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
@@ -134,7 +137,11 @@ class TrainConfig(Section):
     )
     rollouts_per_step: int = Field(4, ge=0, le=4096, description="rollouts written to rollouts.jsonl per step")
     health: HealthConfig = Field(default_factory=HealthConfig)
-    trl: dict[str, Any] = Field(default_factory=dict, description="any TRL config field, passed through unchanged")
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other TRL config field, passed through unchanged (not one a knob sets, nor paths, hub or "
+        "reporting: knobsweep.spec.trl_fields)",
+    )
 
     @model_validator(mode="after")
     def _sft_fits_the_context(self) -> TrainConfig:
@@ -192,12 +199,16 @@ class RolloutConfig(Section):
     def _json_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = json.loads(value, parse_constant=_not_finite)
             except json.JSONDecodeError as error:
                 raise ValueError(f"must be a mapping or valid JSON text ({error.msg})") from None
             if not isinstance(value, dict):
                 raise ValueError("JSON text must hold a mapping ({...})")
         return value
+
+
+def _not_finite(name: str):
+    raise ValueError(f"holds {name}, which is not a finite number")
 
 
 class RewardConfig(BaseModel):
@@ -255,6 +266,14 @@ class StageResources(Section):
     account: str | None = Field(None, description="Slurm account; null = site setting / your default")
     qos: str | None = Field(None, description="Slurm QOS; null = site setting / none")
     constraint: str | None = Field(None, description="Slurm --constraint (node features)")
+
+    @field_validator("gpu_model", "partition", "account", "qos", "constraint")
+    @classmethod
+    def _what_sbatch_takes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = value is not None and slurm_value_problem(info.field_name, value)
+        if problem:
+            raise FieldError("", problem)
+        return value
 
 
 MERGE_FIELDS = ("cpus", "mem_mb", "runtime_min")
@@ -365,6 +384,16 @@ class TrainJob(Section):
                 "a training job gets the weights it starts from as "
                 "--warm-start DIR (the spec resolves a run name or path into it)",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trl_sets_no_knob(self) -> TrainJob:
+        # The spec refuses these too (spec.experiment): checked again so a hand-written --config-json
+        # cannot override a knob (or move checkpoints out of results/) either.
+        refused = trl_problems(self.train.method, self.train.trl)
+        if refused:
+            name, problem = next(iter(refused.items()))
+            raise FieldError(f"train.trl.{name}", problem)
         return self
 
     @model_validator(mode="after")

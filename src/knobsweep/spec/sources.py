@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.hub import looks_like_hub_id
 from knobsweep.registry import BUILTIN_SOURCES, FORMATS, SOURCES, converter
-from knobsweep.spec.validate import parse
+from knobsweep.spec.validate import StrictScalars, parse
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class SourceOptions(BaseModel):
+class SourceOptions(StrictScalars):
     """What every source has, under one name each: the row format, how many train / eval rows (each split is
     shuffled with the seed, then cut to its size) and the seed. An option of the previous release that has
     a new name (RENAMED) is an unknown key whose message gives the new one (spec.validate)."""

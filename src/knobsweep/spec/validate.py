@@ -7,7 +7,7 @@ import typing
 from typing import Any, TypeVar
 
 import annotated_types
-from pydantic import BaseModel, Discriminator, Tag, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 
 from knobsweep.errors import FieldError, Problem, SpecError, did_you_mean
@@ -88,6 +88,63 @@ def field_info(model: type[BaseModel], loc: tuple) -> FieldInfo | None:
 def model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The section model a location names (the root for an empty location)."""
     return _walk(model, loc)[1] if loc else model
+
+
+def _scalar_kinds(annotation: Any) -> set[type]:
+    """{int}, {float}, {int, float} or {bool} for a number or boolean field (optional or not); empty for
+    any other, and for a union that also takes text."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        kinds = [_scalar_kinds(arg) if arg is not str else {str} for arg in typing.get_args(annotation)]
+        found = set().union(*kinds)
+        return set() if str in found else found
+    return {annotation} if annotation in (int, float, bool) else set()
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False  # pydantic says it is not a number
+    return True
+
+
+class StrictScalars(BaseModel):
+    """Number fields take numbers only: `true` is not 1 and "3" is not 3 (an int is a fine float, and
+    8.0 a fine int: they are equal, and share a key); boolean fields take true or false, not "yes".
+    Lax pydantic would turn them into numbers, and an arm could silently equal the baseline."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields[info.field_name]
+        if typing.get_origin(field.annotation) is list and isinstance(value, list):  # seeds: [0, 1]
+            kinds = _scalar_kinds(typing.get_args(field.annotation)[0])
+            problems = [(f"[{i}]", problem) for i, item in enumerate(value) if (problem := _not_a(kinds, item))]
+        else:
+            problem = _not_a(_scalar_kinds(field.annotation), value)
+            problems = [("", problem)] if problem else []
+        if problems:
+            where, problem = problems[0]
+            bounds = allowed_range(field).removeprefix("allowed: ")
+            raise FieldError(where, problem + (f", {bounds}" if bounds and "true or false" not in problem else ""))
+        return value
+
+
+def _not_a(kinds: set[type], value: Any) -> str | None:
+    """Why `value` is not of a scalar field of `kinds` (as _scalar_kinds gives), or None."""
+    if not kinds or value is None:
+        return None
+    if kinds == {bool}:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return f"{value!r} is {'text' if isinstance(value, str) else 'a number'}; allowed: true or false"
+        return None
+    wanted = "an integer" if kinds == {int} else "a number"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} is a boolean; allowed: {wanted}"
+    if isinstance(value, str) and _numeric(value):
+        return f"{value!r} is text (write the number without quotes); allowed: {wanted}"
+    return None
 
 
 def allowed_range(info: FieldInfo | None) -> str:

@@ -1,9 +1,10 @@
 """GRPO: TRL's GRPOTrainer with a knobsweep evaluator as the reward (method "grpo").
 
 The knobs we name (loss method, rollout sampling, vLLM mode, batch plan, ...) map onto
-GRPOConfig here; `train.trl` is then applied on top unchanged, so any GRPOConfig field a user
-sets reaches TRL as written. VALIDATING checks every row's prompt and smoke-tests the evaluator
-on the rows' reference answers and junk. The run lifecycle itself is `lifecycle.run_training`.
+GRPOConfig here; `train.trl` is then applied on top unchanged, so any other GRPOConfig field a user
+sets reaches TRL as written (those a knob sets are refused: spec/trl_fields.py). VALIDATING checks
+every row's prompt and smoke-tests the evaluator on the rows' reference answers and junk. The run
+lifecycle itself is `lifecycle.run_training`.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ class GRPOMethod(Method):
     def trl_kwargs(self, job: TrainJob, out_dir: Path, plan, use_cuda: bool, report_to: str = "none") -> dict[str, Any]:
         kwargs = super().trl_kwargs(job, out_dir, plan, use_cuda, report_to)
         # TRL takes one of the two; a generation_batch_size the user set in train.trl wins.
-        if "generation_batch_size" in job.train.trl and "steps_per_generation" not in job.train.trl:
+        if "generation_batch_size" in job.train.trl:  # (train.trl cannot set steps_per_generation)
             kwargs.pop("steps_per_generation", None)
         return kwargs
 
