@@ -39,6 +39,7 @@ OWNED = {
     "num_train_epochs": "train.epochs",
     "save_total_limit": "train.keep_checkpoints",
     "seed": "seeds (one run per seed)",
+    "max_steps": "train.epochs (a step cap would end the run before the epochs its spec, plan and report say)",
 }
 # ... not spec material ...
 NOT_SPEC = {
@@ -72,7 +73,6 @@ ACCEPTED = {
     "log_level",
     "logging_first_step",
     "lr_scheduler_type",
-    "max_steps",
 }
 
 

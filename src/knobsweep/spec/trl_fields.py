@@ -18,6 +18,7 @@ _LOSS = "train.loss (grpo, dapo or gspo-token set the loss type, clip range and 
 OWNED: dict[str, str] = {
     "learning_rate": "train.learning_rate",
     "num_train_epochs": "train.epochs",
+    "max_steps": "train.epochs (a step cap would end the run before the epochs its spec, plan and report say)",
     "per_device_train_batch_size": _BATCH,
     "gradient_accumulation_steps": _BATCH,
     "seed": "seeds (one run per seed)",
