@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
-from knobsweep.io import JsonLine, file_sha256, json_lines
+from knobsweep.io import JsonLine, file_sha256, json_lines, read_regular, require_utf8, special_kind
 from knobsweep.spec.sources import CustomOptions
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
             return _directory_files(path, options)
         if not path.exists():
             raise FieldError("data.path", f"{options.path!r}: no such file or directory ({path.absolute()})")
+        _regular("path", options.path, path)
         train = [path]
     if options.eval_files is not None:
         return train, [_existing_file("eval_files", f) for f in options.eval_files]
@@ -85,17 +86,28 @@ def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
 def _existing_file(key: str, name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
-        what = "a directory" if path.is_dir() else "no such file"
+        what = "a directory" if path.is_dir() else special_kind(path) or "no such file"
         raise FieldError(f"data.{key}", f"{name!r} is {what} ({path.absolute()}); expected a data file")
     return path
+
+
+def _regular(key: str, name: str, path: Path) -> None:
+    """A device, FIFO or socket named as data would block (or never end) when read: refused."""
+    kind = special_kind(path)
+    if kind:
+        raise FieldError(
+            f"data.{key}", f"{name!r} is {kind} ({path.absolute()}); expected a regular data file or a directory"
+        )
 
 
 def _split_files(directory: Path, split: str, source: str) -> list[Path]:
     found = []
     for ext in EXTENSIONS[source]:
-        found += [directory / f"{split}{ext}"] if (directory / f"{split}{ext}").is_file() else []
-        found += sorted(p for p in directory.glob(f"{split}-*{ext}") if p.is_file())
-    return found
+        found += [directory / f"{split}{ext}"] if (directory / f"{split}{ext}").exists() else []
+        found += sorted(directory.glob(f"{split}-*{ext}"))
+    for file in found:
+        _regular("path", file.as_posix(), file)
+    return [file for file in found if file.is_file()]  # a directory named like a split is not one
 
 
 def _directory_files(directory: Path, options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
@@ -142,7 +154,7 @@ def _hf_local(options: CustomOptions) -> Path | None:
     if path.exists():
         raise FieldError(
             "data.path",
-            f"{options.path!r} is a file; for source 'hf' give a directory or a hub id, or "
+            f"{options.path!r} is {special_kind(path) or 'a file'}; for source 'hf' give a directory or a hub id, or "
             f"path: json (or parquet, csv) with data.train_files; for one file use source jsonl / parquet",
         )
     return None
@@ -161,6 +173,9 @@ def input_fingerprint(options: CustomOptions) -> dict[str, str]:
     if options.source != "hf":
         train, evals = _files(options)
         return {f.as_posix(): file_sha256(f) for f in train + (evals or [])}
+    for key in ("train_files", "eval_files"):
+        for name in getattr(options, key) or []:
+            _regular(key, name, Path(name).expanduser())
     data_files = [Path(f).expanduser() for f in (options.train_files or []) + (options.eval_files or [])]
     if data_files and all(f.is_file() for f in data_files):
         return {f.as_posix(): file_sha256(f) for f in data_files}
@@ -183,9 +198,10 @@ def _hub_identity(options: CustomOptions) -> str:
 
 def _read_file(path: Path, source: str) -> tuple[str, list]:
     """(sha256 of the bytes read, records) of one jsonl / parquet file."""
-    data = path.read_bytes()
+    data = read_regular(path)
     digest = hashlib.sha256(data).hexdigest()
     if source == "jsonl":
+        require_utf8(data, path.as_posix())
         return digest, list(json_lines(data.splitlines(keepends=True)))
     import pyarrow as pa
     import pyarrow.parquet as pq

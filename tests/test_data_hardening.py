@@ -1,0 +1,274 @@
+"""Hostile and mistaken data inputs (issue 13): devices, FIFOs and sockets as data, JSON nested too
+deep, a held-out split with nothing to hold out, unknown chat roles, and prompts shared by train and eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from knobsweep.data import gsm8k, input_fingerprint, swe_bench
+from knobsweep.errors import DataError, FieldError
+from knobsweep.io import NotRegularFileError, file_sha256, json_lines, read_jsonl, read_regular
+from knobsweep.spec.sources import read_options
+
+ROOT = Path(__file__).resolve().parents[1]
+KNOBSWEEP = Path(sys.executable).with_name("knobsweep")
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError past ~1000 levels
+NESTED = "not a usable JSON line: nested too deep (more than about 1000 levels of arrays / objects)"
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def rows(count: int, start: int = 0) -> list[dict]:
+    return [{"prompt": f"What is {i} + 1?", "ground_truth": str(i + 1)} for i in range(start, start + count)]
+
+
+def run_converter(config: dict, out: Path) -> subprocess.CompletedProcess:
+    """The data stage as the rule runs it; a hang fails the test at the timeout instead of blocking it."""
+    return subprocess.run(
+        [sys.executable, "-m", "knobsweep.data", "--config-json", json.dumps(config), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def run_validate(spec: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(KNOBSWEEP), "validate", str(spec)], cwd=spec.parent, capture_output=True, text=True, timeout=120
+    )
+
+
+def spec_with_data(tmp_path: Path, data: str) -> Path:
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(
+        "baseline:\n"
+        "  model: {name: tiny}\n"
+        f"  data: {data}\n"
+        "  reward: {name: match}\n"
+        "sweep:\n"
+        "  train.learning_rate: [2.0e-4]\n"
+    )
+    return spec
+
+
+@pytest.fixture
+def fifo(tmp_path) -> Path:
+    path = tmp_path / "pipe.jsonl"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.fixture
+def unix_socket():
+    # A socket path must fit in ~108 bytes: pytest's tmp_path may not.
+    folder = Path(tempfile.mkdtemp(prefix="ks-", dir="/tmp"))
+    path = folder / "s.jsonl"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    yield path
+    server.close()
+    shutil.rmtree(folder)
+
+
+# --- 1. only regular files and directories --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
+def test_file_sha256_and_read_regular_refuse_what_is_not_a_regular_file(kind, fifo, unix_socket):
+    path, what = {
+        "fifo": (fifo, "a FIFO (named pipe)"),
+        "socket": (unix_socket, "a socket"),
+        "device": (Path("/dev/zero"), "a character device"),
+    }[kind]
+    message = f"{path} is {what}, not a regular file; data is read only from regular files and directories"
+    for read in (file_sha256, read_regular):
+        with pytest.raises(NotRegularFileError) as error:
+            read(path)
+        assert str(error.value) == message
+
+
+def test_file_sha256_follows_a_link_to_a_regular_file_but_not_to_a_device(tmp_path):
+    (tmp_path / "real.jsonl").write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "real.jsonl")
+    assert file_sha256(tmp_path / "link.jsonl") == file_sha256(tmp_path / "real.jsonl")
+    (tmp_path / "zero.jsonl").symlink_to("/dev/zero")
+    with pytest.raises(NotRegularFileError, match=r"zero.jsonl is a character device, not a regular file"):
+        file_sha256(tmp_path / "zero.jsonl")
+
+
+def test_a_device_as_data_path_fails_validate_naming_the_field(tmp_path):
+    spec = spec_with_data(tmp_path, "{source: jsonl, path: /dev/zero, eval_ratio: 0.1}")
+    result = run_validate(spec)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert (
+        f"{spec}: data.path: '/dev/zero' is a character device (/dev/zero); expected a regular data file or a "
+        "directory (run 'baseline')"
+    ) in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_fifo_as_data_path_fails_validate_and_the_converter(tmp_path, fifo):
+    spec = spec_with_data(tmp_path, f"{{source: jsonl, path: {fifo}, eval_ratio: 0.1}}")
+    result = run_validate(spec)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert f"data.path: '{fifo}' is a FIFO (named pipe) ({fifo}); expected a regular data file" in result.stdout
+
+    converted = run_converter({"source": "jsonl", "path": str(fifo), "eval_ratio": 0.1}, tmp_path / "out")
+    assert converted.returncode == 1 and "Traceback" not in converted.stderr
+    assert converted.stderr == (
+        f"knobsweep.data: error: data.path: '{fifo}' is a FIFO (named pipe) ({fifo}); "
+        "expected a regular data file or a directory\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml", "pipe.jsonl"]  # no output, no temp dir
+
+
+@pytest.mark.parametrize("key", ["train_files", "eval_files"])
+def test_a_socket_in_train_or_eval_files_is_refused(tmp_path, unix_socket, key):
+    good = write_jsonl(tmp_path / "good.jsonl", rows(4))
+    section = {"source": "jsonl", "train_files": [str(good)], "eval_files": [str(good)]}
+    section[key] = [str(unix_socket)]
+    with pytest.raises(FieldError) as error:
+        input_fingerprint(section)
+    assert str(error.value) == (f"data.{key}: '{unix_socket}' is a socket ({unix_socket}); expected a data file")
+
+
+def test_a_fifo_named_as_a_split_in_a_data_directory_is_refused(tmp_path):
+    write_jsonl(tmp_path / "data" / "test.jsonl", rows(2))
+    os.mkfifo(tmp_path / "data" / "train.jsonl")
+    with pytest.raises(FieldError) as error:
+        input_fingerprint({"source": "jsonl", "path": str(tmp_path / "data")})
+    fifo = (tmp_path / "data" / "train.jsonl").as_posix()
+    assert str(error.value) == (
+        f"data.path: '{fifo}' is a FIFO (named pipe) ({fifo}); expected a regular data file or a directory"
+    )
+
+
+def test_hf_train_files_that_are_a_device_are_refused_before_datasets_reads_them(tmp_path):
+    section = {"source": "hf", "path": "json", "train_files": ["/dev/zero"], "eval_ratio": 0.1}
+    with pytest.raises(FieldError) as error:
+        input_fingerprint(section)
+    assert str(error.value) == (
+        "data.train_files: '/dev/zero' is a character device (/dev/zero); expected a regular data file or a directory"
+    )
+
+
+def test_a_saved_hf_directory_is_keyed_by_its_regular_files_only(tmp_path, fifo):
+    (tmp_path / "state.json").write_text("{}")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    keys = input_fingerprint({"source": "hf", "path": str(tmp_path), "eval_ratio": 0.1})
+    assert keys == {(tmp_path / "state.json").as_posix(): file_sha256(tmp_path / "state.json")}
+
+
+def test_gsm8k_and_swe_sources_refuse_special_files(tmp_path):
+    folder = tmp_path / "gsm"
+    folder.mkdir()
+    write_jsonl(folder / "test.jsonl", [{"question": "q", "answer": "#### 1"}])
+    os.mkfifo(folder / "train.jsonl")
+    with pytest.raises(DataError) as error:
+        input_fingerprint({"source": "gsm8k", "path": str(folder)})
+    assert (
+        str(error.value)
+        == f"{folder}/train.jsonl is a FIFO (named pipe) (split 'train'); expected a regular .jsonl file"
+    )
+    with pytest.raises(FieldError) as error:
+        input_fingerprint({"source": "gsm8k", "path": "/dev/zero"})
+    assert str(error.value).startswith("data.path: '/dev/zero' is a character device; expected a directory holding")
+    for source in ("swe_bench", "swe_synth"):
+        with pytest.raises(FieldError) as error:
+            input_fingerprint({"source": source, "paths": ["/dev/null"]})
+        assert str(error.value) == (
+            "data.paths: '/dev/null' is a character device (/dev/null); expected a regular data file or a directory"
+        )
+
+
+# --- 2. JSON nested too deep: that row is dropped, the conversion goes on ---------------------
+
+
+def test_json_lines_reports_a_line_nested_too_deep_and_reads_on():
+    lines = list(json_lines([DEEP + "\n", '{"a": 1}\n']))
+    assert [(line.index, line.value, line.error) for line in lines] == [(0, None, NESTED), (1, {"a": 1}, None)]
+
+
+def test_read_jsonl_names_the_line_nested_too_deep(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"a": 1}, DEEP])
+    with pytest.raises(ValueError) as error:
+        read_jsonl(path)
+    assert str(error.value) == f"{path}:2: {NESTED}"
+
+
+def test_custom_conversion_drops_a_row_nested_too_deep(tmp_path):
+    file = write_jsonl(tmp_path / "rows.jsonl", [*rows(3), DEEP, *rows(3, start=3)])
+    result = run_converter({"source": "jsonl", "path": str(file), "eval_ratio": 0.3}, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "jsonl (rl): 4 train + 2 eval rows, 1 dropped (1 train)" in result.stdout
+    assert f"train {file} line 4: {NESTED}" in result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["dropped"] == [{"split": "train", "file": str(file), "line": 4, "reason": NESTED}]
+
+
+def test_gsm8k_and_swe_conversions_drop_a_record_nested_too_deep(tmp_path):
+    folder = tmp_path / "gsm"
+    good = [{"question": f"{i} + 1?", "answer": f"so #### {i + 1}"} for i in range(3)]
+    write_jsonl(folder / "train.jsonl", [*good, DEEP])
+    write_jsonl(folder / "test.jsonl", good)
+    result = gsm8k.convert(read_options({"source": "gsm8k", "path": str(folder)}))
+    assert result.dropped == [{"split": "train", "line": 4, "reason": NESTED}]
+
+    # The SWE sources share one reader (data/_files.py).
+    tasks = ROOT / "tests" / "fixtures" / "swebench" / "swebench_instances_combined.jsonl"
+    (tmp_path / "deep.json").write_text(DEEP)
+    result = swe_bench.convert(
+        read_options({"source": "swe_bench", "paths": [str(tasks), str(tmp_path / "deep.json")]})
+    )
+    assert {
+        "split": "input",
+        "file": (tmp_path / "deep.json").as_posix(),
+        "line": 1,
+        "reason": "not a usable JSON file: nested too deep (more than about 1000 levels of arrays / objects)",
+    } in result.dropped
+    assert result.train and result.eval
+
+
+# --- 3. a file in UTF-16 / UTF-32 is named with the fix ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "sign"),
+    [
+        ("utf-16", "a UTF-16 byte-order mark"),
+        ("utf-16-le", "a NUL byte beside every character"),
+        ("utf-32", "a UTF-32 byte-order mark"),
+    ],
+)
+def test_a_utf16_or_utf32_file_is_named_with_the_iconv_fix(tmp_path, encoding, sign):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes("".join(json.dumps(r) + "\n" for r in rows(5)).encode(encoding))
+    name = encoding.split("-le")[0].upper()
+    result = run_converter({"source": "jsonl", "path": str(path), "eval_ratio": 0.2}, tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"knobsweep.data: error: {path}: not UTF-8: looks like {name} ({sign}); convert it with "
+        f"`iconv -f {name} -t UTF-8 {path} > {tmp_path}/rows.utf8.jsonl`\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_gsm8k_reports_a_utf16_split_file(tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "answer": "#### 1"}])
+    (tmp_path / "train.jsonl").write_bytes('{"question": "q", "answer": "#### 1"}\n'.encode("utf-16"))
+    with pytest.raises(DataError, match=r"train.jsonl: not UTF-8: looks like UTF-16 \(a UTF-16 byte-order mark\)"):
+        gsm8k.convert(read_options({"source": "gsm8k", "path": str(tmp_path)}))
