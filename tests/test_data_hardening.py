@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from knobsweep.data import gsm8k, input_fingerprint, swe_bench
+from knobsweep.data import custom, gsm8k, input_fingerprint, swe_bench
 from knobsweep.errors import DataError, FieldError
 from knobsweep.io import NotRegularFileError, file_sha256, json_lines, read_jsonl, read_regular
 from knobsweep.spec.sources import read_options
@@ -243,7 +243,40 @@ def test_gsm8k_and_swe_conversions_drop_a_record_nested_too_deep(tmp_path):
     assert result.train and result.eval
 
 
-# --- 3. a file in UTF-16 / UTF-32 is named with the fix ----------------------------------------
+# --- 3. a held-out split with fewer than 2 readable rows names the file and the cause ----------
+
+
+def hold_out_error(path: Path) -> str:
+    with pytest.raises(FieldError) as error:
+        custom.convert(read_options({"source": "jsonl", "path": str(path), "eval_ratio": 0.2}))
+    return str(error.value)
+
+
+def test_hold_out_from_an_empty_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    assert hold_out_error(path) == (
+        f"data.eval_ratio: holding out eval rows needs at least 2 readable train rows, got 0 from {path}: "
+        "the input is empty"
+    )
+
+
+def test_hold_out_from_an_all_broken_file_gives_the_first_reasons(tmp_path):
+    path = write_jsonl(tmp_path / "broken.jsonl", ["{oops", "[1, 2]", "{oops"])
+    assert hold_out_error(path) == (
+        f"data.eval_ratio: holding out eval rows needs at least 2 readable train rows, got 0 from {path}: "
+        f"all 3 rows were dropped as unreadable ({path} line 1: not a JSON line: Expecting property name "
+        f"enclosed in double quotes: line 1 column 2 (char 1); {path} line 2: not a JSON object: list; "
+        f"{path} line 3: not a JSON line: Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+    )
+
+
+def test_hold_out_from_one_readable_row_says_so(tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", rows(1))
+    assert hold_out_error(path) == (
+        f"data.eval_ratio: holding out eval rows needs at least 2 readable train rows, got 1 from {path}: "
+        "the input holds only that row"
+    )
 
 
 @pytest.mark.parametrize(
@@ -272,3 +305,48 @@ def test_gsm8k_reports_a_utf16_split_file(tmp_path):
     (tmp_path / "train.jsonl").write_bytes('{"question": "q", "answer": "#### 1"}\n'.encode("utf-16"))
     with pytest.raises(DataError, match=r"train.jsonl: not UTF-8: looks like UTF-16 \(a UTF-16 byte-order mark\)"):
         gsm8k.convert(read_options({"source": "gsm8k", "path": str(tmp_path)}))
+
+
+# --- 4. chat rows: only the roles a chat template knows ----------------------------------------
+
+
+def test_messages_with_unknown_roles_are_dropped_naming_the_role(tmp_path):
+    chat = [
+        {"prompt": [{"role": "user", "content": "2+2?"}], "ground_truth": "4"},
+        {"prompt": [{"role": "human", "content": "2+3?"}], "ground_truth": "5"},
+        {"prompt": [{"role": "system", "content": "S"}, {"role": "asistant", "content": "x"}], "ground_truth": "6"},
+        {
+            "prompt": [{"role": "user", "content": "Call it."}, {"role": "tool", "content": "7"}],
+            "ground_truth": "7",
+        },
+    ]
+    section = {
+        "source": "jsonl",
+        "path": str(write_jsonl(tmp_path / "chat.jsonl", chat)),
+        "eval_files": [str(write_jsonl(tmp_path / "eval.jsonl", rows(2)))],
+    }
+    result = custom.convert(read_options(section))
+    assert [(d["line"], d["reason"]) for d in result.dropped] == [
+        (2, "'prompt' (data.prompt_key) message 1 has role 'human'; allowed: system, user, assistant, tool"),
+        (3, "'prompt' (data.prompt_key) message 2 has role 'asistant'; allowed: system, user, assistant, tool"),
+    ]
+    kept = {row["ground_truth"]: row["prompt"] for row in result.train}
+    assert kept["7"][-1] == {"role": "tool", "content": "7"}  # TRL's chat-template path takes tool turns
+    assert sorted(kept) == ["4", "7"]
+
+
+def test_sft_conversations_with_unknown_roles_are_dropped(tmp_path):
+    chat = [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+        for i in range(3)
+    ] + [{"messages": [{"role": "user", "content": "hi"}, {"role": "gpt", "content": "hello"}]}]
+    section = {
+        "source": "jsonl",
+        "path": str(write_jsonl(tmp_path / "c.jsonl", chat)),
+        "eval_ratio": 0.3,
+        "format": "sft",
+    }
+    result = custom.convert(read_options(section))
+    assert [d["reason"] for d in result.dropped] == [
+        "'messages' (data.messages_key) message 2 has role 'gpt'; allowed: system, user, assistant, tool"
+    ]

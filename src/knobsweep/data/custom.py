@@ -44,9 +44,12 @@ from knobsweep.spec.sources import CustomOptions
 if TYPE_CHECKING:
     import pyarrow as pa
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: messages with a role other than ROLES are dropped
 EXTENSIONS = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
 LABELS = {"true": True, "false": False}
+# The roles TRL's chat-template path knows (trl.data_utils): a typo ("asistant") or another
+# convention ("human", "gpt") would reach the template as an unknown turn.
+ROLES = ("system", "user", "assistant", "tool")
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -303,6 +306,10 @@ def _messages(value, key: str, option: str, role: str) -> list[dict]:
                 and isinstance(message.get("content"), str)
             ):
                 raise BadRow(f"{key!r} ({option}) message {number} is not a {{role, content}} pair of strings")
+            if message["role"] not in ROLES:
+                raise BadRow(
+                    f"{key!r} ({option}) message {number} has role {message['role']!r}; allowed: {', '.join(ROLES)}"
+                )
             messages.append({"role": message["role"], "content": message["content"]})
         return messages
     got = "an empty list" if value == [] else type(value).__name__
@@ -454,7 +461,7 @@ def convert(options: CustomOptions) -> ConversionResult:
                 else:
                     dropped.append(_dropped(role, part, line.index, reason))
     if parts["eval"] is None:
-        parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options)
+        parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options, parts["train"], dropped)
 
     rows: dict[str, list[dict]] = {}
     for role, make in (("train", builder.train_row), ("eval", builder.eval_row)):
@@ -487,11 +494,14 @@ def _dropped(role: str, part: Part, index: int, reason: str) -> dict:
     return {"split": role, "file": part.name, "line": index + 1, "reason": reason}
 
 
-def _hold_out(rows: list, options: CustomOptions) -> tuple[list, list]:
+def _hold_out(rows: list, options: CustomOptions, parts: list, dropped: list[dict]) -> tuple[list, list]:
     """(train, eval) of one pool: a seeded `eval_ratio` share, at least one row each."""
     if len(rows) < 2:
+        where = ", ".join(part.name for part, _ in parts)
         raise FieldError(
-            "data.eval_ratio", f"holding out eval rows needs at least 2 readable train rows, got {len(rows)}"
+            "data.eval_ratio",
+            f"holding out eval rows needs at least 2 readable train rows, got {len(rows)} from {where}: "
+            + _shortage([d for d in dropped if d["split"] == "train"], len(rows)),
         )
     order = sorted(rows, key=lambda r: shuffle_key(options.seed, f"{r[0].label}-{r[1]}", salt="holdout:"))
     count = min(max(1, round(options.eval_ratio * len(rows))), len(rows) - 1)
@@ -508,8 +518,9 @@ def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dr
         bad = sorted((d for d in dropped if d["split"] == role), key=lambda d: (d["file"], d["line"]))
         if not bad:
             raise DataError(f"{label}: no rows (the input is empty)")
-        first = "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
-        raise DataError(f"{label}: no usable rows for format {options.format!r}, all {len(bad)} were dropped ({first})")
+        raise DataError(
+            f"{label}: no usable rows for format {options.format!r}, all {len(bad)} were dropped ({_first(bad)})"
+        )
     rows.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
     size = getattr(options, f"{role}_size")
     if size is not None and size > len(rows):
@@ -518,6 +529,19 @@ def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dr
             f"{label}: asks for {size} rows but only {len(rows)} are usable; lower it or set it to null for all rows",
         )
     return rows[:size]
+
+
+def _first(bad: list[dict]) -> str:
+    return "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
+
+
+def _shortage(bad: list[dict], readable: int) -> str:
+    """Why a pool holds `readable` rows: the input is empty, or its other rows were dropped (the first reasons)."""
+    if not bad:
+        return "the input is empty" if readable == 0 else "the input holds only that row"
+    bad = sorted(bad, key=lambda d: (d["file"], d["line"]))
+    every = "all " if readable == 0 else ""
+    return f"{every}{len(bad)} rows were dropped as unreadable ({_first(bad)})"
 
 
 def _finish_train(rows: list[dict], fmt: str) -> tuple[list[dict], dict]:
