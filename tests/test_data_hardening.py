@@ -12,14 +12,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from knobsweep.data import custom, gsm8k, input_fingerprint, swe_bench
+from knobsweep.data import convert_to_dir, custom, gsm8k, input_fingerprint, prompt_overlap, swe_bench
 from knobsweep.errors import DataError, FieldError
 from knobsweep.io import NotRegularFileError, file_sha256, json_lines, read_jsonl, read_regular
 from knobsweep.spec.sources import read_options
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "data" / "custom_example"
 KNOBSWEEP = Path(sys.executable).with_name("knobsweep")
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError past ~1000 levels
 NESTED = "not a usable JSON line: nested too deep (more than about 1000 levels of arrays / objects)"
@@ -350,3 +352,74 @@ def test_sft_conversations_with_unknown_roles_are_dropped(tmp_path):
     assert [d["reason"] for d in result.dropped] == [
         "'messages' (data.messages_key) message 2 has role 'gpt'; allowed: system, user, assistant, tool"
     ]
+
+
+# --- 5. prompts shared by train and eval -----------------------------------------------------
+
+
+def test_prompt_overlap_pairs_eval_rows_with_the_train_row_of_the_same_prompt():
+    train = [
+        {"row_id": "t-0", "prompt": [{"role": "user", "content": "A"}]},
+        {"row_id": "t-1", "messages": [{"role": "user", "content": "B "}, {"role": "assistant", "content": "b"}]},
+    ]
+    evaluation = [
+        {"row_id": "e-0", "prompt": [{"role": "user", "content": "A\n"}]},
+        {"row_id": "e-1", "prompt": [{"role": "user", "content": "B"}]},
+        {"row_id": "e-2", "prompt": [{"role": "user", "content": "C"}]},
+        {"row_id": "e-3", "prompt": [{"role": "system", "content": "A"}]},
+    ]
+    assert prompt_overlap(train, evaluation) == {
+        "eval_rows": 2,
+        "of": 4,
+        "pairs": [{"eval": "e-0", "train": "t-0"}, {"eval": "e-1", "train": "t-1"}],
+    }
+
+
+def test_custom_eval_files_sharing_train_prompts_are_reported_and_warned(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", rows(6))
+    evaluation = write_jsonl(tmp_path / "eval.jsonl", rows(3, start=4))  # prompts 4 and 5 are also train's
+    config = {"source": "jsonl", "path": str(train), "eval_files": [str(evaluation)]}
+    result = run_converter(config, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["prompt_overlap"] == {
+        "eval_rows": 2,
+        "of": 3,
+        "pairs": [{"eval": "eval-0", "train": "train-4"}, {"eval": "eval-1", "train": "train-5"}],
+    }
+    assert result.stderr == (
+        "knobsweep.data: warning: 2 of 3 eval rows share their prompt with a train row (eval eval-0 = train "
+        "train-4; eval eval-1 = train train-5): their eval scores measure prompts the model trained on; "
+        "remove the repeats from the inputs (manifest.json prompt_overlap lists them)\n"
+    )
+
+
+def test_a_held_out_split_of_a_file_with_repeated_rows_reports_the_overlap(tmp_path):
+    file = write_jsonl(tmp_path / "rows.jsonl", rows(10) + rows(10))  # every row twice
+    manifest = convert_to_dir({"source": "jsonl", "path": str(file), "eval_ratio": 0.5}, tmp_path / "out")
+    assert manifest["prompt_overlap"]["eval_rows"] > 0
+    assert manifest["prompt_overlap"]["of"] == manifest["rows"]["eval"] == 10
+
+
+def test_disjoint_splits_report_no_overlap_and_print_no_warning(tmp_path):
+    config = {"source": "jsonl", "path": str(EXAMPLE), "prompt_key": "problem", "ground_truth_key": "final_answer"}
+    result = run_converter(config, tmp_path / "out")
+    assert result.returncode == 0 and result.stderr == ""
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["prompt_overlap"] == {"eval_rows": 0, "of": 16, "pairs": []}
+    assert len(pq.read_table(tmp_path / "out" / "eval.parquet")) == 16
+
+
+def test_openspiel_positions_kept_in_both_splits_are_reported(tmp_path):
+    pytest.importorskip("pyspiel")
+    section = {"source": "openspiel", "cases": ["tic_tac_toe"], "train_size": 4, "eval_size": 2}
+    # max_random_steps 0: every task is the empty board, so with eval_overlap keep both eval rows repeat train-0-0
+    result = run_converter({**section, "max_random_steps": 0, "eval_overlap": "keep"}, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["prompt_overlap"] == {
+        "eval_rows": 2,
+        "of": 2,
+        "pairs": [{"eval": "eval-0-0", "train": "train-0-0"}, {"eval": "eval-0-1", "train": "train-0-0"}],
+    }
+    assert "knobsweep.data: warning: 2 of 2 eval rows share their prompt with a train row" in result.stderr
