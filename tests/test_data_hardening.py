@@ -48,6 +48,13 @@ def run_converter(config: dict, out: Path) -> subprocess.CompletedProcess:
     )
 
 
+def converted_ok(config: dict, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """(the converter's run, the manifest it wrote) of a conversion that must succeed."""
+    result = run_converter(config, out)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((out / "manifest.json").read_text())
+
+
 def run_validate(spec: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(KNOBSWEEP), "validate", str(spec)], cwd=spec.parent, capture_output=True, text=True, timeout=120
@@ -214,11 +221,9 @@ def test_read_jsonl_names_the_line_nested_too_deep(tmp_path):
 
 def test_custom_conversion_drops_a_row_nested_too_deep(tmp_path):
     file = write_jsonl(tmp_path / "rows.jsonl", [*rows(3), DEEP, *rows(3, start=3)])
-    result = run_converter({"source": "jsonl", "path": str(file), "eval_ratio": 0.3}, tmp_path / "out")
-    assert result.returncode == 0, result.stderr
+    result, manifest = converted_ok({"source": "jsonl", "path": str(file), "eval_ratio": 0.3}, tmp_path / "out")
     assert "jsonl (rl): 4 train + 2 eval rows, 1 dropped (1 train)" in result.stdout
     assert f"train {file} line 4: {NESTED}" in result.stderr
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["dropped"] == [{"split": "train", "file": str(file), "line": 4, "reason": NESTED}]
 
 
@@ -379,9 +384,7 @@ def test_custom_eval_files_sharing_train_prompts_are_reported_and_warned(tmp_pat
     train = write_jsonl(tmp_path / "train.jsonl", rows(6))
     evaluation = write_jsonl(tmp_path / "eval.jsonl", rows(3, start=4))  # prompts 4 and 5 are also train's
     config = {"source": "jsonl", "path": str(train), "eval_files": [str(evaluation)]}
-    result = run_converter(config, tmp_path / "out")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    result, manifest = converted_ok(config, tmp_path / "out")
     assert manifest["prompt_overlap"] == {
         "eval_rows": 2,
         "of": 3,
@@ -403,9 +406,8 @@ def test_a_held_out_split_of_a_file_with_repeated_rows_reports_the_overlap(tmp_p
 
 def test_disjoint_splits_report_no_overlap_and_print_no_warning(tmp_path):
     config = {"source": "jsonl", "path": str(EXAMPLE), "prompt_key": "problem", "ground_truth_key": "final_answer"}
-    result = run_converter(config, tmp_path / "out")
-    assert result.returncode == 0 and result.stderr == ""
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    result, manifest = converted_ok(config, tmp_path / "out")
+    assert result.stderr == ""
     assert manifest["prompt_overlap"] == {"eval_rows": 0, "of": 16, "pairs": []}
     assert len(pq.read_table(tmp_path / "out" / "eval.parquet")) == 16
 
@@ -414,9 +416,7 @@ def test_openspiel_positions_kept_in_both_splits_are_reported(tmp_path):
     pytest.importorskip("pyspiel")
     section = {"source": "openspiel", "cases": ["tic_tac_toe"], "train_size": 4, "eval_size": 2}
     # max_random_steps 0: every task is the empty board, so with eval_overlap keep both eval rows repeat train-0-0
-    result = run_converter({**section, "max_random_steps": 0, "eval_overlap": "keep"}, tmp_path / "out")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    result, manifest = converted_ok({**section, "max_random_steps": 0, "eval_overlap": "keep"}, tmp_path / "out")
     assert manifest["prompt_overlap"] == {
         "eval_rows": 2,
         "of": 2,
