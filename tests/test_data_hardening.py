@@ -423,3 +423,27 @@ def test_openspiel_positions_kept_in_both_splits_are_reported(tmp_path):
         "pairs": [{"eval": "eval-0-0", "train": "train-0-0"}, {"eval": "eval-0-1", "train": "train-0-0"}],
     }
     assert "knobsweep.data: warning: 2 of 2 eval rows share their prompt with a train row" in result.stderr
+
+
+def test_a_config_json_nested_too_deep_is_a_usage_error(tmp_path):
+    result = subprocess.run(
+        # 20,000 deep: one argument must stay under the kernel's 128 KiB limit
+        [
+            sys.executable,
+            "-m",
+            "knobsweep.data",
+            "--config-json",
+            "[" * 20_000 + "]" * 20_000,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.endswith(
+        "python -m knobsweep.data: error: argument --config-json: not usable JSON: nested too deep "
+        "(more than about 1000 levels of arrays / objects)\n"
+    )
+    assert not (tmp_path / "out").exists()

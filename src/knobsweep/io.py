@@ -63,6 +63,8 @@ def json_object(text: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"not usable JSON: {NESTED_TOO_DEEP}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
