@@ -287,24 +287,29 @@ def test_hold_out_from_one_readable_row_says_so(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("encoding", "sign"),
+    ("encoding", "name", "sign"),
     [
-        ("utf-16", "a UTF-16 byte-order mark"),
-        ("utf-16-le", "a NUL byte beside every character"),
-        ("utf-32", "a UTF-32 byte-order mark"),
+        ("utf-16", "UTF-16", "a UTF-16 byte-order mark"),
+        ("utf-16-le", "UTF-16LE", "a NUL byte beside every character"),
+        ("utf-16-be", "UTF-16BE", "a NUL byte beside every character"),
+        ("utf-32", "UTF-32", "a UTF-32 byte-order mark"),
     ],
 )
-def test_a_utf16_or_utf32_file_is_named_with_the_iconv_fix(tmp_path, encoding, sign):
+def test_a_utf16_or_utf32_file_is_named_with_the_iconv_fix_that_works(tmp_path, encoding, name, sign):
     path = tmp_path / "rows.jsonl"
     path.write_bytes("".join(json.dumps(r) + "\n" for r in rows(5)).encode(encoding))
-    name = encoding.split("-le")[0].upper()
-    result = run_converter({"source": "jsonl", "path": str(path), "eval_ratio": 0.2}, tmp_path / "out")
+    config = {"source": "jsonl", "path": str(path), "eval_ratio": 0.2}
+    result = run_converter(config, tmp_path / "out")
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    command = f"iconv -f {name} -t UTF-8 {path} > {tmp_path}/rows.utf8.jsonl"
     assert result.stderr == (
-        f"knobsweep.data: error: {path}: not UTF-8: looks like {name} ({sign}); convert it with "
-        f"`iconv -f {name} -t UTF-8 {path} > {tmp_path}/rows.utf8.jsonl`\n"
+        f"knobsweep.data: error: {path}: not UTF-8: looks like {name} ({sign}); convert it with `{command}`\n"
     )
     assert not (tmp_path / "out").exists()
+    if shutil.which("iconv"):  # the advice, followed, gives a file that converts
+        subprocess.run(command, shell=True, check=True)
+        _, manifest = converted_ok({**config, "path": f"{tmp_path}/rows.utf8.jsonl"}, tmp_path / "out")
+        assert manifest["rows"] == {"train": 4, "eval": 1} and manifest["dropped"] == []
 
 
 def test_gsm8k_reports_a_utf16_split_file(tmp_path):

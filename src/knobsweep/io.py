@@ -147,7 +147,9 @@ def require_utf8(data: bytes, name: str) -> None:
     found = next((why for bom, why in BOMS if data.startswith(bom)), None)
     head = data[:64]
     if found is None and len(head) >= 4 and head.count(0) * 2 >= len(head) - 1:
-        found = ("UTF-16", "a NUL byte beside every character")
+        # Without a mark, iconv needs the byte order: ASCII in UTF-16LE has its NULs second.
+        order = "LE" if head[1::2].count(0) > head[::2].count(0) else "BE"
+        found = (f"UTF-16{order}", "a NUL byte beside every character")
     if found is not None:
         encoding, sign = found
         converted = Path(name).with_suffix(".utf8" + Path(name).suffix).as_posix()
