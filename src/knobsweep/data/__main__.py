@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(manifest, args.out))
     if manifest["dropped"]:
         print(dropped_report(manifest["dropped"]), file=sys.stderr)
-    if overlap_warning(manifest["prompt_overlap"]):
-        print(overlap_warning(manifest["prompt_overlap"]), file=sys.stderr)
+    warning = overlap_warning(manifest["prompt_overlap"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
