@@ -114,6 +114,7 @@ def test_manifest(tmp_path):
         },
         "rows": {"train": 10, "eval": 5},
         "dropped": [],
+        "prompt_overlap": {"eval_rows": 0, "of": 5, "pairs": []},
     }
     assert input_fingerprint(options | {"path": str(DEMO)}) == manifest["inputs"]
 

@@ -72,6 +72,39 @@ def _source(options: SourceOptions | dict) -> str:
     return options.source if isinstance(options, SourceOptions) else options["source"]
 
 
+SHOWN_PAIRS = 100  # prompt_overlap lists this many (eval, train) pairs; the count is exact
+
+
+def prompt_overlap(train: list[dict], evaluation: list[dict]) -> dict:
+    """Eval rows whose prompt is also a train row's: {"eval_rows": how many, "of": all eval rows,
+    "pairs": [{"eval": row_id, "train": row_id}, ...] (the first SHOWN_PAIRS)}. Such an eval row scores
+    a prompt the model trained on, whatever source or converter made the rows."""
+    seen: dict[str, str] = {}
+    for row in train:
+        key = _prompt_text(row)
+        if key is not None:
+            seen.setdefault(key, row.get("row_id"))
+    pairs = [
+        {"eval": row.get("row_id"), "train": seen[key]}
+        for row in evaluation
+        if (key := _prompt_text(row)) is not None and key in seen
+    ]
+    return {"eval_rows": len(pairs), "of": len(evaluation), "pairs": pairs[:SHOWN_PAIRS]}
+
+
+def _prompt_text(row: dict) -> str | None:
+    """A row's prompt as comparable text (each message's content stripped); a `messages` row's
+    prompt is its conversation before the last assistant turn, as its eval row's would be."""
+    prompt = row.get("prompt")
+    if prompt is None and isinstance(row.get("messages"), list):
+        turns = row["messages"]
+        last = max((i for i, m in enumerate(turns) if isinstance(m, dict) and m.get("role") == "assistant"), default=0)
+        prompt = turns[:last] or None
+    if isinstance(prompt, list):
+        prompt = [[m.get("role"), str(m.get("content", "")).strip()] if isinstance(m, dict) else m for m in prompt]
+    return None if prompt is None else json.dumps(prompt, sort_keys=True, default=str)
+
+
 def input_fingerprint(section: dict) -> dict[str, str]:
     """What the `data` section reads, each with its content hash: part of the cache key."""
     options = read_options(section)
@@ -94,6 +127,7 @@ def convert_to_dir(section: dict, out: str | Path) -> dict:
         "inputs": result.inputs,
         "rows": {"train": len(result.train), "eval": len(result.eval)},
         "dropped": result.dropped,
+        "prompt_overlap": prompt_overlap(result.train, result.eval),
     }
     if result.stats:
         manifest["stats"] = result.stats

@@ -39,6 +39,20 @@ def dropped_report(dropped: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def overlap_warning(overlap: dict) -> str:
+    """A warning when eval rows share their prompt with train rows (manifest["prompt_overlap"]), else ""."""
+    count = overlap["eval_rows"]
+    if not count:
+        return ""
+    shown = "; ".join(f"eval {pair['eval']} = train {pair['train']}" for pair in overlap["pairs"][:SHOWN_DROPPED])
+    more = f"; ... and {count - SHOWN_DROPPED} more" if count > SHOWN_DROPPED else ""
+    return (
+        f"knobsweep.data: warning: {count} of {overlap['of']} eval rows share their prompt with a train row "
+        f"({shown}{more}): their eval scores measure prompts the model trained on; remove the repeats from "
+        f"the inputs (manifest.json prompt_overlap lists them)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m knobsweep.data",
@@ -62,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(manifest, args.out))
     if manifest["dropped"]:
         print(dropped_report(manifest["dropped"]), file=sys.stderr)
+    warning = overlap_warning(manifest["prompt_overlap"])
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

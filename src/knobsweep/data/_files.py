@@ -19,7 +19,7 @@ from typing import Any
 
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import DATA_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
-from knobsweep.io import json_lines
+from knobsweep.io import NESTED_TOO_DEEP, file_sha256, json_lines, read_regular, require_utf8, special_kind
 
 
 @dataclass
@@ -56,21 +56,28 @@ def expand_paths(paths: list[str], option: str) -> list[Path]:
                     f"expected one of {', '.join(DATA_SUFFIXES)}",
                 )
             files.append(local)
+        elif special_kind(local):  # reading a device, FIFO or socket blocks or never ends
+            raise FieldError(
+                f"data.{option}",
+                f"{path!r} is {special_kind(local)} ({local.absolute()}); expected a regular data file or a directory",
+            )
         else:
             raise FieldError(f"data.{option}", f"{path!r}: no such file or directory ({local.absolute()})")
     return files
 
 
 def fingerprint(files: list[Path]) -> dict[str, str]:
-    return {file.as_posix(): hashlib.sha256(file.read_bytes()).hexdigest() for file in files}
+    return {file.as_posix(): file_sha256(file) for file in files}
 
 
 def read_file(file: Path) -> tuple[str, Iterator[Record]]:
     """(sha256 of the bytes read, the file's records): hashing what was converted, not a re-read."""
-    data = file.read_bytes()
+    data = read_regular(file)
     digest = hashlib.sha256(data).hexdigest()
     suffix = file.suffix.lower()
     name = file.as_posix()
+    if suffix not in PARQUET_SUFFIXES:
+        require_utf8(data, name)
     if suffix in JSONL_SUFFIXES:
         return digest, _jsonl_records(name, data)
     if suffix in PARQUET_SUFFIXES:
@@ -88,6 +95,8 @@ def _json_records(name: str, data: bytes) -> Iterator[Record]:
         yield Record(name, 1, json.loads(data), document=True)
     except ValueError as error:  # one unreadable file among several is a dropped row, not a failure
         yield Record(name, 1, None, f"not a JSON file: {error}", document=True)
+    except RecursionError:
+        yield Record(name, 1, None, f"not a usable JSON file: {NESTED_TOO_DEEP}", document=True)
 
 
 def _parquet_records(name: str, data: bytes) -> Iterator[Record]:

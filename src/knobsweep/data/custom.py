@@ -38,15 +38,18 @@ from typing import TYPE_CHECKING
 from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
-from knobsweep.io import JsonLine, file_sha256, json_lines
+from knobsweep.io import JsonLine, file_sha256, json_lines, read_regular, require_utf8, special_kind
 from knobsweep.spec.sources import CustomOptions
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: messages with a role other than ROLES are dropped
 EXTENSIONS = {"jsonl": (".jsonl", ".json"), "parquet": (".parquet",)}
 LABELS = {"true": True, "false": False}
+# The roles TRL's chat-template path knows (trl.data_utils): a typo ("asistant") or another
+# convention ("human", "gpt") would reach the template as an unknown turn.
+ROLES = ("system", "user", "assistant", "tool")
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -70,6 +73,7 @@ def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
             return _directory_files(path, options)
         if not path.exists():
             raise FieldError("data.path", f"{options.path!r}: no such file or directory ({path.absolute()})")
+        _regular("path", options.path, path)
         train = [path]
     if options.eval_files is not None:
         return train, [_existing_file("eval_files", f) for f in options.eval_files]
@@ -85,17 +89,28 @@ def _files(options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
 def _existing_file(key: str, name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
-        what = "a directory" if path.is_dir() else "no such file"
+        what = "a directory" if path.is_dir() else special_kind(path) or "no such file"
         raise FieldError(f"data.{key}", f"{name!r} is {what} ({path.absolute()}); expected a data file")
     return path
+
+
+def _regular(key: str, name: str, path: Path) -> None:
+    """A device, FIFO or socket named as data would block (or never end) when read: refused."""
+    kind = special_kind(path)
+    if kind:
+        raise FieldError(
+            f"data.{key}", f"{name!r} is {kind} ({path.absolute()}); expected a regular data file or a directory"
+        )
 
 
 def _split_files(directory: Path, split: str, source: str) -> list[Path]:
     found = []
     for ext in EXTENSIONS[source]:
-        found += [directory / f"{split}{ext}"] if (directory / f"{split}{ext}").is_file() else []
-        found += sorted(p for p in directory.glob(f"{split}-*{ext}") if p.is_file())
-    return found
+        found += [directory / f"{split}{ext}"] if (directory / f"{split}{ext}").exists() else []
+        found += sorted(directory.glob(f"{split}-*{ext}"))
+    for file in found:
+        _regular("path", file.as_posix(), file)
+    return [file for file in found if file.is_file()]  # a directory named like a split is not one
 
 
 def _directory_files(directory: Path, options: CustomOptions) -> tuple[list[Path], list[Path] | None]:
@@ -142,7 +157,7 @@ def _hf_local(options: CustomOptions) -> Path | None:
     if path.exists():
         raise FieldError(
             "data.path",
-            f"{options.path!r} is a file; for source 'hf' give a directory or a hub id, or "
+            f"{options.path!r} is {special_kind(path) or 'a file'}; for source 'hf' give a directory or a hub id, or "
             f"path: json (or parquet, csv) with data.train_files; for one file use source jsonl / parquet",
         )
     return None
@@ -161,6 +176,9 @@ def input_fingerprint(options: CustomOptions) -> dict[str, str]:
     if options.source != "hf":
         train, evals = _files(options)
         return {f.as_posix(): file_sha256(f) for f in train + (evals or [])}
+    for key in ("train_files", "eval_files"):
+        for name in getattr(options, key) or []:
+            _regular(key, name, Path(name).expanduser())
     data_files = [Path(f).expanduser() for f in (options.train_files or []) + (options.eval_files or [])]
     if data_files and all(f.is_file() for f in data_files):
         return {f.as_posix(): file_sha256(f) for f in data_files}
@@ -183,9 +201,10 @@ def _hub_identity(options: CustomOptions) -> str:
 
 def _read_file(path: Path, source: str) -> tuple[str, list]:
     """(sha256 of the bytes read, records) of one jsonl / parquet file."""
-    data = path.read_bytes()
+    data = read_regular(path)
     digest = hashlib.sha256(data).hexdigest()
     if source == "jsonl":
+        require_utf8(data, path.as_posix())
         return digest, list(json_lines(data.splitlines(keepends=True)))
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -287,6 +306,10 @@ def _messages(value, key: str, option: str, role: str) -> list[dict]:
                 and isinstance(message.get("content"), str)
             ):
                 raise BadRow(f"{key!r} ({option}) message {number} is not a {{role, content}} pair of strings")
+            if message["role"] not in ROLES:
+                raise BadRow(
+                    f"{key!r} ({option}) message {number} has role {message['role']!r}; allowed: {', '.join(ROLES)}"
+                )
             messages.append({"role": message["role"], "content": message["content"]})
         return messages
     got = "an empty list" if value == [] else type(value).__name__
@@ -438,7 +461,7 @@ def convert(options: CustomOptions) -> ConversionResult:
                 else:
                     dropped.append(_dropped(role, part, line.index, reason))
     if parts["eval"] is None:
-        parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options)
+        parsed["train"], parsed["eval"] = _hold_out(parsed["train"], options, parts["train"], dropped)
 
     rows: dict[str, list[dict]] = {}
     for role, make in (("train", builder.train_row), ("eval", builder.eval_row)):
@@ -471,11 +494,14 @@ def _dropped(role: str, part: Part, index: int, reason: str) -> dict:
     return {"split": role, "file": part.name, "line": index + 1, "reason": reason}
 
 
-def _hold_out(rows: list, options: CustomOptions) -> tuple[list, list]:
+def _hold_out(rows: list, options: CustomOptions, parts: list, dropped: list[dict]) -> tuple[list, list]:
     """(train, eval) of one pool: a seeded `eval_ratio` share, at least one row each."""
     if len(rows) < 2:
+        where = ", ".join(part.name for part, _ in parts)
         raise FieldError(
-            "data.eval_ratio", f"holding out eval rows needs at least 2 readable train rows, got {len(rows)}"
+            "data.eval_ratio",
+            f"holding out eval rows needs at least 2 readable train rows, got {len(rows)} from {where}: "
+            + _shortage([d for d in dropped if d["split"] == "train"], len(rows)),
         )
     order = sorted(rows, key=lambda r: shuffle_key(options.seed, f"{r[0].label}-{r[1]}", salt="holdout:"))
     count = min(max(1, round(options.eval_ratio * len(rows))), len(rows) - 1)
@@ -492,8 +518,9 @@ def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dr
         bad = sorted((d for d in dropped if d["split"] == role), key=lambda d: (d["file"], d["line"]))
         if not bad:
             raise DataError(f"{label}: no rows (the input is empty)")
-        first = "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
-        raise DataError(f"{label}: no usable rows for format {options.format!r}, all {len(bad)} were dropped ({first})")
+        raise DataError(
+            f"{label}: no usable rows for format {options.format!r}, all {len(bad)} were dropped ({_first(bad)})"
+        )
     rows.sort(key=lambda row: shuffle_key(options.seed, row["row_id"]))
     size = getattr(options, f"{role}_size")
     if size is not None and size > len(rows):
@@ -502,6 +529,19 @@ def _select(rows: list[dict], role: str, options: CustomOptions, parts: dict, dr
             f"{label}: asks for {size} rows but only {len(rows)} are usable; lower it or set it to null for all rows",
         )
     return rows[:size]
+
+
+def _first(bad: list[dict]) -> str:
+    return "; ".join(f"{d['file']} line {d['line']}: {d['reason']}" for d in bad[:3])
+
+
+def _shortage(bad: list[dict], readable: int) -> str:
+    """Why a pool holds `readable` rows: the input is empty, or its other rows were dropped (the first reasons)."""
+    if not bad:
+        return "the input is empty" if readable == 0 else "the input holds only that row"
+    bad = sorted(bad, key=lambda d: (d["file"], d["line"]))
+    every = "all " if readable == 0 else ""
+    return f"{every}{len(bad)} rows were dropped as unreadable ({_first(bad)})"
 
 
 def _finish_train(rows: list[dict], fmt: str) -> tuple[list[dict], dict]:

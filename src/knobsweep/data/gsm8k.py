@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from knobsweep.data import ConversionResult, messages_type, shuffle_key
 from knobsweep.errors import DataError, FieldError
 from knobsweep.hub import looks_like_hub_id
-from knobsweep.io import JsonLine, file_sha256, json_lines
+from knobsweep.io import JsonLine, file_sha256, json_lines, read_regular, require_utf8, special_kind
 from knobsweep.rewards.gsm8k import STRICT_PATTERN, extract_ground_truth, extract_strict_answer
 from knobsweep.spec.sources import Gsm8kOptions
 
@@ -73,7 +73,8 @@ def _local_dir(options: Gsm8kOptions) -> Path | None:
     if local.exists():
         raise FieldError(
             "data.path",
-            f"{path!r} is a file; expected a directory holding {expected}, or a hub dataset id such as 'openai/gsm8k'",
+            f"{path!r} is {special_kind(local) or 'a file'}; expected a directory holding {expected}, "
+            "or a hub dataset id such as 'openai/gsm8k'",
         )
     if not looks_like_hub_id(path):
         raise FieldError(
@@ -86,6 +87,8 @@ def _local_dir(options: Gsm8kOptions) -> Path | None:
 
 def _split_file(directory: Path, split: str) -> Path:
     file = directory / f"{split}.jsonl"
+    if special_kind(file):  # reading a device, FIFO or socket blocks or never ends
+        raise DataError(f"{file} is {special_kind(file)} (split {split!r}); expected a regular .jsonl file")
     if not file.is_file():
         present = sorted(p.name for p in directory.glob("*.jsonl")) or ["no .jsonl files"]
         raise DataError(f"{file}: no such file (split {split!r}); {directory} has: {', '.join(present)}")
@@ -166,7 +169,8 @@ def convert(options: Gsm8kOptions) -> ConversionResult:
         inputs = {}
         for role, split in splits.items():
             file = _split_file(directory, split)
-            data = file.read_bytes()
+            data = read_regular(file)
+            require_utf8(data, file.as_posix())
             # Hash the bytes converted, so the manifest describes exactly this output.
             inputs[file.as_posix()] = hashlib.sha256(data).hexdigest()
             records = json_lines(data.splitlines(keepends=True))
