@@ -130,6 +130,8 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
         raise SpecError(problems_from(error, ExperimentSpec, file, run="baseline")) from None
     name = spec.name or path.stem
     problems = check_sweep_knobs(spec, file)
+    if spec.parent is not None and not (path.parent / spec.parent).is_file():
+        problems.append(Problem(file, "parent", f"{spec.parent!r}: no such file {path.parent / spec.parent}"))
     if name in RESERVED_NAMES:
         problems.append(
             Problem(
