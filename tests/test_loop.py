@@ -15,7 +15,7 @@ from knobsweep.cli import main
 from knobsweep.dotted import set_dotted
 from knobsweep.loop.curves import read_curves
 from knobsweep.loop.rules import RULES, RunData
-from knobsweep.loop.suggest import diagnose
+from knobsweep.loop.suggest import diagnose, table_rows
 from knobsweep.loop.values import allowed_values, bounds
 from knobsweep.spec import RunConfig, load_experiment
 
@@ -376,3 +376,23 @@ def test_a_cycle_of_parents_ends_the_chain_and_a_missing_parent_is_an_error(writ
     write_spec(SPEC.replace("baseline:", "parent: gone.yaml\nbaseline:", 1), "c.yaml")
     assert main(["validate", "c.yaml"]) == 1
     assert capsys.readouterr().out.strip().startswith("error c.yaml: parent: 'gone.yaml': no such file")
+
+
+def test_the_table_says_why_a_change_has_no_value():
+    growing = {"kl": [2.0] * 10}
+    flat = {"reward": [0.0] * 10, "frac_reward_zero_std": [0.9] * 10}
+    found = diagnose(run(growing, config_with(train__loss="dapo")))
+    found += diagnose(run(flat, config_with(rollout__temperature=1.0, rollout__n=16)))
+    assert [row[3:5] for row in table_rows(found)] == [
+        (
+            "train.kl_beta raise",
+            "none the spec allows (train.kl_beta: 0.01: kl_beta must be 0/unset when loss is dapo; "
+            "a KL term is only part of loss grpo)",
+        ),
+        (
+            "rollout.temperature raise to 0.8-1.0",
+            "none: the current value is already at the guide's values or the schema's bound",
+        ),
+        ("rollout.n raise to 8-16", "none: the current value is already at the guide's values or the schema's bound"),
+    ]
+    assert table_rows(found)[0][:3] == ("baseline", "KL growing without bound", "kl, steps 5-6 -> 9-10: 2 -> 2")

@@ -124,8 +124,10 @@ def table_rows(found: list[Suggestion]) -> list[tuple[str, ...]]:
             rows.append((*head, evidence.note, "-", suggestion.rule.name))
         for proposal in suggestion.proposals:
             values = ", ".join(format_value(value) for value in proposal.values)
-            if not values:
-                values = "none the spec allows" + (f" ({proposal.dropped[0]})" if proposal.dropped else "")
+            if proposal.dropped and not values:
+                values = f"none the spec allows ({proposal.dropped[0]})"
+            elif not values:
+                values = "none: the current value is already at the guide's values or the schema's bound"
             change = f"{proposal.change.knob} {proposal.change.direction}"
             rows.append((*head, change, values, suggestion.rule.name))
     return rows
