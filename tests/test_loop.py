@@ -396,3 +396,39 @@ def test_the_table_says_why_a_change_has_no_value():
         ("rollout.n raise to 8-16", "none: the current value is already at the guide's values or the schema's bound"),
     ]
     assert table_rows(found)[0][:3] == ("baseline", "KL growing without bound", "kl, steps 5-6 -> 9-10: 2 -> 2")
+
+
+def test_arm_names_holding_commas_are_matched_whole():
+    from knobsweep.loop.follow_up import split_arms
+
+    names = ["lr=2e-4", "lr=2e-4,n=4", "n=4"]
+    assert split_arms("lr=2e-4,n=4", names) == ["lr=2e-4,n=4"]
+    assert split_arms("n=4,lr=2e-4", names) == ["n=4", "lr=2e-4"]
+    assert split_arms("x,n=4", names) == ["x", "n=4"]
+
+
+def test_next_elsewhere_keeps_the_defaults_files_and_a_name_of_its_own(write_spec, tmp_path, capsys):
+    write_spec(
+        "baseline:\n  model: {name: tiny}\n  data: {source: gsm8k, path: data/gsm8k, train_size: 8, eval_size: 4}\n",
+        "base.yaml",
+    )
+    path = write_spec("name: first\ndefaults: base\nsweep:\n  rollout.n: [4]\n", "first.yaml")
+    for run in load_experiment(path).runs:
+        write_results(tmp_path, run, HEALTHY["reward"], 0.5)
+    assert main(["next", "first.yaml", "--out", "later/first.yaml"]) == 1
+    assert capsys.readouterr().out.strip() == (
+        "error --out later/first.yaml: the follow-up would be experiment 'first' too (its name is the file's stem) "
+        "and share results/first/ with first.yaml; choose another file name"
+    )
+    assert main(["next", "first.yaml", "--out", "later/second.yaml"]) == 0
+    spec = yaml.safe_load((tmp_path / "later" / "second.yaml").read_text())
+    assert (spec["name"], spec["parent"], spec["defaults"]) == ("second", "../first.yaml", ["../base"])
+    assert "sweep" not in spec and "hypotheses" not in spec
+    assert load_experiment("later/second.yaml").baseline.keys == load_experiment(path).baseline.keys
+
+
+def test_suggest_names_the_arms_it_could_not_read(swept, tmp_path, capsys):
+    arm = next(run for run in load_experiment(swept).runs if run.name == "n=4")
+    layout.path(layout.TRAIN_STATUS, tmp_path, key=arm.keys.train).unlink()
+    assert main(["suggest", str(swept)]) == 0
+    assert capsys.readouterr().out.startswith("note: run 'n=4' has not run: not read\n")

@@ -9,6 +9,7 @@ the file is validated as `knobsweep validate` would before it replaces anything.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -96,13 +97,8 @@ def adopted_arms(experiment: Any, root: Path, adopt: str) -> list[tuple[Arm, str
                 raise LoopError(f"--adopt '{name}': {knob} is already set by the adopted arm '{knobs[knob]}'")
             knobs[knob] = name
         comparison = comparisons.arms[name]
-        chosen.append(
-            (
-                arm,
-                f"adopted as asked; {comparison.verdict}"
-                + (f": {_ci(comparison)}" if comparison.delta is not None else ""),
-            )
-        )
+        measured = f"{comparison.verdict}: {_ci(comparison)}" if comparison.delta is not None else _ci(comparison)
+        chosen.append((arm, f"adopted as asked; {measured}"))
     return chosen
 
 
@@ -226,8 +222,6 @@ def follow_up_text(
 
 
 def _dump(rt: YAML, data: Any) -> str:
-    import io
-
     stream = io.StringIO()
     rt.dump(data, stream)
     return stream.getvalue()
@@ -276,8 +270,11 @@ def write_follow_up(
     out = Path(out) if out else default_out(experiment)
     if out.exists() and not force:
         raise LoopError(f"{out} exists; pass --force to overwrite it, or --out another file")
-    if out.resolve() == experiment.path.resolve():
-        raise LoopError(f"--out {out}: that is the experiment itself; the follow-up needs a file of its own")
+    if out.stem == experiment.name:
+        raise LoopError(
+            f"--out {out}: the follow-up would be experiment '{out.stem}' too (its name is the file's stem) "
+            f"and share results/{experiment.name}/ with {experiment.path}; choose another file name"
+        )
     baseline = finished_baseline(experiment, root)
     adopted = adopted_arms(experiment, root, adopt)
     config = {key: value for key, value in baseline[0].config.items() if key != "seed"}

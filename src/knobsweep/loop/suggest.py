@@ -53,6 +53,8 @@ def unfinished(run: Any, root: Path) -> str | None:
     state, reason = run_state(run, root)
     if state in FINISHED:
         return None
+    if state == "not run":
+        return "has not run"
     return f"{'is ' if state not in ('FAILED', 'CANCELLED') else ''}{state}" + (f": {reason}" if reason else "")
 
 

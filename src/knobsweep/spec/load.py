@@ -131,7 +131,14 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
     name = spec.name or path.stem
     problems = check_sweep_knobs(spec, file)
     if spec.parent is not None and not (path.parent / spec.parent).is_file():
-        problems.append(Problem(file, "parent", f"{spec.parent!r}: no such file {path.parent / spec.parent}"))
+        problems.append(
+            Problem(
+                file,
+                "parent",
+                f"{spec.parent!r}: no such file {path.parent / spec.parent} "
+                "(parent: the experiment file this one follows up, relative to this file)",
+            )
+        )
     if name in RESERVED_NAMES:
         problems.append(
             Problem(
