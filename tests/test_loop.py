@@ -300,7 +300,12 @@ def test_next_never_overwrites_without_force(swept, tmp_path, capsys):
     )
     assert written.read_text() == "mine\n"
     assert main(["next", str(swept), "--force", "--adopt", "none", "--sweep", "rollout.temperature=0.9,1.0"]) == 0
-    spec = yaml.safe_load(written.read_text())
+    text = written.read_text()
+    assert (
+        "# Adopted into the baseline: nothing (--adopt none).\n# Sweep from --sweep: rollout.temperature: 0.9, 1\n"
+        in text
+    )
+    spec = yaml.safe_load(text)
     assert spec["sweep"] == {"rollout.temperature": [0.9, 1.0]} and "train" not in spec["baseline"]
 
 
@@ -421,9 +426,12 @@ def test_next_elsewhere_keeps_the_defaults_files_and_a_name_of_its_own(write_spe
         "and share results/first/ with first.yaml; choose another file name"
     )
     assert main(["next", "first.yaml", "--out", "later/second.yaml"]) == 0
-    spec = yaml.safe_load((tmp_path / "later" / "second.yaml").read_text())
+    text = (tmp_path / "later" / "second.yaml").read_text()
+    spec = yaml.safe_load(text)
     assert (spec["name"], spec["parent"], spec["defaults"]) == ("second", "../first.yaml", ["../base"])
     assert "sweep" not in spec and "hypotheses" not in spec
+    assert "# Adopted into the baseline: nothing (no arm is better than the baseline beyond noise).\n" in text
+    assert "# Sweep: none (no symptom found; the baseline looks healthy).\n" in text
     assert load_experiment("later/second.yaml").baseline.keys == load_experiment(path).baseline.keys
 
 

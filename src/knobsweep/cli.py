@@ -188,7 +188,7 @@ def follow_up(args: argparse.Namespace) -> int:
     for arm, why in result.adopted:
         console.print(Text(f"adopted {arm.name}: {why}"), highlight=False, soft_wrap=True)
     if not result.adopted:
-        console.print(Text("adopted nothing: no arm is better than the baseline beyond noise"), highlight=False)
+        console.print(Text(f"adopted nothing: {result.nothing_adopted}"), highlight=False)
     for knob, values in result.sweep.items():
         console.print(Text(f"sweep {knob}: {', '.join(format_value(v) for v in values)}"), highlight=False)
     for new, old in result.reused.items():

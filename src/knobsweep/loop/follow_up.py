@@ -38,6 +38,7 @@ class FollowUp:
     adopted: list[tuple[Arm, str]]  # (arm, why)
     sweep: dict[str, list]
     suggestions: list[Suggestion]
+    nothing_adopted: str  # why no arm was adopted ("" when one was)
     reused: dict[str, str] = field(default_factory=dict)  # new run -> the finished run whose training it reuses
 
 
@@ -169,23 +170,30 @@ def _set(node: CommentedMap, knob: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _header(experiment: Any, out: Path, adopted: list, sweep: dict, from_suggestions: bool) -> str:
+def nothing_adopted(adopt: str) -> str:
+    return "--adopt none" if adopt == "none" else "no arm is better than the baseline beyond noise"
+
+
+def _header(experiment: Any, out: Path, adopted: list, nothing: str, sweep: dict, symptoms: bool | None) -> str:
+    """What the file is, what was adopted and why, where its sweep comes from (`symptoms`: whether the
+    baseline showed any; None when the sweep was given with --sweep)."""
     lines = [f"Follow-up of {os.path.relpath(experiment.path, out.parent)}, written by `knobsweep next`."]
     if adopted:
         lines += [f"Adopted into the baseline: {arm.name} ({why})." for arm, why in adopted]
     else:
-        lines.append("Adopted into the baseline: nothing (no arm was better than the baseline beyond noise).")
+        lines.append(f"Adopted into the baseline: nothing ({nothing}).")
     if not sweep:
-        lines.append("Sweep: none (no symptom found; the baseline looks healthy).")
+        why = "no symptom found; the baseline looks healthy" if not symptoms else "no suggested value the spec allows"
+        lines.append(f"Sweep: none ({why}).")
     else:
-        where = "the suggestions of `knobsweep suggest` on the baseline's curves" if from_suggestions else "--sweep"
+        where = "the suggestions of `knobsweep suggest` on the baseline's curves" if symptoms is not None else "--sweep"
         shown = "; ".join(f"{knob}: {', '.join(format_value(v) for v in values)}" for knob, values in sweep.items())
         lines.append(f"Sweep from {where}: {shown}")
     return "".join(f"# {line}\n" for line in lines) + "\n"
 
 
 def follow_up_text(
-    experiment: Any, out: Path, adopted: list, sweep: dict, hypotheses: dict, from_suggestions: bool
+    experiment: Any, out: Path, adopted: list, nothing: str, sweep: dict, hypotheses: dict, symptoms: bool | None
 ) -> str:
     """The original file with the new baseline, sweep, hypotheses and parent (comments kept)."""
     rt = YAML()
@@ -218,7 +226,7 @@ def follow_up_text(
         if not data["runs"]:
             del data["runs"]
     text = _dump(rt, data)
-    return _header(experiment, out, adopted, sweep, from_suggestions) + text
+    return _header(experiment, out, adopted, nothing, sweep, symptoms) + text
 
 
 def _dump(rt: YAML, data: Any) -> str:
@@ -285,7 +293,9 @@ def write_follow_up(
     suggested, reasons = suggested_sweep(suggestions)
     chosen = parse_sweep(sweep, config) if sweep else suggested
     hypotheses = {knob: reason for knob, reason in reasons.items() if knob in chosen}
-    write_validated(follow_up_text(experiment, out, adopted, chosen, hypotheses, not sweep), out)
-    result = FollowUp(out, adopted, chosen, suggestions)
+    nothing = "" if adopted else nothing_adopted(adopt)
+    symptoms = None if sweep else bool(suggestions)
+    write_validated(follow_up_text(experiment, out, adopted, nothing, chosen, hypotheses, symptoms), out)
+    result = FollowUp(out, adopted, chosen, suggestions, nothing)
     result.reused = reused_runs(load_experiment(out), experiment, root)
     return result

@@ -4,6 +4,7 @@ what changed in the baseline's config at each link."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ def _parent(path: Path) -> Path | None:
     from knobsweep.spec.load import load_spec
 
     spec, _ = load_spec(path)
-    return (path.parent / spec.parent) if spec.parent else None
+    return Path(os.path.normpath(path.parent / spec.parent)) if spec.parent else None
 
 
 def _baseline_score(experiment: Any, root: Path, warnings: list[str]) -> dict:
