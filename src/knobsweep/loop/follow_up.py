@@ -9,6 +9,7 @@ the file is validated as `knobsweep validate` would before it replaces anything.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -24,7 +25,7 @@ from knobsweep import layout
 from knobsweep.dotted import set_dotted
 from knobsweep.errors import SpecError, did_you_mean
 from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_baseline, run_data, unfinished
-from knobsweep.loop.values import rejection
+from knobsweep.loop.values import rejection, run_config
 from knobsweep.report.decision import Arm, compare_arms, group_arms
 from knobsweep.report.stats import BETTER
 from knobsweep.spec import load_experiment
@@ -285,7 +286,7 @@ def write_follow_up(
         )
     baseline = finished_baseline(experiment, root)
     adopted = adopted_arms(experiment, root, adopt)
-    config = {key: value for key, value in baseline[0].config.items() if key != "seed"}
+    config = copy.deepcopy(run_config(baseline[0].config))  # adoption below must not touch the run
     for arm, _ in adopted:
         for knob, value in arm.changed.items():
             set_dotted(config, knob, value)
