@@ -440,3 +440,13 @@ def test_suggest_names_the_arms_it_could_not_read(swept, tmp_path, capsys):
     layout.path(layout.TRAIN_STATUS, tmp_path, key=arm.keys.train).unlink()
     assert main(["suggest", str(swept)]) == 0
     assert capsys.readouterr().out.startswith("note: run 'n=4' has not run: not read\n")
+
+
+def test_next_leaves_the_loaded_experiment_as_it_was(swept, tmp_path):
+    from knobsweep.loop.follow_up import write_follow_up
+
+    experiment = load_experiment(swept)
+    before = json.dumps([run.config for run in experiment.runs], sort_keys=True)
+    result = write_follow_up(experiment, tmp_path, adopt="learning_rate=2e-4")
+    assert [arm.name for arm, _ in result.adopted] == ["learning_rate=2e-4"]
+    assert json.dumps([run.config for run in experiment.runs], sort_keys=True) == before
