@@ -1,4 +1,4 @@
-"""`knobsweep validate|plan|status|report`: the spec's language on the command line."""
+"""`knobsweep validate|plan|status|report|suggest|next`: the spec's language on the command line."""
 
 from __future__ import annotations
 
@@ -144,6 +144,58 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(error: Exception) -> int:
+    console.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+    return 1
+
+
+def suggest(args: argparse.Namespace) -> int:
+    from knobsweep.loop.suggest import HEALTHY, LoopError, table_rows
+    from knobsweep.loop.suggest import suggest as find
+
+    experiment = _load_or_exit(args.file)
+    try:
+        found, skipped = find(experiment, Path(args.root))
+    except LoopError as error:
+        return _error(error)
+    for note in skipped:
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
+    if not found:
+        console.print(Text(HEALTHY), highlight=False)
+        return 0
+    table = Table(title=Text(f"{experiment.name}: symptoms and the knob changes that address them"))
+    for column in ("run", "symptom", "evidence (metric, steps, values)", "knob change", "suggested values", "rule"):
+        table.add_column(column)
+    for row in table_rows(found):
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    console.print(Text(f"the rules and their sources: docs/loop.md; `knobsweep next {args.file}` writes the follow-up"))
+    return 0
+
+
+def follow_up(args: argparse.Namespace) -> int:
+    from knobsweep.loop.follow_up import write_follow_up
+    from knobsweep.loop.suggest import LoopError
+
+    experiment = _load_or_exit(args.file)
+    try:
+        result = write_follow_up(
+            experiment, Path(args.root), adopt=args.adopt, sweep=args.sweep, out=args.out, force=args.force
+        )
+    except LoopError as error:
+        return _error(error)
+    console.print(Text(f"wrote {result.path}"), highlight=False)
+    for arm, why in result.adopted:
+        console.print(Text(f"adopted {arm.name}: {why}"), highlight=False, soft_wrap=True)
+    if not result.adopted:
+        console.print(Text(f"adopted nothing: {result.nothing_adopted}"), highlight=False)
+    for knob, values in result.sweep.items():
+        console.print(Text(f"sweep {knob}: {', '.join(format_value(v) for v in values)}"), highlight=False)
+    for new, old in result.reused.items():
+        console.print(Text(f"run '{new}' reuses the finished training of '{old}' (cached in `knobsweep plan`)"))
+    return 0
+
+
 def schema(args: argparse.Namespace) -> int:
     """Write the spec's JSON Schema, for editor completion and checking of experiment files."""
     from knobsweep.io import atomic_write_text
@@ -181,6 +233,33 @@ def parser() -> argparse.ArgumentParser:
     both.add_argument("second", metavar="B.yaml")
     both.add_argument("--root", default=".", help="directory holding results/ (default: .)")
     both.set_defaults(handler=compare)
+    symptoms = commands.add_parser(
+        "suggest", help="symptoms in the finished runs' curves and the knob changes that address them"
+    )
+    symptoms.add_argument("file", metavar="FILE")
+    symptoms.add_argument("--root", default=".", help="directory holding results/ (default: .)")
+    symptoms.set_defaults(handler=suggest)
+    after = commands.add_parser(
+        "next", help="write the follow-up experiment: winners adopted into the baseline, suggestions swept"
+    )
+    after.add_argument("file", metavar="FILE")
+    after.add_argument(
+        "--adopt",
+        default="auto",
+        metavar="auto|none|ARM,...",
+        help="arms whose changes go into the new baseline; auto (default): per knob, the arm better than the "
+        "baseline beyond noise",
+    )
+    after.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KNOB=V1,V2",
+        help="knob values to sweep instead of the suggestions (repeatable)",
+    )
+    after.add_argument("--out", help="the file to write (default: FILE's folder, <stem>_next.yaml)")
+    after.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    after.add_argument("--root", default=".", help="directory holding results/ (default: .)")
+    after.set_defaults(handler=follow_up)
     write_schema = commands.add_parser("schema", help="write the spec's JSON Schema")
     write_schema.add_argument("--out", default=SCHEMA_PATH, help=f"default: {SCHEMA_PATH}; - for stdout")
     write_schema.set_defaults(handler=schema)

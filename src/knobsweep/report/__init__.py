@@ -27,6 +27,7 @@ from knobsweep import layout, runlinks
 from knobsweep.io import atomic_write_json, atomic_write_text
 from knobsweep.report.collect import Collected, collect_experiment, format_value
 from knobsweep.report.html import ReportMeta, render_report
+from knobsweep.report.lineage import lineage
 
 __all__ = ["build_report", "report_paths", "summary_records", "Collected", "collect_experiment", "render_report"]
 
@@ -161,6 +162,7 @@ def build_report(
     root = Path(root)
     runlinks.refresh([experiment], root)
     collected = collect_experiment(experiment, root, samples_per_run=samples_per_run)
+    collected.lineage = lineage(experiment, root, collected.warnings)
     generated_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     meta = ReportMeta(
         experiment=experiment.name,
@@ -192,6 +194,7 @@ def build_report(
             "warnings": collected.warnings,
             "health": collected.health,
             "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
+            "lineage": collected.lineage,
             "rows": records,
         },
     )

@@ -98,6 +98,7 @@ class Collected:
     diffs: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # run -> {knob: (baseline, run)}
     curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
     verdicts: list[dict] = field(default_factory=list)  # one per arm: decision.verdict_rows
+    lineage: list[dict] = field(default_factory=list)  # the chain of parent baselines: report.lineage
 
     @property
     def summary_columns(self) -> list[str]:

@@ -567,6 +567,36 @@ def diffs_context(collected: Collected) -> list[dict]:
     return out
 
 
+def lineage_context(collected: Collected) -> list[dict]:
+    """The chain of baselines as the lineage table shows it: score [CI], and the changes from the link before."""
+    out = []
+    for link in collected.lineage:
+        score = link["eval_score"]
+        if score is None:
+            shown = link["status"] or "-"
+        else:
+            shown = f"{score:.3f}"
+            if link["ci_low"] is not None and link["ci_high"] is not None:
+                shown += f" [{link['ci_low']:.3f}, {link['ci_high']:.3f}]"
+            if link["seeds"] > 1:
+                shown += f" ({link['seeds']} seeds)"
+        changes = [
+            f"{c['knob']}: {format_value(c['from']) if c['from'] is not None else '—'} -> "
+            f"{format_value(c['to']) if c['to'] is not None else '—'}"
+            for c in link["changes"]
+        ]
+        out.append(
+            {
+                "experiment": link["experiment"],
+                "file": link["file"],
+                "score": shown,
+                "changes": changes,
+                "problem": link["problem"],
+            }
+        )
+    return out
+
+
 def parser_warnings(collected: Collected) -> list[str]:
     frame = collected.runs
     out = []
@@ -618,6 +648,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "sample_groups": samples_context(collected),
         "rollout_groups": rollouts_context(collected),
         "diffs": diffs_context(collected),
+        "lineage": lineage_context(collected),
         "run_count": int((~is_reference).sum()),
         "verdict_rows": verdict_table(collected),
         "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,

@@ -146,6 +146,15 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
                 f"{len(spec.seeds)} seeds); at most {MAX_RUNS:,} runs per experiment",
             )
         )
+    if spec.parent is not None and not (path.parent / spec.parent).is_file():
+        problems.append(
+            Problem(
+                file,
+                "parent",
+                f"{spec.parent!r}: no such file {path.parent / spec.parent} "
+                "(parent: the experiment file this one follows up, relative to this file)",
+            )
+        )
     if name in RESERVED_NAMES:
         problems.append(
             Problem(

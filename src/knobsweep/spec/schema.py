@@ -347,6 +347,12 @@ class ExperimentSpec(Section):
     """The file a user writes: a baseline and the knobs to turn."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="defaults to the file's stem")
+    parent: str | None = Field(
+        None,
+        min_length=1,
+        description="the experiment file this one follows up, relative to this file (`knobsweep next` writes it; "
+        "the report shows the chain of baselines)",
+    )
     baseline: RunConfig
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="dotted knob path -> values to try")
     mode: Literal["ofat", "grid"] = Field(
