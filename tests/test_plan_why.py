@@ -77,6 +77,14 @@ def test_changed_fields_names_each_leaf_old_to_new():
     assert changed_fields({"n": 8}, {"n": 8.0}, "rollout") == []  # the same value written differently
 
 
+def test_a_job_shared_by_many_runs_names_the_first_five(write_spec, capsys):
+    spec = write_spec(SPEC.replace("[20]", "[20, 24, 28, 32, 36, 40]") + "  train.epochs: [2]\n")
+    assert (
+        "train (shared by baseline, max_tokens=20, max_tokens=24, max_tokens=28, max_tokens=32 and 2 more): "
+        in (plan_why(spec, capsys))[1]
+    )
+
+
 def test_a_never_run_experiment_says_no_previous_result(write_spec, capsys):
     lines = plan_why(write_spec(SPEC), capsys)
     assert lines == [

@@ -98,12 +98,18 @@ def why_lines(experiment, root: str | Path = ".") -> list[str]:
         elif len(names) == len(experiment.runs):
             who = f"shared by all {len(names)} runs"
         else:
-            who = f"shared by {', '.join(names)}"
+            who = f"shared by {_listed(names)}"
         text = "; ".join(
-            reason if len(by_reason) == 1 else f"{reason} [{', '.join(group)}]" for reason, group in by_reason.items()
+            reason if len(by_reason) == 1 else f"{reason} [{_listed(group)}]" for reason, group in by_reason.items()
         )
         lines.append(f"{LABELS[stage]} ({who}): {text}")
     return lines
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    """Run names, the first `most` of a long list: a sweep of hundreds keeps one line per job."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
 def _key(run, stage: str) -> str:
