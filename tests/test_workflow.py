@@ -111,7 +111,8 @@ def test_sweep_builds_the_report(finished):
     assert (baseline / "metrics.jsonl").read_text().count("\n") >= 1
     assert (baseline / "adapter" / "adapter_config.json").is_file()
     assert json.loads((baseline / "eval_summary.json").read_text())["n"] == 4
-    assert sorted(p.name for p in (baseline.parent).iterdir()) == sorted(names)
+    # beside them, runs/.last-ran.json: the keys each run's stages last ran with (for plan --why)
+    assert sorted(p.name for p in (baseline.parent).iterdir()) == sorted([*names, ".last-ran.json"])
 
 
 def test_finished_sweep_has_nothing_to_do(finished):

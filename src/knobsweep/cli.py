@@ -16,6 +16,7 @@ from knobsweep import layout, runlinks
 from knobsweep.io import read_jsonl
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
+from knobsweep.why import WhyError, stage_outputs, why_lines
 
 # Piped output (CI logs, files) is not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -45,18 +46,13 @@ def validate(args: argparse.Namespace) -> int:
             f"[green]ok[/green] {escape(file)}: experiment '{escape(experiment.name)}', {len(experiment.runs)} runs",
             highlight=False,
         )
+        print_warnings(experiment)
     return 1 if failed else 0
 
 
-def stage_outputs(run, root: Path) -> dict[str, Path]:
-    """The file or folder whose presence means a stage of this run is done."""
-    keys = run.keys
-    return {
-        "data": layout.path(layout.DATA_MANIFEST, root, key=keys.data),
-        "train": layout.path(layout.TRAIN_ADAPTER, root, key=keys.train),
-        "merge": layout.path(layout.MERGE_DIR, root, key=keys.train),
-        "eval": layout.path(layout.EVAL_SUMMARY, root, key=keys.eval),
-    }
+def print_warnings(experiment: Experiment) -> None:
+    for problem in experiment.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(str(problem))}", highlight=False, soft_wrap=True)
 
 
 def plan(args: argparse.Namespace) -> int:
@@ -88,6 +84,16 @@ def plan(args: argparse.Namespace) -> int:
     )
     for line in summary_lines(estimate):
         console.print(Text(line), highlight=False, soft_wrap=True)
+    print_warnings(experiment)
+    if args.why:
+        try:
+            lines = why_lines(experiment, root)
+        except WhyError as error:
+            console.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+            return 1
+        console.print("why each stage will run:" if lines else "why: every stage is cached", highlight=False)
+        for line in lines:
+            console.print(Text("  " + line), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -225,6 +231,12 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("file", metavar="FILE")
         command.add_argument("--root", default=".", help="directory holding results/ (default: .)")
         command.set_defaults(handler=handler)
+        if name == "plan":
+            command.add_argument(
+                "--why",
+                action="store_true",
+                help="why each stage will run: the fields changed since its last result, and the runs sharing it",
+            )
     both = commands.add_parser(
         "compare",
         help="one report with the runs of two experiments (results/<A>-vs-<B>/report.html), against A's baseline",

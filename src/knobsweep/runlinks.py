@@ -12,11 +12,16 @@ stage shared by several runs or experiments is linked, never copied:
 A link may point at a stage that has not run yet. When a run's key changes, each link is replaced
 atomically (a new link renamed over the old one); runs that left the spec lose their folders.
 The Snakefile refreshes the links when a workflow starts, and every report build does too.
+
+Since a link follows today's spec, not what ran, each refresh also records, per run name, the keys
+of the stages it last found run (runs/.last-ran.json, LAST_RAN): `knobsweep plan
+--why` compares today's configuration with theirs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -24,9 +29,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from knobsweep import layout
+from knobsweep.io import atomic_write_json
 
 # the longest folder name kept whole (file systems allow 255 bytes)
 MAX_NAME_BYTES = 200
+# in results/<experiment>/runs/: run name -> {stage: key} of the stages it last ran. No run folder
+# takes this name (folder_name escapes a leading '.').
+LAST_RAN = ".last-ran.json"
 
 
 def folder_name(run_name: str) -> str:
@@ -86,6 +95,41 @@ def refresh(experiments: Iterable, root: str | Path = ".") -> None:
             _remove_stale(runs_dir, set(wanted))
         except OSError as error:
             print(f"knobsweep: could not write the run links under {runs_dir}: {error}", file=sys.stderr)
+        record = runs_dir / LAST_RAN
+        try:
+            _record_last_ran(experiment.runs, record, root)
+        except (OSError, ValueError) as error:
+            print(f"knobsweep: could not update {record}: {error}", file=sys.stderr)
+
+
+def ran_markers(run, root: str | Path = ".") -> dict[str, tuple[str, Path]]:
+    """Stage -> (its key, the file whose presence means that stage of `run` ran): data and evals once
+    finished, training once started (its run.yaml: a failed attempt ran that configuration too)."""
+    keys = run.keys
+    return {
+        "data": (keys.data, layout.path(layout.DATA_MANIFEST, root, key=keys.data)),
+        "train": (keys.train, layout.path(layout.TRAIN_DIR, root, key=keys.train) / layout.RUN_CONFIG),
+        "eval": (keys.eval, layout.path(layout.EVAL_SUMMARY, root, key=keys.eval)),
+        "base_eval": (keys.base_eval, layout.path(layout.EVAL_SUMMARY, root, key=keys.base_eval)),
+    }
+
+
+def read_last_ran(record: Path) -> dict[str, dict[str, str]]:
+    """The LAST_RAN record: {} before the first refresh."""
+    return json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+
+
+def _record_last_ran(runs: Iterable, record: Path, root: str | Path) -> None:
+    """Update each run's entry with the keys of its stages that ran: a few stat calls per run, and a
+    write only when an entry changed."""
+    old = read_last_ran(record)
+    new = {name: dict(stages) for name, stages in old.items()}
+    for run in runs:
+        for stage, (key, output) in ran_markers(run, root).items():
+            if output.exists():
+                new.setdefault(run.name, {})[stage] = key
+    if new != old:
+        atomic_write_json(record, new)
 
 
 def _link_folder(folder: Path, links: dict[str, str]) -> None:

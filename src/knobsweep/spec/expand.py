@@ -68,19 +68,20 @@ def _merges(raw: dict, knob: str, value: Any) -> bool:
     )
 
 
-def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any]]]:
-    """(name for a named run, else None; its knob settings relative to the baseline), the baseline first."""
-    yield None, {}
+def _changes(spec: ExperimentSpec) -> Iterator[tuple[str | None, dict[str, Any], str]]:
+    """(name for a named run, else None; its knob settings relative to the baseline; where the file
+    asks for it), the baseline first."""
+    yield None, {}, "baseline"
     if spec.mode == "grid":
         knobs = list(spec.sweep)
         for combo in itertools.product(*(spec.sweep[k] for k in knobs)):
-            yield None, dict(zip(knobs, combo))
+            yield None, dict(zip(knobs, combo)), "sweep"
     else:
         for knob, values in spec.sweep.items():
-            for value in values:
-                yield None, {knob: value}
+            for index, value in enumerate(values):
+                yield None, {knob: value}, f"sweep.{knob}[{index}]"
     for name, overrides in spec.runs.items():
-        yield name, flat_overrides(overrides)
+        yield name, flat_overrides(overrides), f"runs.{name}"
 
 
 def _free(knob: str) -> bool:
@@ -138,9 +139,13 @@ def _repeated_values(spec: ExperimentSpec, file: str, base_json: str) -> list[Pr
     return problems
 
 
-def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], int, dict]]:
+def expand(
+    spec: ExperimentSpec, file: str, warnings: list[Problem] | None = None
+) -> list[tuple[str, dict[str, Any], int, dict]]:
     """(name, changed knobs, seed, resolved config) for every run, validated; configs are
-    `normalised` (canonical form), so their keys can skip that walk."""
+    `normalised` (canonical form), so their keys can skip that walk. A sweep value that equals the
+    baseline (or an earlier arm) once defaults are filled adds no run; `warnings` gets a Problem
+    saying so, as it does for a named run equal to an earlier one (it shares that run's stages)."""
     base_config = spec.baseline.model_dump(mode="json")
     base_json = json.dumps(base_config)
     # The resolved baseline (always expanded first): what a run's changes are measured against.
@@ -149,10 +154,10 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
     labels = knob_labels(list(spec.sweep))
     problems: list[Problem] = []
     variants: list[tuple[str, dict[str, Any], dict]] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # resolved config -> the first run with it
     arm_names: set[str] = set()
     problems += _repeated_values(spec, file, base_json)
-    for given_name, changed in _changes(spec):
+    for given_name, changed, origin in _changes(spec):
         raw = json.loads(base_json)  # a deep copy, several times faster than copy.deepcopy
         for knob, value in changed.items():
             set_dotted(raw, knob, value, merge=_merges(raw, knob, value))
@@ -176,14 +181,18 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
             continue
         config = normalised(resolved)  # canonical once: every key below hashes it without a second walk
         text = canonical_json(config, is_normalised=True)
+        # A grid crossing the baseline's own values has a cell equal to it: that is no mistake.
+        grid_baseline = origin == "sweep" and seen.get(text) == "baseline"
+        if changed and text in seen and not grid_baseline and warnings is not None:
+            warnings.append(_same_as(file, origin, name, seen[text], dropped=given_name is None))
         if given_name is None and (changed and text == base_text or text in seen):
             continue  # a value equal to the baseline's (or repeated) adds no run
         if not changed and given_name is None:
             base_text, base_resolved = text, config
-        seen.add(text)
         changed, leaf_labels = _really_changed(changed, config, base_resolved, labels)
         if given_name is None:
             name = ",".join(f"{leaf_labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+        seen.setdefault(text, name)
         variants.append((name, changed, config))
         if given_name is None:
             arm_names.add(name)
@@ -200,3 +209,11 @@ def expand(spec: ExperimentSpec, file: str) -> list[tuple[str, dict[str, Any], i
             run_name = name if len(spec.seeds) == 1 else f"{name},seed={seed}"
             runs.append((run_name, changed, seed, {**config, "seed": seed}))
     return runs
+
+
+def _same_as(file: str, where: str, name: str, twin: str, dropped: bool) -> Problem:
+    """A run whose resolved config is `twin`'s: the same keys, so the same stages."""
+    twin_text = "the baseline" if twin == "baseline" else f"arm {twin}"
+    if dropped:
+        return Problem(file, where, f"arm {name} equals {twin_text} after defaults: same stages, nothing new to run")
+    return Problem(file, where, f"run {name} equals {twin_text} after defaults: it shares its stages")

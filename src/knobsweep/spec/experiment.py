@@ -58,6 +58,8 @@ class Experiment:
     runs: tuple[Run, ...]
     hypotheses: dict[str, str] = field(default_factory=dict)
     mode: str = "ofat"
+    # not errors: arms equal to the baseline (or to each other) once defaults are filled (spec.expand)
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def baseline(self) -> Run:
@@ -165,7 +167,8 @@ def load_experiment(path: str | Path) -> Experiment:
     """Load, validate and expand one experiment file; raises SpecError naming every problem."""
     path = Path(path)
     spec, name = load_spec(path)
-    expanded = expand(spec, str(path))
+    warnings: list[Problem] = []
+    expanded = expand(spec, str(path), warnings)
     by_name = {run_name: (changed, seed, config) for run_name, changed, seed, config in expanded}
     runs: dict[str, Run] = {}
     problems: list[Problem] = []
@@ -226,7 +229,14 @@ def load_experiment(path: str | Path) -> Experiment:
     problems += trl_field_problems(ordered, str(path))
     if problems:
         raise SpecError(problems)
-    return Experiment(name=name, path=path, runs=tuple(ordered), hypotheses=dict(spec.hypotheses), mode=spec.mode)
+    return Experiment(
+        name=name,
+        path=path,
+        runs=tuple(ordered),
+        hypotheses=dict(spec.hypotheses),
+        mode=spec.mode,
+        warnings=tuple(warnings),
+    )
 
 
 def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
