@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from knobsweep import layout
 from knobsweep.dotted import config_diff
 from knobsweep.errors import SpecError
-from knobsweep.report.collect import NOT_RUN, eval_numbers, read_json
+from knobsweep.report.collect import NOT_RUN
+from knobsweep.report.decision import run_scores
+from knobsweep.report.stats import prompt_interval
 
 
 def _parent(path: Path) -> Path | None:
@@ -22,25 +23,19 @@ def _parent(path: Path) -> Path | None:
 
 
 def _baseline_score(experiment: Any, root: Path, warnings: list[str]) -> dict:
-    """The baseline's eval score and CI: one seed's own; with several, the seeds' mean and the union of
-    their CIs."""
-    numbers = []
-    for run in (run for run in experiment.runs if run.is_baseline):
-        summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=run.keys.eval), warnings, f"run '{run.name}'")
-        found = eval_numbers(summary)
-        if found["eval_score"] is not None:
-            numbers.append(found)
-    if not numbers:
+    """The baseline's eval score and 95% CI over its eval prompts. With several seeds a prompt's score is
+    its mean over the seeds (they share the prompts), so the interval is the pooled mean's, as the
+    verdict table's are, not a union of the seeds' own intervals."""
+    scored = [
+        found.scores
+        for found in (run_scores(run, root, warnings) for run in experiment.runs if run.is_baseline)
+        if found.scores
+    ]
+    shared = sorted(set.intersection(*(set(scores) for scores in scored))) if scored else []
+    if not shared:
         return {"eval_score": None, "ci_low": None, "ci_high": None, "seeds": 0, "status": NOT_RUN}
-    lows = [n["eval_score_ci_low"] for n in numbers if n["eval_score_ci_low"] is not None]
-    highs = [n["eval_score_ci_high"] for n in numbers if n["eval_score_ci_high"] is not None]
-    return {
-        "eval_score": sum(n["eval_score"] for n in numbers) / len(numbers),
-        "ci_low": min(lows) if lows else None,
-        "ci_high": max(highs) if highs else None,
-        "seeds": len(numbers),
-        "status": "evaluated",
-    }
+    mean, low, high = prompt_interval([sum(scores[prompt] for scores in scored) / len(scored) for prompt in shared])
+    return {"eval_score": mean, "ci_low": low, "ci_high": high, "seeds": len(scored), "status": "evaluated"}
 
 
 def _config(experiment: Any) -> dict:
