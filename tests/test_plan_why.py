@@ -1,14 +1,12 @@
-"""`knobsweep plan --why`: why each stage runs, against what the run name last ran; arms equal to the baseline."""
+"""`knobsweep plan --why`: why each stage runs, against what the run name last ran; arms equal to the baseline.
+On a real finished sweep: tests/test_workflow.py (an edited eval knob)."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import yaml
-from test_workflow import SPEC as WORKFLOW_SPEC
-from test_workflow import copy_workflow, snakemake
 
 from knobsweep import layout, runlinks
 from knobsweep.cli import main
@@ -205,23 +203,4 @@ def test_named_runs_equal_to_the_baseline_are_flagged_and_a_grids_baseline_cell_
         "learning_rate=2e-4",
         "max_tokens=20",
         "max_tokens=20,learning_rate=2e-4",
-    ]
-
-
-@pytest.mark.slow
-def test_after_a_real_run_an_edited_knob_is_named(tmp_path, monkeypatch, capsys):
-    copy_workflow(tmp_path)
-    spec = tmp_path / "experiments" / "tiny.yaml"
-    spec.write_text(WORKFLOW_SPEC.split("sweep:")[0])  # the baseline alone: one training
-    snakemake(tmp_path, "--config", "experiments=tiny")
-    monkeypatch.chdir(tmp_path)
-    spec.write_text(spec.read_text().replace("learning_rate: 5.0e-4", "learning_rate: 2.0e-4"))
-    assert main(["status", str(spec)]) == 0  # the links now follow the edit; what ran is still recorded
-    assert os.readlink(tmp_path / "results" / "tiny" / "runs" / "baseline" / "train").endswith(
-        load_experiment(spec).baseline.keys.train
-    )
-    assert plan_why(spec, capsys) == [
-        "train (baseline): train.learning_rate 5e-4 -> 2e-4",
-        "merge (baseline): follows its training",
-        "eval (baseline): its model is retrained",
     ]

@@ -1,4 +1,5 @@
-"""Real Snakemake on a temporary copy of the workflow: a tiny sweep end to end, then what re-runs."""
+"""Real Snakemake on a temporary copy of the workflow: a tiny sweep end to end, then what re-runs and
+why (`plan --why`), and the tuning loop on its curves (`suggest`, `next`, the follow-up's lineage)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, VENV_BIN, snakemake_command, user_shell
 
 from knobsweep.spec import load_experiment
@@ -23,7 +25,7 @@ baseline:
   model: {name: tiny}
   data: {source: gsm8k, path: data/gsm8k, train_size: 24, eval_size: 4}
   train: {learning_rate: 5.0e-4, batch_size: 4}
-  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}
+  rollout: {n: 8, temperature: 1.0, top_k: 0, max_tokens: 16}   # the random tiny model never stops by itself
   reward: {name: gsm8k, format_weight: 0.5}
   eval: {max_tokens: 16}
 sweep:
@@ -119,13 +121,27 @@ def test_finished_sweep_has_nothing_to_do(finished):
     assert planned_jobs(finished) == {}
 
 
-def test_changing_an_eval_knob_reruns_only_eval_and_report(finished, tmp_path):
+def knobsweep(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "knobsweep"), *args], cwd=workdir, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_changing_an_eval_knob_reruns_only_eval_and_report_and_plan_why_says_so(finished, tmp_path):
     spec = finished / "experiments" / "tiny.yaml"
     original = spec.read_text()
     try:
         spec.write_text(original.replace("eval: {max_tokens: 16}", "eval: {max_tokens: 18}"))
         # baseline + learning-rate arm + base model under the new eval config; the eval arm is unchanged
         assert planned_jobs(finished) == {"evaluate": 3, "report": 1}
+        # `status` moves the run links to the edited spec; what ran stays recorded for plan --why
+        assert knobsweep(finished, "status", "experiments/tiny.yaml").returncode == 0
+        why = knobsweep(finished, "plan", "experiments/tiny.yaml", "--why")
+        assert why.returncode == 0, why.stdout + why.stderr
+        lines = [line.strip() for line in why.stdout.split("why each stage will run:\n", 1)[1].splitlines()]
+        assert "eval (baseline): eval.max_tokens 16 -> 18" in lines, why.stdout
+        assert "eval (learning_rate=2e-4): eval.max_tokens 16 -> 18" in lines, why.stdout
+        assert not any(line.startswith(("train", "merge", "data")) for line in lines), why.stdout
     finally:
         spec.write_text(original)
 
@@ -138,6 +154,47 @@ def test_changing_one_arms_learning_rate_reruns_only_that_arm(finished):
         assert planned_jobs(finished) == {"train": 1, "evaluate": 1, "report": 1}  # train merges too
     finally:
         spec.write_text(original)
+
+
+def test_suggest_reads_the_real_curves(finished):
+    result = knobsweep(finished, "suggest", "experiments/tiny.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 16 tokens cut every completion of the random model: TRL's completions/clipped_ratio says so
+    assert "tiny: symptoms and the knob changes that address them" in result.stdout
+    assert "clipped_completions" in result.stdout and "max_tokens 16" in result.stdout
+    assert "32, 64" in result.stdout
+
+
+def test_next_writes_a_valid_follow_up_whose_plan_reuses_the_adopted_arm(finished):
+    written = finished / "experiments" / "tiny_next.yaml"
+    try:
+        result = knobsweep(finished, "next", "experiments/tiny.yaml", "--adopt", "learning_rate=2e-4")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "run 'baseline' reuses the finished training of 'learning_rate=2e-4'" in result.stdout
+        text = written.read_text()
+        assert "# the random tiny model never stops by itself" in text  # the parent's comments are kept
+        follow_up = yaml.safe_load(text)
+        assert follow_up["parent"] == "tiny.yaml"
+        assert follow_up["baseline"]["train"]["learning_rate"] == 2e-4
+        assert follow_up["sweep"]["rollout.max_tokens"] == [32, 64]
+        assert knobsweep(finished, "validate", "experiments/tiny_next.yaml").returncode == 0
+        plan = knobsweep(finished, "plan", "experiments/tiny_next.yaml").stdout
+        row = next(line for line in plan.splitlines() if line.startswith("│ baseline"))
+        stages = dict(zip(("data", "train", "merge", "eval"), [cell.strip() for cell in row.split("│")[4:8]]))
+        assert stages == {"data": "cached", "train": "cached", "merge": "cached", "eval": "cached"}
+        # the follow-up's report shows the chain of baselines, each with its eval score
+        assert knobsweep(finished, "report", "experiments/tiny_next.yaml").returncode == 0
+        summary = json.loads((finished / "results" / "tiny_next" / "summary.json").read_text())
+        chain = summary["lineage"]
+        assert [(link["experiment"], link["status"]) for link in chain] == [
+            ("tiny", "evaluated"),
+            ("tiny_next", "evaluated"),
+        ]
+        assert chain[1]["changes"] == [{"knob": "train.learning_rate", "from": 5e-4, "to": 2e-4}]
+        page = (finished / "results" / "tiny_next" / "report.html").read_text()
+        assert "Lineage: the baselines this experiment follows up" in page
+    finally:
+        written.unlink(missing_ok=True)  # the tests below plan every experiments/*.yaml
 
 
 @pytest.mark.parametrize(
