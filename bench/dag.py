@@ -114,7 +114,7 @@ def fake_outputs(work: Path) -> None:
                     Path(pattern.format(key=key)).touch()
             time.sleep(0.01)
         for name in pipeline.experiments:
-            for pattern in (layout.REPORT_HTML, layout.REPORT_CSV, layout.REPORT_JSON):
+            for pattern in (layout.REPORT_HTML, layout.REPORT_CSV, layout.REPORT_JSON, layout.REPORT_DONE):
                 Path(pattern.format(experiment=name)).parent.mkdir(parents=True, exist_ok=True)
                 Path(pattern.format(experiment=name)).touch()
     finally:
