@@ -89,8 +89,7 @@ def plan(args: argparse.Namespace) -> int:
         try:
             lines = why_lines(experiment, root)
         except WhyError as error:
-            console.print(f"[red]error[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-            return 1
+            return _error(error)
         console.print("why each stage will run:" if lines else "why: every stage is cached", highlight=False)
         for line in lines:
             console.print(Text("  " + line), highlight=False, soft_wrap=True)
@@ -226,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
         ("plan", plan, "runs, the knob each changes, and which stages are cached or will run"),
         ("status", status, "training state, step, reward and elapsed time per run"),
         ("report", report, "rebuild results/<experiment>/report.html without Snakemake"),
+        ("suggest", suggest, "symptoms in the finished runs' curves and the knob changes that address them"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("file", metavar="FILE")
@@ -245,12 +245,6 @@ def parser() -> argparse.ArgumentParser:
     both.add_argument("second", metavar="B.yaml")
     both.add_argument("--root", default=".", help="directory holding results/ (default: .)")
     both.set_defaults(handler=compare)
-    symptoms = commands.add_parser(
-        "suggest", help="symptoms in the finished runs' curves and the knob changes that address them"
-    )
-    symptoms.add_argument("file", metavar="FILE")
-    symptoms.add_argument("--root", default=".", help="directory holding results/ (default: .)")
-    symptoms.set_defaults(handler=suggest)
     after = commands.add_parser(
         "next", help="write the follow-up experiment: winners adopted into the baseline, suggestions swept"
     )
