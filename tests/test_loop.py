@@ -14,6 +14,7 @@ from knobsweep import layout
 from knobsweep.cli import main
 from knobsweep.dotted import set_dotted
 from knobsweep.loop.curves import read_curves
+from knobsweep.loop.follow_up import parse_value
 from knobsweep.loop.rules import RULES, RunData
 from knobsweep.loop.suggest import diagnose, table_rows
 from knobsweep.loop.values import allowed_values, bounds
@@ -329,12 +330,22 @@ def test_next_never_overwrites_without_force(swept, tmp_path, capsys):
             ["--sweep", "train.learning_rate"],
             "--sweep 'train.learning_rate': expected KNOB=V1,V2 (e.g. train.learning_rate=5e-5,2e-4)",
         ),
+        (
+            ["--sweep", "rollout.temperature=[0.9"],
+            "--sweep rollout.temperature=[0.9: YAML syntax error: line 1, column 5: "
+            "expected ',' or ']', but got '<stream end>'",
+        ),
     ],
 )
 def test_next_bad_input_names_the_arm_or_knob_and_writes_nothing(swept, tmp_path, capsys, args, message):
     assert main(["next", "exp.yaml", *args]) == 1
     assert capsys.readouterr().out.strip() == f"error {message}"
     assert not (tmp_path / "exp_next.yaml").exists()
+
+
+def test_sweep_values_are_read_as_a_spec_reads_them():
+    # YAML 1.2, as spec files: 2e-4 a number, `off` the string rollout.vllm takes (YAML 1.1 made it false)
+    assert [parse_value(text) for text in ("off", "2e-4", "1.0", "16", "true")] == ["off", 2e-4, 1.0, 16, True]
 
 
 def test_next_refuses_an_unfinished_arm(swept, tmp_path, capsys):

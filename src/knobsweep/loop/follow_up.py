@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -31,6 +30,7 @@ from knobsweep.report.stats import BETTER
 from knobsweep.spec import load_experiment
 from knobsweep.spec.expand import format_value
 from knobsweep.spec.load import knob_problem
+from knobsweep.spec.reading import check_values, parse_yaml
 
 
 @dataclass
@@ -108,13 +108,13 @@ def adopted_arms(experiment: Any, root: Path, adopt: str) -> list[tuple[Arm, str
 
 
 def parse_value(text: str) -> Any:
-    """A --sweep value as YAML reads it, except that 2e-4 is a number (YAML 1.1 makes it a string)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
+    """A --sweep value as a spec file reads it (spec.reading: YAML 1.2, so 2e-4 is a number and `off` the
+    string rollout.vllm takes; no NaN, no resolver); a SpecError says what is wrong with it."""
+    value = parse_yaml(text, "--sweep")
+    problems = check_values(value, "--sweep")
+    if problems:
+        raise SpecError(problems)
+    return value
 
 
 def parse_sweep(items: list[str], config: dict) -> dict[str, list]:
@@ -129,7 +129,10 @@ def parse_sweep(items: list[str], config: dict) -> dict[str, list]:
         if problem:
             raise LoopError(f"--sweep {knob}: {problem.message}")
         for part in text.split(","):
-            value = parse_value(part.strip())
+            try:
+                value = parse_value(part.strip())
+            except SpecError as error:
+                raise LoopError(f"--sweep {knob}={part.strip()}: {error.problems[0].message}") from None
             why = rejection(config, knob, value)
             if why:
                 raise LoopError(f"--sweep {knob}={part.strip()}: {why}")
