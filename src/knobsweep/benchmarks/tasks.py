@@ -148,7 +148,9 @@ def _named_files(name: str, cfg: dict, where: str) -> list[Path]:
     else:
         names = files if isinstance(files, list) else [files] if files else []
     if not names:
-        raise FieldError(where, f"task {name!r} loads {cfg['dataset_path']!r} files but names none (dataset_kwargs.data_files)")
+        raise FieldError(
+            where, f"task {name!r} loads {cfg['dataset_path']!r} files but names none (dataset_kwargs.data_files)"
+        )
     paths = []
     for file in names:
         if "://" in str(file):

@@ -109,7 +109,9 @@ def convert(options: ReasoningGymOptions) -> ConversionResult:
     for row in candidates:
         if options.eval_overlap == "drop" and (row["task"], row["prompt"][-1]["content"]) in seen:
             index = int(row["row_id"].rsplit("-", 1)[1])
-            dropped.append({"split": "eval", "line": index + 1, "reason": f"{row['task']}: the question of a train row"})
+            dropped.append(
+                {"split": "eval", "line": index + 1, "reason": f"{row['task']}: the question of a train row"}
+            )
         else:
             evaluation.append(row)
     left = {row["task"] for row in evaluation}

@@ -99,6 +99,8 @@ class Collected:
     curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
     verdicts: list[dict] = field(default_factory=list)  # one per arm: decision.verdict_rows
     lineage: list[dict] = field(default_factory=list)  # the chain of parent baselines: report.lineage
+    benchmarks: dict = field(default_factory=dict)  # lm-eval scores and verdicts: report.benchmarks
+    tasks: list[dict] = field(default_factory=list)  # reward and eval per task of a mixture: report.tasks
 
     @property
     def summary_columns(self) -> list[str]:

@@ -49,7 +49,9 @@ class ReasoningGymEvaluator:
 
     def __init__(self, tag: str = "answer", format_weight: float = 0.0):
         if not isinstance(tag, str) or not tag.isidentifier():
-            raise FieldError("reward.tag", f"must be a tag name such as 'answer' (it reads <tag>...</tag>), got {tag!r}")
+            raise FieldError(
+                "reward.tag", f"must be a tag name such as 'answer' (it reads <tag>...</tag>), got {tag!r}"
+            )
         if (
             isinstance(format_weight, bool)
             or not isinstance(format_weight, (int, float))
@@ -58,7 +60,7 @@ class ReasoningGymEvaluator:
         ):
             raise FieldError(
                 "reward.format_weight",
-                f"must be a number in [0, 1) (the share of the score paid for writing <{tag}> tags), got {format_weight!r}",
+                f"must be a number in [0, 1) (the share of the score paid for <{tag}> tags), got {format_weight!r}",
             )
         self.tag, self.format_weight = tag, float(format_weight)
 

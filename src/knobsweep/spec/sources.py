@@ -391,7 +391,10 @@ class ReasoningGymOptions(SourceOptions):
     eval_size: int = Field(50, ge=1, le=MAX_SIZE, description="eval rows of all tasks together, split by weight")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="train row i of a task is generated with seed + i")
     eval_seed: int | None = Field(
-        None, ge=0, le=2**31 - 1, description="eval row j of a task is generated with eval_seed + j; null: seed + 1,000,000"
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="eval row j of a task is generated with eval_seed + j; null: seed + 1,000,000",
     )
     system_prompt: str | None = Field(
         "default",
@@ -423,7 +426,9 @@ class ReasoningGymOptions(SourceOptions):
         seen: dict[str, int] = {}
         for index, task in enumerate(self.tasks):
             if task.name in seen:
-                raise FieldError(f"tasks[{index}]", f"{task.name!r} is listed twice (also data.tasks[{seen[task.name]}])")
+                raise FieldError(
+                    f"tasks[{index}]", f"{task.name!r} is listed twice (also data.tasks[{seen[task.name]}])"
+                )
             seen[task.name] = index
             _check_generator(f"tasks[{index}]", task)
         for option, size in (("train_size", self.train_size), ("eval_size", self.eval_size)):
@@ -450,7 +455,9 @@ def _check_generator(path: str, task: ReasoningGymTask) -> None:
         import reasoning_gym
         from reasoning_gym.factory import DATASETS
     except ImportError as error:
-        raise FieldError("source", f"reasoning_gym needs the reasoning-gym package: pip install -e . ({error})") from None
+        raise FieldError(
+            "source", f"reasoning_gym needs the reasoning-gym package: pip install -e . ({error})"
+        ) from None
     if task.name not in DATASETS:
         raise FieldError(
             f"{path}.name",
@@ -459,11 +466,16 @@ def _check_generator(path: str, task: ReasoningGymTask) -> None:
         )
     for reserved in ("seed", "size"):
         if reserved in task.config:
-            raise FieldError(f"{path}.config.{reserved}", f"is set from data.{reserved if reserved == 'seed' else 'train_size / eval_size'}")
+            raise FieldError(
+                f"{path}.config.{reserved}",
+                f"is set from data.{reserved if reserved == 'seed' else 'train_size / eval_size'}",
+            )
     try:
         reasoning_gym.create_dataset(task.name, seed=0, size=1, **task.config)
     except (TypeError, ValueError, AssertionError) as error:
-        raise FieldError(f"{path}.config", f"{task.name} refuses {task.config}: {type(error).__name__}: {error}") from None
+        raise FieldError(
+            f"{path}.config", f"{task.name} refuses {task.config}: {type(error).__name__}: {error}"
+        ) from None
 
 
 class PluginOptions(BaseModel):
