@@ -184,7 +184,13 @@ def write_benchmark(root: Path, key: str, right: list[int]) -> None:
     folder = layout.path(layout.BENCHMARK_DIR, root, key=key)
     folder.mkdir(parents=True)
     lines = [
-        {"doc_id": i, "filter": "strict-match", "exact_match": float(i in right), "doc_hash": f"d{i}", "target_hash": "t"}
+        {
+            "doc_id": i,
+            "filter": "strict-match",
+            "exact_match": float(i in right),
+            "doc_hash": f"d{i}",
+            "target_hash": "t",
+        }
         for i in range(30)
     ]
     (folder / "samples_gsm8k_local.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
