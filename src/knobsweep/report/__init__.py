@@ -194,6 +194,7 @@ def build_report(
             "warnings": collected.warnings,
             "health": collected.health,
             "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
+            "decision": collected.decision,
             "lineage": collected.lineage,
             "rows": records,
         },
