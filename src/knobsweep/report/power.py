@@ -239,7 +239,8 @@ def power_lines(experiment: Any, root: str | Path = ".") -> list[str]:
             f"detectable: no better/worse verdict ({design.text()}): with one seed per side the run-to-run "
             "spread is not measured, so arms beyond eval noise are only seed-limited"
         ]
-        enough = [(change, found) for change, found in options if found is not None]
+        # One degree of freedom (t = 12.7) gives a verdict in name only: at least two, as 3 baseline seeds do.
+        enough = [(change, found) for change, found in options if found is not None and change.design.df >= 2]
         goal = "gives a verdict"
     else:
         lines = [

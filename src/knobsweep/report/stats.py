@@ -413,7 +413,7 @@ def _pooled(groups: Sequence[Sequence[RunScores]], means: dict[str, float]) -> N
         replicated.append(len(runs))
     if df == 0:
         return None
-    return NoiseFloor(squares / df, df, f"this sweep's seeds ({sum(replicated)} runs of {len(replicated)} configs)")
+    return NoiseFloor(squares / df, df, f"this sweep's seeds, {sum(replicated)} runs of {len(replicated)} configs")
 
 
 def _dunnett(
@@ -519,10 +519,10 @@ def _points(value: float) -> str:
 
 
 def _correction(arms: int, alternative: str) -> str:
-    side = {TWO_SIDED: "two-sided", LESS: "one-sided (worse)", GREATER: "one-sided (better)"}[alternative]
+    side = {TWO_SIDED: "two-sided", LESS: "one-sided: worse only", GREATER: "one-sided: better only"}[alternative]
     if arms == 1:
-        return f"one arm: no multiplicity to correct ({side})"
-    return f"Dunnett's many-to-one procedure over {arms} arms ({side}): family-wise error 5%"
+        return f"one arm, nothing to correct ({side})"
+    return f"Dunnett's many-to-one procedure over {arms} arms, {side}, family-wise error 5%"
 
 
 def _data_difference(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> str:

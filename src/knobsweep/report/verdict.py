@@ -79,7 +79,7 @@ def verdict_table(collected: Collected) -> list[dict]:
                 + (f"; p = {p_value:.3g} adjusted over the arms (raw {p_raw:.3g})" if p_value is not None else "")
                 + (f". {row['left_out']}" if row.get("left_out") else ""),
                 "mde": f"detects ±{mde:.3f}" if mde is not None else "",
-                "eval_only": verdict == SEED_LIMITED,
+                "eval_only": (row.get("method") or "").startswith("eval sampling only"),
                 "time": _duration(row.get("train_time_s")),
                 "cost": cost_text(row),
                 "health": f"{health} ({row['health_kinds']})"
@@ -106,7 +106,7 @@ def how_sure(collected: Collected) -> str:
         )
     sentence = f"Run-to-run SD {100 * noise['run_sd']:.1f} points, measured on {noise['source']} ({noise['df']} d.f.)"
     if facts.get("arms", 0) > 1:
-        sentence += f"; the {facts['arms']} arms are one family ({facts['correction']})"
+        sentence += f"; the {facts['arms']} arms are one family: {facts['correction']}"
     return sentence + "."
 
 
@@ -189,7 +189,7 @@ def forest_figure(collected: Collected) -> dict | None:
     layout["margin"] = {"l": 10, "r": 40, "t": 40, "b": 45}
     # Plotly's toolbar sits at the top right, over a centred title in a figure this narrow: the title
     # goes left, the toolbar stands upright in the right margin.
-    layout["title"].update(x=0, xanchor="left", xref="paper")
+    layout["title"].update(x=0.02, xanchor="left", xref="container")
     layout["modebar"] = {"orientation": "v"}
     layout["yaxis"].update(type="multicategory", autorange="reversed", automargin=True)
     layout["xaxis"].update(zeroline=False)
