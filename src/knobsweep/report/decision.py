@@ -126,6 +126,9 @@ def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | 
             family = compare_family(family_runs, base_runs, noise=floor)
     versus_base = compare_family({baseline.name: base_runs}, [_reference(baseline, root, warnings)], noise=family.noise)
     noise = versus_base.noise or family.noise
+    for comparison in (versus_base.arms[baseline.name], *family.arms.values()):
+        if comparison.left_out:
+            warnings.append(f"verdicts: {comparison.left_out}")
     return ArmComparisons(
         baseline,
         versus_base.arms[baseline.name],
