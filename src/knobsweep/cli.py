@@ -59,6 +59,7 @@ def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+    from knobsweep.report.power import power_lines
 
     estimate = estimate_plan(experiment, root)
     table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
@@ -95,7 +96,7 @@ def plan(args: argparse.Namespace) -> int:
         done = layout.path(layout.BENCHMARK_SUMMARY, root, key=base_keys.base_benchmark).exists()
         reference += f", its benchmarks: {'cached' if done else 'will run'}"
     console.print(f"{reference}; {len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
-    for line in summary_lines(estimate):
+    for line in summary_lines(estimate) + power_lines(experiment, root):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
     if args.why:

@@ -198,6 +198,7 @@ def build_report(
             "warnings": collected.warnings,
             "health": collected.health,
             "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
+            "decision": collected.decision,
             "lineage": collected.lineage,
             "benchmarks": [
                 {key: _plain(value) for key, value in row.items()} for row in collected.benchmarks.get("rows", [])

@@ -19,14 +19,15 @@ from typing import Any
 
 from knobsweep import layout
 from knobsweep.report.decision import BASE_MODEL, group_arms
-from knobsweep.report.stats import BETTER, WORSE, Comparison, RunScores, compare, not_comparable
+from knobsweep.report.stats import BETTER, WORSE, Comparison, Family, RunScores, compare_family, not_comparable
 
 OPPOSITE = {BETTER: WORSE, WORSE: BETTER}
 
 
-def compare_with_baseline(arms: dict[str, list[RunScores]], baseline: list[RunScores]) -> dict[str, Comparison]:
-    """Every arm against the baseline on one benchmark's items, as one family of comparisons."""
-    return {name: compare(runs, baseline) for name, runs in arms.items()}
+def compare_with_baseline(arms: dict[str, list[RunScores]], baseline: list[RunScores]) -> Family:
+    """Every arm against the baseline on one benchmark's items, as one family (the verdict table's calibrated
+    statistics: run-to-run variance pooled over the seeds, many arms decided together)."""
+    return compare_family(arms, baseline)
 
 
 def read_summary(key: str | None, root: Path, warnings: list[str], label: str) -> dict | None:
@@ -136,19 +137,21 @@ def collect_benchmarks(experiment: Any, root: str | Path = ".", warnings: list[s
         }
         base_runs = [runs[run.name] for run in baseline.runs]
         reference = _run_scores(BASE_MODEL, base_key, None, ("evaluated", ""), which, root)
+        family = compare_with_baseline({arm.name: [runs[r.name] for r in arm.runs] for arm in others}, base_runs)
         versus_base = (
-            compare(base_runs, [reference])
+            compare_family({baseline.name: base_runs}, [reference], noise=family.noise).arms[baseline.name]
             if reference.scores is not None
             else not_comparable("the base model has no benchmark results yet")
         )
-        family = compare_with_baseline({arm.name: [runs[r.name] for r in arm.runs] for arm in others}, base_runs)
         lower_is_better = metric.get("higher_is_better") is False
         rows.append(_row(label, task, metric, BASE_MODEL, "", [base_summary], None, lower_is_better))
         base_summaries = [summaries[run.name] for run in baseline.runs]
         rows.append(_row(label, task, metric, baseline.name, BASE_MODEL, base_summaries, versus_base, lower_is_better))
         for arm in others:
             arm_summaries = [summaries[run.name] for run in arm.runs]
-            row = _row(label, task, metric, arm.name, baseline.name, arm_summaries, family[arm.name], lower_is_better)
+            row = _row(
+                label, task, metric, arm.name, baseline.name, arm_summaries, family.arms[arm.name], lower_is_better
+            )
             rows.append(row)
             if row["verdict"] == WORSE:
                 regressions.setdefault(arm.name, []).append(label)
