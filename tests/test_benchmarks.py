@@ -200,21 +200,28 @@ def write_benchmark(root: Path, key: str, right: list[int]) -> None:
 
 
 def test_an_arm_worse_on_a_benchmark_is_named_a_regression(write_spec, tasks_dir, tmp_path):
-    experiment = load_experiment(write_spec(SPEC % BENCHMARKS))
+    experiment = load_experiment(write_spec(SPEC % BENCHMARKS + "seeds: [0, 1]\n"))
     runs = {run.name: run for run in experiment.runs}
-    write_benchmark(tmp_path, runs["baseline"].keys.base_benchmark, right=list(range(10)))
-    write_benchmark(tmp_path, runs["baseline"].keys.benchmark, right=list(range(20)))
-    write_benchmark(tmp_path, runs["learning_rate=2e-4"].keys.benchmark, right=[])  # forgot it all
+    write_benchmark(tmp_path, runs["baseline,seed=0"].keys.base_benchmark, right=list(range(10)))
+    for seed, right in ((0, 20), (1, 19)):  # seed-to-seed noise of a point or so
+        write_benchmark(tmp_path, runs[f"baseline,seed={seed}"].keys.benchmark, right=list(range(right)))
+        write_benchmark(tmp_path, runs[f"learning_rate=2e-4,seed={seed}"].keys.benchmark, right=list(range(seed)))
     collected = collect_benchmarks(experiment, tmp_path)
     rows = {row["model"]: row for row in collected["rows"]}
     assert rows["base model"]["score"] == pytest.approx(1 / 3) and rows["base model"]["verdict"] == ""
-    assert rows["baseline"]["verdict"] == "better" and rows["baseline"]["delta"] == pytest.approx(1 / 3)
-    assert rows["learning_rate=2e-4"]["verdict"] == "worse"
-    assert rows["learning_rate=2e-4"]["delta"] == pytest.approx(-2 / 3)
+    assert rows["baseline"]["verdict"] == "better" and rows["baseline"]["delta"] == pytest.approx(19 / 60)
+    arm = rows["learning_rate=2e-4"]
+    assert arm["verdict"] == "worse" and arm["delta"] == pytest.approx(-38 / 60) and arm["seeds"] == 2
     assert collected["regressions"] == {"learning_rate=2e-4": ["gsm8k_local strict-match exact_match"]}
     shown = {row["model"]: row for row in benchmark_rows(collected)}
-    assert shown["baseline"]["score"] == "0.6667 ± 0.0100"  # as lm-eval's command line prints it
-    assert shown["learning_rate=2e-4"]["delta"].startswith("-0.6667 [")
+    assert shown["base model"]["score"] == "0.3333 ± 0.0100"  # as lm-eval's command line prints it
+    assert shown["learning_rate=2e-4"]["score"] == "0.0167" and shown["learning_rate=2e-4"]["seeds"] == 2
+    assert shown["learning_rate=2e-4"]["delta"].startswith("-0.6333 [")
+    # one seed a side: the calibrated verdict will not call it (seed-limited), so no regression is claimed
+    single = load_experiment(write_spec(SPEC % BENCHMARKS, "single.yaml"))
+    one = {run.name: run for run in single.runs}
+    assert one["learning_rate=2e-4"].keys.benchmark == runs["learning_rate=2e-4,seed=0"].keys.benchmark  # seed 0's
+    assert collect_benchmarks(single, tmp_path)["regressions"] == {}
     assert regression_text("better", ["x"]) == "better on the target, worse on x"
     assert regression_text("within noise", ["x", "y"]) == "worse on x, y"
     assert regression_text("better", []) == ""
