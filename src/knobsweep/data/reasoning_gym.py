@@ -12,6 +12,9 @@ train row's of the same task is dropped and listed in the manifest's `dropped` (
 with `eval_overlap: keep` they stay. Nothing is downloaded: the same options and reasoning-gym version give
 the same rows, byte for byte.
 
+Format `sft` (train rows only; eval rows stay rl): the prompt, and `<answer>ANSWER</answer>` as the assistant's
+completion, for an SFT run that teaches the answer format before GRPO (train.warm_start_from).
+
 Rows: row_id "<split>-<task>-<index>", prompt (the system prompt, reasoning-gym's `default` unless
 `system_prompt` says otherwise, then the question as the user's message), ground_truth (the answer), answer
 (the reference completion `<answer>ANSWER</answer>`, the format the system prompt asks for: the training
@@ -35,8 +38,15 @@ if TYPE_CHECKING:
 CONVERTER_VERSION = "1"
 
 
+def sft_schema() -> pa.Schema:
+    """sft train rows: the prompt, and the reference completion as the assistant's turn."""
+    import pyarrow as pa
+
+    return pa.schema([("row_id", pa.string()), ("prompt", messages_type()), ("completion", messages_type())])
+
+
 def row_schema() -> pa.Schema:
-    """The rows' schema (train and eval)."""
+    """The rl rows' schema (train, and eval in every format)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -122,10 +132,21 @@ def convert(options: ReasoningGymOptions) -> ConversionResult:
             f"every eval row of {', '.join(empty)} repeats a train question (the task has few distinct "
             "questions): raise data.eval_size, make the task harder (its config), or set eval_overlap: keep",
         )
+    rows = train
+    if options.format == "sft":  # learn the answer format (and the answers) before a reward can pay for it
+        rows = [
+            {
+                "row_id": r["row_id"],
+                "prompt": r["prompt"],
+                "completion": [{"role": "assistant", "content": r["answer"]}],
+            }
+            for r in train
+        ]
     return ConversionResult(
-        train=train,
+        train=rows,
         eval=evaluation,
-        schema=row_schema(),
+        schema=sft_schema() if options.format == "sft" else row_schema(),
+        eval_schema=row_schema(),
         options=options.model_dump(mode="json"),
         inputs=input_fingerprint(options),
         dropped=dropped,

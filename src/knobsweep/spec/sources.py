@@ -383,7 +383,9 @@ class ReasoningGymOptions(SourceOptions):
     SYSTEM_PROMPTS: ClassVar[tuple[str, ...]] = ("default", "DeepSeekZero", "simple", "direct", "chain_of_draft")
 
     source: Literal["reasoning_gym"]
-    format: Literal["rl"] | None = None
+    format: Literal["rl", "sft"] | None = Field(
+        None, description="rl (prompts scored by the evaluator) or sft (the answer in <answer> tags as the completion)"
+    )
     tasks: list[ReasoningGymTask] = Field(
         ..., min_length=1, description="generators: names, or {name, weight, config}; several make a mixture"
     )
