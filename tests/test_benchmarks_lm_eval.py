@@ -32,8 +32,7 @@ baseline:
     train_size: 8
     eval_size: 4
     system_prompt: direct
-  train: {{learning_rate: 5.0e-4, batch_size: 4}}
-  rollout: {{n: 4, temperature: 1.0, top_k: 0, max_tokens: 16}}
+  train: {{method: sft, learning_rate: 5.0e-4, batch_size: 4}}   # SFT always yields a model to benchmark
   reward: {{name: reasoning_gym, format_weight: 0.5}}
   eval:
     max_tokens: 16
@@ -82,7 +81,7 @@ def test_the_report_shows_benchmarks_per_arm_and_rewards_and_eval_per_task(sweep
     tasks = {(row["run"], row["task"]) for row in summary["tasks"]}
     assert {("baseline", "leg_counting"), ("baseline", "basic_arithmetic"), ("base model", "leg_counting")} <= tasks
     trained = next(r for r in summary["tasks"] if r["run"] == "baseline" and r["task"] == "leg_counting")
-    assert trained["final_reward"] is not None and trained["eval_score"] is not None
+    assert trained["eval_score"] is not None  # (SFT logs no reward; per-task rewards: test_reasoning_gym.py)
     report = (sweep / "results" / "rg" / "report.html").read_text()
     assert '<section id="benchmarks">' in report and '<section id="tasks">' in report
     assert len(report_cells(report)) == 15
@@ -103,8 +102,9 @@ def lm_eval_table(output: str) -> dict[tuple[str, str, str], str]:
     return values
 
 
-def test_the_report_equals_what_the_lm_eval_command_line_prints(sweep):
-    baseline = next(run for run in load_experiment(sweep / "experiments" / "rg.yaml").runs if run.is_baseline)
+def test_the_report_equals_what_the_lm_eval_command_line_prints(sweep, monkeypatch):
+    monkeypatch.chdir(sweep)  # the spec's paths (include_path) are relative to the workflow's directory
+    baseline = load_experiment(sweep / "experiments" / "rg.yaml").baseline
     model = f"results/merge/{baseline.keys.train}"
     result = subprocess.run(
         [

@@ -123,3 +123,23 @@ def test_an_exported_task_is_an_lm_eval_task_that_scores_like_the_reward(tmp_pat
     right = task.process_results(docs[0], [f"<answer>{docs[0]['answer']}</answer>"])
     assert right == {"score": 1.0, "answered": 1.0}
     assert task.process_results(docs[0], ["no answer"]) == {"score": 0.0, "answered": 0.0}
+
+
+def test_the_report_shows_each_tasks_reward_and_eval(write_spec, tmp_path):
+    from knobsweep import layout
+    from knobsweep.report.tasks import task_rows
+
+    run = load_experiment(write_spec(SPEC % "{source: reasoning_gym, tasks: [leg_counting]}")).baseline
+    metrics = layout.path(layout.TRAIN_METRICS, tmp_path, key=run.keys.train)
+    metrics.parent.mkdir(parents=True)
+    steps = [{"step": s, "reward": 0.1 * s, "reward/task/leg_counting": 0.1 * s} for s in range(1, 11)]
+    metrics.write_text("".join(json.dumps(step) + "\n" for step in steps))
+    for key, score in ((run.keys.eval, 0.75), (run.keys.base_eval, 0.0)):
+        summary = layout.path(layout.EVAL_SUMMARY, tmp_path, key=key)
+        summary.parent.mkdir(parents=True)
+        summary.write_text(json.dumps({"score": score, "parts": {"answered": 1.0, "task/leg_counting": score}}))
+    rows = task_rows(load_experiment(write_spec(SPEC % "{source: reasoning_gym, tasks: [leg_counting]}")), tmp_path)
+    assert rows == [
+        {"run": "base model", "task": "leg_counting", "final_reward": None, "eval_score": 0.0},
+        {"run": "baseline", "task": "leg_counting", "final_reward": pytest.approx(1.0), "eval_score": 0.75},
+    ]
