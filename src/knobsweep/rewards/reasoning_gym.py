@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 from knobsweep.errors import FieldError
-from knobsweep.rewards import Evaluation
+from knobsweep.rewards import Evaluation, format_weight_option
 
 SHOWN = 60  # characters of an answer quoted in a reason
 
@@ -52,17 +51,8 @@ class ReasoningGymEvaluator:
             raise FieldError(
                 "reward.tag", f"must be a tag name such as 'answer' (it reads <tag>...</tag>), got {tag!r}"
             )
-        if (
-            isinstance(format_weight, bool)
-            or not isinstance(format_weight, (int, float))
-            or not math.isfinite(format_weight)
-            or not 0.0 <= format_weight < 1.0
-        ):
-            raise FieldError(
-                "reward.format_weight",
-                f"must be a number in [0, 1) (the share of the score paid for <{tag}> tags), got {format_weight!r}",
-            )
-        self.tag, self.format_weight = tag, float(format_weight)
+        self.format_weight = format_weight_option(format_weight, f"the share of the score paid for <{tag}> tags")
+        self.tag = tag
 
     def __call__(self, completion: str, row: dict) -> Evaluation:
         task, text = row.get("task"), row.get("entry")
