@@ -21,7 +21,9 @@ baseline (the cheap way to measure the run-to-run spread).
 
     python bench/stats_calibration.py                 # the whole grid
     python bench/stats_calibration.py --quick         # the cells the targets name
-    python bench/stats_calibration.py --against e1a7d59   # the same cells through stats.py of a git revision
+    python bench/stats_calibration.py --quick --against e1a7d59 --arms 1   # through stats.py of a git revision
+
+An older stats.py decides arm by arm (no family), so its per-arm figures need only one arm.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def stats_at(revision: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=400, help="simulated sweeps per cell and question")
     parser.add_argument("--quick", action="store_true", help="only the 800-prompt cells the targets name")
     parser.add_argument("--against", metavar="REV", help="run the cells through stats.py of this git revision")
+    parser.add_argument("--arms", type=int, nargs="+", choices=ARMS, help="only these family sizes")
     parser.add_argument("--seed", type=int, default=20261207)
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="cells measured side by side")
     args = parser.parse_args()
@@ -170,6 +174,7 @@ def main() -> None:
         if args.quick
         else [Cell(*values) for values in itertools.product(PROMPTS, SPREADS, DESIGNS, SCORES, ARMS)]
     )
+    cells = [cell for cell in cells if not args.arms or cell.arms in args.arms]
     columns = ["prompts", "spread", "seeds", "scores", "arms", "false", "family", "+5", "+10", "wrong +5", "limited"]
     print(f"# {len(cells)} cells, {args.repeats} simulated sweeps per cell and question, through {module.__name__}")
     print("| " + " | ".join(columns) + " |")

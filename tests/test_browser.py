@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_report import IMG_XSS, XSS, rich_sweep
 
-from knobsweep.report import build_report
+from knobsweep.report.build import build_report
 
 CHROMIUM = os.environ.get("KNOBSWEEP_CHROMIUM", "/usr/bin/chromium")
 # Without these a sandboxless container on a closed network makes Chromium hang or fail.

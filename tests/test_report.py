@@ -15,7 +15,7 @@ import pytest
 
 from knobsweep import layout
 from knobsweep.io import atomic_write_json
-from knobsweep.report import build_report, collect_experiment, inert_in_spreadsheets, report_paths
+from knobsweep.report.build import build_report, collect_experiment, inert_in_spreadsheets, report_paths
 from knobsweep.spec import Experiment, Run, StageKeys
 
 XSS = "<script>alert(1)</script>"

@@ -24,7 +24,7 @@ from test_report import (
     write_train,
 )
 
-from knobsweep.report import build_report, collect_experiment
+from knobsweep.report.build import build_report, collect_experiment
 from knobsweep.report.html import MAX_POINTS, downsample
 from knobsweep.spec import Experiment
 

@@ -138,7 +138,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from knobsweep.report import build_report  # heavy imports (plotly, pandas) only when needed
+    from knobsweep.report.build import build_report  # heavy imports (plotly, pandas) only when needed
 
     experiment = _load_or_exit(args.file)
     written = build_report(experiment, Path(args.root))
@@ -148,7 +148,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from knobsweep.report import build_report
+    from knobsweep.report.build import build_report
     from knobsweep.report.compare import combine
 
     first, second = _load_or_exit(args.first), _load_or_exit(args.second)
