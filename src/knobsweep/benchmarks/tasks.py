@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import yaml
 
 from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.io import file_sha256
@@ -28,8 +32,47 @@ def lm_eval_version() -> str:
     return importlib.metadata.version("lm-eval")
 
 
-def local_index(include_path: str) -> dict[str, Any]:
-    """name -> lm-eval index Entry of the task YAMLs under `include_path` (tasks, groups and tags)."""
+@dataclass
+class LocalEntry:
+    """A local task YAML as lm-eval's index sees it (lm_eval.tasks._index.Entry's fields that matter here)."""
+
+    name: str
+    kind: SimpleNamespace  # .name: TASK, PY_TASK, GROUP or TAG, as lm-eval's Kind
+    yaml_path: Path | None
+    cfg: dict | None = None
+    tags: set[str] = field(default_factory=set)
+
+
+def _kind(name: str) -> SimpleNamespace:
+    return SimpleNamespace(name=name)
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """YAML as lm-eval's index reads it: `!function utils.f` is left as text (nothing is imported)."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _task_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A task YAML with the files it `include`s merged underneath (its own keys win), as lm-eval loads it."""
+    if path in seen:
+        raise ValueError(f"include cycle at {path}")
+    with path.open("rb") as handle:
+        cfg = yaml.load(handle, Loader=_TaskLoader)  # noqa: S506 - a SafeLoader with one tag added
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a mapping")
+    included = cfg.pop("include", None) or []
+    merged: dict = {}
+    for name in included if isinstance(included, list) else [included]:
+        merged.update(_task_yaml((path.parent / name).resolve(), (*seen, path)))
+    return {**merged, **cfg}
+
+
+def local_index(include_path: str) -> dict[str, LocalEntry]:
+    """name -> entry of the task YAMLs under `include_path` (tasks, groups and tags). The YAMLs are read here,
+    as lm-eval's index reads them, because importing lm-eval's task index imports datasets, pandas and pyarrow
+    (seconds), which validating a spec must not pay."""
     folder = Path(include_path)
     if not folder.is_dir():
         raise FieldError(
@@ -37,9 +80,21 @@ def local_index(include_path: str) -> dict[str, Any]:
             f"{include_path!r}: no such folder ({folder.absolute()}); it holds local lm-eval task YAMLs "
             "(this repository's: lm_eval_tasks)",
         )
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager(include_path=str(folder), include_defaults=False).task_index
+    index: dict[str, LocalEntry] = {}
+    for path in sorted(folder.glob("**/*.yaml"), key=lambda p: p.as_posix()):
+        try:
+            cfg = _task_yaml(path.resolve())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # lm-eval skips what it cannot read, too
+        if "group" in cfg and "class" not in cfg:
+            index.setdefault(str(cfg["group"]), LocalEntry(str(cfg["group"]), _kind("GROUP"), path, cfg))
+        elif isinstance(cfg.get("task"), str):
+            name = cfg["task"]
+            index.setdefault(name, LocalEntry(name, _kind("PY_TASK" if "class" in cfg else "TASK"), path, cfg))
+            tags = cfg.get("tag") or []
+            for tag in tags if isinstance(tags, list) else [tags]:
+                index.setdefault(str(tag), LocalEntry(str(tag), _kind("TAG"), None)).tags.add(name)
+    return index
 
 
 @functools.cache
@@ -108,14 +163,13 @@ def _definition_files(entry: Any, is_local: bool) -> dict[str, str]:
 
 
 def _includes(path: Path, seen: set[Path]) -> set[Path]:
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     if path in seen:
         return set()
     seen.add(path)
-    raw = load_yaml(path, resolve_func=False, recursive=False)
+    with path.open("rb") as handle:
+        raw = yaml.load(handle, Loader=_TaskLoader)  # noqa: S506 - a SafeLoader with one tag added
     found = set()
-    included = raw.get("include") or []
+    included = (raw or {}).get("include") or [] if isinstance(raw, dict) else []
     for name in included if isinstance(included, list) else [included]:
         child = (path.parent / name).resolve()
         if child.is_file():
