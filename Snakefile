@@ -1,4 +1,4 @@
-# knobsweep: one experiment YAML -> data -> train (+ merge) -> eval -> report.
+# knobsweep: one experiment YAML -> data -> train (+ merge) -> eval (+ benchmarks) -> report.
 #   snakemake --cores all                               # every experiments/*.yaml
 #   snakemake --cores all --config experiments=demo     # by file stem, comma-separated
 # The rules only hold paths, params and resources; the logic is in src/knobsweep/.
@@ -26,6 +26,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/benchmark.smk"
 include: "rules/report.smk"
 
 

@@ -63,7 +63,19 @@ def plan(args: argparse.Namespace) -> int:
 
     estimate = estimate_plan(experiment, root)
     table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
-    for column in ("run", "knob changed", "value", "data", "train", "merge", "eval", "est. time", "est. cost"):
+    benchmarks = ("benchmarks",) if any(run.keys.benchmark for run in experiment.runs) else ()
+    for column in (
+        "run",
+        "knob changed",
+        "value",
+        "data",
+        "train",
+        "merge",
+        "eval",
+        *benchmarks,
+        "est. time",
+        "est. cost",
+    ):
         table.add_column(column)
     to_run = set()
     for run in experiment.runs:
@@ -77,12 +89,13 @@ def plan(args: argparse.Namespace) -> int:
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
         table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
-    base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
-    console.print(
-        f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
-        f"{len(to_run)} stage jobs to run (shared jobs counted once)",
-        highlight=False,
-    )
+    base_keys = experiment.baseline.keys
+    base = layout.path(layout.EVAL_SUMMARY, root, key=base_keys.base_eval)
+    reference = f"base model reference eval: {'cached' if base.exists() else 'will run'}"
+    if base_keys.base_benchmark:
+        done = layout.path(layout.BENCHMARK_SUMMARY, root, key=base_keys.base_benchmark).exists()
+        reference += f", its benchmarks: {'cached' if done else 'will run'}"
+    console.print(f"{reference}; {len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
     for line in summary_lines(estimate) + power_lines(experiment, root):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)

@@ -19,6 +19,7 @@ CHECKPOINT_LOGS = "knobsweep-logs"  # in each checkpoint: copies of the logs, re
 VERIFICATION = "verification.json"  # merge
 NOT_MERGED = "not_merged.json"  # merge, instead of a model: the run never learned (EARLY_STOPPED, no signal)
 SUMMARY, SAMPLES = "summary.json", "samples.jsonl"  # eval
+BENCHMARK_RESULTS, BENCHMARK_SAMPLES = "results.json", "samples_{task}.jsonl"  # benchmark (and its summary.json)
 
 # Patterns with Snakemake-style wildcards, relative to the working directory.
 TINY_MODEL = "results/models/tiny-{key}"
@@ -36,6 +37,8 @@ MERGE_DIR = "results/merge/{key}"
 EVAL_DIR = "results/eval/{key}"
 EVAL_SUMMARY = f"{EVAL_DIR}/{SUMMARY}"
 EVAL_SAMPLES = f"{EVAL_DIR}/{SAMPLES}"
+BENCHMARK_DIR = "results/benchmarks/{key}"
+BENCHMARK_SUMMARY = f"{BENCHMARK_DIR}/{SUMMARY}"
 REPORT_DIR = "results/{experiment}"
 REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
@@ -51,7 +54,7 @@ LOGS = "results/logs/{stage}/{key}.log"
 REPORT_LOG = "results/logs/report/{experiment}.log"
 
 # Names an experiment may not take, because they are stage folders under results/.
-RESERVED_NAMES = frozenset({"models", "data", "train", "merge", "eval", "logs"})
+RESERVED_NAMES = frozenset({"models", "data", "train", "merge", "eval", "benchmarks", "logs"})
 
 
 def path(pattern: str, root: str | Path = ".", **wildcards: str) -> Path:

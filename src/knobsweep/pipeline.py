@@ -14,7 +14,7 @@ from pathlib import Path
 from knobsweep import layout
 from knobsweep.resources import site_settings, stage_resources, train_job_resources
 from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
-from knobsweep.spec.experiment import evaluation_config, train_config
+from knobsweep.spec.experiment import benchmark_config, evaluation_config, train_config
 
 EXPERIMENTS_DIR = "experiments"
 
@@ -40,13 +40,16 @@ class Job:
     @property
     def args(self) -> str:
         """The stage module's arguments, shell-quoted: --config-json (train: --run-info-json and
-        --warm-start too), --model and --data; the rule adds --out."""
+        --warm-start too), --model and --data (not for a benchmark, which reads no data stage); the rule
+        adds --out."""
         words = ["--config-json", self.config_json]
         if self.run_info:
             words += ["--run-info-json", self.run_info_json]
         if self.warm_start:
             words += ["--warm-start", self.warm_start]
-        words += ["--model", self.model, "--data", layout.DATA_DIR.format(key=self.data)]
+        words += ["--model", self.model]
+        if self.data:
+            words += ["--data", layout.DATA_DIR.format(key=self.data)]
         return shlex.join(words)
 
 
@@ -57,6 +60,7 @@ class Pipeline:
     tiny: dict[str, Job] = field(default_factory=dict)
     train: dict[str, Job] = field(default_factory=dict)  # training, then the merge of its adapter
     eval: dict[str, Job] = field(default_factory=dict)
+    benchmark: dict[str, Job] = field(default_factory=dict)  # lm-eval on merged and base models (eval.benchmarks)
     site: dict = field(default_factory=site_settings)  # read once: every job's request uses them
 
     def add(self, experiment: Experiment) -> None:
@@ -104,6 +108,14 @@ class Pipeline:
                 self.eval.setdefault(
                     keys.base_eval, Job(eval_config, keys.data, base, (manifest, *base_inputs), eval_resources)
                 )
+            if keys.benchmark and (keys.benchmark not in self.benchmark or keys.base_benchmark not in self.benchmark):
+                # on the eval's resources; no data stage: the tasks read their own data
+                bench_config = benchmark_config(config)
+                bench_resources = stage_resources(config, "eval", self.site)
+                self.benchmark.setdefault(keys.benchmark, Job(bench_config, "", merged, (merged,), bench_resources))
+                self.benchmark.setdefault(
+                    keys.base_benchmark, Job(bench_config, "", base, base_inputs, bench_resources)
+                )
 
     def report_resources(self, name: str) -> dict:
         """The report is one job per experiment: it takes the baseline's report resources."""
@@ -115,6 +127,8 @@ class Pipeline:
         files = [str(experiment.path)]
         for run in experiment.runs:  # an eval needs its run's train job (merged model) done
             files += [layout.EVAL_SUMMARY.format(key=run.keys.eval), layout.EVAL_SUMMARY.format(key=run.keys.base_eval)]
+            if run.keys.benchmark:
+                files += [layout.BENCHMARK_SUMMARY.format(key=k) for k in (run.keys.benchmark, run.keys.base_benchmark)]
         return sorted(set(files))
 
     def reports(self) -> list[str]:

@@ -85,6 +85,7 @@ SOURCES: dict[str, Source] = {
     "jsonl": Source("knobsweep.data.custom"),
     "parquet": Source("knobsweep.data.custom"),
     "hf": Source("knobsweep.data.custom"),
+    "reasoning_gym": Source("knobsweep.data.reasoning_gym", default_reward="reasoning_gym"),
 }
 BUILTIN_SOURCES = frozenset(SOURCES)  # their options are models of knobsweep.spec.sources
 
@@ -95,6 +96,7 @@ EVALUATORS: dict[str, str] = {
     "swe_patch": "knobsweep.rewards.swe:SwePatchEvaluator",
     "swe_tests": "knobsweep.rewards.swe:SweTestsEvaluator",
     "match": "knobsweep.rewards.match:MatchEvaluator",
+    "reasoning_gym": "knobsweep.rewards.reasoning_gym:ReasoningGymEvaluator",
 }
 
 for _entry in importlib.metadata.entry_points(group="knobsweep.sources"):

@@ -3,7 +3,7 @@
 Each run's folder holds relative links into the stage folders its keys name (layout), so a
 stage shared by several runs or experiments is linked, never copied:
 
-    train/ merged/ eval/                          the run's train, merge and eval folders
+    train/ merged/ eval/ [benchmarks/]            the run's train, merge, eval (and benchmark) folders
     status.json metrics.jsonl rollouts.jsonl      -> train/...
     adapter/ checkpoints/                         -> train/...
     eval_summary.json eval_samples.jsonl          -> eval/summary.json, eval/samples.jsonl
@@ -76,6 +76,8 @@ def run_links(run) -> dict[str, str]:
             f"{stage}.log": up + layout.LOGS.format(stage=stage, key=key)
             for stage, key in (("train", keys.train), ("merge", keys.train), ("eval", keys.eval))
         },
+        # lm-eval's results, samples and summary of the merged model (eval.benchmarks)
+        **({"benchmarks": up + layout.BENCHMARK_DIR.format(key=keys.benchmark)} if keys.benchmark else {}),
     }
 
 
@@ -111,6 +113,11 @@ def ran_markers(run, root: str | Path = ".") -> dict[str, tuple[str, Path]]:
         "train": (keys.train, layout.path(layout.TRAIN_DIR, root, key=keys.train) / layout.RUN_CONFIG),
         "eval": (keys.eval, layout.path(layout.EVAL_SUMMARY, root, key=keys.eval)),
         "base_eval": (keys.base_eval, layout.path(layout.EVAL_SUMMARY, root, key=keys.base_eval)),
+        **{
+            stage: (key, layout.path(layout.BENCHMARK_SUMMARY, root, key=key))
+            for stage, key in (("benchmark", keys.benchmark), ("base_benchmark", keys.base_benchmark))
+            if key
+        },
     }
 
 

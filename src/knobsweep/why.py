@@ -22,7 +22,15 @@ from knobsweep.spec.expand import format_value
 from knobsweep.spec.experiment import evaluation_config, train_config
 
 NO_PREVIOUS = "no previous result"
-LABELS = {"data": "data", "train": "train", "merge": "merge", "eval": "eval", "base_eval": "eval of the base model"}
+LABELS = {
+    "data": "data",
+    "train": "train",
+    "merge": "merge",
+    "eval": "eval",
+    "benchmark": "benchmarks",
+    "base_eval": "eval of the base model",
+    "base_benchmark": "benchmarks of the base model",
+}
 
 
 class WhyError(ValueError):
@@ -30,13 +38,14 @@ class WhyError(ValueError):
 
 
 def stage_outputs(run, root: Path) -> dict[str, Path]:
-    """The file or folder whose presence means a stage of this run is done."""
+    """The file or folder whose presence means a stage of this run is done (benchmarks: where it runs them)."""
     keys = run.keys
     return {
         "data": layout.path(layout.DATA_MANIFEST, root, key=keys.data),
         "train": layout.path(layout.TRAIN_ADAPTER, root, key=keys.train),
         "merge": layout.path(layout.MERGE_DIR, root, key=keys.train),
         "eval": layout.path(layout.EVAL_SUMMARY, root, key=keys.eval),
+        **({"benchmark": layout.path(layout.BENCHMARK_SUMMARY, root, key=keys.benchmark)} if keys.benchmark else {}),
     }
 
 
@@ -81,6 +90,8 @@ def why_lines(experiment, root: str | Path = ".") -> list[str]:
             **stage_outputs(run, root),
             "base_eval": layout.path(layout.EVAL_SUMMARY, root, key=run.keys.base_eval),
         }
+        if run.keys.base_benchmark:
+            outputs["base_benchmark"] = layout.path(layout.BENCHMARK_SUMMARY, root, key=run.keys.base_benchmark)
         for stage, output in outputs.items():
             if output.exists():
                 continue
@@ -113,7 +124,14 @@ def _listed(names: list[str], most: int = 5) -> str:
 
 
 def _key(run, stage: str) -> str:
-    return {"data": run.keys.data, "eval": run.keys.eval, "base_eval": run.keys.base_eval}.get(stage, run.keys.train)
+    keys = run.keys
+    return {
+        "data": keys.data,
+        "eval": keys.eval,
+        "base_eval": keys.base_eval,
+        "benchmark": keys.benchmark,
+        "base_benchmark": keys.base_benchmark,
+    }.get(stage, keys.train)
 
 
 def _reason(stage: str, run, previous: str | None, last: dict, root: Path, train_runs: bool) -> str:
@@ -127,6 +145,8 @@ def _reason(stage: str, run, previous: str | None, last: dict, root: Path, train
         return _data_reason(run, previous, root)
     if stage == "train":
         return _train_reason(run, previous, last, root)
+    if stage in ("benchmark", "base_benchmark"):
+        return _benchmark_reason(run, stage, previous, root, train_runs)
     return _eval_reason(run, stage, previous, root, train_runs)
 
 
@@ -192,6 +212,19 @@ def _eval_reason(run, stage: str, previous: str, root: Path, train_runs: bool) -
     if stage == "eval" and Path(str(summary.get("model"))).name != run.keys.train:
         fields.append("its model is retrained" if train_runs else "its model changed")
     return ", ".join(fields) or ("its data changed" if stage == "base_eval" else "its data or model changed")
+
+
+def _benchmark_reason(run, stage: str, previous: str, root: Path, train_runs: bool) -> str:
+    from knobsweep.spec.experiment import benchmark_config
+
+    summary_file = layout.path(layout.BENCHMARK_SUMMARY, root, key=previous)
+    if not summary_file.exists():
+        return _gone(LABELS[stage], previous)
+    summary = _read(summary_file, json.loads)
+    fields = changed_fields(summary.get("config", {}), benchmark_config(run.config))
+    if stage == "benchmark" and Path(str(summary.get("model"))).name != run.keys.train:
+        fields.append("its model is retrained" if train_runs else "its model changed")
+    return ", ".join(fields) or "its tasks' files, lm-eval's version or its model changed"
 
 
 def _last_from_links(experiment_name: str, run, root: Path) -> dict[str, str]:

@@ -25,9 +25,11 @@ import pandas as pd
 import knobsweep
 from knobsweep import layout, runlinks
 from knobsweep.io import atomic_write_json, atomic_write_text
+from knobsweep.report.benchmarks import collect_benchmarks
 from knobsweep.report.collect import Collected, collect_experiment, format_value
 from knobsweep.report.html import ReportMeta, render_report
 from knobsweep.report.lineage import lineage
+from knobsweep.report.tasks import task_rows
 
 __all__ = ["build_report", "report_paths", "summary_records", "Collected", "collect_experiment", "render_report"]
 
@@ -163,6 +165,8 @@ def build_report(
     runlinks.refresh([experiment], root)
     collected = collect_experiment(experiment, root, samples_per_run=samples_per_run)
     collected.lineage = lineage(experiment, root, collected.warnings)
+    collected.benchmarks = collect_benchmarks(experiment, root, collected.warnings)
+    collected.tasks = task_rows(experiment, root, collected.warnings)
     generated_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     meta = ReportMeta(
         experiment=experiment.name,
@@ -196,6 +200,10 @@ def build_report(
             "verdicts": [{key: _plain(value) for key, value in row.items()} for row in collected.verdicts],
             "decision": collected.decision,
             "lineage": collected.lineage,
+            "benchmarks": [
+                {key: _plain(value) for key, value in row.items()} for row in collected.benchmarks.get("rows", [])
+            ],
+            "tasks": [{key: _plain(value) for key, value in row.items()} for row in collected.tasks],
             "rows": records,
         },
     )

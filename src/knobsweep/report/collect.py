@@ -101,6 +101,8 @@ class Collected:
     verdicts: list[dict] = field(default_factory=list)  # one per arm: decision.verdict_rows
     decision: dict = field(default_factory=dict)  # the noise the verdicts used and the correction: decision_facts
     lineage: list[dict] = field(default_factory=list)  # the chain of parent baselines: report.lineage
+    benchmarks: dict = field(default_factory=dict)  # lm-eval scores and verdicts: report.benchmarks
+    tasks: list[dict] = field(default_factory=list)  # reward and eval per task of a mixture: report.tasks
 
     @property
     def summary_columns(self) -> list[str]:

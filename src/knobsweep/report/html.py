@@ -24,6 +24,7 @@ import plotly.offline
 import yaml
 from plotly.colors import qualitative
 
+from knobsweep.report.benchmarks import benchmark_rows, regression_text
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
 from knobsweep.report.formatting import format_duration, label, plot_layout, rounded
 from knobsweep.report.stats import SEED_LIMITED
@@ -585,6 +586,28 @@ def parser_warnings(collected: Collected) -> list[str]:
     return out
 
 
+def verdict_rows(collected: Collected) -> list[dict]:
+    """The verdict table's rows, each with the benchmarks its arm regressed on (report.benchmarks)."""
+    rows = verdict_table(collected)
+    regressions = collected.benchmarks.get("regressions", {})
+    for shown, row in zip(rows, collected.verdicts):
+        shown["regression"] = regression_text(row["verdict"], regressions.get(row["arm"], []))
+    return rows
+
+
+def task_table(collected: Collected) -> list[dict]:
+    """The per-task rows (report.tasks), formatted."""
+    return [
+        {
+            "run": row["run"],
+            "task": row["task"],
+            "reward": format_cell(row["final_reward"], "float"),
+            "eval": format_cell(row["eval_score"], "float"),
+        }
+        for row in collected.tasks
+    ]
+
+
 def render_report(collected: Collected, meta: ReportMeta) -> str:
     figures = []
     titles = dict(ALWAYS_SHOWN_CURVES)
@@ -626,7 +649,9 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "diffs": diffs_context(collected),
         "lineage": lineage_context(collected),
         "run_count": int((~is_reference).sum()),
-        "verdict_rows": verdict_table(collected),
+        "verdict_rows": verdict_rows(collected),
+        "benchmark_rows": benchmark_rows(collected.benchmarks),
+        "task_rows": task_table(collected),
         "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
         "total_cost": total_cost(collected),
         "how_sure": how_sure(collected),

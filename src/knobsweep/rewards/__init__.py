@@ -9,6 +9,7 @@ only when used).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +33,21 @@ class Evaluator(Protocol):
     name: str
 
     def __call__(self, completion: str, row: dict) -> Evaluation: ...
+
+
+def format_weight_option(value: object, meaning: str, *, up_to_one: bool = False) -> float:
+    """An evaluator's `format_weight`: a number in [0, 1) ([0, 1] with up_to_one), else a FieldError saying what it
+    pays for (`meaning`)."""
+    top = 1.0 if up_to_one else math.nextafter(1.0, 0.0)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= top
+    ):
+        allowed = "[0, 1]" if up_to_one else "[0, 1)"
+        raise FieldError("reward.format_weight", f"must be a number in {allowed} ({meaning}), got {value!r}")
+    return float(value)
 
 
 def register_evaluator(name: str, target: str) -> None:

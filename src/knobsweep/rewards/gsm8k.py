@@ -1,9 +1,12 @@
 """GSM8K scored strictly: the completion's last `#### N` must equal the reference number.
 
-The pattern is lm-evaluation-harness's "strict-match" one, so training rewards and eval
-scores mean what GSM8K numbers usually mean. Numbers compare by value ("1,000" == "1000",
-"5.00" == "5"). A small format part rewards writing `#### N` at all, so a model that has
-not yet learnt the answer format still gets a signal to learn it.
+The pattern is lm-evaluation-harness's "strict-match" regex, but the rule is not lm-eval's: knobsweep takes
+the *last* `#### N` and compares numbers by value ("1,000" == "1000", "5.00" == "5"); lm-eval's strict-match
+takes the *first* (`take_first`) and compares text once `,`, `$` and a final `.` are removed ("5.00" != "5").
+Its flexible parser differs the same way from lm-eval's flexible-extract (it also skips a last match that is
+not a number). lm-eval's own GSM8K runs under its names in eval.benchmarks (lm_eval_tasks/gsm8k_local), and
+the report says which is which where it shows them. A small format part rewards writing `#### N` at all, so
+a model that has not yet learnt the answer format still gets a signal to learn it.
 """
 
 from __future__ import annotations
@@ -101,8 +104,8 @@ class Gsm8kEvaluator:
 #
 # GSM8K scores move by tens of points with the answer parser, so evaluation scores every
 # completion three ways: `strict` (the `#### N` above, the training reward's parser),
-# `flexible` (the last number anywhere in the completion, lm-evaluation-harness's
-# "flexible-extract") and `math_verify` (Hugging Face's math-verify: LaTeX / expression
+# `flexible` (the last number anywhere in the completion, by lm-evaluation-harness's
+# "flexible-extract" regex, compared by value) and `math_verify` (Hugging Face's math-verify: LaTeX / expression
 # extraction plus symbolic comparison). Each returns the parsed answer or None (a parse
 # failure), and whether it equals the reference.
 

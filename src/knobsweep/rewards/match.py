@@ -22,12 +22,11 @@ A row without a usable ground truth raises: the caller marks that sample invalid
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal, InvalidOperation
 
 from knobsweep.errors import FieldError
-from knobsweep.rewards import Evaluation
+from knobsweep.rewards import Evaluation, format_weight_option
 from knobsweep.rewards.gsm8k import extract_flexible_answer
 
 MODES = ("exact", "contains", "numeric", "regex")
@@ -67,18 +66,8 @@ class MatchEvaluator:
         for option, value in (("case_sensitive", case_sensitive), ("strip", strip)):
             if not isinstance(value, bool):
                 raise FieldError(f"reward.{option}", f"must be true or false, got {value!r}")
-        if (
-            isinstance(format_weight, bool)
-            or not isinstance(format_weight, (int, float))
-            or not math.isfinite(format_weight)
-            or not 0.0 <= format_weight < 1.0
-        ):
-            raise FieldError(
-                "reward.format_weight",
-                f"must be a number in [0, 1) (the score of a readable but wrong answer), got {format_weight!r}",
-            )
+        self.format_weight = format_weight_option(format_weight, "the score of a readable but wrong answer")
         self.mode, self.pattern, self.case_sensitive, self.strip = mode, pattern, case_sensitive, strip
-        self.format_weight = float(format_weight)
 
     def _normal(self, text: str) -> str:
         text = text.strip() if self.strip else text

@@ -23,7 +23,7 @@ from knobsweep.spec.trl_fields import trl_field_problem
 
 # Bump when a stage's outputs change meaning, so old caches are not reused
 # (data converters carry their own CONVERTER_VERSION).
-STAGE_VERSIONS = {"tiny": 2, "train": 1, "eval": 1}
+STAGE_VERSIONS = {"tiny": 2, "train": 1, "eval": 1, "benchmark": 1}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class StageKeys:
     eval: str
     base_eval: str  # the untrained base model under this run's eval config
     warm_start: str | None = None  # train key of the run this one starts from (train.warm_start_from)
+    benchmark: str | None = None  # lm-eval on the merged model (eval.benchmarks); None without benchmarks
+    base_benchmark: str | None = None  # lm-eval on the untrained base model
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,12 @@ def data_identity(data: dict) -> dict:
 
 def stage_keys(
     config: dict,
-    data_identities: dict[str, tuple[str, str]],
+    data_identities: dict[str, Any],
     warm_start: dict | None = None,
     tiny_model: str | None = None,
 ) -> StageKeys:
     """The key of every stage of a run (`config`: a normalised run config, as `expand` gives);
-    `data_identities` caches the data (and tiny model) keys across runs.
+    `data_identities` caches the data (and tiny model) keys and the benchmark tasks' fingerprints across runs.
 
     `warm_start` identifies the weights training starts from ({"train": key} of another run, or
     {"path": ..., "files": fingerprint}); None for the base model. `tiny_model` overrides the tiny
@@ -123,8 +125,33 @@ def stage_keys(
         {"stage": "eval", "v": STAGE_VERSIONS["eval"], "data": data_key, "model": base_model, "config": eval_config},
         is_normalised=True,
     )
+    benchmark_key = base_benchmark_key = None
+    if config["eval"].get("benchmarks") is not None:
+        from knobsweep.benchmarks.tasks import tasks_fingerprint
+
+        # The task definitions (YAML, data files, lm-eval's version) key the benchmarks, as input files key data;
+        # runs mostly share their benchmarks: read them once.
+        section = config["eval"]["benchmarks"]
+        cached = "benchmarks:" + canonical_json(section, is_normalised=True)
+        if cached not in data_identities:
+            data_identities[cached] = tasks_fingerprint(section)
+        identity = {
+            "stage": "benchmark",
+            "v": STAGE_VERSIONS["benchmark"],
+            "config": benchmark_config(config),
+            "tasks": data_identities[cached],
+        }
+        benchmark_key = content_hash({**identity, "model": {"train": train_key}})
+        base_benchmark_key = content_hash({**identity, "model": base_model})
     return StageKeys(
-        data_key, model_key, train_key, eval_key, base_eval_key, warm_start.get("train") if warm_start else None
+        data_key,
+        model_key,
+        train_key,
+        eval_key,
+        base_eval_key,
+        warm_start.get("train") if warm_start else None,
+        benchmark_key,
+        base_benchmark_key,
     )
 
 
@@ -141,7 +168,14 @@ def train_config(config: dict) -> dict:
 
 
 def evaluation_config(config: dict) -> dict:
-    return {"eval": config["eval"], "reward": config["reward"]}
+    """What the eval stage reads (and its key hashes): eval.benchmarks is the benchmark stage's."""
+    evaluation = {name: value for name, value in config["eval"].items() if name != "benchmarks"}
+    return {"eval": evaluation, "reward": config["reward"]}
+
+
+def benchmark_config(config: dict) -> dict:
+    """What the benchmark stage reads: the benchmarks and the eval's backend (vLLM where the eval uses it)."""
+    return {"benchmarks": config["eval"]["benchmarks"], "backend": config["eval"]["backend"]}
 
 
 def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:

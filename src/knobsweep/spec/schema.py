@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from knobsweep.errors import FieldError
 from knobsweep.registry import EVALUATORS, METHODS
 from knobsweep.resources import slurm_value_problem
+from knobsweep.spec.benchmarks import BenchmarksConfig
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 from knobsweep.spec.trl_fields import trl_problems
 from knobsweep.spec.validate import StrictScalars
@@ -244,6 +253,11 @@ class EvalConfig(Section):
         "the training reward parses strictly)",
     )
     seed: int = Field(0, ge=0, description="seed of sampled evals (temperature > 0)")
+    benchmarks: BenchmarksConfig | None = Field(
+        None,
+        description="standard benchmarks run by lm-evaluation-harness on every merged model and the base model "
+        "(a stage of their own: changing them re-runs only them)",
+    )
 
 
 class StageResources(Section):
@@ -414,10 +428,22 @@ class TrainJob(Section):
 
 
 class EvalJob(Section):
-    """The evaluation stage's config."""
+    """The evaluation stage's config (eval.benchmarks is the benchmark stage's: BenchmarkJob)."""
 
     eval: EvalConfig
     reward: RewardConfig
+
+    @field_serializer("eval", mode="wrap")
+    def _without_benchmarks(self, value: EvalConfig, handler) -> dict:
+        # what the eval stage ran with, as its summary records it: the benchmarks are another stage's
+        return {name: setting for name, setting in handler(value).items() if name != "benchmarks"}
+
+
+class BenchmarkJob(Section):
+    """The benchmark stage's config: the benchmarks, and the backend the run's eval uses (eval.backend)."""
+
+    benchmarks: BenchmarksConfig
+    backend: Literal["auto", "hf", "vllm"]
 
 
 class RunInfo(Section):

@@ -364,6 +364,122 @@ class SweSynthOptions(SweInputs):
         return self
 
 
+class ReasoningGymTask(StrictScalars):
+    """One reasoning-gym generator of a mixture: its name, its share of the rows and its options."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    name: NonEmpty = Field(..., description="a reasoning-gym dataset name, e.g. leg_counting, basic_arithmetic")
+    weight: float = Field(1.0, gt=0, le=1_000_000, description="its share of each split's rows, against the others'")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="the generator's options (its config dataclass's fields, less seed and size)"
+    )
+
+
+class ReasoningGymOptions(SourceOptions):
+    """Procedurally generated reasoning tasks (reasoning-gym's create_dataset), scored by its own score_answer."""
+
+    MAX_SIZE: ClassVar[int] = 1_000_000  # rows of a task per split: keeps the train and eval seed ranges apart
+    SYSTEM_PROMPTS: ClassVar[tuple[str, ...]] = ("default", "DeepSeekZero", "simple", "direct", "chain_of_draft")
+
+    source: Literal["reasoning_gym"]
+    format: Literal["rl", "sft"] | None = Field(
+        None, description="rl (prompts scored by the evaluator) or sft (the answer in <answer> tags as the completion)"
+    )
+    tasks: list[ReasoningGymTask] = Field(
+        ..., min_length=1, description="generators: names, or {name, weight, config}; several make a mixture"
+    )
+    train_size: int = Field(200, ge=1, le=MAX_SIZE, description="train rows of all tasks together, split by weight")
+    eval_size: int = Field(50, ge=1, le=MAX_SIZE, description="eval rows of all tasks together, split by weight")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="train row i of a task is generated with seed + i")
+    eval_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="eval row j of a task is generated with eval_seed + j; null: seed + 1,000,000",
+    )
+    system_prompt: str | None = Field(
+        "default",
+        description="the system message: a reasoning-gym prompt name (" + ", ".join(SYSTEM_PROMPTS) + "), your own "
+        "text, or null for none",
+    )
+    eval_overlap: Literal["drop", "keep"] = Field("drop", description="eval rows whose question is also a train row's")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names(cls, tasks: Any) -> Any:
+        # `tasks: [leg_counting]` is shorthand for `tasks: [{name: leg_counting}]`
+        if isinstance(tasks, list):
+            return [{"name": task} if isinstance(task, str) else task for task in tasks]
+        return tasks
+
+    @model_validator(mode="after")
+    def _generators(self) -> ReasoningGymOptions:
+        """Every task is a reasoning-gym generator that accepts its config; the seed ranges are disjoint."""
+        if self.eval_seed is None:
+            self.eval_seed = self.seed + self.MAX_SIZE
+        train, evaluation = (self.seed, self.seed + self.train_size), (self.eval_seed, self.eval_seed + self.eval_size)
+        if train[0] < evaluation[1] and evaluation[0] < train[1]:
+            raise FieldError(
+                "eval_seed",
+                f"{self.eval_seed}: eval rows would be generated with seeds {evaluation[0]}..{evaluation[1] - 1}, "
+                f"which overlap the train rows' {train[0]}..{train[1] - 1} (row i uses seed + i); leave it null",
+            )
+        seen: dict[str, int] = {}
+        for index, task in enumerate(self.tasks):
+            if task.name in seen:
+                raise FieldError(
+                    f"tasks[{index}]", f"{task.name!r} is listed twice (also data.tasks[{seen[task.name]}])"
+                )
+            seen[task.name] = index
+            _check_generator(f"tasks[{index}]", task)
+        for option, size in (("train_size", self.train_size), ("eval_size", self.eval_size)):
+            if size < len(self.tasks):
+                raise FieldError(option, f"{size} rows for {len(self.tasks)} tasks: at least one each")
+        return self
+
+    def per_task(self, size: int) -> list[int]:
+        """`size` rows shared by weight (largest remainders first, then task order): they add up to `size`."""
+        total = sum(task.weight for task in self.tasks)
+        exact = [size * task.weight / total for task in self.tasks]
+        counts = [max(1, int(share)) for share in exact]
+        by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+        for index in by_remainder[: max(0, size - sum(counts))]:
+            counts[index] += 1
+        while sum(counts) > size:  # the minimum of one per task took rows from the largest
+            counts[counts.index(max(counts))] -= 1
+        return counts
+
+
+def _check_generator(path: str, task: ReasoningGymTask) -> None:
+    """reasoning-gym knows the task and builds it with its config (one row, to check the options)."""
+    try:
+        import reasoning_gym
+        from reasoning_gym.factory import DATASETS
+    except ImportError as error:
+        raise FieldError(
+            "source", f"reasoning_gym needs the reasoning-gym package: pip install -e . ({error})"
+        ) from None
+    if task.name not in DATASETS:
+        raise FieldError(
+            f"{path}.name",
+            f"{task.name!r} is not a reasoning-gym dataset{did_you_mean(task.name, DATASETS, most=3)} "
+            f"({len(DATASETS)} datasets: reasoning_gym.factory.DATASETS)",
+        )
+    for reserved in ("seed", "size"):
+        if reserved in task.config:
+            raise FieldError(
+                f"{path}.config.{reserved}",
+                f"is set from data.{reserved if reserved == 'seed' else 'train_size / eval_size'}",
+            )
+    try:
+        reasoning_gym.create_dataset(task.name, seed=0, size=1, **task.config)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise FieldError(
+            f"{path}.config", f"{task.name} refuses {task.config}: {type(error).__name__}: {error}"
+        ) from None
+
+
 class PluginOptions(BaseModel):
     """A third-party source's options: every key is allowed here; its converter's resolve_options checks them."""
 
@@ -392,6 +508,7 @@ BUILTIN_OPTIONS: dict[str, type[SourceOptions]] = {
     "jsonl": CustomOptions,
     "parquet": CustomOptions,
     "hf": CustomOptions,
+    "reasoning_gym": ReasoningGymOptions,
 }
 assert set(BUILTIN_OPTIONS) == BUILTIN_SOURCES, "every built-in source has its options model"
 _TAGS = {source: model.__name__ for source, model in BUILTIN_OPTIONS.items()}
