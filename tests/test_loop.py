@@ -176,7 +176,13 @@ def test_read_curves_keeps_a_steps_last_finite_value(tmp_path):
     lines = [{"step": 1, "reward": 0.1}, {"step": 1, "reward": 0.2, "kl": float("nan")}, {"step": 2, "reward": 0.3}]
     lines.append({"step": 2, "train_runtime": 5.0, "reward": 9.0})  # TRL's end-of-training summary
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 3, "rew')
-    assert read_curves(path) == {"reward": [(1, 0.2), (2, 0.3)]}
+    warnings = []
+    assert read_curves(path, warnings, "run 'x'") == {"reward": [(1, 0.2), (2, 0.3)]}
+    assert warnings == [
+        f"run 'x': {path}:2: step 1 logged again after step 1 (a restart that appended instead of resuming?); "
+        "each step's last line is used",
+        f"run 'x': {path}: kl is not a finite number at step 1 (of 1 logged)",
+    ]
 
 
 # ---------------------------------------------------------------- suggest / next on constructed results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from rich.table import Table
 from rich.text import Text
 
 from knobsweep import layout, runlinks
-from knobsweep.io import read_jsonl
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
 from knobsweep.why import WhyError, stage_outputs, why_lines
@@ -97,29 +97,33 @@ def plan(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from knobsweep.runfiles import read_metrics, read_status
+
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     table = Table(title=Text(f"{experiment.name}: training status"))
-    for column in ("run", "state", "step", "reward", "elapsed s", "reason", "files"):
+    for column in ("run", "state", "step", "reward (last step)", "elapsed s", "reason", "files"):
         table.add_column(column)
     runlinks.refresh([experiment], root)
+    warnings: list[str] = []
     for run in experiment.runs:
-        status_file = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
-        metrics_file = layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)
-        state = json.loads(status_file.read_text()) if status_file.exists() else {}
-        # read_jsonl skips a torn last line: a run being written to is read mid-step.
-        last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
-        reward = last.get("reward")
+        label = f"run '{run.name}'"
+        state = read_status(layout.path(layout.TRAIN_STATUS, root, key=run.keys.train), warnings, label)
+        # the same reading as the report's: a torn last line (a run being written) skipped, each step once
+        last = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=run.keys.train), warnings, label).last_step()
+        reward, elapsed = last.get("reward"), last.get("elapsed_s")
         table.add_row(
             Text(run.name),
             Text(str(state.get("state", "PENDING"))),
             Text(str(last.get("step", state.get("step", "-")))),
-            f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-            f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-",
+            f"{reward:.3f}" if isinstance(reward, float) else "-",
+            f"{elapsed:.0f}" if isinstance(elapsed, float) and math.isfinite(elapsed) else "-",
             Text(str(state.get("reason") or "")),
             Text(str(runlinks.run_folder(experiment.name, run.name, args.root))),
         )
     console.print(table)
+    for warning in dict.fromkeys(warnings):
+        console.print(Text(f"warning {warning}"), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -189,6 +193,8 @@ def follow_up(args: argparse.Namespace) -> int:
         )
     except LoopError as error:
         return _error(error)
+    for note in result.notes:
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
     console.print(Text(f"wrote {result.path}"), highlight=False)
     for arm, why in result.adopted:
         console.print(Text(f"adopted {arm.name}: {why}"), highlight=False, soft_wrap=True)
