@@ -31,6 +31,7 @@ def ran(run, root, stages=("data", "train", "merge", "eval", "base_eval")) -> No
     keys = run.keys
     if "data" in stages and not layout.path(layout.DATA_DIR, root, key=keys.data).exists():
         convert_to_dir(run.config["data"], layout.path(layout.DATA_DIR, root, key=keys.data))
+        layout.path(layout.TINY_MODEL, root, key=keys.model).mkdir(parents=True, exist_ok=True)
     if "train" in stages:
         train = layout.path(layout.TRAIN_DIR, root, key=keys.train)
         (train / layout.ADAPTER).mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,7 @@ def ran(run, root, stages=("data", "train", "merge", "eval", "base_eval")) -> No
             summary = layout.path(layout.EVAL_SUMMARY, root, key=key)
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text(json.dumps({"config": config, "model": model}))
+            layout.path(layout.EVAL_SAMPLES, root, key=key).write_text("")
 
 
 def all_ran(write_spec, root):

@@ -16,7 +16,7 @@ from rich.text import Text
 from knobsweep import layout, runlinks
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
-from knobsweep.why import WhyError, stage_outputs, why_lines
+from knobsweep.why import WhyError, why_lines
 
 # Piped output (CI logs, files) is not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -59,29 +59,35 @@ def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+    from knobsweep.planned import plan as plan_jobs
 
-    estimate = estimate_plan(experiment, root)
+    planned = plan_jobs([experiment], root)  # as Snakemake will decide it (knobsweep.planned)
+    pending = [
+        (run.name, stage) for run in experiment.runs for stage, key in _stage_keys(run) if planned.will_run(stage, key)
+    ]
+    estimate = estimate_plan(experiment, root, pending)
     table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
     for column in ("run", "knob changed", "value", "data", "train", "merge", "eval", "est. time", "est. cost"):
         table.add_column(column)
-    to_run = set()
     for run in experiment.runs:
-        cells = []
-        for stage, output in stage_outputs(run, root).items():
-            done = output.exists()
-            if not done:
-                to_run.add((stage, output))
-            cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
+        cells = [
+            "[yellow]will run[/yellow]" if planned.will_run(stage, key) else "[green]cached[/green]"
+            for stage, key in _stage_keys(run)
+            if stage in STAGE_COLUMNS
+        ]
         knobs = ", ".join(run.changed) or "-"
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
         table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
-    base = layout.path(layout.EVAL_SUMMARY, root, key=experiment.baseline.keys.base_eval)
+    jobs = {job: why for job, why in planned.jobs().items() if job[0] != "report"}
+    base = planned.will_run("base_eval", experiment.baseline.keys.base_eval)
     console.print(
-        f"base model reference eval: {'cached' if base.exists() else 'will run'}; "
-        f"{len(to_run)} stage jobs to run (shared jobs counted once)",
+        f"base model reference eval: {'will run' if base else 'cached'}; "
+        f"{len(jobs)} stage jobs to run (shared jobs counted once)",
         highlight=False,
     )
+    report_why = planned.reasons.get(("report", experiment.name))
+    console.print(Text(f"report: {'rebuilt (' + report_why + ')' if report_why else 'up to date'}"), highlight=False)
     for line in summary_lines(estimate):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
@@ -94,6 +100,20 @@ def plan(args: argparse.Namespace) -> int:
         for line in lines:
             console.print(Text("  " + line), highlight=False, soft_wrap=True)
     return 0
+
+
+STAGE_COLUMNS = ("data", "train", "merge", "eval")  # plan's table; the tiny model and the base eval are shared
+
+
+def _stage_keys(run) -> list[tuple[str, str]]:
+    keys = run.keys
+    return [
+        ("data", keys.data),
+        ("train", keys.train),
+        ("merge", keys.train),
+        ("eval", keys.eval),
+        ("base_eval", keys.base_eval),
+    ]
 
 
 def status(args: argparse.Namespace) -> int:
