@@ -596,7 +596,7 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
     sft_adapter = sft_run[0] / "adapter"
     sft_params, sft_l2 = adapter_l2(sft_adapter)
     config = method_config("grpo", batch_size=2, kl_beta=0.01)
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # always some signal
+    config["reward"] = {"name": "test-length"}  # always some signal
     out = tmp_path / "grpo"
     code, output, status = run_stage(config, gsm8k_inputs, "rl", out, warm_start=sft_adapter)
     assert code == 0, output[-4000:]
