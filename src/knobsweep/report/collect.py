@@ -75,6 +75,8 @@ TAIL_COLUMNS = [
     "eval_time_s",
     "gpu_hours",
     "cpu_hours",
+    "wandb_run",
+    "wandb_url",
     "train_key",
     "eval_key",
 ]
@@ -226,6 +228,28 @@ def health_warnings(status: dict | None, run: str) -> list[dict]:
     return out
 
 
+def wandb_cells(status: dict | None) -> dict[str, str | None]:
+    """The W&B run that logged the training (status.json `wandb`, knobsweep.train.tracking), whichever
+    experiment ran it: entity/project/name (id), and its page when it was logged online."""
+    run = (status or {}).get("wandb")
+    if not isinstance(run, dict) or not run.get("id"):
+        return {"wandb_run": None, "wandb_url": None}
+    where = "/".join(str(part) for part in (run.get("entity"), run.get("project")) if part)
+    text = f"{where}/{run.get('name')} ({run.get('id')})" + (" offline" if run.get("mode") == "offline" else "")
+    url = run.get("url")
+    return {"wandb_run": text, "wandb_url": url if isinstance(url, str) and url.startswith("https://") else None}
+
+
+def wandb_links(collected: Collected) -> list[dict]:
+    """[{run, text, url}] of the runs a W&B run logged, for the report's runs section."""
+    frame = collected.runs[~collected.runs["reference"].astype(bool)]
+    return [
+        {"run": run, "text": text, "url": url}
+        for run, text, url in zip(frame["run"], frame["wandb_run"], frame["wandb_url"])
+        if isinstance(text, str)
+    ]
+
+
 def pick_rollouts(path: Path, last_step: int | None, warnings: list[str], label: str, run: str) -> list[dict]:
     """Best and worst scored rollouts, plus the first, a middle and the last one logged."""
     best = worst = early = mid = late = None
@@ -353,6 +377,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             "eval_time_s": eval_time,
             "gpu_hours": _tidy(cost.gpu_hours) if cost.gpu_hours else None,
             "cpu_hours": _tidy(cost.cpu_hours) if cost.cpu_hours else None,
+            **wandb_cells(status),
             "train_key": keys.train,
             "eval_key": keys.eval,
         }

@@ -24,7 +24,7 @@ import plotly.offline
 import yaml
 from plotly.colors import qualitative
 
-from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
+from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value, wandb_links
 from knobsweep.report.verdict import cost_text, forest_figure, total_cost, verdict_table
 
 TEMPLATE = "template.html.jinja"
@@ -649,6 +649,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "rollout_groups": rollouts_context(collected),
         "diffs": diffs_context(collected),
         "lineage": lineage_context(collected),
+        "wandb_runs": wandb_links(collected),
         "run_count": int((~is_reference).sum()),
         "verdict_rows": verdict_table(collected),
         "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
