@@ -252,7 +252,7 @@ def write_validated(text: str, out: Path) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         try:
-            written = load_experiment(temporary)
+            written = load_experiment(temporary, stem=out.stem)
         except SpecError as error:
             raise LoopError(
                 f"the follow-up {out} would not validate, so it was not written:\n"
