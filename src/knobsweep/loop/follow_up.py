@@ -20,12 +20,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from knobsweep import layout
 from knobsweep.dotted import set_dotted
 from knobsweep.errors import SpecError, did_you_mean
 from knobsweep.io import new_file_mode
 from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_baseline, run_data, unfinished
 from knobsweep.loop.values import rejection, run_config
+from knobsweep.planned import plan
 from knobsweep.report.decision import Arm, compare_arms, group_arms
 from knobsweep.report.stats import BETTER
 from knobsweep.spec import load_experiment
@@ -271,12 +271,14 @@ def write_validated(text: str, out: Path) -> None:
 
 
 def reused_runs(new: Any, old: Any, root: Path) -> dict[str, str]:
-    """New run -> the finished old run whose trained weights (same train key) it reuses."""
+    """New run -> the finished old run whose training (same train key) it reuses, as `knobsweep plan` (and
+    so Snakemake) will: its train job does not run."""
     trained = {run.keys.train: run.name for run in old.runs}
+    planned = plan([new], root)
     return {
         run.name: trained[run.keys.train]
         for run in new.runs
-        if run.keys.train in trained and layout.path(layout.TRAIN_ADAPTER, root, key=run.keys.train).exists()
+        if run.keys.train in trained and not planned.will_run("train", run.keys.train)
     }
 
 

@@ -122,7 +122,9 @@ def _name_part(label: str, knob: str, value: Any, switched: dict[str, dict]) -> 
     first = switched.setdefault(short, value)
     if first == value:
         return short
-    return ",".join([short, *(f"{label}.{leaf}={format_value(new)}" for leaf, (_, new) in config_diff(first, value).items())])
+    return ",".join(
+        [short, *(f"{label}.{leaf}={format_value(new)}" for leaf, (_, new) in config_diff(first, value).items())]
+    )
 
 
 def _repeated_values(spec: ExperimentSpec, file: str, base_json: str) -> list[Problem]:

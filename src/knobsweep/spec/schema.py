@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from knobsweep.errors import FieldError, did_you_mean
-from knobsweep.registry import EVALUATORS, METHODS, TINY
+from knobsweep.registry import BUILTIN_EVALUATORS, EVALUATORS, METHODS, TINY
 from knobsweep.resources import slurm_value_problem
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 from knobsweep.spec.trl_fields import trl_problems
@@ -246,7 +246,7 @@ class RewardConfig(BaseModel):
     name: str = Field(
         ...,
         description="evaluator: "
-        + ", ".join(sorted(EVALUATORS))
+        + ", ".join(sorted(BUILTIN_EVALUATORS))
         + ", or one an installed package registers (entry point group knobsweep.evaluators)",
     )
 
