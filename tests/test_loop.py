@@ -468,3 +468,26 @@ def test_next_leaves_the_loaded_experiment_as_it_was(swept, tmp_path):
     result = write_follow_up(experiment, tmp_path, adopt="learning_rate=2e-4")
     assert [arm.name for arm, _ in result.adopted] == ["learning_rate=2e-4"]
     assert json.dumps([run.config for run in experiment.runs], sort_keys=True) == before
+
+
+def test_next_into_a_folder_writes_a_shared_file_and_refuses_an_arm_with_nothing_to_run(swept, tmp_path, capsys):
+    folder = tmp_path / "later"
+    folder.mkdir()
+    for force in ([], ["--force"]):  # a folder is where the file goes (as `cp FILE DIR`), --force or not
+        assert main(["next", str(swept), "--out", "later", *force, "--adopt", "none"]) == 0
+    assert "wrote later/exp_next.yaml" in capsys.readouterr().out
+    assert (folder / "exp_next.yaml").stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 600
+    # the baseline's own value (after defaults: 1e-4 is the default learning rate) is no arm
+    assert main(["next", str(swept), "--force", "--adopt", "none", "--sweep", "train.learning_rate=1e-4,2e-4"]) == 1
+    out = capsys.readouterr().out
+    assert f"error the follow-up {tmp_path / 'exp_next.yaml'} was not written: its sweep has nothing new to run" in out
+    assert "sweep.train.learning_rate[0]: arm learning_rate=1e-4 equals the baseline after defaults" in out
+    assert not (tmp_path / "exp_next.yaml").exists()
+
+
+def current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -236,6 +236,9 @@ def test_tracking_reaches_the_train_job_but_not_its_key(write_spec):
         "changed": {},
         "tracking": {"wandb": {"project": "knobs", "entity": None, "mode": "offline"}},
     }
+    # the job reads it from a file of its key's, so no Snakemake param holds a name or tracking
+    args = pipeline.train[run.keys.train].args
+    assert f"--run-info results/train/{run.keys.train}/run_info.json" in args and "knobs" not in args
 
 
 def test_a_format_the_method_cannot_read_is_an_error(write_spec):
