@@ -19,7 +19,7 @@ baseline:
   model: {name: tiny}
   data: {source: gsm8k, path: data/gsm8k, train_size: 20, eval_size: 5}
   rollout: {n: 4, max_tokens: 16}
-  eval: {samples: 2}
+  eval: {samples: 2, temperature: 0.7}
 sweep:
   train.learning_rate: [2.0e-4]
   eval.max_tokens: [64]

@@ -123,12 +123,12 @@ def test_eval_and_data_changes_name_their_fields_and_the_runs_sharing_the_job(wr
         "train (shared by all 3 runs): its data changed [baseline, max_tokens=20]; no previous result [max_tokens=24]",
         "merge (shared by all 3 runs): follows its training",
     ]
-    edited = write_spec(SPEC.replace("  train:", "  eval: {max_tokens: 24, samples: 2}\n  train:"))
+    edited = write_spec(SPEC.replace("  train:", "  eval: {max_tokens: 24, samples: 2, temperature: 1}\n  train:"))
     assert plan_why(edited, capsys) == [
-        "eval (baseline): eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
-        "eval (max_tokens=20): eval.samples 1 -> 2",
-        "eval of the base model (baseline): eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
-        "eval of the base model (max_tokens=20): eval.samples 1 -> 2",
+        "eval (baseline): eval.temperature 0 -> 1, eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
+        "eval (max_tokens=20): eval.temperature 0 -> 1, eval.samples 1 -> 2",
+        "eval of the base model (baseline): eval.temperature 0 -> 1, eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
+        "eval of the base model (max_tokens=20): eval.temperature 0 -> 1, eval.samples 1 -> 2",
     ]
 
 
