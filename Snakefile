@@ -48,6 +48,6 @@ onstart:
 # With keep-going (both profiles), the other runs finish when one fails; the reports are then
 # built from what exists, so a failed sweep still ends with reports that list the failed runs.
 onerror:
-    from knobsweep.report import build_reports_despite_failures
+    from knobsweep.report.build import build_reports_despite_failures
 
     build_reports_despite_failures(pipeline.experiments.values())

@@ -5,7 +5,7 @@
 Clones this repository's HEAD into a temporary directory, runs `make demo` there and prints:
   - `make demo` wall time, install included (target: <= 10 min on 2 cores)
   - the baseline's mean reward over its first and last 20% of steps (it must rise)
-  - the report's verdict table: per arm, Δ eval score with its paired 95% CI and the verdict;
+  - the report's verdict table: per arm, Δ eval score with its 95% CI (simultaneous over the arms) and the verdict;
     the demo's evaluation must move: the baseline better than the base model beyond noise, at
     least one arm separated from the baseline and at least one within noise, and the baseline's
     eval parse-failure rate (the headline score's parser) below 50%
@@ -93,7 +93,7 @@ def main() -> int:
 
 def verdicts_move(summary: dict) -> bool:
     """Print the verdict table; True when the demo's evaluation shows a decision worth making."""
-    print("verdicts (Δ eval score vs the baseline, paired 95% CI; the baseline: vs the base model):")
+    print("verdicts (Δ eval score vs the baseline, 95% CI over the arms; the baseline: vs the base model):")
     for row in summary["verdicts"]:
         ci = f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" if row["ci_low"] is not None else ""
         delta = f"{row['delta']:+.3f}" if row["delta"] is not None else "-"

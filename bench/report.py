@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from knobsweep import layout  # noqa: E402
 from knobsweep.io import atomic_write_json  # noqa: E402
-from knobsweep.report import build_report  # noqa: E402
+from knobsweep.report.build import build_report  # noqa: E402
 from knobsweep.spec import Experiment, Run, StageKeys  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

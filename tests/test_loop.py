@@ -268,8 +268,32 @@ def test_suggest_and_next_need_a_finished_baseline(write_spec, tmp_path, capsys)
     assert not (tmp_path / "exp_next.yaml").exists()
 
 
-def test_next_adopts_the_better_arm_sweeps_the_suggestions_and_keeps_comments(swept, tmp_path, capsys):
+def test_next_adopts_no_one_seed_arm_and_says_more_seeds_could_decide(swept, tmp_path, capsys):
+    # +1 on every prompt is beyond eval noise, but with one training run per side a lucky seed could do it.
     assert main(["next", str(swept)]) == 0
+    assert (
+        "adopted nothing: no arm is better than the baseline beyond noise; seed-limited (one seed per side, so "
+        "more seeds could decide): learning_rate=2e-4"
+    ) in capsys.readouterr().out
+
+
+def test_next_adopts_the_better_arm_after_the_correction_over_arms(write_spec, tmp_path, capsys):
+    path = write_spec(SPEC + "seeds: [0, 1]\n")
+    scores = {"baseline": (0.0, 0.1), "learning_rate=2e-4": (0.9, 1.0), "n=4": (0.1, 0.0)}
+    for run in load_experiment(path).runs:
+        arm, seed = run.name.split(",seed=")
+        write_results(tmp_path, run, RISING if arm == "baseline" else HEALTHY["reward"], scores[arm][int(seed)])
+    assert main(["next", str(path), "--sweep", "train.epochs=2"]) == 0
+    header = (tmp_path / "exp_next.yaml").read_text().splitlines()[1]
+    # Pooled run-to-run SD 0.0707 (3 d.f.), SE 0.0707; Dunnett's bound for 2 arms at 3 d.f. is 3.8.
+    assert header.startswith(
+        "# Adopted into the baseline: learning_rate=2e-4 (better than the baseline beyond noise: eval score delta "
+        "+0.9 [95% CI +0.627, +1], p = "
+    ) and header.endswith(" adjusted over the sweep's arms).")
+
+
+def test_next_adopts_an_arm_as_asked_sweeps_the_suggestions_and_keeps_comments(swept, tmp_path, capsys):
+    assert main(["next", str(swept), "--adopt", "learning_rate=2e-4"]) == 0
     out = capsys.readouterr().out
     written = tmp_path / "exp_next.yaml"
     assert f"wrote {written}" in out
@@ -277,8 +301,8 @@ def test_next_adopts_the_better_arm_sweeps_the_suggestions_and_keeps_comments(sw
     text = written.read_text()
     assert text.startswith(
         "# Follow-up of exp.yaml, written by `knobsweep next`.\n"
-        "# Adopted into the baseline: learning_rate=2e-4 (better than the baseline beyond noise: "
-        "eval score delta +1 [95% CI +0.769, +1]).\n"
+        "# Adopted into the baseline: learning_rate=2e-4 (adopted as asked; seed-limited: eval score delta "
+        "+1 [95% CI +0.769, +1] from eval sampling alone (one seed per side)).\n"
         "# Sweep from the suggestions of `knobsweep suggest` on the baseline's curves: "
         "train.epochs: 2; train.learning_rate: 3e-4, 4e-4\n\n"
         "# The loop's test experiment.\nparent: exp.yaml\n"
@@ -369,7 +393,7 @@ def test_next_refuses_an_unfinished_arm(swept, tmp_path, capsys):
 
 
 def test_the_follow_ups_report_shows_the_lineage(swept, tmp_path, capsys):
-    assert main(["next", str(swept)]) == 0
+    assert main(["next", str(swept), "--adopt", "learning_rate=2e-4"]) == 0
     assert main(["report", "exp_next.yaml"]) == 0
     summary = json.loads((tmp_path / "results" / "exp_next" / "summary.json").read_text())
     assert [(link["experiment"], link["eval_score"], link["status"]) for link in summary["lineage"]] == [

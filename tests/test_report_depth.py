@@ -24,7 +24,7 @@ from test_report import (
     write_train,
 )
 
-from knobsweep.report import build_report, collect_experiment
+from knobsweep.report.build import build_report, collect_experiment
 from knobsweep.report.html import MAX_POINTS, downsample
 from knobsweep.spec import Experiment
 
@@ -183,12 +183,18 @@ def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
     verdicts = {row["arm"]: row for row in json.loads(paths["json"].read_text())["verdicts"]}
     assert list(verdicts) == ["baseline", "lr=3e-4", XSS + IMG_XSS, "crashed", "cancelled"]
     base, lr, xss, crashed, cancelled = verdicts.values()
-    assert base["versus"] == "base model" and base["verdict"] == "better" and base["ci_low"] > 0
+    # One seed per side: beyond eval noise is seed-limited (its interval eval-only), never better.
+    assert base["versus"] == "base model" and base["verdict"] == "seed-limited" and base["ci_low"] > 0
     assert lr["knob"] == "train.learning_rate" and lr["value"] == "3e-4" and lr["verdict"] == "within noise"
     assert lr["ci_low"] < 0 < lr["ci_high"] and lr["delta"] == pytest.approx(0.05) and lr["prompts"] == 40
     assert lr["delta_final_reward"] == pytest.approx(0.1) and lr["health_warnings"] == 2
     assert lr["health_kinds"] == "kl_spike, zero_variance"
-    assert xss["verdict"] == "better" and xss["reason"] == ""
+    assert xss["verdict"] == "seed-limited" and "run 2 seeds of each arm, or 3 of the baseline" in xss["reason"]
+    assert json.loads(paths["json"].read_text())["decision"] == {
+        "noise": None,
+        "correction": "none: with one seed per side no better/worse verdict is given",
+        "arms": 4,
+    }
     assert crashed["verdict"] == cancelled["verdict"] == "not comparable"
     assert crashed["reason"].startswith("failed run: crashed FAILED (CUDA out of memory")
     assert cancelled["reason"] == "failed run: cancelled CANCELLED (cancelled by the user)"
@@ -198,11 +204,12 @@ def test_verdicts_in_the_page_and_the_exports(tmp_path: Path) -> None:
     forest = figure_data(page, "fig-forest")
     assert [(trace["name"], trace["y"]) for trace in forest["data"]] == [
         ("order", [["learning_rate", "temperature"], ["3e-4", "1"]]),  # the arms' order, top to bottom
-        ("better", [["temperature"], ["1"]]),
         ("within noise", [["learning_rate"], ["3e-4"]]),
+        ("seed-limited", [["temperature"], ["1"]]),
     ]
     assert forest["layout"]["shapes"][0]["x0"] == 0  # the zero line
-    assert "Clopper–Pearson" in page and "t = 12.7" in page  # the footnote says how the CIs are made
+    assert "Dunnett" in page and "McNemar" in page  # the footnote says how the CIs are made
+    assert "One seed per side: how much two trainings of one config differ is not measured here" in page
 
 
 def test_unreadable_results_make_an_arm_not_comparable_and_say_so_once(tmp_path: Path) -> None:

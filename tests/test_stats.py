@@ -1,4 +1,4 @@
-"""Paired statistics of an arm against the baseline, on constructed data with known answers."""
+"""An arm against the baseline (a family of one), on constructed data with known answers."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from knobsweep.report.stats import (
     BETTER,
     NOISE,
     NOT_COMPARABLE,
-    WORSE,
+    SEED_LIMITED,
+    NoiseFloor,
     RunScores,
     compare,
     mcnemar,
-    paired_bootstrap,
     read_scores,
     t_interval,
 )
@@ -41,32 +41,37 @@ def test_identical_runs_give_zero_inside_the_ci() -> None:
     assert result.ci_low <= 0.0 <= result.ci_high
     binary = [float(i % 3 == 0) for i in range(len(ROWS))]
     exact = compare([run("arm", binary)], [run("baseline", binary)])
-    assert exact.verdict == NOISE and (exact.delta, exact.ci_low, exact.ci_high, exact.p_value) == (0, 0, 0, 1)
+    assert exact.verdict == NOISE and (exact.delta, exact.ci_low, exact.ci_high, exact.p_raw) == (0, 0, 0, 1)
     assert "McNemar" in exact.method
 
 
-def test_a_run_better_on_every_prompt_excludes_zero() -> None:
+def test_one_seed_per_side_is_seed_limited_beyond_eval_noise_and_never_better() -> None:
+    # The arm beats the baseline on every prompt: beyond eval sampling, but with one training run per
+    # side a lucky seed could do that too. No better/worse verdict without a known run-to-run spread.
     base = noisy(2)
     result = compare([run("arm", [v + 0.1 for v in base])], [run("baseline", base)])
-    assert result.verdict == BETTER and result.delta == pytest.approx(0.1)
-    assert result.ci_low == pytest.approx(0.1) and result.ci_high == pytest.approx(0.1)
-    assert "paired bootstrap over 40 prompts" in result.method
-    worse = compare([run("arm", [v - 0.05 for v in base])], [run("baseline", base)])
-    assert worse.verdict == WORSE and worse.ci_high < 0
+    assert result.verdict == SEED_LIMITED and result.delta == pytest.approx(0.1)
+    assert result.ci_low == pytest.approx(0.1) and result.ci_high == pytest.approx(0.1)  # the eval-only interval
+    assert "eval sampling only (paired t interval over 40 prompts)" in result.method
+    assert "run 2 seeds of each arm, or 3 of the baseline" in result.reason and result.p_value is None
+    # The same runs with a run-to-run SD known from elsewhere: a verdict, the eval interval no longer the CI.
+    known = compare([run("arm", [v + 0.1 for v in base])], [run("baseline", base)], noise=NoiseFloor(0.02**2, 8, "h"))
+    assert known.verdict == BETTER and known.ci_low < 0.1 - 2 * 0.02 * math.sqrt(2) < known.ci_high
+    assert known.p_value < 0.05 and known.mde > 0
 
 
 def test_paired_beats_unpaired_on_shared_prompts() -> None:
-    # Prompts differ a lot in difficulty; the arm adds a small, steady gain on each. Unpaired CIs
-    # (each run's own bootstrap, combined in quadrature) drown it; the paired test sees it.
+    # Prompts differ a lot in difficulty; the arm adds a small, steady gain on each. Unpaired CIs (each
+    # run's own t interval, combined in quadrature) drown it; the paired eval-only interval sees it.
     base = noisy(3, 0.0, 0.9)
     rng = random.Random(4)
     arm = [v + 0.03 + rng.uniform(-0.02, 0.02) for v in base]
     result = compare([run("arm", arm)], [run("baseline", base)])
-    assert result.verdict == BETTER
-    _, arm_low, arm_high = paired_bootstrap(arm)
-    _, base_low, base_high = paired_bootstrap(base)
+    assert result.verdict == SEED_LIMITED and result.ci_low > 0
+    _, arm_low, arm_high, _ = t_interval(arm)
+    _, base_low, base_high, _ = t_interval(base)
     unpaired_half = math.hypot((arm_high - arm_low) / 2, (base_high - base_low) / 2)
-    assert abs(result.delta) < unpaired_half  # the old rule would have called it noise
+    assert abs(result.delta) < unpaired_half  # an unpaired interval would have called it noise
 
 
 def test_mcnemar_exact_known_answers() -> None:
@@ -86,10 +91,10 @@ def test_mcnemar_exact_known_answers() -> None:
 
 
 def test_t_interval_known_answer() -> None:
-    mean, low, high = t_interval([0.1, 0.3])
-    # mean 0.2, standard error 0.1, t(0.975, 1 d.f.) = 12.7062
+    mean, low, high, p = t_interval([0.1, 0.3])
+    # mean 0.2, standard error 0.1, t(0.975, 1 d.f.) = 12.7062; p = 2 P(T_1 > 2) = 0.2952
     assert mean == pytest.approx(0.2) and high - mean == pytest.approx(1.270620, rel=1e-5)
-    assert low == pytest.approx(0.2 - 1.270620, rel=1e-5)
+    assert low == pytest.approx(0.2 - 1.270620, rel=1e-5) and p == pytest.approx(0.295167, rel=1e-4)
     with pytest.raises(ValueError, match="at least 2"):
         t_interval([0.1])
 
@@ -116,30 +121,34 @@ def test_two_seeds_with_spread_are_wider_than_two_standard_errors() -> None:
     arm = [run("arm,seed=0", [0.60] * 40, 0), run("arm,seed=1", [0.50] * 40, 1)]
     base = [run("baseline,seed=0", [0.40] * 40, 0), run("baseline,seed=1", [0.42] * 40, 1)]
     result = compare(arm, base)
-    assert result.pairs == 2 and result.delta == pytest.approx(0.14)
-    # The rule it replaces: |difference of arm means| <= 2 x standard error of that difference
-    # (sample variances 0.1^2 / 2 and 0.02^2 / 2, 2 seeds each).
-    se = math.sqrt(((0.60 - 0.50) ** 2 / 2) / 2 + ((0.42 - 0.40) ** 2 / 2) / 2)
-    assert abs(0.14) > 2 * se  # it called this separated...
-    assert result.verdict == NOISE  # ...but 2 seeds cannot say so: t(1 d.f.) = 12.7
-    assert (result.ci_high - result.ci_low) / 2 > 5 * 2 * se
-    assert result.ci_low == pytest.approx(0.14 - 12.7062 * 0.06, rel=1e-4)
-    assert result.ci_high == pytest.approx(0.14 + 12.7062 * 0.06, rel=1e-4)
+    assert (result.seeds, result.baseline_seeds) == (2, 2) and result.delta == pytest.approx(0.14)
+    # Pooled run-to-run variance: (0.05^2 * 2 + 0.01^2 * 2) / 2 d.f. = 0.0026; SE of the delta
+    # sqrt(0.0026 (1/2 + 1/2)) = 0.05099; one arm: Dunnett is the t test, t(0.975, 2 d.f.) = 4.3027.
+    half = 4.302653 * math.sqrt(0.0026)
+    assert result.ci_low == pytest.approx(0.14 - half, rel=1e-5) and result.ci_high == pytest.approx(0.14 + half)
+    assert result.verdict == NOISE  # 2 seeds a side cannot separate 0.14 from a spread this large...
+    assert abs(0.14) > 2 * math.sqrt(0.0026)  # ...which a "2 standard errors" rule would have called separated
+    assert "2 d.f." in result.method and result.p_value == pytest.approx(result.p_raw)  # one arm: nothing to adjust
     # A difference of scores in [0, 1] lies in [-1, 1]: the interval is cut there.
     wide = compare([run("arm,seed=0", [0.9] * 40, 0), run("arm,seed=1", [0.1] * 40, 1)], base)
     assert (wide.ci_low, wide.ci_high) == (-1.0, 1.0) and wide.verdict == NOISE
-    assert "t interval over 2 seed pairs" in result.method
 
 
-def test_seeds_that_agree_are_separated_and_one_reference_pairs_with_every_seed() -> None:
+def test_seeds_that_agree_are_separated_and_every_baseline_seed_counts() -> None:
     base = [run(f"baseline,seed={s}", noisy(10 + s), s) for s in range(3)]
     arm = [run(f"arm,seed={s}", [v + 0.2 for v in noisy(10 + s)], s) for s in range(3)]
     result = compare(arm, base)
-    assert result.verdict == BETTER and result.delta == pytest.approx(0.2) and result.pairs == 3
-    # Each seed of the arm against the base model (one reference run): every seed pairs with it.
+    assert result.verdict == BETTER and result.delta == pytest.approx(0.2) and result.seeds == 3
+    # One arm seed against three baseline seeds: no seed is dropped; the baseline's seeds give the spread.
+    lone = compare([arm[0]], base)
+    assert lone.baseline_seeds == 3 and lone.delta == pytest.approx(
+        sum(noisy(10)) / 40 + 0.2 - sum(sum(noisy(10 + s)) / 40 for s in range(3)) / 3
+    )
+    assert "2 d.f." in lone.method
+    # The baseline against the base model (one reference run, no seed): the baseline's seeds give the spread.
     reference = run("base model", noisy(10), None, state="evaluated")
     versus_base = compare(base, [reference])
-    assert versus_base.pairs == 3 and versus_base.comparable
+    assert versus_base.seeds == 3 and versus_base.comparable
 
 
 def test_not_comparable_says_why() -> None:
@@ -150,10 +159,15 @@ def test_not_comparable_says_why() -> None:
     assert pending.verdict == NOT_COMPARABLE and pending.reason == "missing seeds: arm,seed=1 not evaluated"
     other_data = compare([run("arm,seed=0", noisy(3), 0, data="other")], base)
     assert other_data.verdict == NOT_COMPARABLE and other_data.reason.startswith("different eval data")
-    unpaired = compare([run("arm,seed=2", noisy(3), 2)], base)
-    assert unpaired.verdict == NOT_COMPARABLE and "the baseline has no seed=2" in unpaired.reason
     assert compare([], base).verdict == NOT_COMPARABLE
     assert failed.delta is None and failed.ci_low is None
+    nan = compare([run("arm,seed=0", [float("nan")] + noisy(3)[1:], 0)], base)
+    assert (
+        nan.verdict == NOT_COMPARABLE
+        and nan.reason == "arm,seed=0: score nan for prompt test-0 is not a number in [0, 1]"
+    )
+    infinite = compare([run("arm,seed=0", noisy(3), 0)], [run("baseline", [math.inf] * 40)])
+    assert infinite.verdict == NOT_COMPARABLE and "score inf for prompt test-0" in infinite.reason
 
 
 def test_read_scores_means_valid_samples_and_fingerprints_the_prompts(tmp_path: Path) -> None:
@@ -182,12 +196,10 @@ def test_read_scores_means_valid_samples_and_fingerprints_the_prompts(tmp_path: 
 
 
 def test_few_differing_prompts_are_not_enough() -> None:
-    # 4 of 40 prompts better, none worse: a sign test gives p = 2 / 2^4 = 0.125. The percentile
-    # bootstrap alone would exclude 0 (a resample misses all four only 0.9^40 = 1.5% of the time);
-    # the paired t interval it is widened to does not.
+    # 4 of 40 prompts better, none worse: a sign test gives p = 2 / 2^4 = 0.125; the paired t
+    # interval over the prompts contains 0 too, so even before seed noise this is within noise.
     base = [0.0] * 40
     arm = [0.9, 0.9, 0.1, 0.1] + [0.0] * 36
-    _, low, _ = paired_bootstrap([a - b for a, b in zip(arm, base)])
-    assert low > 0
     result = compare([run("arm", arm)], [run("baseline", base)])
     assert result.verdict == NOISE and result.ci_low < 0 < result.ci_high
+    assert "within eval noise alone" in result.reason

@@ -193,6 +193,17 @@ def test_health_monitor_warns_once_per_episode():
     monitor = HealthMonitor("grpo", HealthConfig(grad_norm_max=1.0, grad_norm_patience=3))
     assert kinds(1, grad_norm=5.0) == kinds(2, grad_norm=5.0) == kinds(3, reward=0.0) == []
     assert kinds(4, grad_norm=5.0) == ["grad_norm_spike"]  # three measured steps in a row
+    # A KL hovering around kl_max is one excursion until it falls to half of it.
+    monitor = HealthMonitor("grpo", HealthConfig(kl_max=1.0))
+    assert [kinds(step, kl=kl) for step, kl in enumerate([1.2, 0.9, 1.3, 0.6, 1.1, 0.4, 1.05], start=1)] == [
+        ["kl_blowup"],
+        [],
+        [],
+        [],
+        [],
+        [],
+        ["kl_blowup"],
+    ]
 
 
 def test_health_monitor_sees_a_reward_collapse_and_non_finite_values():

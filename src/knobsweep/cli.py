@@ -60,6 +60,7 @@ def plan(args: argparse.Namespace) -> int:
     root = Path(args.root)
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
     from knobsweep.planned import plan as plan_jobs
+    from knobsweep.report.power import power_lines
 
     planned = plan_jobs([experiment], root)  # as Snakemake will decide it (knobsweep.planned)
     pending = [
@@ -88,7 +89,7 @@ def plan(args: argparse.Namespace) -> int:
     )
     report_why = planned.reasons.get(("report", experiment.name))
     console.print(Text(f"report: {'rebuilt (' + report_why + ')' if report_why else 'up to date'}"), highlight=False)
-    for line in summary_lines(estimate):
+    for line in summary_lines(estimate) + power_lines(experiment, root):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
     if args.why:
@@ -148,7 +149,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from knobsweep.report import build_report  # heavy imports (plotly, pandas) only when needed
+    from knobsweep.report.build import build_report  # heavy imports (plotly, pandas) only when needed
 
     experiment = _load_or_exit(args.file)
     written = build_report(experiment, Path(args.root))
@@ -158,7 +159,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from knobsweep.report import build_report
+    from knobsweep.report.build import build_report
     from knobsweep.report.compare import combine
 
     first, second = _load_or_exit(args.first), _load_or_exit(args.second)

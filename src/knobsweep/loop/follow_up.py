@@ -27,7 +27,7 @@ from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_bas
 from knobsweep.loop.values import rejection, run_config
 from knobsweep.planned import plan
 from knobsweep.report.decision import Arm, compare_arms, group_arms
-from knobsweep.report.stats import BETTER
+from knobsweep.report.stats import BETTER, SEED_LIMITED
 from knobsweep.spec import load_experiment
 from knobsweep.spec.expand import format_value
 from knobsweep.spec.load import knob_problem
@@ -66,14 +66,17 @@ def split_arms(text: str, names: list[str]) -> list[str]:
 def _ci(comparison: Any) -> str:
     if comparison.delta is None:
         return comparison.verdict + (f" ({comparison.reason})" if comparison.reason else "")
-    return f"eval score delta {comparison.delta:+.3g} [95% CI {comparison.ci_low:+.3g}, {comparison.ci_high:+.3g}]"
+    text = f"eval score delta {comparison.delta:+.3g} [95% CI {comparison.ci_low:+.3g}, {comparison.ci_high:+.3g}]"
+    if comparison.p_value is not None:
+        return text + f", p = {comparison.p_value:.2g} adjusted over the sweep's arms"
+    return text + (" from eval sampling alone (one seed per side)" if comparison.verdict == SEED_LIMITED else "")
 
 
-def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -> list[tuple[Arm, str]]:
-    """The arms whose changes go into the new baseline, each with why; `warnings` gets what reading their
-    results skipped."""
+def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -> tuple[list[tuple[Arm, str]], str]:
+    """The arms whose changes go into the new baseline, each with why; and why none was, if none was.
+    `warnings` gets what reading their results skipped."""
     if adopt == "none":
-        return []
+        return [], "--adopt none"
     arms = {arm.name: arm for arm in group_arms(experiment) if arm.changed}
     comparisons = compare_arms(experiment, root, warnings)
     if adopt == "auto":
@@ -84,7 +87,7 @@ def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -
             if not knobs & set(arm.changed):
                 chosen.append((arm, "better than the baseline beyond noise: " + _ci(comparisons.arms[arm.name])))
                 knobs |= set(arm.changed)
-        return chosen
+        return chosen, "" if chosen else _why_nothing(comparisons)
     chosen, knobs = [], {}
     for name in split_arms(adopt, list(arms)):
         if name not in arms:
@@ -104,7 +107,7 @@ def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -
         comparison = comparisons.arms[name]
         measured = f"{comparison.verdict}: {_ci(comparison)}" if comparison.delta is not None else _ci(comparison)
         chosen.append((arm, f"adopted as asked; {measured}"))
-    return chosen
+    return chosen, ""
 
 
 # ---------------------------------------------------------------- the sweep
@@ -177,8 +180,16 @@ def _set(node: CommentedMap, knob: str, value: Any) -> None:
     node[leaf] = value
 
 
-def nothing_adopted(adopt: str) -> str:
-    return "--adopt none" if adopt == "none" else "no arm is better than the baseline beyond noise"
+def _why_nothing(comparisons: Any) -> str:
+    """No arm is better beyond noise: say so, with the correction, and name the arms only more seeds
+    could decide."""
+    why = "no arm is better than the baseline beyond noise"
+    if comparisons.correction.startswith("Dunnett"):
+        why += f" ({comparisons.correction})"
+    limited = [arm.name for arm in comparisons.order if comparisons.arms[arm.name].verdict == SEED_LIMITED]
+    if limited:
+        why += f"; seed-limited (one seed per side, so more seeds could decide): {', '.join(limited)}"
+    return why
 
 
 def _header(experiment: Any, out: Path, adopted: list, nothing: str, sweep: dict, symptoms: bool | None) -> str:
@@ -306,7 +317,7 @@ def write_follow_up(
         )
     baseline = finished_baseline(experiment, root)
     notes: list[str] = []
-    adopted = adopted_arms(experiment, root, adopt, notes)
+    adopted, nothing = adopted_arms(experiment, root, adopt, notes)
     config = copy.deepcopy(run_config(baseline[0].config))  # adoption below must not touch the run
     for arm, _ in adopted:
         for knob, value in arm.changed.items():
@@ -317,7 +328,6 @@ def write_follow_up(
     suggested, reasons = suggested_sweep(suggestions)
     chosen = parse_sweep(sweep, config) if sweep else suggested
     hypotheses = {knob: reason for knob, reason in reasons.items() if knob in chosen}
-    nothing = "" if adopted else nothing_adopted(adopt)
     symptoms = None if sweep else bool(suggestions)
     write_validated(follow_up_text(experiment, out, adopted, nothing, chosen, hypotheses, symptoms), out)
     result = FollowUp(out, adopted, chosen, suggestions, nothing, notes=list(dict.fromkeys(notes)))

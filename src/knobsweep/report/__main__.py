@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from knobsweep.report import build_report
+    from knobsweep.report.build import build_report
     from knobsweep.spec import SpecError, load_experiment
 
     try:

@@ -17,8 +17,8 @@ import pandas as pd
 from knobsweep import layout, runfiles
 from knobsweep.cost import measured_cost
 from knobsweep.dotted import config_diff, get_dotted
-from knobsweep.report.decision import compare_arms, run_verdicts, verdict_rows
-from knobsweep.report.stats import NOISE
+from knobsweep.report.decision import compare_arms, decision_facts, run_verdicts, verdict_rows
+from knobsweep.report.stats import NOISE, SEED_LIMITED
 from knobsweep.runfiles import Metrics, iter_json_lines, read_json_object, read_status
 from knobsweep.spec.expand import format_value
 
@@ -62,6 +62,7 @@ TAIL_COLUMNS = [
     "reward_parser",
     "delta_eval_score",
     "delta_eval_noise",
+    "delta_eval_verdict",
     "delta_final_reward",
     "arm",
     "arm_seeds",
@@ -98,6 +99,7 @@ class Collected:
     diffs: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)  # run -> {knob: (baseline, run)}
     curve_titles: dict[str, str] = field(default_factory=dict)  # metric -> title, for curves logged
     verdicts: list[dict] = field(default_factory=list)  # one per arm: decision.verdict_rows
+    decision: dict = field(default_factory=dict)  # the noise the verdicts used and the correction: decision_facts
     lineage: list[dict] = field(default_factory=list)  # the chain of parent baselines: report.lineage
 
     @property
@@ -399,16 +401,15 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     _add_deltas(frame, baseline.name if baseline is not None else None)
     comparisons = compare_arms(experiment, root, warnings)
     verdicts = run_verdicts(comparisons)
-    frame["delta_eval_noise"] = pd.Series(  # the run's arm: its paired 95% CI of Δ contains 0
-        [
-            None
-            if row_reference or run_name not in verdicts or not verdicts[run_name].comparable
-            else verdicts[run_name].verdict == NOISE
-            for run_name, row_reference in zip(frame["run"], frame["reference"])
-        ],
-        index=frame.index,
-        dtype=object,
+    arm_verdicts = [
+        None if reference or name not in verdicts or not verdicts[name].comparable else verdicts[name].verdict
+        for name, reference in zip(frame["run"], frame["reference"])
+    ]
+    # The run's arm is not decided beyond noise (within noise, or seed-limited), and its verdict.
+    frame["delta_eval_noise"] = pd.Series(
+        [None if v is None else v in (NOISE, SEED_LIMITED) for v in arm_verdicts], index=frame.index, dtype=object
     )
+    frame["delta_eval_verdict"] = pd.Series(arm_verdicts, index=frame.index, dtype=object)
 
     metrics_frame = (
         pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["run", "step", "elapsed_s"])
@@ -434,6 +435,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             if name in metrics_frame.columns and metrics_frame[name].notna().any()
         },
         verdicts=verdict_rows(comparisons, frame),
+        decision=decision_facts(comparisons),
     )
 
 

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
-from knobsweep.report.stats import NOT_COMPARABLE, Comparison, RunScores, compare, not_comparable, read_scores
+from knobsweep.report.history import noise_from_history
+from knobsweep.report.stats import (
+    NOT_COMPARABLE,
+    Comparison,
+    NoiseFloor,
+    RunScores,
+    Score,
+    compare_family,
+    not_comparable,
+    read_scores,
+    score_interval,
+)
 from knobsweep.runfiles import read_status
 from knobsweep.spec.expand import format_value
 
@@ -47,6 +58,9 @@ class ArmComparisons:
     versus_base: Comparison  # the baseline against the untrained base model
     arms: dict[str, Comparison] = field(default_factory=dict)  # arm name -> against the baseline
     order: tuple[Arm, ...] = ()  # the arms besides the baseline, in the spec's order
+    noise: NoiseFloor | None = None  # the run-to-run variance every verdict used (None: unknown)
+    correction: str = ""  # the multiplicity correction, in words
+    baseline_score: Score | None = None  # the baseline's eval score and CI under the same noise
 
 
 def arm_name(run: Any) -> str:
@@ -82,7 +96,9 @@ def _status(path: Path, warnings: list[str], name: str) -> dict:
 
 
 def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | None = None) -> ArmComparisons:
-    """Every arm against the baseline, and the baseline against the base model (same eval config)."""
+    """Every arm against the baseline as one family, and the baseline against the base model (same
+    eval config), all under one run-to-run variance: pooled over the experiment's own seeds, or,
+    where every arm has one seed, measured by earlier sweeps of the same setting under results/."""
     root = Path(root)
     warnings = [] if warnings is None else warnings
     arms = group_arms(experiment)
@@ -95,26 +111,37 @@ def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | 
         )
     scores = {run.name: run_scores(run, root, warnings) for arm in arms for run in arm.runs}
     base_runs = [scores[run.name] for run in baseline.runs]
-    reference_key = baseline.runs[0].keys.base_eval
-    reference_unreadable = False
-    try:
-        read = read_scores(layout.path(layout.EVAL_SAMPLES, root, key=reference_key))
-    except (OSError, ValueError) as error:
-        warnings.append(f"{BASE_MODEL}: eval samples unreadable: {error}")
-        read, reference_unreadable = None, True
-    reference = RunScores(
-        BASE_MODEL,
-        None,
-        "evaluated",
-        *(read if read else (None, None)),
-        problem="unreadable eval samples" if read is None and reference_unreadable else "",
-    )
+    family_runs = {arm.name: [scores[run.name] for run in arm.runs] for arm in others}
+    family = compare_family(family_runs, base_runs)
+    if family.noise is None:
+        floor = noise_from_history(experiment, root)
+        if floor is not None:
+            family = compare_family(family_runs, base_runs, noise=floor)
+    versus_base = compare_family({baseline.name: base_runs}, [_reference(baseline, root, warnings)], noise=family.noise)
+    noise = versus_base.noise or family.noise
+    for comparison in (versus_base.arms[baseline.name], *family.arms.values()):
+        if comparison.left_out:
+            warnings.append(f"verdicts: {comparison.left_out}")
     return ArmComparisons(
         baseline,
-        compare(base_runs, [reference]),
-        {arm.name: compare([scores[run.name] for run in arm.runs], base_runs) for arm in others},
+        versus_base.arms[baseline.name],
+        family.arms,
         others,
+        noise,
+        family.correction,
+        score_interval(base_runs, noise),
     )
+
+
+def _reference(baseline: Arm, root: Path, warnings: list[str]) -> RunScores:
+    """The untrained base model's eval under the baseline's eval config."""
+    key = baseline.runs[0].keys.base_eval
+    try:
+        read = read_scores(layout.path(layout.EVAL_SAMPLES, root, key=key))
+    except (OSError, ValueError) as error:
+        warnings.append(f"{BASE_MODEL}: eval samples unreadable: {error}")
+        return RunScores(BASE_MODEL, None, "evaluated", None, problem="unreadable eval samples")
+    return RunScores(BASE_MODEL, None, "evaluated", *(read if read else (None, None)))
 
 
 def run_verdicts(comparisons: ArmComparisons) -> dict[str, Comparison]:
@@ -124,6 +151,17 @@ def run_verdicts(comparisons: ArmComparisons) -> dict[str, Comparison]:
         for run in arm.runs:
             out[run.name] = comparisons.arms[arm.name]
     return out
+
+
+def decision_facts(comparisons: ArmComparisons) -> dict:
+    """What every verdict of the experiment rests on, for the report's footnote and summary.json: the
+    run-to-run noise (its SD, degrees of freedom and where it was measured; None when unknown) and
+    the multiplicity correction."""
+    return {
+        "noise": comparisons.noise.as_dict() if comparisons.noise else None,
+        "correction": comparisons.correction,
+        "arms": len(comparisons.order),
+    }
 
 
 # ---------------------------------------------------------------- the verdict table's rows
@@ -152,8 +190,8 @@ def verdict_rows(comparisons: ArmComparisons, runs: Any) -> list[dict]:
                 "knob": arm.knob if not is_baseline else "",
                 "value": arm.value if not is_baseline else "",
                 "versus": BASE_MODEL if is_baseline else (comparisons.baseline.name if comparisons.baseline else ""),
-                "seeds": len(arm.runs),
                 **comparison.as_dict(),
+                "seeds": len(arm.runs),
                 "delta_final_reward": None
                 if is_baseline or reward is None or base_reward is None
                 else _tidy(reward - base_reward),
@@ -197,6 +235,7 @@ __all__ = [
     "ArmComparisons",
     "arm_name",
     "compare_arms",
+    "decision_facts",
     "group_arms",
     "run_scores",
     "run_verdicts",

@@ -25,7 +25,9 @@ import yaml
 from plotly.colors import qualitative
 
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value, wandb_links
-from knobsweep.report.verdict import cost_text, forest_figure, total_cost, verdict_table
+from knobsweep.report.formatting import format_duration, label, plot_layout, rounded
+from knobsweep.report.stats import SEED_LIMITED
+from knobsweep.report.verdict import cost_text, forest_figure, how_sure, total_cost, verdict_table
 
 TEMPLATE = "template.html.jinja"
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -122,15 +124,6 @@ def missing(value: Any) -> bool:
         return False
 
 
-def format_duration(seconds: float) -> str:
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
 def format_cell(value: Any, kind: str) -> str:
     if missing(value):
         return ""
@@ -195,8 +188,12 @@ def cell(row: pd.Series, column: Column, changed: set[str], baseline: str | None
         noise = column.key == "delta_eval_score" and row.get("delta_eval_noise") is True
         if noise:
             classes.append("noise")
-            text += " within noise"
-            title = "the paired 95% CI of this arm's Δ contains 0 (see the verdict table)"
+            text += f" {row.get('delta_eval_verdict')}"
+            title = (
+                "one seed per side: beyond eval sampling, but the run-to-run spread is unknown (see the verdict table)"
+                if row.get("delta_eval_verdict") == SEED_LIMITED
+                else "the 95% CI of this arm's Δ contains 0 (see the verdict table)"
+            )
         elif value > 0:
             classes.append("pos")
         elif value < 0:
@@ -234,32 +231,9 @@ def table(frame: pd.DataFrame, columns: list[Column], collected: Collected) -> l
 # ---------------------------------------------------------------- figures
 
 
-def label(text: Any) -> str:
-    """Text for plotly labels: escaped, since plotly.js interprets some HTML tags."""
-    return _html.escape(str(text), quote=False)
-
-
 def run_colors(collected: Collected) -> dict[str, str]:
     names = list(collected.runs.loc[~collected.runs["reference"].astype(bool), "run"])
     return {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(names)}
-
-
-def _layout(title: str, xtitle: str, ytitle: str) -> dict:
-    grid = {"gridcolor": "#e5e5e5", "zerolinecolor": "#cccccc"}
-    return {
-        "title": {"text": title},
-        "paper_bgcolor": "white",
-        "plot_bgcolor": "white",
-        "xaxis": {"title": {"text": xtitle}, **grid},
-        "yaxis": {"title": {"text": ytitle}, **grid},
-        "legend": {"title": {"text": "run"}},
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-        "height": 420,
-    }
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.4g}")
 
 
 def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float | None]]:
@@ -275,7 +249,7 @@ def downsample(x, y, limit: int = MAX_POINTS) -> tuple[list[float], list[float |
         x = np.add.reduceat(x, starts) / counts
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.add.reduceat(np.where(finite, y, 0.0), starts) / np.add.reduceat(finite.astype(float), starts)
-    return [_round(v) for v in x.tolist()], [_round(v) if math.isfinite(v) else None for v in y.tolist()]
+    return [rounded(v) for v in x.tolist()], [rounded(v) if math.isfinite(v) else None for v in y.tolist()]
 
 
 def points_per_run(runs: int) -> int:
@@ -289,7 +263,7 @@ def curve_figure(collected: Collected, metric: str, title: str) -> dict | None:
     if metrics.empty or metric not in metrics.columns:
         return None
     colors = run_colors(collected)
-    layout = _layout(title, "step", metric)
+    layout = plot_layout(title, "step", metric)
     layout["hovermode"] = "x unified"
     data = []
     downsampled = False
@@ -336,8 +310,8 @@ def _error(row: pd.Series, key: str) -> dict | None:
     return {
         "type": "data",
         "symmetric": False,
-        "array": [_round(max(0.0, float(high) - float(score)))],
-        "arrayminus": [_round(max(0.0, float(score) - float(low)))],
+        "array": [rounded(max(0.0, float(high) - float(score)))],
+        "arrayminus": [rounded(max(0.0, float(score) - float(low)))],
         "color": "#333",
     }
 
@@ -353,7 +327,7 @@ def eval_figure(collected: Collected) -> dict | None:
     if runs.empty and references.empty:
         return None
     colors = run_colors(collected)
-    layout = _layout("Eval score per run (error bars: bootstrap 95% CI)", "run", "eval score")
+    layout = plot_layout("Eval score per run (error bars: bootstrap 95% CI)", "run", "eval score")
     layout.update(showlegend=False, barmode="group")
     layout["xaxis"]["type"] = "category"
     data = []
@@ -412,7 +386,7 @@ def parser_figure(collected: Collected) -> dict | None:
         return None
     colors = run_colors(collected)
     frame = collected.runs
-    layout = _layout("Accuracy by answer parser (error bars: bootstrap 95% CI)", "parser", "accuracy")
+    layout = plot_layout("Accuracy by answer parser (error bars: bootstrap 95% CI)", "parser", "accuracy")
     layout.update(barmode="group", hovermode="x unified")
     layout["yaxis"]["range"] = [0, 1.05]  # accuracies; an all-zero sweep must not centre on 0
     data = []
@@ -438,8 +412,8 @@ def parser_figure(collected: Collected) -> dict | None:
                 "error_y": {
                     "type": "data",
                     "symmetric": False,
-                    "array": [_round(v) for v in highs],
-                    "arrayminus": [_round(v) for v in lows],
+                    "array": [rounded(v) for v in highs],
+                    "arrayminus": [rounded(v) for v in lows],
                     "color": "#333",
                 },
                 "hovertemplate": "%{y:.4f}",
@@ -580,6 +554,8 @@ def lineage_context(collected: Collected) -> list[dict]:
                 shown += f" [{link['ci_low']:.3f}, {link['ci_high']:.3f}]"
             if link["seeds"] > 1:
                 shown += f" ({link['seeds']} seeds)"
+            if link.get("method", "").startswith("eval sampling only"):
+                shown += " (eval sampling only: one seed)"
         changes = [
             f"{c['knob']}: {format_value(c['from']) if c['from'] is not None else '—'} -> "
             f"{format_value(c['to']) if c['to'] is not None else '—'}"
@@ -654,6 +630,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "verdict_rows": verdict_table(collected),
         "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
         "total_cost": total_cost(collected),
+        "how_sure": how_sure(collected),
         "plotly_js": plotly_bundle(),
     }
     return _environment().get_template(TEMPLATE).render(**context)

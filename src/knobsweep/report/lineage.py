@@ -11,8 +11,7 @@ from typing import Any
 from knobsweep.dotted import config_diff
 from knobsweep.errors import SpecError
 from knobsweep.report.collect import NOT_RUN
-from knobsweep.report.decision import run_scores
-from knobsweep.report.stats import prompt_interval
+from knobsweep.report.decision import compare_arms
 
 
 def _parent(path: Path) -> Path | None:
@@ -23,19 +22,20 @@ def _parent(path: Path) -> Path | None:
 
 
 def _baseline_score(experiment: Any, root: Path, warnings: list[str]) -> dict:
-    """The baseline's eval score and 95% CI over its eval prompts. With several seeds a prompt's score is
-    its mean over the seeds (they share the prompts), so the interval is the pooled mean's, as the
-    verdict table's are, not a union of the seeds' own intervals."""
-    scored = [
-        found.scores
-        for found in (run_scores(run, root, warnings) for run in experiment.runs if run.is_baseline)
-        if found.scores
-    ]
-    shared = sorted(set.intersection(*(set(scores) for scores in scored))) if scored else []
-    if not shared:
-        return {"eval_score": None, "ci_low": None, "ci_high": None, "seeds": 0, "status": NOT_RUN}
-    mean, low, high = prompt_interval([sum(scores[prompt] for scores in scored) / len(scored) for prompt in shared])
-    return {"eval_score": mean, "ci_low": low, "ci_high": high, "seeds": len(scored), "status": "evaluated"}
+    """The baseline's eval score and 95% CI under its experiment's model of noise (the verdicts'):
+    the run-to-run variance over its seeds, or eval sampling only for a lone run, as `method` says."""
+    score = compare_arms(experiment, root, warnings).baseline_score
+    if score is None:
+        return {"eval_score": None, "ci_low": None, "ci_high": None, "seeds": 0, "status": NOT_RUN, "method": ""}
+    seeds = sum(1 for run in experiment.runs if run.is_baseline)
+    return {
+        "eval_score": score.mean,
+        "ci_low": score.low,
+        "ci_high": score.high,
+        "seeds": seeds,
+        "status": "evaluated",
+        "method": score.method,
+    }
 
 
 def _config(experiment: Any) -> dict:
@@ -86,7 +86,7 @@ def lineage(experiment: Any, root: str | Path = ".", warnings: list[str] | None 
     older = None
     for link, config in reversed(chain):
         changes = config_diff(older, config) if older is not None and config is not None else {}
-        empty = {"eval_score": None, "ci_low": None, "ci_high": None, "seeds": 0, "status": ""}
+        empty = {"eval_score": None, "ci_low": None, "ci_high": None, "seeds": 0, "status": "", "method": ""}
         rows.append({**empty, **link, "changes": [{"knob": k, "from": a, "to": b} for k, (a, b) in changes.items()]})
         older = config if config is not None else older
     return rows

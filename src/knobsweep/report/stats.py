@@ -1,23 +1,32 @@
-"""Is an arm better than the baseline, beyond noise? Paired statistics on the shared eval prompts.
+"""Is an arm better than the baseline, beyond noise? One model of noise for every verdict.
 
-Every run of an experiment is scored on the same eval prompts, so the question is about the
-per-prompt differences (arm minus baseline), not about two independent means:
+Every run of an experiment is scored on the same eval prompts. A run's score is its mean over
+those prompts; two runs of one config differ by the run-to-run spread (the training seed: data
+order, initialisation, sampled rollouts) plus eval sampling, and every RL paper reports that spread
+as large (Hochlehnert et al. 2025: 5-15 points on small math sets). So the unit of evidence is the
+training run, not the prompt (Bouthillier et al. 2021):
 
-- One seed pair: a paired bootstrap over prompts of the mean difference (percentile 95% CI,
-  seeded), widened to the paired t interval over prompts where that is wider (when only a few
-  prompts differ, the percentile bootstrap alone is too narrow); where both runs score every
-  prompt 0 or 1, the exact McNemar test instead: the CI is the Clopper-Pearson interval of the
-  discordant share, scaled to a difference of accuracies, and the p-value is the exact binomial
-  test of the discordant counts.
-- Several seed pairs (run `x,seed=s` against `baseline,seed=s`): a t interval over the seed-level
-  deltas (k - 1 degrees of freedom: 2 seeds give t = 12.7, as wide as they should), joined with
-  the prompt interval above of the seed-averaged differences; the CI is the union of the two, so
-  neither the seed-to-seed spread nor the choice of prompts is ignored.
+- **The run-to-run variance is pooled over the sweep.** Every arm of one experiment shares the
+  model, data, method and eval, so the variance of a run's score between seeds of one config is
+  pooled over every arm with two or more seeds and the baseline: sum(k_i - 1) degrees of freedom
+  (five arms of 2 seeds and a 2-seed baseline give 6, where a per-arm t test has 1). It holds eval
+  sampling too (a run's score is measured on sampled completions), so nothing is counted twice.
+- **Many arms are one family.** Each arm's mean is tested against the baseline's with Dunnett's
+  many-to-one procedure (Dunnett 1955; `knobsweep.report.manytoone`), which controls the
+  family-wise error: with ten arms equal to the baseline, the chance that any is called better or
+  worse stays 5%. The interval is the simultaneous 95% interval; the p-value is adjusted over the
+  family (the raw one is kept beside it).
+- **One seed per side gives no better/worse verdict** unless a noise floor is known (the caller
+  passes one, e.g. from earlier sweeps). Without it the verdict is **seed-limited** where the
+  eval-only interval (paired over prompts: exact McNemar for 0/1 scores, else the paired t
+  interval) excludes 0, and **within noise** where even that interval contains 0.
+- **How much noise** is said too: each arm's minimum detectable effect, the true delta this design
+  finds 80% of the time (Miller 2024's power analysis).
 
-"Within noise" means the 95% CI of the delta contains 0. Comparisons that would mislead are
-"not comparable", with the reason: a failed run, a run without its eval, different eval data,
-seeds missing on one side. Nothing here renders anything: `knobsweep.report` draws the
-verdicts, and other commands can decide with `compare` alone.
+Comparisons that would mislead are **not comparable**, with the reason: a failed run, a run
+without its eval, a non-finite score, different eval data. A prompt left out because one run has
+no valid sample on it is counted and named. Nothing here renders anything: `knobsweep.report`
+draws the verdicts, and other commands decide with `compare_family` alone.
 """
 
 from __future__ import annotations
@@ -25,19 +34,37 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 4000
-BOOTSTRAP_SEED = 0  # the CI moves only with the data
+from knobsweep.report.manytoone import (
+    GREATER,
+    LESS,
+    TWO_SIDED,
+    adjusted_p_values,
+    critical_value,
+    lambdas_of,
+    t_quantile,
+)
 
-BETTER, WORSE, NOISE, NOT_COMPARABLE = "better", "worse", "within noise", "not comparable"
-VERDICTS = (BETTER, WORSE, NOISE, NOT_COMPARABLE)
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+POWER = 0.80  # the minimum detectable effect is found this often
+MAX_LEFT_OUT = 0.10  # an arm whose runs lack valid samples on more of the prompts is not comparable
+
+BETTER, WORSE, NOISE, SEED_LIMITED, NOT_COMPARABLE = (
+    "better",
+    "worse",
+    "within noise",
+    "seed-limited",
+    "not comparable",
+)
+VERDICTS = (BETTER, WORSE, NOISE, SEED_LIMITED, NOT_COMPARABLE)
 FAILED = ("FAILED", "CANCELLED")  # training states whose eval (if any) is not a result
+DIFFERENT_DATA = "different eval data"
 
 
 @dataclass(frozen=True)
@@ -56,22 +83,48 @@ class RunScores:
 
 
 @dataclass(frozen=True)
+class NoiseFloor:
+    """The run-to-run variance of a run's eval score (its mean over the eval prompts) between runs
+    of one config, with its degrees of freedom and where it was measured, in words."""
+
+    variance: float
+    df: int
+    source: str
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.variance)
+
+    def as_dict(self) -> dict:
+        return {"run_sd": self.sd, "df": self.df, "source": self.source}
+
+
+@dataclass(frozen=True)
 class Comparison:
     """An arm against the baseline: delta of the mean headline score with its 95% CI and a verdict."""
 
-    verdict: str  # better | worse | within noise | not comparable
+    verdict: str  # better | worse | within noise | seed-limited | not comparable
     delta: float | None = None
-    ci_low: float | None = None
+    ci_low: float | None = None  # simultaneous over the family; seed-limited: the eval-only interval
     ci_high: float | None = None
-    reason: str = ""  # why not comparable; empty otherwise
+    reason: str = ""  # not comparable: why; seed-limited / within noise: what would settle it
     method: str = ""  # how the CI was computed, in words
     prompts: int = 0  # prompts compared
-    pairs: int = 0  # seed pairs compared
-    p_value: float | None = None  # exact McNemar only
+    seeds: int = 0  # the arm's runs
+    baseline_seeds: int = 0
+    p_value: float | None = None  # adjusted over the family (Dunnett); eval-only where seed-limited
+    p_raw: float | None = None  # the same test, unadjusted
+    mde: float | None = None  # the smallest true delta this design finds with 80% power
+    left_out: str = ""  # prompts left out of the comparison, and why
 
     @property
     def comparable(self) -> bool:
         return self.verdict != NOT_COMPARABLE
+
+    @property
+    def decided(self) -> bool:
+        """Better or worse beyond noise: what `knobsweep next --adopt auto` may act on."""
+        return self.verdict in (BETTER, WORSE)
 
     def as_dict(self) -> dict:
         return {
@@ -82,9 +135,23 @@ class Comparison:
             "reason": self.reason,
             "method": self.method,
             "prompts": self.prompts,
-            "pairs": self.pairs,
+            "seeds": self.seeds,
+            "baseline_seeds": self.baseline_seeds,
             "p_value": self.p_value,
+            "p_raw": self.p_raw,
+            "mde": self.mde,
+            "left_out": self.left_out,
         }
+
+
+@dataclass(frozen=True)
+class Family:
+    """Every arm of one experiment against its baseline, decided together."""
+
+    arms: dict[str, Comparison] = field(default_factory=dict)
+    noise: NoiseFloor | None = None  # the run-to-run variance used (None: not known)
+    correction: str = ""  # what was corrected, in words (for the report's footnote)
+    prompts: int = 0
 
 
 def not_comparable(reason: str) -> Comparison:
@@ -100,21 +167,7 @@ def verdict_of(low: float, high: float) -> str:
     return NOISE
 
 
-# ---------------------------------------------------------------- the tests
-
-
-def paired_bootstrap(
-    differences: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap CI of the mean of per-prompt differences."""
-    values = np.asarray(differences, dtype=float)
-    if values.size == 0:
-        raise ValueError("paired_bootstrap: no differences to resample")
-    draws = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
-    means = values[draws].mean(axis=1)
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(values.mean()), float(low), float(high)
+# ---------------------------------------------------------------- eval-only intervals (one run per side)
 
 
 def mcnemar(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, float, float]:
@@ -139,7 +192,7 @@ def mcnemar(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, 
     delta = (b - c) / size
     if discordant == 0:
         return 0.0, 0.0, 0.0, 1.0
-    tail = (1 - CONFIDENCE) / 2
+    tail = ALPHA / 2
     # Clopper-Pearson: beta quantiles; exact two-sided binomial p at 1/2 (symmetric: twice the smaller tail).
     low = 0.0 if b == 0 else float(betaincinv(b, discordant - b + 1, tail))
     high = 1.0 if b == discordant else float(betaincinv(b + 1, discordant - b, 1 - tail))
@@ -148,102 +201,328 @@ def mcnemar(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, 
     return delta, scale * (2 * low - 1), scale * (2 * high - 1), p_value
 
 
-def t_interval(deltas: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high): Student's t interval of the mean of k >= 2 values (seed-level deltas, or
-    per-prompt differences)."""
-    from scipy.special import stdtrit  # Student's t quantile (scipy.stats.t.ppf without its import cost)
+def t_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """(mean, low, high, p) of k >= 2 values: Student's t interval of their mean and the two-sided
+    p-value of mean 0 (a constant nonzero list: an interval of width 0 and p = 0)."""
+    from scipy.special import stdtr
 
-    values = np.asarray(deltas, dtype=float)
-    if values.size < 2:
-        raise ValueError(f"t_interval: need at least 2 values, got {values.size}")
-    mean = float(values.mean())
-    half = float(stdtrit(values.size - 1, 1 - (1 - CONFIDENCE) / 2) * values.std(ddof=1) / math.sqrt(values.size))
-    return mean, mean - half, mean + half
-
-
-def prompt_interval(differences: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, low, high) of per-prompt paired differences: the percentile bootstrap, widened to the
-    paired t interval where that is wider (a lone difference has only the bootstrap's)."""
-    mean, low, high = paired_bootstrap(differences)
-    if len(differences) > 1:
-        _, t_low, t_high = t_interval(differences)
-        low, high = min(low, t_low), max(high, t_high)
-    return mean, low, high
+    array = np.asarray(values, dtype=float)
+    if array.size < 2:
+        raise ValueError(f"t_interval: need at least 2 values, got {array.size}")
+    mean = float(array.mean())
+    error = float(array.std(ddof=1)) / math.sqrt(array.size)
+    half = t_quantile(1 - ALPHA / 2, array.size - 1) * error
+    if error == 0:
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    return mean, mean - half, mean + half, float(2 * stdtr(array.size - 1, -abs(mean) / error))
 
 
-def _binary(values: Iterable[float]) -> bool:
-    return all(v in (0.0, 1.0) for v in values)
+def eval_interval(arm: Sequence[float], base: Sequence[float]) -> tuple[float, float, float, float, str]:
+    """(delta, low, high, p, method) of one run against one other, paired over their prompts: what
+    eval sampling alone allows, blind to the run-to-run spread."""
+    a, b = np.asarray(arm, dtype=float), np.asarray(base, dtype=float)
+    if _binary(a) and _binary(b):
+        delta, low, high, p = mcnemar(a, b)
+        return delta, low, high, p, f"exact McNemar test over {a.size} paired 0/1 prompts"
+    if a.size == 1:
+        delta = float(a[0] - b[0])
+        return delta, delta, delta, 1.0, "one prompt"
+    delta, low, high, p = t_interval(a - b)
+    return delta, low, high, p, f"paired t interval over {a.size} prompts"
 
 
-# ---------------------------------------------------------------- arm against baseline
+def _binary(values: np.ndarray) -> bool:
+    return bool(np.isin(values, (0.0, 1.0)).all())
 
 
-def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> Comparison:
-    """The arm's runs (one per seed) against the baseline's: delta of the mean headline score,
-    its 95% CI and the verdict. A baseline of one run (the base model) pairs with every arm seed;
-    otherwise seeds pair by value and each arm seed needs its baseline seed."""
-    if not arm or not baseline:
-        return not_comparable("no runs" if not arm else "no baseline run")
-    for side in (arm, baseline):
-        for run in side:
-            if run.state in FAILED:
-                return not_comparable(
-                    f"failed run: {run.name} {run.state}" + (f" ({run.reason})" if run.reason else "")
-                )
-    for run in (*arm, *baseline):
-        if run.problem:
-            return not_comparable(f"{run.name}: {run.problem}")
-    pending = [run.name for run in (*arm, *baseline) if run.scores is None]
-    if pending:
-        return not_comparable(
-            ("missing seeds: " if len(arm) > 1 or len(baseline) > 1 else "no eval yet: ")
-            + ", ".join(pending)
-            + " not evaluated"
+# ---------------------------------------------------------------- the family
+
+
+def compare_family(
+    arms: Mapping[str, Sequence[RunScores]],
+    baseline: Sequence[RunScores],
+    *,
+    alpha: float = ALPHA,
+    alternative: str = TWO_SIDED,
+    noise: NoiseFloor | None = None,
+) -> Family:
+    """Every arm (name -> its runs, one per seed) against the baseline's runs, as one family.
+
+    `noise`: the run-to-run variance to use instead of the one pooled from these runs (a base-model
+    comparison takes its experiment's; a one-seed sweep one measured elsewhere). `alternative`:
+    "less" asks only whether an arm is worse (an early stop), "greater" only whether it is better.
+    """
+    problem = _problem(baseline, None)
+    if problem:
+        return Family({name: not_comparable(problem) for name in arms})
+    reference = baseline[0].eval_data
+    verdicts: dict[str, Comparison] = {}
+    candidates: dict[str, Sequence[RunScores]] = {}
+    base_prompts = set.intersection(*(set(run.scores) for run in baseline))
+    for name, runs in arms.items():
+        problem = _problem(runs, reference)
+        if problem == DIFFERENT_DATA:
+            problem = _data_difference(runs, baseline)
+        problem = problem or _too_many_left_out(runs, base_prompts)
+        if problem:
+            verdicts[name] = not_comparable(problem)
+        else:
+            candidates[name] = runs
+    shared = sorted(base_prompts.intersection(*(set(run.scores) for runs in candidates.values() for run in runs)))
+    if not shared:  # only where an arm's runs share no prompt with the baseline's (or its seeds none)
+        verdicts.update({name: not_comparable("no eval prompt scored in every run") for name in candidates})
+        return Family({name: verdicts[name] for name in arms}, noise)
+
+    every_run = [*baseline, *(run for runs in candidates.values() for run in runs)]
+    left_out = _left_out(every_run, shared)
+    means = {run.name: _mean_over(run, shared) for run in every_run}
+    used = noise if noise is not None else _pooled([baseline, *candidates.values()], means)
+    if not candidates:
+        return Family({name: verdicts[name] for name in arms}, used, prompts=len(shared))
+    if used is None or used.df == 0 or not math.isfinite(used.variance):
+        verdicts.update(
+            {
+                name: _without_noise(runs[0], baseline[0], shared, left_out, len(candidates))
+                for name, runs in candidates.items()
+            }
         )
-    fingerprints = {run.eval_data for run in (*arm, *baseline)}
-    if len(fingerprints) > 1:
-        return not_comparable(_data_difference(arm, baseline))
-
-    if len(baseline) == 1:
-        pairs = [(run, baseline[0]) for run in arm]
+        correction = "none: with one seed per side no better/worse verdict is given"
+        used = None
     else:
-        by_seed = {run.seed: run for run in baseline}
-        missing = [run for run in arm if run.seed not in by_seed]
-        if missing:
-            return not_comparable(
-                "missing seeds: the baseline has no "
-                + ", ".join(f"seed={run.seed}" for run in missing)
-                + f" (it has {', '.join(f'seed={s}' for s in sorted(by_seed, key=str))})"
-            )
-        pairs = [(run, by_seed[run.seed]) for run in arm]
+        verdicts.update(_dunnett(candidates, baseline, means, used, alpha, alternative, len(shared), left_out))
+        correction = _correction(len(candidates), alternative)
+    return Family({name: verdicts[name] for name in arms}, used, correction, len(shared))
 
-    rows = sorted(set.intersection(*(set(a.scores) & set(b.scores) for a, b in pairs)))
-    if not rows:
-        return not_comparable("no eval prompt scored in both runs")
-    arm_matrix = np.array([[a.scores[r] for r in rows] for a, _ in pairs], dtype=float)
-    base_matrix = np.array([[b.scores[r] for r in rows] for _, b in pairs], dtype=float)
-    differences = arm_matrix - base_matrix  # pairs x prompts
 
-    if len(pairs) == 1:
-        if _binary(arm_matrix[0]) and _binary(base_matrix[0]):
-            delta, low, high, p_value = mcnemar(arm_matrix[0], base_matrix[0])
-            method = f"exact McNemar test on {len(rows)} paired 0/1 prompts (p = {p_value:.3g})"
-            return Comparison(
-                verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1, p_value=p_value
-            )
-        delta, low, high = prompt_interval(differences[0])
-        method = f"paired bootstrap over {len(rows)} prompts (or the paired t interval, where wider)"
-        return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=1)
+def compare(arm: Sequence[RunScores], baseline: Sequence[RunScores], *, noise: NoiseFloor | None = None) -> Comparison:
+    """One arm against the baseline: a family of one."""
+    return compare_family({"arm": arm}, baseline, noise=noise).arms["arm"]
 
-    _, t_low, t_high = t_interval(differences.mean(axis=1))
-    delta, b_low, b_high = prompt_interval(differences.mean(axis=0))
-    # Scores lie in [0, 1], so no difference of means lies outside [-1, 1] (a 2-seed t interval can).
-    low, high = max(-1.0, min(t_low, b_low)), min(1.0, max(t_high, b_high))
-    method = (
-        f"t interval over {len(pairs)} seed pairs ({len(pairs) - 1} d.f.) joined with the paired interval "
-        f"over {len(rows)} prompts"
+
+@dataclass(frozen=True)
+class Score:
+    """A config's eval score (the mean of its runs' scores over their shared prompts) with its 95% CI."""
+
+    mean: float
+    low: float
+    high: float
+    method: str
+
+
+def score_interval(runs: Sequence[RunScores], noise: NoiseFloor | None) -> Score | None:
+    """The mean score of one config's runs and its 95% CI under the same model of noise as the
+    verdicts: the run-to-run variance over sqrt(k) with its degrees of freedom; without one (a
+    single run), eval sampling only (the t interval over its prompts), and the method says so.
+    None when the runs cannot be scored."""
+    if _problem(runs, None):
+        return None
+    shared = sorted(set.intersection(*(set(run.scores) for run in runs)))
+    if not shared:
+        return None
+    means = [_mean_over(run, shared) for run in runs]
+    mean = float(np.mean(means))
+    if noise is not None and noise.df > 0:
+        half = t_quantile(1 - ALPHA / 2, noise.df) * noise.sd / math.sqrt(len(runs))
+        method = f"{len(runs)} run(s); run-to-run SD {noise.sd:.3f} from {noise.source} ({noise.df} d.f.)"
+        return Score(mean, max(0.0, mean - half), min(1.0, mean + half), method)
+    if len(shared) < 2:
+        return Score(mean, mean, mean, "one prompt")
+    _, low, high, _ = t_interval([runs[0].scores[p] for p in shared])
+    return Score(mean, max(0.0, low), min(1.0, high), f"eval sampling only (one run, t over {len(shared)} prompts)")
+
+
+def _problem(runs: Sequence[RunScores], reference: str | None) -> str:
+    """Why these runs cannot be compared (empty: they can)."""
+    if not runs:
+        return "no runs" if reference is not None else "no baseline run"
+    for run in runs:
+        if run.state in FAILED:
+            return f"failed run: {run.name} {run.state}" + (f" ({run.reason})" if run.reason else "")
+    for run in runs:
+        if run.problem:
+            return f"{run.name}: {run.problem}"
+    pending = [run.name for run in runs if run.scores is None]
+    if pending:
+        return ("missing seeds: " if len(runs) > 1 else "no eval yet: ") + ", ".join(pending) + " not evaluated"
+    for run in runs:
+        if not run.scores:
+            return f"{run.name}: no prompt has a valid sample"
+        if not _unit_scores(run.scores):
+            bad = next(row for row, score in run.scores.items() if not _unit_score(score))
+            return f"{run.name}: score {run.scores[bad]!r} for prompt {bad} is not a number in [0, 1]"
+    fingerprints = {run.eval_data for run in runs}
+    if reference is not None and fingerprints != {reference}:
+        return DIFFERENT_DATA
+    if reference is None and len(fingerprints) > 1:
+        return "different eval data between the baseline's seeds"
+    return ""
+
+
+def _unit_scores(scores: dict[str, float]) -> bool:
+    """Every score a finite number in [0, 1] (vectorised: this runs on every run of every report)."""
+    try:
+        values = np.fromiter(scores.values(), dtype=float, count=len(scores))
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(values).all() and values.min() >= -1e-9 and values.max() <= 1 + 1e-9)
+
+
+def _unit_score(score: object) -> bool:
+    return (
+        isinstance(score, (int, float))
+        and not isinstance(score, bool)
+        and math.isfinite(score)
+        and -1e-9 <= score <= 1 + 1e-9
     )
-    return Comparison(verdict_of(low, high), delta, low, high, method=method, prompts=len(rows), pairs=len(pairs))
+
+
+def _mean_over(run: RunScores, prompts: list[str]) -> float:
+    return float(np.fromiter(map(run.scores.__getitem__, prompts), dtype=float, count=len(prompts)).mean())
+
+
+def _too_many_left_out(runs: Sequence[RunScores], prompts: set[str]) -> str:
+    for run in runs:
+        missing = len(prompts - set(run.scores))
+        if missing > MAX_LEFT_OUT * len(prompts):
+            return (
+                f"{run.name} has no valid sample on {missing} of the baseline's {len(prompts)} prompts "
+                f"(more than {MAX_LEFT_OUT:.0%}): its eval is not a score of the same prompts"
+            )
+    return ""
+
+
+def _left_out(runs: Sequence[RunScores], shared: list[str]) -> str:
+    """Prompts some run scored but the comparison leaves out, naming the runs that lack them."""
+    every = set().union(*(run.scores for run in runs))
+    if len(every) == len(shared):
+        return ""
+    lacking = [(run.name, len(every) - len(run.scores)) for run in runs if len(run.scores) < len(every)]
+    named = ", ".join(f"{name} ({count})" for name, count in lacking[:4]) + (" ..." if len(lacking) > 4 else "")
+    return f"{len(every) - len(shared)} of {len(every)} prompts left out: no valid sample in {named}"
+
+
+def _pooled(groups: Sequence[Sequence[RunScores]], means: dict[str, float]) -> NoiseFloor | None:
+    """The run-to-run variance pooled over every group (arm or baseline) with two or more runs."""
+    squares, df, replicated = 0.0, 0, []
+    for runs in groups:
+        if len(runs) < 2:
+            continue
+        values = np.array([means[run.name] for run in runs])
+        squares += float(((values - values.mean()) ** 2).sum())
+        df += len(runs) - 1
+        replicated.append(len(runs))
+    if df == 0:
+        return None
+    return NoiseFloor(squares / df, df, f"this sweep's seeds, {sum(replicated)} runs of {len(replicated)} configs")
+
+
+def _dunnett(
+    candidates: Mapping[str, Sequence[RunScores]],
+    baseline: Sequence[RunScores],
+    means: dict[str, float],
+    noise: NoiseFloor,
+    alpha: float,
+    alternative: str,
+    prompts: int,
+    left_out: str,
+) -> dict[str, Comparison]:
+    from scipy.special import stdtr
+
+    base_mean = float(np.mean([means[run.name] for run in baseline]))
+    names = list(candidates)
+    sizes = tuple(len(candidates[name]) for name in names)
+    deltas = np.array([np.mean([means[run.name] for run in candidates[name]]) - base_mean for name in names])
+    errors = np.array([math.sqrt(noise.variance * (1 / k + 1 / len(baseline))) for k in sizes])
+    lambdas = lambdas_of(sizes, len(baseline))
+    bound = critical_value(lambdas, noise.df, alpha, alternative)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistics = np.where(errors > 0, deltas / errors, np.sign(deltas) * np.inf)
+    adjusted = adjusted_p_values(np.nan_to_num(statistics, posinf=1e12, neginf=-1e12), lambdas, noise.df, alternative)
+    if alternative == TWO_SIDED:
+        raw = np.clip(2 * stdtr(noise.df, -np.abs(statistics)), 0, 1)
+    else:  # the tail in the tested direction
+        raw = stdtr(noise.df, statistics if alternative == LESS else -statistics)
+    method = (
+        f"Dunnett's test, {len(names)} arm(s) against the baseline, on run scores (each run's mean over "
+        f"{prompts} prompts); run-to-run SD {noise.sd:.3f} from {noise.source} ({noise.df} d.f.)"
+    )
+    out = {}
+    for index, name in enumerate(names):
+        delta, error = float(deltas[index]), float(errors[index])
+        low = max(-1.0, delta - bound * error) if alternative != LESS else -1.0
+        high = min(1.0, delta + bound * error) if alternative != GREATER else 1.0
+        verdict = verdict_of(low, high)
+        mde = minimum_detectable(bound, noise.df, error)
+        out[name] = Comparison(
+            verdict,
+            delta,
+            low,
+            high,
+            reason="" if verdict != NOISE else f"the design detects {_points(mde)} or more (80% power)",
+            method=method,
+            prompts=prompts,
+            seeds=sizes[index],
+            baseline_seeds=len(baseline),
+            p_value=float(adjusted[index]),
+            p_raw=float(raw[index]),
+            mde=mde,
+            left_out=left_out,
+        )
+    return out
+
+
+def _without_noise(arm: RunScores, base: RunScores, prompts: list[str], left_out: str, arms: int) -> Comparison:
+    """One run against one run and no known run-to-run spread: within noise if eval sampling alone
+    explains the delta, else seed-limited (the spread of seeds might)."""
+    delta, low, high, p, method = eval_interval([arm.scores[p] for p in prompts], [base.scores[p] for p in prompts])
+    if low <= 0 <= high:
+        verdict = NOISE
+        reason = "within eval noise alone; one seed per side cannot measure the run-to-run spread, which adds to it"
+    else:
+        verdict = SEED_LIMITED
+        reason = (
+            "beyond eval noise, but one seed per side cannot tell a knob from a lucky seed: it stands if the "
+            f"run-to-run SD is under {_points(settling_sd(abs(delta), arms))}; run 2 seeds of each arm, or 3 of "
+            "the baseline, to measure it"
+        )
+    return Comparison(
+        verdict,
+        delta,
+        low,
+        high,
+        reason=reason,
+        method=f"eval sampling only ({method}); the run-to-run spread is unknown",
+        prompts=len(prompts),
+        seeds=1,
+        baseline_seeds=1,
+        p_raw=p,
+        left_out=left_out,
+    )
+
+
+def minimum_detectable(bound: float, df: float, error: float) -> float:
+    """The smallest true Δ a test with this critical bound finds with 80% power, at this standard
+    error: (c + t_0.80(df)) SE (the usual normal-theory approximation; Miller 2024, section 5)."""
+    return (bound + t_quantile(POWER, df)) * error
+
+
+def settling_sd(delta: float, arms: int = 1, seeds: int = 2) -> float:
+    """The largest run-to-run SD at which |delta| is decided with `seeds` seeds on every side of a
+    family of `arms`: delta / (c sqrt(2 / seeds))."""
+    df = (arms + 1) * (seeds - 1)
+    lambdas = lambdas_of((seeds,) * arms, seeds)
+    return delta / (critical_value(lambdas, df, ALPHA, TWO_SIDED) * math.sqrt(2 / seeds))
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:.1f} points"
+
+
+def _correction(arms: int, alternative: str) -> str:
+    side = {TWO_SIDED: "two-sided", LESS: "one-sided: worse only", GREATER: "one-sided: better only"}[alternative]
+    if arms == 1:
+        return f"one arm, nothing to correct ({side})"
+    return f"Dunnett's many-to-one procedure over {arms} arms, {side}, family-wise error 5%"
 
 
 def _data_difference(arm: Sequence[RunScores], baseline: Sequence[RunScores]) -> str:
@@ -260,12 +539,22 @@ def _data_difference(arm: Sequence[RunScores], baseline: Sequence[RunScores]) ->
 
 def read_scores(path: Path) -> tuple[dict[str, float], str] | None:
     """(row_id -> mean score of the row's valid samples, eval-data fingerprint) from an eval's
+    samples.jsonl; None when the file is missing (`read_sample_scores`)."""
+    read = read_sample_scores(path)
+    if read is None:
+        return None
+    samples, fingerprint = read
+    return {row: sum(scores) / len(scores) for row, scores in samples.items()}, fingerprint
+
+
+def read_sample_scores(path: Path) -> tuple[dict[str, list[float]], str] | None:
+    """(row_id -> the scores of the row's valid samples, eval-data fingerprint) from an eval's
     samples.jsonl; None when the file is missing. Invalid samples (score null) are skipped; a row
     with none valid is left out. The fingerprint hashes every row's id and ground truth.
     Raises ValueError naming the file and line for a line that is not a JSON object."""
     if not path.is_file():
         return None
-    sums: dict[str, list[float]] = {}
+    samples: dict[str, list[float]] = {}
     truths: dict[str, str] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -281,8 +570,34 @@ def read_scores(path: Path) -> tuple[dict[str, float], str] | None:
             truths.setdefault(row, json.dumps(record.get("ground_truth"), sort_keys=True, default=str))
             score = record.get("score")
             if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
-                total = sums.setdefault(row, [0.0, 0])
-                total[0] += float(score)
-                total[1] += 1
+                samples.setdefault(row, []).append(float(score))
     fingerprint = hashlib.sha256(json.dumps(sorted(truths.items())).encode()).hexdigest()[:16]
-    return {row: total / count for row, (total, count) in sums.items()}, fingerprint
+    return samples, fingerprint
+
+
+__all__ = [
+    "BETTER",
+    "GREATER",
+    "LESS",
+    "NOISE",
+    "NOT_COMPARABLE",
+    "SEED_LIMITED",
+    "TWO_SIDED",
+    "VERDICTS",
+    "WORSE",
+    "Comparison",
+    "Family",
+    "NoiseFloor",
+    "RunScores",
+    "Score",
+    "compare",
+    "compare_family",
+    "eval_interval",
+    "mcnemar",
+    "minimum_detectable",
+    "read_sample_scores",
+    "read_scores",
+    "score_interval",
+    "settling_sd",
+    "t_interval",
+]

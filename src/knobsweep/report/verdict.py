@@ -12,10 +12,11 @@ from typing import Any
 
 from knobsweep.cost import Cost
 from knobsweep.report.collect import Collected
-from knobsweep.report.stats import BETTER, NOISE, NOT_COMPARABLE, WORSE
+from knobsweep.report.formatting import format_duration, label, plot_layout, rounded
+from knobsweep.report.stats import BETTER, NOISE, NOT_COMPARABLE, SEED_LIMITED, WORSE
 from knobsweep.spec.expand import knob_labels
 
-VERDICT_COLORS = {BETTER: "#1a7f37", WORSE: "#cf222e", NOISE: "#6e7781"}
+VERDICT_COLORS = {BETTER: "#1a7f37", WORSE: "#cf222e", NOISE: "#6e7781", SEED_LIMITED: "#9a6700"}
 OTHER_GROUP = "runs"  # forest-plot group of arms that turn several knobs (named runs, grid cells)
 ROW_HEIGHT = 26  # forest plot px per arm
 
@@ -32,8 +33,6 @@ def _signed(value: Any, digits: int = 3) -> str:
 
 
 def _duration(seconds: Any) -> str:
-    from knobsweep.report.html import format_duration
-
     number = _number(seconds)
     return "" if number is None else format_duration(number)
 
@@ -58,9 +57,10 @@ def verdict_table(collected: Collected) -> list[dict]:
     labels = _labels(collected)
     rows = []
     for row in collected.verdicts:
-        delta, low, high = (_number(row.get(k)) for k in ("delta", "ci_low", "ci_high"))
+        delta, low, high, mde = (_number(row.get(k)) for k in ("delta", "ci_low", "ci_high", "mde"))
         ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
         verdict = row["verdict"]
+        p_value, p_raw = _number(row.get("p_value")), _number(row.get("p_raw"))
         health = row.get("health_warnings") or 0
         rows.append(
             {
@@ -75,7 +75,11 @@ def verdict_table(collected: Collected) -> list[dict]:
                 "verdict": verdict,
                 "verdict_class": "verdict-" + verdict.replace(" ", "-"),
                 "reason": row.get("reason") or "",
-                "method": row.get("method") or "",
+                "method": (row.get("method") or "")
+                + (f"; p = {p_value:.3g} adjusted over the arms (raw {p_raw:.3g})" if p_value is not None else "")
+                + (f". {row['left_out']}" if row.get("left_out") else ""),
+                "mde": f"detects ±{mde:.3f}" if mde is not None else "",
+                "eval_only": (row.get("method") or "").startswith("eval sampling only"),
                 "time": _duration(row.get("train_time_s")),
                 "cost": cost_text(row),
                 "health": f"{health} ({row['health_kinds']})"
@@ -85,6 +89,25 @@ def verdict_table(collected: Collected) -> list[dict]:
             }
         )
     return rows
+
+
+def how_sure(collected: Collected) -> str:
+    """The verdicts' footing in one sentence a user reads in five seconds: the run-to-run noise they
+    used, from where, and what was corrected; or why no arm is called better or worse."""
+    facts = collected.decision
+    noise = facts.get("noise") if facts else None
+    if not facts or not collected.verdicts:
+        return ""
+    if noise is None:
+        return (
+            "One seed per side: how much two trainings of one config differ is not measured here, so no arm is "
+            "called better or worse. Seed-limited arms differ beyond eval noise only; run 2 seeds of each arm "
+            "(or 3 of the baseline) to decide."
+        )
+    sentence = f"Run-to-run SD {100 * noise['run_sd']:.1f} points, measured on {noise['source']} ({noise['df']} d.f.)"
+    if facts.get("arms", 0) > 1:
+        sentence += f"; the {facts['arms']} arms are one family: {facts['correction']}"
+    return sentence + "."
 
 
 def total_cost(collected: Collected) -> str:
@@ -105,8 +128,6 @@ def total_cost(collected: Collected) -> str:
 def forest_figure(collected: Collected) -> dict | None:
     """Δ of the headline eval metric with its 95% CI per arm, grouped by knob; None when no arm
     could be compared."""
-    from knobsweep.report.html import _layout, _round, label
-
     labels = _labels(collected)
     arms = [
         row
@@ -134,7 +155,7 @@ def forest_figure(collected: Collected) -> dict | None:
             "hoverinfo": "skip",
         }
     ]
-    for verdict in (BETTER, NOISE, WORSE):
+    for verdict in (BETTER, NOISE, SEED_LIMITED, WORSE):
         picked = [i for i, row in enumerate(arms) if row["verdict"] == verdict]
         if not picked:
             continue
@@ -145,7 +166,7 @@ def forest_figure(collected: Collected) -> dict | None:
                 "mode": "markers",
                 "orientation": "h",
                 "name": verdict,
-                "x": [_round(d) for d in deltas],
+                "x": [rounded(d) for d in deltas],
                 "y": [[groups[i] for i in picked], [values[i] for i in picked]],
                 "marker": {"color": VERDICT_COLORS[verdict], "size": 10, "symbol": "diamond"},
                 "error_x": {
@@ -153,8 +174,8 @@ def forest_figure(collected: Collected) -> dict | None:
                     "symmetric": False,
                     "color": VERDICT_COLORS[verdict],
                     "thickness": 2,
-                    "array": [_round(max(0.0, float(arms[i]["ci_high"]) - d)) for i, d in zip(picked, deltas)],
-                    "arrayminus": [_round(max(0.0, d - float(arms[i]["ci_low"]))) for i, d in zip(picked, deltas)],
+                    "array": [rounded(max(0.0, float(arms[i]["ci_high"]) - d)) for i, d in zip(picked, deltas)],
+                    "arrayminus": [rounded(max(0.0, d - float(arms[i]["ci_low"]))) for i, d in zip(picked, deltas)],
                 },
                 "customdata": [
                     [f"[{float(arms[i]['ci_low']):+.3f}, {float(arms[i]['ci_high']):+.3f}]", label(arms[i]["method"])]
@@ -163,9 +184,13 @@ def forest_figure(collected: Collected) -> dict | None:
                 "hovertemplate": "Δ %{x:+.3f} %{customdata[0]}<br>%{customdata[1]}<extra>" + verdict + "</extra>",
             }
         )
-    layout = _layout("Δ eval score vs the baseline, 95% CI", "Δ eval score (arm − baseline)", "")
+    layout = plot_layout("Δ eval score vs the baseline, 95% CI", "Δ eval score (arm − baseline)", "")
     layout["height"] = max(220, 110 + ROW_HEIGHT * len(arms))
-    layout["margin"] = {"l": 10, "r": 10, "t": 40, "b": 45}
+    layout["margin"] = {"l": 10, "r": 40, "t": 40, "b": 45}
+    # Plotly's toolbar sits at the top right, over a centred title in a figure this narrow: the title
+    # goes left, the toolbar stands upright in the right margin.
+    layout["title"].update(x=0.02, xanchor="left", xref="container")
+    layout["modebar"] = {"orientation": "v"}
     layout["yaxis"].update(type="multicategory", autorange="reversed", automargin=True)
     layout["xaxis"].update(zeroline=False)
     layout["shapes"] = [
@@ -184,4 +209,4 @@ def forest_figure(collected: Collected) -> dict | None:
     return {"data": data, "layout": layout}
 
 
-__all__ = ["arm_label", "cost_text", "forest_figure", "total_cost", "verdict_table"]
+__all__ = ["arm_label", "cost_text", "forest_figure", "how_sure", "total_cost", "verdict_table"]

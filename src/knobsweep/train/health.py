@@ -16,6 +16,7 @@ from knobsweep.spec.schema import HealthConfig
 REWARD_WINDOW = 5  # steps in the reward's moving mean (collapse check)
 MARGIN_WINDOW = 5  # steps in the KTO margin's moving mean: one noisy batch is not a trend
 MIN_RISE = 0.05  # a reward must first have risen this much before it can "collapse"
+KL_CLEARS = 0.5  # a KL blow-up ends when the KL falls to this share of train.health.kl_max
 
 
 class NonFiniteError(RuntimeError):
@@ -67,7 +68,10 @@ class HealthMonitor:
                     f"grad_norm {grad:.3g} > {t.grad_norm_max} for {self.high_grad_steps} steps in a row"
                 )
         kl = _number(metrics.get("kl")) if self.method == "grpo" else None
-        if kl is not None and kl > t.kl_max:
+        # Once above kl_max, the episode lasts until the KL falls back to half of it: a KL hovering
+        # around the threshold is one far excursion, not a warning every other step.
+        ongoing = "kl_blowup" in self.active and kl is not None and kl > KL_CLEARS * t.kl_max
+        if kl is not None and (kl > t.kl_max or ongoing):
             found["kl_blowup"] = f"KL {kl:.3g} > {t.kl_max}: the policy is far from the reference"
         invalid = _number(metrics.get("invalid_rate"))
         if invalid is not None and invalid > t.invalid_rate_max:
