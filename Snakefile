@@ -36,11 +36,14 @@ rule all:
         pipeline.reports(),
 
 
-# results/<experiment>/runs/<run>/: links to each run's stage folders, for people (knobsweep.runlinks)
+# Before the first job (never in a dry run): results/<experiment>/runs/<run>/, links to each run's stage
+# folders for people (knobsweep.runlinks), and each training's run_info.json (knobsweep.runinfo).
 onstart:
+    from knobsweep.runinfo import write_run_info
     from knobsweep.runlinks import refresh
 
     refresh(pipeline.experiments.values())
+    write_run_info(pipeline.train)
 
 
 # With keep-going (both profiles), the other runs finish when one fails; the reports are then

@@ -1,7 +1,7 @@
 # lm-evaluation-harness on a merged model or the base model (eval.benchmarks), on the eval's resources.
 rule benchmark:
     input:
-        per_key(pipeline.benchmark, lambda job: job.inputs),
+        stage_inputs(pipeline.benchmark),
     output:
         summary=layout.BENCHMARK_SUMMARY,
     log:

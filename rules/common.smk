@@ -27,6 +27,22 @@ def per_key(table, item):
     return per_job(lambda wildcards: item(table[wildcards.key]))
 
 
+def stage_inputs(table):
+    """A stage rule's `input:`, the upstream stage outputs of the job's key, as `ancient`: each is named by
+    its content key, so one that exists is the right one. Its timestamp (new when a deleted stage folder
+    is rebuilt under the same key, skewed between a cluster's nodes) must not rerun what it feeds, which
+    `knobsweep plan` calls cached; one that is missing or will be built still runs it."""
+    return per_key(table, lambda job: ancient(job.inputs))
+
+
+def from_resources(table, item):
+    """item(table[key]) as a param that follows the job's resources (the launch command: processes per
+    GPU, srun over nodes). Resources are not hashed, so neither they nor such a param may be a rerun
+    trigger: Snakemake takes a param function with a `resources` argument for derived from them and
+    leaves it out of its params trigger, as it leaves resources out."""
+    return per_job(lambda wildcards, resources: item(table[wildcards.key]))
+
+
 def cpus(table):
     return per_key(table, lambda job: job.resources["cpus"])
 

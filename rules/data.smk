@@ -19,7 +19,7 @@ rule convert_data:
 
 rule tiny_model:
     input:
-        per_key(pipeline.tiny, lambda job: job.inputs),
+        stage_inputs(pipeline.tiny),
     output:
         directory(layout.TINY_MODEL),
     log:

@@ -1,6 +1,6 @@
 rule evaluate:
     input:
-        per_key(pipeline.eval, lambda job: job.inputs),
+        stage_inputs(pipeline.eval),
     output:
         summary=layout.EVAL_SUMMARY,
         samples=layout.EVAL_SAMPLES,

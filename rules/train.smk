@@ -4,7 +4,7 @@
 # training's plus `resources.merge` (knobsweep.resources.train_job_resources).
 rule train:
     input:
-        per_key(pipeline.train, lambda job: job.inputs),
+        stage_inputs(pipeline.train),
     # Only the adapter and the merged model are declared: Snakemake deletes a failed job's outputs,
     # and the logs, status.json and checkpoints of a FAILED / CANCELLED run must stay for the report
     # and the resume (a merge that fails costs a resume from the final checkpoint, not a re-train).
@@ -21,7 +21,7 @@ rule train:
         **job_resources(pipeline.train, "train"),
     params:
         # `accelerate launch ...` (under `srun` on several nodes; an FSDP / DeepSpeed config file)
-        launch=per_key(
+        launch=from_resources(
             pipeline.train,
             lambda job: launch_command(
                 job.resources, job.config["train"].get("distributed", "none"), config_dir=ACCELERATE_CONFIGS

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from conftest import finish_stages
+
 from knobsweep import layout
 from knobsweep.cli import main
 from knobsweep.spec import load_experiment
@@ -24,9 +26,10 @@ def test_plan_marks_each_stage_cached_or_to_run(write_spec, tmp_path, capsys):
     out = capsys.readouterr().out
     table = out.split("base model")[0]
     assert table.count("will run") == 3 * 4 and "cached" not in table
-    # The baseline's training finished (its adapter is there): the eval-only arm shares it, so both show it cached.
+    # The baseline's training finished (its adapter is there, and the data and tiny model it read): the
+    # eval-only arm shares it, so both show it cached.
     baseline = load_experiment(spec).baseline
-    layout.path(layout.TRAIN_ADAPTER, tmp_path, key=baseline.keys.train).mkdir(parents=True)
+    finish_stages(tmp_path, baseline, ("data", "tiny", "train"))
     assert main(["plan", str(spec)]) == 0
     rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
     assert rows["baseline"].split("│")[5].strip() == "cached"

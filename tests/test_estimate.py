@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from conftest import finish_stages
 
 from knobsweep import layout
 from knobsweep.cli import main
@@ -18,7 +19,7 @@ baseline:
   model: {name: tiny}
   data: {source: gsm8k, path: data/gsm8k, train_size: 20, eval_size: 5}
   rollout: {n: 4, max_tokens: 16}
-  eval: {samples: 2}
+  eval: {samples: 2, temperature: 0.7}
 sweep:
   train.learning_rate: [2.0e-4]
   eval.max_tokens: [64]
@@ -95,8 +96,8 @@ def test_plan_estimates_from_finished_runs_of_the_same_model_and_method(write_sp
     finished_eval(tmp_path, "3" * 16, f"results/merge/{'0' * 16}")  # a merged tiny/grpo run: model tiny
     finished_eval(tmp_path, "4" * 16, "Qwen/Qwen2.5-0.5B-Instruct")  # another model: not used
     # The baseline is trained and evaluated already: nothing of it is estimated.
-    layout.path(layout.TRAIN_ADAPTER, tmp_path, key=experiment.baseline.keys.train).mkdir(parents=True)
     finished_eval(tmp_path, experiment.baseline.keys.eval, "results/models/tiny-x")
+    finish_stages(tmp_path, experiment.baseline)
     plan = estimate_plan(experiment, tmp_path)
     assert plan.runs["baseline"] == {}
     train = plan.runs["learning_rate=2e-4"]["train"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import finish_stages
 
 from knobsweep import layout
 from knobsweep.cli import main
@@ -176,7 +177,13 @@ def test_read_curves_keeps_a_steps_last_finite_value(tmp_path):
     lines = [{"step": 1, "reward": 0.1}, {"step": 1, "reward": 0.2, "kl": float("nan")}, {"step": 2, "reward": 0.3}]
     lines.append({"step": 2, "train_runtime": 5.0, "reward": 9.0})  # TRL's end-of-training summary
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 3, "rew')
-    assert read_curves(path) == {"reward": [(1, 0.2), (2, 0.3)]}
+    warnings = []
+    assert read_curves(path, warnings, "run 'x'") == {"reward": [(1, 0.2), (2, 0.3)]}
+    assert warnings == [
+        f"run 'x': {path}:2: step 1 logged again after step 1 (a restart that appended instead of resuming?); "
+        "each step's last line is used",
+        f"run 'x': {path}: kl is not a finite number at step 1 (of 1 logged)",
+    ]
 
 
 # ---------------------------------------------------------------- suggest / next on constructed results
@@ -206,7 +213,7 @@ def write_results(root: Path, run, rewards: list[float], score: float, state: st
     layout.path(layout.TRAIN_METRICS, root, key=run.keys.train).write_text(
         "".join(json.dumps(line) + "\n" for line in lines)
     )
-    layout.path(layout.TRAIN_ADAPTER, root, key=run.keys.train).mkdir(exist_ok=True)
+    finish_stages(root, run, ("data", "tiny", "train", "merge"))  # the rest, as placeholders
     samples = layout.path(layout.EVAL_SAMPLES, root, key=run.keys.eval)
     samples.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"row_id": str(i), "ground_truth": str(i), "score": score} for i in range(PROMPTS)]
@@ -312,7 +319,7 @@ def test_next_adopts_an_arm_as_asked_sweeps_the_suggestions_and_keeps_comments(s
     plan = capsys.readouterr().out
     row = next(line for line in plan.splitlines() if line.startswith("│ baseline"))
     stages = dict(zip(("data", "train", "merge", "eval"), [cell.strip() for cell in row.split("│")[4:8]]))
-    assert stages == {"data": "will run", "train": "cached", "merge": "will run", "eval": "cached"}  # the arm's
+    assert stages == {"data": "cached", "train": "cached", "merge": "cached", "eval": "cached"}  # the arm's
 
 
 def test_next_never_overwrites_without_force(swept, tmp_path, capsys):
@@ -485,3 +492,26 @@ def test_next_leaves_the_loaded_experiment_as_it_was(swept, tmp_path):
     result = write_follow_up(experiment, tmp_path, adopt="learning_rate=2e-4")
     assert [arm.name for arm, _ in result.adopted] == ["learning_rate=2e-4"]
     assert json.dumps([run.config for run in experiment.runs], sort_keys=True) == before
+
+
+def test_next_into_a_folder_writes_a_shared_file_and_refuses_an_arm_with_nothing_to_run(swept, tmp_path, capsys):
+    folder = tmp_path / "later"
+    folder.mkdir()
+    for force in ([], ["--force"]):  # a folder is where the file goes (as `cp FILE DIR`), --force or not
+        assert main(["next", str(swept), "--out", "later", *force, "--adopt", "none"]) == 0
+    assert "wrote later/exp_next.yaml" in capsys.readouterr().out
+    assert (folder / "exp_next.yaml").stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 600
+    # the baseline's own value (after defaults: 1e-4 is the default learning rate) is no arm
+    assert main(["next", str(swept), "--force", "--adopt", "none", "--sweep", "train.learning_rate=1e-4,2e-4"]) == 1
+    out = capsys.readouterr().out
+    assert f"error the follow-up {tmp_path / 'exp_next.yaml'} was not written: its sweep has nothing new to run" in out
+    assert "sweep.train.learning_rate[0]: arm learning_rate=1e-4 equals the baseline after defaults" in out
+    assert not (tmp_path / "exp_next.yaml").exists()
+
+
+def current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

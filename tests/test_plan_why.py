@@ -31,6 +31,7 @@ def ran(run, root, stages=("data", "train", "merge", "eval", "base_eval")) -> No
     keys = run.keys
     if "data" in stages and not layout.path(layout.DATA_DIR, root, key=keys.data).exists():
         convert_to_dir(run.config["data"], layout.path(layout.DATA_DIR, root, key=keys.data))
+        layout.path(layout.TINY_MODEL, root, key=keys.model).mkdir(parents=True, exist_ok=True)
     if "train" in stages:
         train = layout.path(layout.TRAIN_DIR, root, key=keys.train)
         (train / layout.ADAPTER).mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,7 @@ def ran(run, root, stages=("data", "train", "merge", "eval", "base_eval")) -> No
             summary = layout.path(layout.EVAL_SUMMARY, root, key=key)
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text(json.dumps({"config": config, "model": model}))
+            layout.path(layout.EVAL_SAMPLES, root, key=key).write_text("")
 
 
 def all_ran(write_spec, root):
@@ -121,12 +123,12 @@ def test_eval_and_data_changes_name_their_fields_and_the_runs_sharing_the_job(wr
         "train (shared by all 3 runs): its data changed [baseline, max_tokens=20]; no previous result [max_tokens=24]",
         "merge (shared by all 3 runs): follows its training",
     ]
-    edited = write_spec(SPEC.replace("  train:", "  eval: {max_tokens: 24, samples: 2}\n  train:"))
+    edited = write_spec(SPEC.replace("  train:", "  eval: {max_tokens: 24, samples: 2, temperature: 1}\n  train:"))
     assert plan_why(edited, capsys) == [
-        "eval (baseline): eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
-        "eval (max_tokens=20): eval.samples 1 -> 2",
-        "eval of the base model (baseline): eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
-        "eval of the base model (max_tokens=20): eval.samples 1 -> 2",
+        "eval (baseline): eval.temperature 0 -> 1, eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
+        "eval (max_tokens=20): eval.temperature 0 -> 1, eval.samples 1 -> 2",
+        "eval of the base model (baseline): eval.temperature 0 -> 1, eval.max_tokens 512 -> 24, eval.samples 1 -> 2",
+        "eval of the base model (max_tokens=20): eval.temperature 0 -> 1, eval.samples 1 -> 2",
     ]
 
 

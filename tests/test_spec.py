@@ -179,10 +179,10 @@ baseline:
 def test_hashes_change_with_the_data_file_contents(write_spec, tmp_path):
     (tmp_path / "mydata").mkdir()
     for split in ("train", "test"):
-        (tmp_path / "mydata" / f"{split}.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+        (tmp_path / "mydata" / f"{split}.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n' * 20)
     spec = BASE.replace("path: data/gsm8k", "path: ./mydata")
     before = load_experiment(write_spec(spec)).baseline.keys
-    (tmp_path / "mydata" / "train.jsonl").write_text('{"question": "q", "answer": "#### 2"}\n')
+    (tmp_path / "mydata" / "train.jsonl").write_text('{"question": "q", "answer": "#### 2"}\n' * 20)
     after = load_experiment(write_spec(spec)).baseline.keys
     assert before.data != after.data and before.train != after.train
 

@@ -421,3 +421,109 @@ def test_warm_start_keys_only_the_top_level_weight_and_config_files(write_spec, 
     assert load_experiment(spec).baseline.keys.train == key
     (directory / "adapter_model.safetensors").write_bytes(b"new weights")
     assert load_experiment(spec).baseline.keys.train != key
+
+
+# --- issue 20: what validated and failed only later inside a queued job (or worse) ---------------------
+
+
+def test_a_sweep_over_the_data_source_names_its_arm_by_the_switch(write_spec):
+    experiment = load_experiment(
+        write_spec(
+            BASE
+            + """
+  reward: gsm8k
+sweep:
+  data:
+    - {source: jsonl, path: data/custom_example, prompt_key: problem, ground_truth_key: final_answer}
+    - {source: jsonl, path: data/custom_example, prompt_key: problem, ground_truth_key: final_answer, train_size: 4}
+"""
+        )
+    )
+    assert [run.name for run in experiment.runs] == [
+        "baseline",
+        "data.source=jsonl",
+        "data.source=jsonl,data.train_size=4",  # a second arm of that source: what tells it from the first
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "seeds: [100000000000000000000]",
+            "seeds[0]: 100000000000000000000 is out of range; allowed: 0 <= value <= 4294967295",
+        ),
+        ("seeds: [0, -1]", "seeds[1]: -1 is out of range; allowed: 0 <= value <= 4294967295"),
+        ("name: " + "a" * 101, "name: '" + "a" * 101 + "': String should have at most 100 characters"),
+        (
+            "  eval: {samples: 4}",
+            "baseline.eval.samples: 4 samples per prompt at temperature 0 (greedy) are 4 identical completions: "
+            "set eval.temperature above 0 to sample them, or samples: 1",
+        ),
+        (
+            "  reward: {name: gsm8k, format_weight: 1.0}",
+            "reward.format_weight: must be a number in [0, 1) (the share of the score given for writing '#### N'; "
+            "at 1 a wrong answer scores as much as a right one, so correctness no longer counts), got 1.0",
+        ),
+        (
+            "  train: {batch_size: 32}",
+            "train.batch_size: 32 is more than the 20 training rows (data.train_size 20): not one step would be full",
+        ),
+        ("sweep:\n  data.eval_size: [5000]", "data.eval_size: 5000 is more than the 200 rows of data/gsm8k/test.jsonl"),
+        (
+            "sweep:\n  data.train_size: [100000]",
+            "data.train_size: 100000 is more than the 1000 rows of data/gsm8k/train.jsonl",
+        ),
+    ],
+)
+def test_values_that_fail_only_in_a_job_are_refused_at_validate(write_spec, capsys, text, message):
+    out = refused_with(write_spec, capsys, text + "\n")
+    assert message in out, out
+
+
+def test_a_model_name_that_nothing_can_load_is_refused(write_spec, capsys, tmp_path):
+    out = refused(write_spec, capsys, BASE.replace("{name: tiny}", "{name: 'Qwen /Qwen2.5-0.5B'}"))
+    assert "baseline.model.name: 'Qwen /Qwen2.5-0.5B' is neither `tiny`, an existing local folder, nor a hub id" in out
+    (tmp_path / "my model").mkdir()  # a local folder may hold a space
+    assert main(["validate", str(write_spec(BASE.replace("{name: tiny}", "{name: 'my model'}")))]) == 0
+
+
+def test_a_file_stem_that_is_no_experiment_name_needs_a_name(write_spec, capsys):
+    out = refused(write_spec, capsys, BASE, "my exp.yaml")
+    assert "name: the file's stem 'my exp' is not an experiment name" in out and "or set name:" in out
+    assert main(["validate", str(write_spec("name: mine\n" + BASE, "my exp.yaml"))]) == 0
+
+
+def test_a_warm_start_from_a_run_of_another_base_model_is_refused(write_spec, capsys):
+    out = refused_with(
+        write_spec,
+        capsys,
+        "runs:\n  big: {model.name: Qwen/Qwen2.5-0.5B-Instruct}\n  chained: {train.warm_start_from: big}\n",
+    )
+    assert (
+        "train.warm_start_from: 'big' trained model.name 'Qwen/Qwen2.5-0.5B-Instruct', but this run's model.name "
+        "is 'tiny'" in out
+    )
+
+
+def test_parent_must_be_an_experiment_file_of_this_workflow(write_spec, capsys, tmp_path):
+    (tmp_path / "README.md").write_text("# notes\n")
+    out = refused(write_spec, capsys, "parent: README.md\n" + BASE)
+    assert "parent: 'README.md' (" in out and "README.md) is not an experiment file (.yaml or .yml" in out
+    write_spec("foo: 1\n", "settings.yaml")
+    out = refused(write_spec, capsys, "parent: settings.yaml\n" + BASE)
+    assert "settings.yaml) is not an experiment file: " in out and "settings.yaml: baseline: is required" in out
+    # inside a workflow's folder (a Snakefile), not a file outside it
+    (tmp_path / "work" / "experiments").mkdir(parents=True)
+    (tmp_path / "work" / "Snakefile").write_text("")
+    write_spec(BASE, "outside.yaml")
+    inside = write_spec("parent: ../../outside.yaml\n" + BASE, "work/experiments/inside.yaml")
+    out = refused(write_spec, capsys, inside)
+    assert f"is outside this workflow's folder {(tmp_path / 'work').resolve()}" in out
+
+
+def test_an_evaluator_is_never_imported_from_a_name_in_the_spec(write_spec, capsys, tmp_path):
+    out = refused_with(write_spec, capsys, '  reward: {name: "os:system", command: "touch pwned"}\n')
+    assert "baseline.reward.name: 'os:system' is not a known evaluator" in out
+    assert "registered as a `knobsweep.evaluators` entry point of an installed package" in out
+    assert not (tmp_path / "pwned").exists()

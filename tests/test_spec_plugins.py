@@ -54,7 +54,9 @@ def test_an_unknown_source_or_evaluator_lists_the_registered_ones(write_spec):
         "baseline.data.source: 'gsm9k' is not a known data source; allowed: " in p and "openspiel" in p for p in found
     ), found
     found = problems(write_spec, BASE + "  reward: {name: gsm9k}\n")
-    assert any("baseline.reward.name: 'gsm9k' is not a known evaluator; allowed: " in p for p in found), found
+    assert any(
+        "baseline.reward.name: 'gsm9k' is not a known evaluator (did you mean 'gsm8k'?); allowed: " in p for p in found
+    ), found
 
 
 def test_an_evaluator_option_is_checked_against_its_signature(write_spec):
@@ -234,6 +236,9 @@ def test_tracking_reaches_the_train_job_but_not_its_key(write_spec):
         "changed": {},
         "tracking": {"wandb": {"project": "knobs", "entity": None, "mode": "offline"}},
     }
+    # the job reads it from a file of its key's, so no Snakemake param holds a name or tracking
+    args = pipeline.train[run.keys.train].args
+    assert f"--run-info results/train/{run.keys.train}/run_info.json" in args and "knobs" not in args
 
 
 def test_a_format_the_method_cannot_read_is_an_error(write_spec):

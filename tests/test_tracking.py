@@ -20,7 +20,7 @@ from knobsweep.train.tracking import WandbRunCallback, persistent_run_id, run_ta
 
 
 def wandb_setup(tracking, run_info: dict, out_dir, config):
-    """knobsweep.train.tracking.wandb_setup of a --run-info-json with this `tracking` section."""
+    """knobsweep.train.tracking.wandb_setup of a run info with this `tracking` section."""
     from knobsweep.train import tracking as module
 
     return module.wandb_setup(RunInfo(**run_info, tracking=tracking or {}), out_dir, config)
@@ -310,3 +310,43 @@ def test_a_tracked_run_starts_a_wandb_service_of_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SERVICE", "inherited-from-a-parent")
     wandb_setup({}, RUN_INFO, tmp_path / "untracked", CONFIG).apply()
     assert os.environ["WANDB_SERVICE"] == "inherited-from-a-parent"  # not tracking: left alone
+
+
+# --- who a training runs for: a file beside the job, written when a workflow starts (knobsweep.runinfo) -----
+
+
+def test_run_info_is_written_once_a_training_starts_and_never_for_a_finished_one(tmp_path):
+    from types import SimpleNamespace
+
+    from knobsweep import layout
+    from knobsweep.runinfo import read_run_info, write_run_info
+
+    def jobs(experiment: str, project: str) -> dict:
+        info = {**RUN_INFO, "experiment": experiment, "tracking": {"wandb": {"project": project, "mode": "offline"}}}
+        return {"k" * 16: SimpleNamespace(run_info=info)}
+
+    path = layout.path(layout.TRAIN_RUN_INFO, tmp_path, key="k" * 16)
+    assert write_run_info(jobs("first", "p1"), tmp_path) == 1
+    assert read_run_info(path).experiment == "first"
+    assert write_run_info(jobs("first", "p1"), tmp_path) == 0  # unchanged: not written again
+    assert write_run_info(jobs("second", "p1"), tmp_path) == 1  # not started yet: the workflow running it now
+    assert read_run_info(path).experiment == "second"
+    layout.path(layout.TRAIN_STATUS, tmp_path, key="k" * 16).write_text("{}")  # started: its W&B run may exist
+    write_run_info(jobs("third", "p2"), tmp_path)
+    started = read_run_info(path)
+    assert (started.experiment, started.run, started.tracking.wandb.project) == ("second", "lr-0.0005", "p2")
+    layout.path(layout.TRAIN_ADAPTER, tmp_path, key="k" * 16).mkdir()  # finished: reused as it is
+    assert write_run_info(jobs("fourth", "p3"), tmp_path) == 0 and read_run_info(path).experiment == "second"
+
+
+def test_a_missing_or_bad_run_info_file_is_named(tmp_path):
+    from knobsweep.runinfo import read_run_info
+
+    with pytest.raises(SpecError, match=r"run_info.json: no such file: the workflow writes it when it starts"):
+        read_run_info(tmp_path / "run_info.json")
+    (tmp_path / "bad.json").write_text('{"experiment": ')
+    with pytest.raises(SpecError, match=r"bad.json: cannot be read as JSON"):
+        read_run_info(tmp_path / "bad.json")
+    (tmp_path / "wrong.json").write_text('{"experiment": "e"}')
+    with pytest.raises(SpecError, match=r"wrong.json: run: is required but missing"):
+        read_run_info(tmp_path / "wrong.json")

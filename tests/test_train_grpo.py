@@ -257,7 +257,7 @@ def launch(config: dict, model: Path, data: Path, out: Path) -> subprocess.Compl
         "--out",
         str(out),
     ]
-    # PYTHONPATH=tests: a "module:attribute" reward of a test module reaches the stage.
+    # PYTHONPATH=tests: the tests' evaluators (entry points of tests/knobsweep_test_evaluators-1.0.dist-info)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
@@ -271,7 +271,7 @@ def test_accelerate_launch_trains_and_writes_the_contract_outputs(inputs, tmp_pa
     config = train_config()  # 6 prompts / 2 per step = 3 steps
     # scores that spread within a group, so every step trains (the random tiny model never writes GSM8K's
     # `#### N`: with the gsm8k reward the run would rightly end EARLY_STOPPED without a learning signal)
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}
+    config["reward"] = {"name": "test-length"}
     out = tmp_path / "train"
     result = launch(config, model, data, out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -328,7 +328,7 @@ def test_each_loss_trains_20_steps_and_logs_its_metrics(inputs40, tmp_path, loss
     model, data = inputs40
     config = train_config(loss=loss)  # 40 prompts / 2 per step = 20 steps
     # Scores by length, so every group has variance: no step is filtered away, whatever the tiny model says.
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}
+    config["reward"] = {"name": "test-length"}
     out = tmp_path / "train"
     result = launch(config, model, data, out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

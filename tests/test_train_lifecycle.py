@@ -2,8 +2,9 @@
 filtering, health warnings, checkpoints, SIGTERM + resume, NaN -> FAILED, EARLY_STOPPED.
 
 Unit tests on hand-built inputs, then (slow) the real `accelerate launch -m knobsweep.train`
-on the tiny model. The evaluators below are imported by the training subprocess by
-"module:attribute" name (PYTHONPATH=tests), which `knobsweep.rewards.get_evaluator` accepts.
+on the tiny model. The evaluators below reach the training subprocess as registered evaluators (test-length,
+test-slow, test-flaky): tests/knobsweep_test_evaluators-1.0.dist-info declares them as entry points, found
+with PYTHONPATH=tests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 import torch
 from test_train_grpo import ACCELERATE, REPO, inputs, train_config  # noqa: F401 (inputs is a fixture)
 
+from knobsweep.errors import FieldError
 from knobsweep.io import append_jsonl, read_jsonl
 from knobsweep.rewards import EVALUATORS, Evaluation, get_evaluator, register_evaluator
 from knobsweep.spec.schema import HealthConfig
@@ -321,8 +323,12 @@ def test_validation_checks_rows_and_smoke_tests_the_evaluator():
         smoke_test_evaluator(EvaluatorReward(Broken(), columns=[]), rows)
 
 
-def test_evaluators_by_import_path_and_registration():
-    assert type(get_evaluator({"name": "test_train_lifecycle:FlakyEvaluator"})).__name__ == "FlakyEvaluator"
+def test_evaluators_by_entry_point_and_registration_never_by_import_path():
+    # the tests' own evaluators come in as an installed package's would: entry points
+    # (tests/knobsweep_test_evaluators-1.0.dist-info, found where tests/ is on the path)
+    assert type(get_evaluator({"name": "test-flaky"})).__name__ == "FlakyEvaluator"
+    with pytest.raises(FieldError, match="unknown evaluator 'test_train_lifecycle:FlakyEvaluator'"):
+        get_evaluator({"name": "test_train_lifecycle:FlakyEvaluator"})  # code named by a config is never imported
     register_evaluator("length-test", "test_train_lifecycle:LengthEvaluator")
     try:
         assert get_evaluator({"name": "length-test"}).name == "length"
@@ -414,7 +420,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     model, data = inputs
     # 6 prompts, 1 per step, 2 epochs: 12 steps; a checkpoint every 2 steps, the last 2 kept.
     config = train_config(batch_size=1, epochs=2, save_every=2, keep_checkpoints=2)
-    config["reward"] = {"name": "test_train_lifecycle:SlowEvaluator"}  # ~0.2 s per step: time to interrupt
+    config["reward"] = {"name": "test-slow"}  # ~0.2 s per step: time to interrupt
     total = 12
     kill_after = random.randint(3, total - 3)  # a random step after the first checkpoint
     out = tmp_path / "train"
@@ -473,7 +479,7 @@ def test_a_finished_run_whose_adapter_was_deleted_resumes_from_its_final_checkpo
     # included. The rerun must take the final checkpoint back, not train again.
     model, data = inputs
     config = train_config(batch_size=1, epochs=1, save_every=4)  # 6 steps; the end is saved too
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # a learning signal: COMPLETED
+    config["reward"] = {"name": "test-length"}  # a learning signal: COMPLETED
     out = tmp_path / "train"
     code, output = finish(start(config, model, data, out, launcher=False))
     assert code == 0, output[-4000:]
@@ -493,7 +499,7 @@ def test_a_finished_run_whose_adapter_was_deleted_resumes_from_its_final_checkpo
 def test_an_evaluator_failing_on_30_percent_costs_samples_not_the_run(inputs, tmp_path):
     model, data = inputs
     config = train_config(batch_size=2, epochs=2)  # 6 steps of 8 samples
-    config["reward"] = {"name": "test_train_lifecycle:FlakyEvaluator"}
+    config["reward"] = {"name": "test-flaky"}
     out = tmp_path / "train"
     code, output = finish(start(config, model, data, out, launcher=False))
     assert code == 0, output[-4000:]
@@ -512,7 +518,7 @@ def test_an_evaluator_failing_on_30_percent_costs_samples_not_the_run(inputs, tm
 def test_a_nan_loss_fails_the_run_and_keeps_the_last_good_checkpoint(inputs, tmp_path):
     model, data = inputs
     config = train_config(save_every=2)
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}
+    config["reward"] = {"name": "test-length"}
     out = tmp_path / "train"
     code, output = finish(start(config, model, data, out, env={"KNOBSWEEP_TEST_NAN_AT_STEP": "3"}, launcher=False))
     assert code != 0
@@ -616,7 +622,7 @@ def test_a_nan_on_one_process_fails_every_process_at_once(inputs, tmp_path):
 def test_a_signal_to_one_process_stops_every_process_after_the_same_step(inputs, tmp_path):
     model, data = inputs
     config = train_config(batch_size=1, epochs=2, save_every=2)  # 12 steps
-    config["reward"] = {"name": "test_train_lifecycle:SlowEvaluator"}
+    config["reward"] = {"name": "test-slow"}
     out = tmp_path / "train"
     launcher = start_ranks(config, model, data, out)
     metrics = out / "metrics.jsonl"

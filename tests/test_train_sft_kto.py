@@ -596,7 +596,7 @@ def test_warm_start_chain_sft_then_grpo_starts_from_the_sft_adapter(sft_run, gsm
     sft_adapter = sft_run[0] / "adapter"
     sft_params, sft_l2 = adapter_l2(sft_adapter)
     config = method_config("grpo", batch_size=2, kl_beta=0.01)
-    config["reward"] = {"name": "test_train_lifecycle:LengthEvaluator"}  # always some signal
+    config["reward"] = {"name": "test-length"}  # always some signal
     out = tmp_path / "grpo"
     code, output, status = run_stage(config, gsm8k_inputs, "rl", out, warm_start=sft_adapter)
     assert code == 0, output[-4000:]
@@ -642,6 +642,8 @@ def test_wandb_tracking_in_offline_mode_records_the_run(gsm8k_inputs, tmp_path):
         "tracking": {"wandb": {"project": "knobsweep-tests", "mode": "offline"}},
     }
     out = tmp_path / "train"
+    info_file = tmp_path / "run_info.json"  # as the workflow writes it (knobsweep.runinfo)
+    info_file.write_text(json.dumps(run_info))
     command = [
         sys.executable,
         "-m",
@@ -654,8 +656,8 @@ def test_wandb_tracking_in_offline_mode_records_the_run(gsm8k_inputs, tmp_path):
         str(gsm8k_inputs["sft_pairs"]),
         "--out",
         str(out),
-        "--run-info-json",
-        json.dumps(run_info),
+        "--run-info",
+        str(info_file),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
@@ -667,6 +669,16 @@ def test_wandb_tracking_in_offline_mode_records_the_run(gsm8k_inputs, tmp_path):
     runs = list((out / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1, list((out / "wandb").iterdir())
     assert any(runs[0].glob("*.wandb"))  # the offline run's history file
+    # status.json names the W&B run, so a report of any experiment reusing this training links to it
+    assert status_of(out)["wandb"] == {
+        "id": run_id,
+        "name": "lr-up",
+        "group": "methods",
+        "project": "knobsweep-tests",
+        "entity": None,
+        "mode": "offline",
+        "url": None,
+    }
 
 
 def test_load_policy_from_a_full_model_or_an_adapter(tmp_path):

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, VENV_BIN, snakemake_command, user_shell
 
+from knobsweep import planned
+from knobsweep.pipeline import experiment_files
 from knobsweep.spec import load_experiment
 
 pytestmark = pytest.mark.slow
@@ -31,6 +33,28 @@ baseline:
 sweep:
   train.learning_rate: [2.0e-4]
   eval.max_tokens: [20]
+tracking:
+  wandb: {project: knobsweep-tests, mode: offline}
+"""
+# The same experiment written differently: keys reordered, comments added, another W&B project, other
+# resources. None of it is part of a stage's key, so no stage may run again.
+REWRITTEN = """
+# the shared sweep, rewritten
+sweep:
+  eval.max_tokens: [20]
+  train.learning_rate: [2.0e-4]   # the arm that trains
+tracking:
+  wandb: {mode: offline, project: another-project}
+baseline:
+  resources:
+    train: {gpus: 1, cpus: 2, mem_mb: 9000, runtime_min: 30}
+    eval: {mem_mb: 5000}
+  eval: {max_tokens: 16}
+  reward: {format_weight: 0.5, name: gsm8k}
+  rollout: {max_tokens: 16, top_k: 0, temperature: 1.0, n: 8}
+  train: {batch_size: 4, learning_rate: 5.0e-4}
+  data: {eval_size: 4, train_size: 24, path: data/gsm8k, source: gsm8k}
+  model: {name: tiny}
 """
 
 
@@ -63,16 +87,40 @@ def test_the_workflow_passes_snakemakes_linter():
     )
 
 
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """Rule -> job count from a dry run's job stats (empty when there is nothing to do)."""
-    output = snakemake(workdir, "-n").stdout
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
-    counts.pop("total", None)
-    counts.pop("all", None)
-    return {rule: int(n) for rule, n in counts.items()}
+def dry_run_jobs(workdir: Path, experiments: str | None = None) -> dict[tuple[str, str], str]:
+    """(rule, wildcard value) -> Snakemake's reason, for each job `snakemake -n` plans (but `all`)."""
+    output = snakemake(workdir, "-n", *(["--config", f"experiments={experiments}"] if experiments else ())).stdout
+    jobs = {}
+    for block in re.split(r"^\[.*\]\n(?=(?:local)?rule )", output, flags=re.M)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        if rule == "all":
+            continue
+        wildcard = re.search(r"^\s+wildcards: \w+=(\S+)$", block, flags=re.M).group(1)
+        jobs[(rule, wildcard)] = re.search(r"^\s+reason: (.*)$", block, flags=re.M).group(1)
+    return jobs
+
+
+def planned_jobs(workdir: Path, experiments: str | None = None) -> dict[str, int]:
+    """Rule -> job count of what `snakemake -n` plans (empty when there is nothing to do), once it is
+    checked job for job against what `knobsweep plan` says will run (knobsweep.planned): every test
+    that plans meets the invariant, whatever a change to the rules does."""
+    jobs = dry_run_jobs(workdir, experiments)
+    here = Path.cwd()
+    try:
+        os.chdir(workdir)  # experiment files name their data relative to the workflow
+        files = experiment_files(experiments, workdir / "experiments")
+        promised = planned.plan([load_experiment(file) for file in files], workdir).jobs()
+    finally:
+        os.chdir(here)
+    assert set(jobs) == set(promised), (
+        "knobsweep plan and snakemake -n disagree:\n"
+        + "".join(f"  only snakemake: {job}: {why}\n" for job, why in jobs.items() if job not in promised)
+        + "".join(f"  only plan: {job}: {why}\n" for job, why in promised.items() if job not in jobs)
+    )
+    counts: dict[str, int] = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +167,25 @@ def test_sweep_builds_the_report(finished):
 
 def test_finished_sweep_has_nothing_to_do(finished):
     assert planned_jobs(finished) == {}
+
+
+def test_what_no_key_holds_reruns_no_stage(finished):
+    """Names, tracking, resources, comments and the order of keys are no part of a stage's key: Snakemake
+    reruns nothing for them (only the report, which reads the edited file), as `knobsweep plan` says;
+    and a second experiment with the same runs reuses every stage of the first."""
+    spec = finished / "experiments" / "tiny.yaml"
+    original, stamp = spec.read_text(), spec.stat()
+    twin = finished / "experiments" / "tiny_twin.yaml"
+    try:
+        spec.write_text(REWRITTEN)
+        assert planned_jobs(finished, "tiny") == {"report": 1}
+        twin.write_text(original)
+        assert planned_jobs(finished, "tiny_twin") == {"report": 1}  # results/tiny_twin/ has no report yet
+    finally:
+        twin.unlink(missing_ok=True)
+        spec.write_text(original)
+        os.utime(spec, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert planned_jobs(finished, "tiny") == {}
 
 
 def knobsweep(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -182,9 +249,21 @@ def test_next_writes_a_valid_follow_up_whose_plan_reuses_the_adopted_arm(finishe
         row = next(line for line in plan.splitlines() if line.startswith("│ baseline"))
         stages = dict(zip(("data", "train", "merge", "eval"), [cell.strip() for cell in row.split("│")[4:8]]))
         assert stages == {"data": "cached", "train": "cached", "merge": "cached", "eval": "cached"}
+        # The README's loop goes on with `snakemake --config experiments=tiny_next`: it must not run again
+        # what plan calls cached (under other run and experiment names): only the new arms (rollout knobs:
+        # each trains anew) and the report.
+        arms = sum(len(values) for values in follow_up["sweep"].values())
+        assert planned_jobs(finished, "tiny_next") == {"train": arms, "evaluate": arms, "report": 1}
         # the follow-up's report shows the chain of baselines, each with its eval score
         assert knobsweep(finished, "report", "experiments/tiny_next.yaml").returncode == 0
         summary = json.loads((finished / "results" / "tiny_next" / "summary.json").read_text())
+        # the reused training keeps the W&B run that logged it, its name and id, and the report names it
+        reused = next(row for row in summary["rows"] if row["run"] == "baseline")
+        train_dir = finished / "results" / "train" / reused["train_key"]
+        run_id = (train_dir / "wandb_run_id").read_text().strip()
+        assert reused["wandb_run"] == f"knobsweep-tests/learning_rate=2e-4 ({run_id}) offline"
+        info = json.loads((train_dir / "run_info.json").read_text())
+        assert (info["experiment"], info["run"]) == ("tiny", "learning_rate=2e-4")
         chain = summary["lineage"]
         assert [(link["experiment"], link["status"]) for link in chain] == [
             ("tiny", "evaluated"),
@@ -193,6 +272,7 @@ def test_next_writes_a_valid_follow_up_whose_plan_reuses_the_adopted_arm(finishe
         assert chain[1]["changes"] == [{"knob": "train.learning_rate", "from": 5e-4, "to": 2e-4}]
         page = (finished / "results" / "tiny_next" / "report.html").read_text()
         assert "Lineage: the baselines this experiment follows up" in page
+        assert reused["wandb_run"] in page
     finally:
         written.unlink(missing_ok=True)  # the tests below plan every experiments/*.yaml
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -13,10 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from knobsweep import layout, runlinks
-from knobsweep.io import read_jsonl
 from knobsweep.spec import Experiment, SpecError, load_experiment
 from knobsweep.spec.expand import format_value
-from knobsweep.why import WhyError, stage_outputs, why_lines
+from knobsweep.why import WhyError, why_lines
 
 # Piped output (CI logs, files) is not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -59,9 +59,14 @@ def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+    from knobsweep.planned import plan as plan_jobs
     from knobsweep.report.power import power_lines
 
-    estimate = estimate_plan(experiment, root)
+    planned = plan_jobs([experiment], root)  # as Snakemake will decide it (knobsweep.planned)
+    pending = [
+        (run.name, stage) for run in experiment.runs for stage, key in _stage_keys(run) if planned.will_run(stage, key)
+    ]
+    estimate = estimate_plan(experiment, root, pending)
     table = Table(title=Text(f"{experiment.name}: {len(experiment.runs)} runs ({experiment.mode})"))
     benchmarks = ("benchmarks",) if any(run.keys.benchmark for run in experiment.runs) else ()
     for column in (
@@ -77,25 +82,26 @@ def plan(args: argparse.Namespace) -> int:
         "est. cost",
     ):
         table.add_column(column)
-    to_run = set()
     for run in experiment.runs:
-        cells = []
-        for stage, output in stage_outputs(run, root).items():
-            done = output.exists()
-            if not done:
-                to_run.add((stage, output))
-            cells.append("[green]cached[/green]" if done else "[yellow]will run[/yellow]")
+        cells = [
+            "[yellow]will run[/yellow]" if planned.will_run(stage, key) else "[green]cached[/green]"
+            for stage, key in _stage_keys(run)
+            if stage in STAGE_COLUMNS
+        ]
         knobs = ", ".join(run.changed) or "-"
         values = ", ".join(format_value(v) for v in run.changed.values()) or "-"
         table.add_row(Text(run.name), Text(knobs), Text(values), *cells, *run_cells(estimate.runs[run.name]))
     console.print(table)
+    jobs = {job: why for job, why in planned.jobs().items() if job[0] != "report"}
     base_keys = experiment.baseline.keys
-    base = layout.path(layout.EVAL_SUMMARY, root, key=base_keys.base_eval)
-    reference = f"base model reference eval: {'cached' if base.exists() else 'will run'}"
+    base_runs = planned.will_run("base_eval", base_keys.base_eval)
+    reference = f"base model reference eval: {'will run' if base_runs else 'cached'}"
     if base_keys.base_benchmark:
-        done = layout.path(layout.BENCHMARK_SUMMARY, root, key=base_keys.base_benchmark).exists()
+        done = not planned.will_run("base_benchmark", base_keys.base_benchmark)
         reference += f", its benchmarks: {'cached' if done else 'will run'}"
-    console.print(f"{reference}; {len(to_run)} stage jobs to run (shared jobs counted once)", highlight=False)
+    console.print(f"{reference}; {len(jobs)} stage jobs to run (shared jobs counted once)", highlight=False)
+    report_why = planned.reasons.get(("report", experiment.name))
+    console.print(Text(f"report: {'rebuilt (' + report_why + ')' if report_why else 'up to date'}"), highlight=False)
     for line in summary_lines(estimate) + power_lines(experiment, root):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
@@ -110,30 +116,51 @@ def plan(args: argparse.Namespace) -> int:
     return 0
 
 
+# plan's table; the tiny model and the base model's eval and benchmarks are shared
+STAGE_COLUMNS = ("data", "train", "merge", "eval", "benchmark")
+
+
+def _stage_keys(run) -> list[tuple[str, str]]:
+    keys = run.keys
+    benchmarks = [("benchmark", keys.benchmark), ("base_benchmark", keys.base_benchmark)] if keys.benchmark else []
+    return [
+        ("data", keys.data),
+        ("train", keys.train),
+        ("merge", keys.train),
+        ("eval", keys.eval),
+        ("base_eval", keys.base_eval),
+        *benchmarks,
+    ]
+
+
 def status(args: argparse.Namespace) -> int:
+    from knobsweep.runfiles import read_metrics, read_status
+
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
     table = Table(title=Text(f"{experiment.name}: training status"))
-    for column in ("run", "state", "step", "reward", "elapsed s", "reason", "files"):
+    for column in ("run", "state", "step", "reward (last step)", "elapsed s", "reason", "files"):
         table.add_column(column)
     runlinks.refresh([experiment], root)
+    warnings: list[str] = []
     for run in experiment.runs:
-        status_file = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
-        metrics_file = layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)
-        state = json.loads(status_file.read_text()) if status_file.exists() else {}
-        # read_jsonl skips a torn last line: a run being written to is read mid-step.
-        last = (read_jsonl(metrics_file) or [{}])[-1] if metrics_file.exists() else {}
-        reward = last.get("reward")
+        label = f"run '{run.name}'"
+        state = read_status(layout.path(layout.TRAIN_STATUS, root, key=run.keys.train), warnings, label)
+        # the same reading as the report's: a torn last line (a run being written) skipped, each step once
+        last = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=run.keys.train), warnings, label).last_step()
+        reward, elapsed = last.get("reward"), last.get("elapsed_s")
         table.add_row(
             Text(run.name),
             Text(str(state.get("state", "PENDING"))),
             Text(str(last.get("step", state.get("step", "-")))),
-            f"{reward:.3f}" if isinstance(reward, (int, float)) else "-",
-            f"{last['elapsed_s']:.0f}" if "elapsed_s" in last else "-",
+            f"{reward:.3f}" if isinstance(reward, float) else "-",
+            f"{elapsed:.0f}" if isinstance(elapsed, float) and math.isfinite(elapsed) else "-",
             Text(str(state.get("reason") or "")),
             Text(str(runlinks.run_folder(experiment.name, run.name, args.root))),
         )
     console.print(table)
+    for warning in dict.fromkeys(warnings):
+        console.print(Text(f"warning {warning}"), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -203,6 +230,8 @@ def follow_up(args: argparse.Namespace) -> int:
         )
     except LoopError as error:
         return _error(error)
+    for note in result.notes:
+        console.print(Text(f"note: {note}"), highlight=False, soft_wrap=True)
     console.print(Text(f"wrote {result.path}"), highlight=False)
     for arm, why in result.adopted:
         console.print(Text(f"adopted {arm.name}: {why}"), highlight=False, soft_wrap=True)

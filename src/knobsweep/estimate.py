@@ -316,7 +316,7 @@ def estimate_plan(
     experiment: Any, root: str | Path = ".", pending: Iterable[tuple[str, str]] | None = None
 ) -> PlanEstimate:
     """Estimates for the stages of `experiment` that will run. `pending`: (run name, stage) pairs
-    to estimate (default: train and eval of every run whose output does not exist yet)."""
+    to estimate, stage train, eval or base_eval (default: those whose output does not exist yet)."""
     root = Path(root)
     estimator = Estimator(root)
     wanted = set(pending) if pending is not None else None
@@ -361,7 +361,12 @@ def estimate_plan(
     # The untrained base model's eval (the report's reference row), once per eval config.
     for run in experiment.runs:
         key = run.keys.base_eval
-        if ("base_eval", key) in counted or layout.path(layout.EVAL_SUMMARY, root, key=key).exists():
+        will_run = (
+            (run.name, "base_eval") in wanted
+            if wanted is not None
+            else not layout.path(layout.EVAL_SUMMARY, root, key=key).exists()
+        )
+        if ("base_eval", key) in counted or not will_run:
             continue
         counted.add(("base_eval", key))
         throughput, items = estimator.evaluation(run.config), eval_samples(run, root)

@@ -174,13 +174,18 @@ def _umask() -> int:
     return mask
 
 
+def new_file_mode() -> int:
+    """The mode open() gives a new file under this process's umask (644 for the usual 022): a file made
+    by mkstemp (600) and renamed into place gets it, since results and specs are shared like any file."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600; results are shared (e.g. by a group on a cluster) like any file.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)

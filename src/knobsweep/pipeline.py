@@ -26,7 +26,10 @@ class Job:
     model: str  # what the stage loads: a hub id, a local path, or a stage output
     inputs: tuple[str, ...]  # upstream files/directories Snakemake must build first
     resources: dict  # the spec's resources for this stage
-    run_info: dict = field(default_factory=dict)  # train: who it is for (W&B names, tags), never hashed
+    # train: who it is for (W&B names, tags), never hashed: the job reads it from `run_info_file`, which the
+    # workflow writes when it starts (knobsweep.runinfo), so no Snakemake param holds it
+    run_info: dict = field(default_factory=dict)
+    run_info_file: str | None = None
     warm_start: str | None = None  # train: the weights it starts from (train.warm_start_from, resolved)
 
     @property
@@ -34,17 +37,13 @@ class Job:
         return json.dumps(self.config, sort_keys=True, separators=(",", ":"))
 
     @property
-    def run_info_json(self) -> str:
-        return json.dumps(self.run_info, sort_keys=True, separators=(",", ":"))
-
-    @property
     def args(self) -> str:
-        """The stage module's arguments, shell-quoted: --config-json (train: --run-info-json and
-        --warm-start too), --model and --data (not for a benchmark, which reads no data stage); the rule
-        adds --out."""
+        """The stage module's arguments, shell-quoted: --config-json (train: --run-info and --warm-start
+        too), --model and --data (not for a benchmark, which reads no data stage); the rule adds --out.
+        Each is a function of the stage's key."""
         words = ["--config-json", self.config_json]
-        if self.run_info:
-            words += ["--run-info-json", self.run_info_json]
+        if self.run_info_file:
+            words += ["--run-info", self.run_info_file]
         if self.warm_start:
             words += ["--warm-start", self.warm_start]
         words += ["--model", self.model]
@@ -98,6 +97,7 @@ class Pipeline:
                     (manifest, *base_inputs, *upstream),
                     train_job_resources(config, self.site),
                     run_info,
+                    layout.TRAIN_RUN_INFO.format(key=keys.train),
                     run.warm_start,
                 )
             merged = layout.MERGE_DIR.format(key=keys.train)

@@ -99,6 +99,8 @@ EVALUATORS: dict[str, str] = {
     "reasoning_gym": "knobsweep.rewards.reasoning_gym:ReasoningGymEvaluator",
 }
 
+BUILTIN_EVALUATORS = frozenset(EVALUATORS)  # the committed JSON schema names these, whatever is installed
+
 for _entry in importlib.metadata.entry_points(group="knobsweep.sources"):
     SOURCES.setdefault(_entry.name, Source(_entry.value))
 for _entry in importlib.metadata.entry_points(group="knobsweep.evaluators"):

@@ -122,15 +122,23 @@ def ran_markers(run, root: str | Path = ".") -> dict[str, tuple[str, Path]]:
 
 
 def read_last_ran(record: Path) -> dict[str, dict[str, str]]:
-    """The LAST_RAN record: {} before the first refresh."""
-    return json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+    """The LAST_RAN record: {} before the first refresh; a ValueError for one that is not a mapping of
+    run -> {stage: key} (a hand edit, a full disk), which `refresh` names and writes again."""
+    data = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+    if not isinstance(data, dict) or not all(isinstance(stages, dict) for stages in data.values()):
+        raise ValueError("not a mapping of run name -> {stage: key}")
+    return data
 
 
 def _record_last_ran(runs: Iterable, record: Path, root: str | Path) -> None:
     """Update each run's entry with the keys of its stages that ran: a few stat calls per run, and a
     write only when an entry changed."""
-    old = read_last_ran(record)
-    new = {name: dict(stages) for name, stages in old.items()}
+    try:
+        old: dict | None = read_last_ran(record)
+    except ValueError as error:  # started again: what ran is read from the stage folders below
+        print(f"knobsweep: {record}: unreadable ({error}); written again", file=sys.stderr)
+        old = None
+    new = {name: dict(stages) for name, stages in (old or {}).items()}
     for run in runs:
         for stage, (key, output) in ran_markers(run, root).items():
             if output.exists():

@@ -18,6 +18,8 @@ import yaml
 
 from knobsweep import layout, runlinks
 from knobsweep.io import canonical_json, normalised
+from knobsweep.planned import plan
+from knobsweep.runfiles import read_status
 from knobsweep.spec.expand import format_value
 from knobsweep.spec.experiment import evaluation_config, train_config
 
@@ -82,6 +84,7 @@ def why_lines(experiment, root: str | Path = ".") -> list[str]:
     root = Path(root)
     record_path = layout.path(layout.RUN_LINKS, root, experiment=experiment.name, run=runlinks.LAST_RAN)
     record = _read(record_path, json.loads)
+    planned = plan([experiment], root)  # what will run, as `knobsweep plan` and Snakemake decide it
     jobs: dict[tuple[str, str], dict[str, list[str]]] = {}
     reasons: dict[tuple, str] = {}  # a job's reason against one earlier key is worked out once
     for run in experiment.runs:
@@ -92,14 +95,20 @@ def why_lines(experiment, root: str | Path = ".") -> list[str]:
         }
         if run.keys.base_benchmark:
             outputs["base_benchmark"] = layout.path(layout.BENCHMARK_SUMMARY, root, key=run.keys.base_benchmark)
+        train_runs = planned.will_run("train", run.keys.train)
         for stage, output in outputs.items():
-            if output.exists():
-                continue
             key = _key(run, stage)
+            if not planned.will_run(stage, key):
+                continue
             previous = last.get("train" if stage == "merge" else stage)
-            cache_key = (stage, key, previous, last.get("data"), outputs["train"].exists())
+            cache_key = (stage, key, previous, last.get("data"), train_runs)
             if cache_key not in reasons:
-                reasons[cache_key] = _reason(stage, run, previous, last, root, train_runs=not outputs["train"].exists())
+                # a stage whose result is there runs again because a file it reads is rebuilt
+                reasons[cache_key] = (
+                    planned.reasons[(stage, key)]
+                    if output.exists()
+                    else _reason(stage, run, previous, last, root, train_runs=train_runs)
+                )
             jobs.setdefault((stage, key), {}).setdefault(reasons[cache_key], []).append(run.name)
     lines = []
     for (stage, _), by_reason in sorted(jobs.items(), key=lambda job: list(LABELS).index(job[0][0])):
@@ -154,7 +163,7 @@ def _same_key(stage: str, key: str, root: Path) -> str:
     """The stage ran under today's key and has no result: an attempt that failed, or a deleted folder."""
     status_file = layout.path(layout.TRAIN_STATUS, root, key=key)
     if stage == "train" and status_file.exists():
-        status = _read(status_file, json.loads)
+        status = read_status(status_file, [], "")  # as every command reads it: "unreadable" with why
         reason = f": {status['reason']}" if status.get("reason") else ""
         return f"same configuration as its last attempt, which ended {status.get('state', 'unfinished')}{reason}"
     return "same configuration as its last result, whose files are gone"
@@ -172,16 +181,15 @@ def _data_reason(run, previous: str, root: Path) -> str:
     if not manifest_file.exists():
         return _gone("data", previous)
     manifest = _read(manifest_file, json.loads)
+    before, read = manifest.get("options"), manifest.get("inputs")
+    if not isinstance(before, dict) or not isinstance(read, dict):
+        raise WhyError(f"{manifest_file}: cannot be read (no 'options' and 'inputs' mappings: not a manifest)")
     options = read_options(run.config["data"])
     options = options if isinstance(options, dict) else options.model_dump(mode="json")
-    fields = changed_fields(manifest["options"], options, "data")
+    fields = changed_fields(before, options, "data")
     if not fields:  # the same options: what they read changed
         inputs = input_fingerprint(run.config["data"])
-        fields = [
-            f"{name} changed"
-            for name in sorted({*inputs, *manifest["inputs"]})
-            if inputs.get(name) != manifest["inputs"].get(name)
-        ]
+        fields = [f"{name} changed" for name in sorted({*inputs, *read}) if inputs.get(name) != read.get(name)]
     return ", ".join(fields) or "its converter's version changed"
 
 
@@ -208,7 +216,8 @@ def _eval_reason(run, stage: str, previous: str, root: Path, train_runs: bool) -
         return _gone(stage.replace("_", " "), previous)
     summary = _read(summary_file, json.loads)
     current = EvalJob.model_validate(evaluation_config(run.config)).model_dump(mode="json")
-    fields = changed_fields(summary.get("config", {}), current)
+    config = summary.get("config")
+    fields = changed_fields(config if isinstance(config, dict) else {}, current)
     if stage == "eval" and Path(str(summary.get("model"))).name != run.keys.train:
         fields.append("its model is retrained" if train_runs else "its model changed")
     return ", ".join(fields) or ("its data changed" if stage == "base_eval" else "its data or model changed")
@@ -240,11 +249,15 @@ def _last_from_links(experiment_name: str, run, root: Path) -> dict[str, str]:
     return last
 
 
-def _read(path: Path, parse) -> Any:
-    """A file of ours under results/, parsed; {} when it is not there."""
+def _read(path: Path, parse) -> dict:
+    """A file of ours under results/, parsed into a mapping; {} when it is not there. One that cannot be
+    read (or holds no mapping) is a WhyError naming it: `plan --why` says so in one line."""
     if not path.exists():
         return {}
     try:
-        return parse(path.read_text(encoding="utf-8")) or {}
-    except (ValueError, yaml.YAMLError) as error:
+        data = parse(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as error:
         raise WhyError(f"{path}: cannot be read ({error})") from error
+    if not isinstance(data, dict):
+        raise WhyError(f"{path}: cannot be read (expected a mapping, got {type(data).__name__})")
+    return data

@@ -5,6 +5,9 @@ A built-in converter module (knobsweep.registry.SOURCES) reads its source's opti
     CONVERTER_VERSION: str                       bump when its output for the same input changes
     convert(options) -> ConversionResult         the rows
     input_fingerprint(options) -> dict[str, str] what it reads -> sha256 (or hub revision)
+and may provide
+    split_files(options) -> {"train": [...], "eval": [...]} | None   its local input files per split, so
+                                                 the spec checks sizes against their rows before any job
 The version and the fingerprint belong in the data stage's cache key, so editing a converter
 or an input file re-converts only that data. Row schemas per format: docs/contracts.md;
 eval.parquet always holds rl rows (the eval stage generates from `prompt` and scores them).

@@ -171,6 +171,15 @@ def _tree_fingerprint(directory: Path) -> dict[str, str]:
     }
 
 
+def split_files(options: CustomOptions) -> dict[str, list[Path]] | None:
+    """{"train": files, "eval": files} of a local source (no "eval" when it is held out of the train rows),
+    None for a hub dataset: the spec counts their rows before anything runs."""
+    if options.source == "hf":
+        return None
+    train, evals = _files(options)
+    return {"train": train, **({"eval": evals} if evals is not None else {})}
+
+
 def input_fingerprint(options: CustomOptions) -> dict[str, str]:
     """{input file: sha256}; for a hub dataset {hub id: "hub:<id> config=... revision=..."}."""
     if options.source != "hf":

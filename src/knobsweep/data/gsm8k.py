@@ -95,6 +95,18 @@ def _split_file(directory: Path, split: str) -> Path:
     return file
 
 
+def split_files(options: Gsm8kOptions) -> dict[str, list[Path]] | None:
+    """{"train": [file], "eval": [file]} of a local directory, None for a hub dataset (the spec counts their
+    rows to check data.train_size / eval_size and train.batch_size before anything runs)."""
+    directory = _local_dir(options)
+    if directory is None:
+        return None
+    return {
+        role: [_split_file(directory, split)]
+        for role, split in (("train", options.train_split), ("eval", options.eval_split))
+    }
+
+
 def input_fingerprint(options: Gsm8kOptions) -> dict[str, str]:
     """{input file: sha256} for a local directory, {hub id: "hub:<id>@<config>"} otherwise."""
     directory = _local_dir(options)

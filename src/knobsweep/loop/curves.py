@@ -6,23 +6,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from knobsweep.io import read_jsonl
+from knobsweep.runfiles import read_metrics
 
 Points = list[tuple[int, float]]
 
 
-def read_curves(path: Path) -> dict[str, Points]:
-    """metric -> [(step, value)] by step; a step logged twice keeps its last value (a resumed run,
-    TRL's end-of-training summary line), and only finite numbers count."""
-    by_step: dict[str, dict[int, float]] = {}
-    for record in read_jsonl(path) if path.is_file() else []:
-        step = record.get("step")
-        if not isinstance(step, int) or isinstance(step, bool) or "train_runtime" in record:
-            continue
-        for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                by_step.setdefault(name, {})[step] = float(value)
-    return {name: sorted(points.items()) for name, points in by_step.items() if name != "step"}
+def read_curves(path: Path, warnings: list[str], label: str) -> dict[str, Points]:
+    """metric -> [(step, value)] by step, as knobsweep.runfiles reads metrics.jsonl (a step logged twice
+    keeps its last line; TRL's end-of-training summary is no step); only finite numbers count, and
+    `warnings` says where a metric was NaN or infinite."""
+    metrics = read_metrics(path, warnings, label)
+    curves = {name: metrics.points(name) for name in metrics.frame.columns if name != "step"}
+    return {name: points for name, points in curves.items() if points}
 
 
 def window(points: Points, start: float, end: float) -> Points:

@@ -20,11 +20,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from knobsweep import layout
 from knobsweep.dotted import set_dotted
 from knobsweep.errors import SpecError, did_you_mean
+from knobsweep.io import new_file_mode
 from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_baseline, run_data, unfinished
 from knobsweep.loop.values import rejection, run_config
+from knobsweep.planned import plan
 from knobsweep.report.decision import Arm, compare_arms, group_arms
 from knobsweep.report.stats import BETTER, SEED_LIMITED
 from knobsweep.spec import load_experiment
@@ -41,6 +42,7 @@ class FollowUp:
     suggestions: list[Suggestion]
     nothing_adopted: str  # why no arm was adopted ("" when one was)
     reused: dict[str, str] = field(default_factory=dict)  # new run -> the finished run whose training it reuses
+    notes: list[str] = field(default_factory=list)  # what reading the results skipped or distrusted (runfiles)
 
 
 def default_out(experiment: Any) -> Path:
@@ -70,12 +72,13 @@ def _ci(comparison: Any) -> str:
     return text + (" from eval sampling alone (one seed per side)" if comparison.verdict == SEED_LIMITED else "")
 
 
-def adopted_arms(experiment: Any, root: Path, adopt: str) -> tuple[list[tuple[Arm, str]], str]:
-    """The arms whose changes go into the new baseline, each with why; and why none was, if none was."""
+def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -> tuple[list[tuple[Arm, str]], str]:
+    """The arms whose changes go into the new baseline, each with why; and why none was, if none was.
+    `warnings` gets what reading their results skipped."""
     if adopt == "none":
         return [], "--adopt none"
     arms = {arm.name: arm for arm in group_arms(experiment) if arm.changed}
-    comparisons = compare_arms(experiment, root)
+    comparisons = compare_arms(experiment, root, warnings)
     if adopt == "auto":
         better = [arm for arm in comparisons.order if comparisons.arms[arm.name].verdict == BETTER]
         chosen, knobs = [], set()
@@ -256,27 +259,37 @@ def write_validated(text: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}-", suffix=".yaml")
     try:
+        os.chmod(temporary, new_file_mode())  # an experiment file like any other (mkstemp makes 600)
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
         try:
-            load_experiment(temporary)
+            written = load_experiment(temporary, stem=out.stem)
         except SpecError as error:
             raise LoopError(
                 f"the follow-up {out} would not validate, so it was not written:\n"
                 + "\n".join(str(problem).replace(temporary, str(out)) for problem in error.problems)
             ) from None
+        # a swept value equal to the new baseline (after defaults) is an arm with nothing to run
+        idle = [problem for problem in written.warnings if problem.path.startswith("sweep.")]
+        if idle:
+            raise LoopError(
+                f"the follow-up {out} was not written: its sweep has nothing new to run:\n"
+                + "\n".join(str(problem).replace(temporary, str(out)) for problem in idle)
+            )
         os.replace(temporary, out)
     finally:
         Path(temporary).unlink(missing_ok=True)
 
 
 def reused_runs(new: Any, old: Any, root: Path) -> dict[str, str]:
-    """New run -> the finished old run whose trained weights (same train key) it reuses."""
+    """New run -> the finished old run whose training (same train key) it reuses, as `knobsweep plan` (and
+    so Snakemake) will: its train job does not run."""
     trained = {run.keys.train: run.name for run in old.runs}
+    planned = plan([new], root)
     return {
         run.name: trained[run.keys.train]
         for run in new.runs
-        if run.keys.train in trained and layout.path(layout.TRAIN_ADAPTER, root, key=run.keys.train).exists()
+        if run.keys.train in trained and not planned.will_run("train", run.keys.train)
     }
 
 
@@ -291,6 +304,10 @@ def write_follow_up(
 ) -> FollowUp:
     root = Path(root)
     out = Path(out) if out else default_out(experiment)
+    if out.is_dir():  # as `cp FILE DIR`: the default file name, in that folder
+        out = out / default_out(experiment).name
+    if out.exists() and not out.is_file():
+        raise LoopError(f"--out {out}: exists and is not a file; name a file to write")
     if out.exists() and not force:
         raise LoopError(f"{out} exists; pass --force to overwrite it, or --out another file")
     if out.stem == experiment.name:
@@ -299,17 +316,20 @@ def write_follow_up(
             f"and share results/{experiment.name}/ with {experiment.path}; choose another file name"
         )
     baseline = finished_baseline(experiment, root)
-    adopted, nothing = adopted_arms(experiment, root, adopt)
+    notes: list[str] = []
+    adopted, nothing = adopted_arms(experiment, root, adopt, notes)
     config = copy.deepcopy(run_config(baseline[0].config))  # adoption below must not touch the run
     for arm, _ in adopted:
         for knob, value in arm.changed.items():
             set_dotted(config, knob, value)
-    suggestions = [s for run in baseline for s in diagnose(run_data(run, root), config)]
+    read = [run_data(run, root) for run in baseline]
+    suggestions = [s for data in read for s in diagnose(data, config)]
+    notes += [warning for data in read for warning in data.warnings]
     suggested, reasons = suggested_sweep(suggestions)
     chosen = parse_sweep(sweep, config) if sweep else suggested
     hypotheses = {knob: reason for knob, reason in reasons.items() if knob in chosen}
     symptoms = None if sweep else bool(suggestions)
     write_validated(follow_up_text(experiment, out, adopted, nothing, chosen, hypotheses, symptoms), out)
-    result = FollowUp(out, adopted, chosen, suggestions, nothing)
+    result = FollowUp(out, adopted, chosen, suggestions, nothing, notes=list(dict.fromkeys(notes)))
     result.reused = reused_runs(load_experiment(out), experiment, root)
     return result

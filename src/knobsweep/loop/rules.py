@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep.dotted import get_dotted
-from knobsweep.io import read_jsonl
 from knobsweep.loop.curves import Points, mean, number, slope, smoothed, window
+from knobsweep.runfiles import iter_json_lines
 
 MIN_RISE = 0.05  # a reward change smaller than this is flat (the health monitor's threshold too)
 SMOOTHING = 5  # steps in the reward's moving mean (the health monitor's window)
@@ -44,6 +44,7 @@ class RunData:
     config: dict  # the run's resolved config
     curves: dict[str, Points]  # metrics.jsonl: metric -> [(step, value)]
     rollouts: Path  # rollouts.jsonl (the invalid-sample rule names its rows)
+    warnings: list[str] = field(default_factory=list)  # what reading its files skipped or distrusted (runfiles)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def invalid_samples(run: RunData) -> Evidence | None:
     invalid = run.curves.get("invalid_rate", [])
     if not invalid or mean(invalid) <= _health(run, "invalid_rate_max"):
         return None
-    bad = [r for r in (read_jsonl(run.rollouts) if run.rollouts.is_file() else []) if r.get("valid") is False]
+    label = f"run '{run.name}'"
+    bad = [r for _, r in iter_json_lines(run.rollouts, run.warnings, label) if r.get("valid") is False]
     rows = Counter(str(r.get("row_id")) for r in bad)
     reasons = Counter(str(r.get("reason") or "") for r in bad)
     if rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from knobsweep import layout
 from knobsweep.loop.curves import read_curves
 from knobsweep.loop.rules import RULES, Change, Evidence, Rule, RunData
 from knobsweep.loop.values import allowed_values
+from knobsweep.runfiles import UNREADABLE, read_status
 from knobsweep.train.status import COMPLETED, EARLY_STOPPED
 
 FINISHED = (COMPLETED, EARLY_STOPPED)  # an early-stopped run finished: it had no learning signal
@@ -36,15 +36,11 @@ class Suggestion:
     proposals: tuple[Proposal, ...]
 
 
-def run_state(run: Any, root: Path) -> tuple[str, str]:
-    """(training state, reason) from the run's status.json; ("not run", "") without one."""
+def run_state(run: Any, root: Path, warnings: list[str] | None = None) -> tuple[str, str]:
+    """(training state, reason) from the run's status.json, read as every command reads it
+    (knobsweep.runfiles): ("not run", "") without one, ("unreadable", why) for one that is not JSON."""
     path = layout.path(layout.TRAIN_STATUS, root, key=run.keys.train)
-    if not path.is_file():
-        return "not run", ""
-    try:
-        status = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise LoopError(f"run '{run.name}': {path}: unreadable ({error})") from None
+    status = read_status(path, [] if warnings is None else warnings, f"run '{run.name}'")
     return str(status.get("state") or "not run"), str(status.get("reason") or "")
 
 
@@ -55,6 +51,8 @@ def unfinished(run: Any, root: Path) -> str | None:
         return None
     if state == "not run":
         return "has not run"
+    if state == UNREADABLE:
+        return f"has a status.json that cannot be read: {reason}"
     return f"{'is ' if state not in ('FAILED', 'CANCELLED') else ''}{state}" + (f": {reason}" if reason else "")
 
 
@@ -74,12 +72,10 @@ def finished_baseline(experiment: Any, root: Path) -> list[Any]:
 
 
 def run_data(run: Any, root: Path) -> RunData:
-    return RunData(
-        run.name,
-        run.config,
-        read_curves(layout.path(layout.TRAIN_METRICS, root, key=run.keys.train)),
-        layout.path(layout.TRAIN_ROLLOUTS, root, key=run.keys.train),
-    )
+    """A run's curves and rollouts file; `warnings` holds what reading them skipped or distrusted."""
+    warnings: list[str] = []
+    curves = read_curves(layout.path(layout.TRAIN_METRICS, root, key=run.keys.train), warnings, f"run '{run.name}'")
+    return RunData(run.name, run.config, curves, layout.path(layout.TRAIN_ROLLOUTS, root, key=run.keys.train), warnings)
 
 
 def diagnose(data: RunData, config: dict | None = None) -> list[Suggestion]:
@@ -99,17 +95,20 @@ def diagnose(data: RunData, config: dict | None = None) -> list[Suggestion]:
 
 
 def suggest(experiment: Any, root: str | Path = ".") -> tuple[list[Suggestion], list[str]]:
-    """(the suggestions for every finished run, the baseline's first; a note per run left out)."""
+    """(the suggestions for every finished run, the baseline's first; a note per run left out and per
+    line of its files skipped or distrusted)."""
     root = Path(root)
     baseline = finished_baseline(experiment, root)
-    found, skipped = [], []
+    found, notes = [], []
     for run in baseline + [run for run in experiment.runs if not run.is_baseline]:
         why = unfinished(run, root)
         if why:
-            skipped.append(f"run '{run.name}' {why}: not read")
+            notes.append(f"run '{run.name}' {why}: not read")
             continue
-        found += diagnose(run_data(run, root))
-    return found, skipped
+        data = run_data(run, root)
+        found += diagnose(data)
+        notes += data.warnings
+    return found, list(dict.fromkeys(notes))
 
 
 def table_rows(found: list[Suggestion]) -> list[tuple[str, ...]]:

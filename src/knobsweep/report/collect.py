@@ -7,21 +7,19 @@ the run keeps its row with empty cells, and a line goes into `Collected.warnings
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from knobsweep import layout
+from knobsweep import layout, runfiles
 from knobsweep.cost import measured_cost
 from knobsweep.dotted import config_diff, get_dotted
-from knobsweep.io import json_lines
 from knobsweep.report.decision import compare_arms, decision_facts, run_verdicts, verdict_rows
 from knobsweep.report.stats import NOISE, SEED_LIMITED
+from knobsweep.runfiles import Metrics, iter_json_lines, read_json_object, read_status
 from knobsweep.spec.expand import format_value
 
 NOT_RUN = "not run"
@@ -78,6 +76,8 @@ TAIL_COLUMNS = [
     "eval_time_s",
     "gpu_hours",
     "cpu_hours",
+    "wandb_run",
+    "wandb_url",
     "train_key",
     "eval_key",
 ]
@@ -109,92 +109,28 @@ class Collected:
         return list(self.runs.columns)
 
 
-# ---------------------------------------------------------------- file readers
+# ---------------------------------------------------------------- file readers (knobsweep.runfiles)
 
 
-def read_json(path: Path, warnings: list[str], label: str) -> dict | None:
-    """A JSON object file, or None if it is missing; unreadable files add a warning."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        warnings.append(f"{label}: {path}: unreadable ({error})")
-        return None
-    if not isinstance(data, dict):
-        warnings.append(f"{label}: {path}: expected a JSON object, got {type(data).__name__}")
-        return None
-    return data
-
-
-def iter_jsonl(path: Path, warnings: list[str], label: str) -> Iterable[dict]:
-    """JSON lines as dicts, skipping (and reporting) bad lines; a torn last line is silent."""
-    if not path.is_file():
-        return
-    try:
-        handle = open(path, encoding="utf-8", errors="replace")
-    except OSError as error:
-        warnings.append(f"{label}: {path}: unreadable ({error})")
-        return
-    with handle:
-        bad = 0
-        for line in json_lines(handle):
-            if line.torn:  # the writer was killed mid-line
-                continue
-            if line.error:
-                bad += 1
-                if bad == 1:
-                    warnings.append(f"{label}: {path}:{line.index + 1}: not a JSON line, skipped")
-            elif isinstance(line.value, dict):
-                yield line.value
-        if bad > 1:
-            warnings.append(f"{label}: {path}: {bad} bad lines skipped in all")
-
-
-def _fast_jsonl(path: Path) -> pd.DataFrame | None:
-    """A clean JSON-lines file through pyarrow's reader (~10x faster than json.loads per line);
-    None when pyarrow rejects it (a torn or bad line, mixed types): the tolerant reader then runs."""
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    try:
-        table = pa_json.read_json(path)
-    except pa.ArrowException:  # ArrowInvalid, ArrowTypeError...: the tolerant reader says which line
-        return None
-    keep = [name for name, kind in zip(table.column_names, table.schema.types) if pa_types_ok(kind)]
-    return table.select(keep).to_pandas()
-
-
-def pa_types_ok(kind) -> bool:
-    import pyarrow.types as t
-
-    return t.is_integer(kind) or t.is_floating(kind) or t.is_boolean(kind) or t.is_string(kind) or t.is_null(kind)
-
-
-def read_metrics(path: Path, warnings: list[str], label: str) -> pd.DataFrame:
-    """metrics.jsonl as a frame sorted by step (a re-logged step keeps its last line)."""
-    frame = _fast_jsonl(path) if path.is_file() else None
-    if frame is None:
-        frame = pd.DataFrame.from_records(list(iter_jsonl(path, warnings, label)))
-    if frame.empty or "step" not in frame.columns:
-        return pd.DataFrame(columns=["step", "elapsed_s"])
+def read_metrics(path: Path, warnings: list[str], label: str) -> tuple[pd.DataFrame, Metrics]:
+    """metrics.jsonl as a frame with one row per step (the curves' names added beside TRL's), and as read."""
+    metrics = runfiles.read_metrics(path, warnings, label)
+    frame = metrics.frame.copy()
+    if frame.empty:
+        return pd.DataFrame(columns=["step", "elapsed_s"]), metrics
     for name, _, sources in CURVE_SOURCES:
         source = next((c for c in sources if c in frame.columns), None)
         if source is not None and source != name:
             frame[name] = frame[source]
-    for column in ("step", "elapsed_s", *CURVE_METRICS):
-        if column in frame.columns:
-            # Non-numbers (a stray string) become NaN; inf stays, so it can be reported.
+    for column in ("elapsed_s", *CURVE_METRICS):
+        if column in frame.columns and frame[column].dtype != float:  # text where a number belongs
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame = frame.dropna(subset=["step"])
-    # Several lines for one step (TRL's end-of-training summary, a resumed run) merge into
-    # one row holding each column's last logged value.
-    return frame.groupby("step", sort=True).last().reset_index()
+    return frame, metrics
 
 
 def read_samples(path: Path, limit: int, warnings: list[str], label: str) -> list[dict]:
     """The first `limit` lines of samples.jsonl (the file can hold the whole eval split)."""
-    return list(itertools.islice(iter_jsonl(path, warnings, label), limit))
+    return [record for _, record in itertools.islice(iter_json_lines(path, warnings, label), limit)]
 
 
 # ---------------------------------------------------------------- numbers
@@ -215,23 +151,14 @@ def _int(value: Any) -> int | None:
     return int(number) if number is not None else None
 
 
-def _window_mean(values: pd.Series, fraction: float, last: bool) -> float | None:
-    """Mean over the first/last `fraction` of the values (at least one value)."""
-    values = values[values.map(lambda v: _finite(v) is not None)]
-    if values.empty:
-        return None
-    count = max(1, math.ceil(len(values) * fraction))
-    window = values.iloc[-count:] if last else values.iloc[:count]
-    return _tidy(_finite(window.mean()))
-
-
 def _tidy(value: float | None) -> float | None:
     """Drop float noise from derived numbers (0.15000000000000002 -> 0.15)."""
     return None if value is None else float(f"{value:.12g}")
 
 
-def train_numbers(metrics: pd.DataFrame) -> dict[str, float | None]:
-    """steps, final reward (last 10% of logged steps), first/last 20% means, training time."""
+def train_numbers(metrics: Metrics) -> dict[str, float | None]:
+    """steps, final reward (last 10% of logged steps), first/last 20% means, training time; a window
+    holding a NaN reward is left empty (runfiles warned about it)."""
     out: dict[str, float | None] = {
         "steps": None,
         "final_reward": None,
@@ -241,14 +168,12 @@ def train_numbers(metrics: pd.DataFrame) -> dict[str, float | None]:
     }
     if metrics.empty:
         return out
-    out["steps"] = _int(metrics["step"].max())
-    if "reward" in metrics.columns:
-        reward = metrics["reward"]
-        out["final_reward"] = _window_mean(reward, 0.10, last=True)
-        out["reward_first20"] = _window_mean(reward, 0.20, last=False)
-        out["reward_last20"] = _window_mean(reward, 0.20, last=True)
-    if "elapsed_s" in metrics.columns:
-        elapsed = metrics["elapsed_s"].dropna()
+    out["steps"] = _int(metrics.frame["step"].max())
+    out["final_reward"] = metrics.final_reward()
+    out["reward_first20"] = metrics.window_mean("reward", 0.20, last=False)
+    out["reward_last20"] = metrics.window_mean("reward", 0.20, last=True)
+    if "elapsed_s" in metrics.frame.columns:
+        elapsed = pd.to_numeric(metrics.frame["elapsed_s"], errors="coerce").dropna()
         if not elapsed.empty:
             out["train_time_s"] = _finite(elapsed.iloc[-1])
     return out
@@ -307,11 +232,33 @@ def health_warnings(status: dict | None, run: str) -> list[dict]:
     return out
 
 
+def wandb_cells(status: dict | None) -> dict[str, str | None]:
+    """The W&B run that logged the training (status.json `wandb`, knobsweep.train.tracking), whichever
+    experiment ran it: entity/project/name (id), and its page when it was logged online."""
+    run = (status or {}).get("wandb")
+    if not isinstance(run, dict) or not run.get("id"):
+        return {"wandb_run": None, "wandb_url": None}
+    where = "/".join(str(part) for part in (run.get("entity"), run.get("project")) if part)
+    text = f"{where}/{run.get('name')} ({run.get('id')})" + (" offline" if run.get("mode") == "offline" else "")
+    url = run.get("url")
+    return {"wandb_run": text, "wandb_url": url if isinstance(url, str) and url.startswith("https://") else None}
+
+
+def wandb_links(collected: Collected) -> list[dict]:
+    """[{run, text, url}] of the runs a W&B run logged, for the report's runs section."""
+    frame = collected.runs[~collected.runs["reference"].astype(bool)]
+    return [
+        {"run": run, "text": text, "url": url}
+        for run, text, url in zip(frame["run"], frame["wandb_run"], frame["wandb_url"])
+        if isinstance(text, str)
+    ]
+
+
 def pick_rollouts(path: Path, last_step: int | None, warnings: list[str], label: str, run: str) -> list[dict]:
     """Best and worst scored rollouts, plus the first, a middle and the last one logged."""
     best = worst = early = mid = late = None
     middle = (last_step or 0) / 2
-    for record in iter_jsonl(path, warnings, label):
+    for _, record in iter_json_lines(path, warnings, label):
         score = _finite(record.get("score"))
         step = _finite(record.get("step"))
         if early is None:
@@ -380,15 +327,15 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
     for run in runs:
         label = f"run '{run.name}'"
         keys = run.keys
-        status = read_json(layout.path(layout.TRAIN_STATUS, root, key=keys.train), warnings, label)
-        metrics = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=keys.train), warnings, label)
-        summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=keys.eval), warnings, label)
+        status = read_status(layout.path(layout.TRAIN_STATUS, root, key=keys.train), warnings, label)
+        metrics, read = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=keys.train), warnings, label)
+        summary = read_json_object(layout.path(layout.EVAL_SUMMARY, root, key=keys.eval), warnings, label)
 
         state = str(status.get("state")) if status and status.get("state") else NOT_RUN
         reason = str(status.get("reason") or "") if status else ""
         if state == "FAILED":
             warnings.append(f"{label} FAILED" + (f": {reason}" if reason else ""))
-        numbers = train_numbers(metrics)
+        numbers = train_numbers(read)
         if numbers["steps"] is None and status:
             numbers["steps"] = _int(status.get("step"))
         if state == "COMPLETED" and summary is None:
@@ -434,6 +381,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             "eval_time_s": eval_time,
             "gpu_hours": _tidy(cost.gpu_hours) if cost.gpu_hours else None,
             "cpu_hours": _tidy(cost.cpu_hours) if cost.cpu_hours else None,
+            **wandb_cells(status),
             "train_key": keys.train,
             "eval_key": keys.eval,
         }
@@ -443,10 +391,7 @@ def collect_experiment(experiment: Any, root: str | Path = ".", samples_per_run:
             curve = metrics[[c for c in ("step", "elapsed_s", *CURVE_METRICS) if c in metrics.columns]].copy()
             curve.insert(0, "seed", run.seed)
             curve.insert(0, "run", run.name)
-            curves.append(curve)
-            for metric in CURVE_METRICS:
-                if metric in metrics.columns and metrics[metric].map(math.isinf).any():
-                    warnings.append(f"{label}: infinite {metric} in metrics.jsonl")
+            curves.append(curve)  # NaN / inf steps included: runfiles warned about them
         samples += _sample_rows(run.name, keys.eval, root, samples_per_run, warnings, label)
 
     rows += _reference_rows(runs, baseline, root, samples_per_run, warnings, samples)
@@ -509,7 +454,7 @@ def _reference_rows(
     for index, key in enumerate(ordered):
         name = REFERENCE_NAME if len(ordered) == 1 or index == 0 else f"{REFERENCE_NAME} [{key[:8]}]"
         label = f"reference '{name}'"
-        summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=key), warnings, label)
+        summary = read_json_object(layout.path(layout.EVAL_SUMMARY, root, key=key), warnings, label)
         users = [run.name for run in runs if run.keys.base_eval == key]
         eval_time = _finite((summary or {}).get("elapsed_s"))
         cost = measured_cost(next(run.config for run in runs if run.keys.base_eval == key), None, eval_time)

@@ -10,7 +10,6 @@ command can decide with it; `verdict_rows` adds what the report's verdict table 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from knobsweep.report.stats import (
     read_scores,
     score_interval,
 )
+from knobsweep.runfiles import read_status
 from knobsweep.spec.expand import format_value
 
 BASE_MODEL = "base model"
@@ -91,15 +91,8 @@ def run_scores(run: Any, root: Path, warnings: list[str]) -> RunScores:
 
 
 def _status(path: Path, warnings: list[str], name: str) -> dict:
-    """status.json, or {} (and a warning worded as the report's own, so the two merge) if unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        warnings.append(f"run '{name}': {path}: unreadable ({error})")
-        return {}
-    return data if isinstance(data, dict) else {}
+    """status.json as every command reads it (knobsweep.runfiles), its warning worded as the report's own."""
+    return read_status(path, warnings, f"run '{name}'")
 
 
 def compare_arms(experiment: Any, root: str | Path = ".", warnings: list[str] | None = None) -> ArmComparisons:

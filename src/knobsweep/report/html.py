@@ -25,7 +25,7 @@ import yaml
 from plotly.colors import qualitative
 
 from knobsweep.report.benchmarks import benchmark_rows, regression_text
-from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value
+from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value, wandb_links
 from knobsweep.report.formatting import format_duration, label, plot_layout, rounded
 from knobsweep.report.stats import SEED_LIMITED
 from knobsweep.report.verdict import cost_text, forest_figure, how_sure, total_cost, verdict_table
@@ -648,6 +648,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "rollout_groups": rollouts_context(collected),
         "diffs": diffs_context(collected),
         "lineage": lineage_context(collected),
+        "wandb_runs": wandb_links(collected),
         "run_count": int((~is_reference).sum()),
         "verdict_rows": verdict_rows(collected),
         "benchmark_rows": benchmark_rows(collected.benchmarks),

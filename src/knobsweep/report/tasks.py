@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
-from knobsweep.report.collect import REFERENCE_NAME, read_json, read_metrics
+from knobsweep.report.collect import REFERENCE_NAME, read_metrics
+from knobsweep.runfiles import read_json_object
 
 PART = "task/"
 REWARD = "reward/" + PART
@@ -38,12 +39,12 @@ def task_rows(experiment: Any, root: str | Path = ".", warnings: list[str] | Non
     references = [(REFERENCE_NAME, None, baseline.keys.base_eval)] if baseline else []
     for name, train_key, eval_key in [*references, *((r.name, r.keys.train, r.keys.eval) for r in experiment.runs)]:
         label = f"run '{name}'"
-        summary = read_json(layout.path(layout.EVAL_SUMMARY, root, key=eval_key), warnings, label) or {}
+        summary = read_json_object(layout.path(layout.EVAL_SUMMARY, root, key=eval_key), warnings, label) or {}
         parts = summary.get("parts") if isinstance(summary.get("parts"), dict) else {}
         evals = {part[len(PART) :]: value for part, value in parts.items() if part.startswith(PART)}
         rewards = {}
         if train_key is not None:
-            metrics = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=train_key), warnings, label)
+            metrics, _ = read_metrics(layout.path(layout.TRAIN_METRICS, root, key=train_key), warnings, label)
             rewards = {c[len(REWARD) :]: final_value(metrics[c]) for c in metrics.columns if c.startswith(REWARD)}
         for task in dict.fromkeys([*rewards, *evals]):
             rows.append({"run": name, "task": task, "final_reward": rewards.get(task), "eval_score": evals.get(task)})

@@ -61,8 +61,9 @@ def register_evaluator(name: str, target: str) -> None:
 
 
 def evaluator_class(name: str) -> type:
-    """The class a registered name (or a "module:attribute" target) stands for, imported."""
-    target = EVALUATORS.get(name) or (name if isinstance(name, str) and ":" in name else None)
+    """The class a registered name stands for, imported. Only registered names: an import path in a spec or
+    a stage's --config-json would run whatever code it names."""
+    target = EVALUATORS.get(name) if isinstance(name, str) else None
     if target is None:
         raise FieldError(
             "reward.name",
@@ -81,12 +82,8 @@ def evaluator_options(factory: type) -> dict[str, inspect.Parameter]:
 
 
 def get_evaluator(section: dict) -> Evaluator:
-    """Build the evaluator a `reward` section names, e.g. {"name": "gsm8k", "format_weight": 0.2}.
-
-    A name of the form "module:attribute" (an importable class, e.g. a project's own evaluator
-    or a test's) is used directly, without registering it first; the spec's schema only admits
-    registered names, so this reaches the training / eval stages' --config-json, not YAML files.
-    """
+    """Build the evaluator a `reward` section names, e.g. {"name": "gsm8k", "format_weight": 0.2}: a
+    registered name only (knobsweep.registry.EVALUATORS, entry points included)."""
     if not isinstance(section, dict) or "name" not in section:
         raise ValueError(f"reward: expected a mapping with a 'name' (one of {sorted(EVALUATORS)}), got {section!r}")
     options = dict(section)

@@ -60,12 +60,12 @@ class Gsm8kEvaluator:
             isinstance(format_weight, bool)
             or not isinstance(format_weight, (int, float))
             or not math.isfinite(format_weight)
-            or not 0.0 <= format_weight <= 1.0
+            or not 0.0 <= format_weight < 1.0
         ):
             raise FieldError(
                 "reward.format_weight",
-                f"must be a number in [0, 1] (the share of the score "
-                f"given for writing '#### N'), got {format_weight!r}",
+                f"must be a number in [0, 1) (the share of the score given for writing '#### N'; at 1 a wrong "
+                f"answer scores as much as a right one, so correctness no longer counts), got {format_weight!r}",
             )
         self.format_weight = float(format_weight)
 

@@ -111,6 +111,22 @@ def _really_changed(
     return changed, leaf_labels
 
 
+def _name_part(label: str, knob: str, value: Any, switched: dict[str, dict]) -> str:
+    """`label=value` for a run name. A section switched to another data source or evaluator (SELECTORS) is
+    named by what it switched to, `data.source=jsonl`, not by the whole resolved section; a second arm
+    switching to the same one adds the options that tell it from the first."""
+    selector = SELECTORS.get(knob)
+    if not (selector and isinstance(value, dict) and selector in value):
+        return f"{label}={format_value(value)}"
+    short = f"{label}.{selector}={format_value(value[selector])}"
+    first = switched.setdefault(short, value)
+    if first == value:
+        return short
+    return ",".join(
+        [short, *(f"{label}.{leaf}={format_value(new)}" for leaf, (_, new) in config_diff(first, value).items())]
+    )
+
+
 def _repeated_values(spec: ExperimentSpec, file: str, base_json: str) -> list[Problem]:
     """A sweep value that gives the same run as an earlier value of its knob (0.0001 and 1.0e-4,
     `{rank: 16}` and 16 on model.lora.rank's section, ...): one arm silently vanishing is refused."""
@@ -155,13 +171,14 @@ def expand(
     problems: list[Problem] = []
     variants: list[tuple[str, dict[str, Any], dict]] = []
     seen: dict[str, str] = {}  # resolved config -> the first run with it
+    switched: dict[str, dict] = {}  # "data.source=jsonl" -> the first arm's section of that source (_name_part)
     arm_names: set[str] = set()
     problems += _repeated_values(spec, file, base_json)
     for given_name, changed, origin in _changes(spec):
         raw = json.loads(base_json)  # a deep copy, several times faster than copy.deepcopy
         for knob, value in changed.items():
             set_dotted(raw, knob, value, merge=_merges(raw, knob, value))
-        name = given_name or ",".join(f"{labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+        name = given_name or ",".join(_name_part(labels[k], k, v, {}) for k, v in changed.items()) or "baseline"
         try:
             config = RunConfig.model_validate(raw).model_dump(mode="json", exclude_none=False)
         except ValidationError as error:
@@ -191,7 +208,7 @@ def expand(
             base_text, base_resolved = text, config
         changed, leaf_labels = _really_changed(changed, config, base_resolved, labels)
         if given_name is None:
-            name = ",".join(f"{leaf_labels[k]}={format_value(v)}" for k, v in changed.items()) or "baseline"
+            name = ",".join(_name_part(leaf_labels[k], k, v, switched) for k, v in changed.items()) or "baseline"
         seen.setdefault(text, name)
         variants.append((name, changed, config))
         if given_name is None:

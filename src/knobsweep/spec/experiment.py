@@ -74,6 +74,61 @@ def data_identity(data: dict) -> dict:
     return {"converter": module.CONVERTER_VERSION, "inputs": module.input_fingerprint(read_options(data))}
 
 
+def local_rows(data: dict) -> dict[str, tuple[int, str]]:
+    """role ("train", "eval") -> (at most how many rows its local files hold, the files), for the sources
+    whose converter names them (split_files): JSON lines count their non-blank lines, Parquet files their
+    rows; a split read from the hub, or from a file of another kind, is left out."""
+    module = converter(data["source"])
+    files = module.split_files(read_options(data)) if hasattr(module, "split_files") else None
+    found = {}
+    for role, paths in (files or {}).items():
+        counts = [_row_count(path) for path in paths]
+        if paths and None not in counts:
+            found[role] = (sum(counts), ", ".join(path.as_posix() for path in paths))
+    return found
+
+
+def _row_count(path: Path) -> int | None:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def size_problems(config: dict, rows: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
+    """(path, message) for sizes the data cannot give: a data.train_size / eval_size above the rows of its
+    local files (the data job would fail), and a train.batch_size above the training prompts (no step
+    would be full); each names both values."""
+    data, problems = config["data"], []
+    for role in ("train", "eval"):
+        size = data.get(f"{role}_size")
+        if role in rows and isinstance(size, int) and size > rows[role][0]:
+            count, files = rows[role]
+            problems.append(
+                (
+                    f"data.{role}_size",
+                    f"{size} is more than the {count} rows of {files}; lower it, or null for all rows",
+                )
+            )
+    size, batch = data.get("train_size"), config["train"]["batch_size"]
+    known = [n for n in (size if isinstance(size, int) else None, rows.get("train", (None,))[0]) if n is not None]
+    if batch is not None and known and batch > min(known):
+        where = f"data.train_size {size}" if min(known) == size else rows["train"][1]
+        problems.append(
+            (
+                "train.batch_size",
+                f"{batch} is more than the {min(known)} training rows ({where}): not one step would be full; "
+                "lower train.batch_size or give it more rows",
+            )
+        )
+    return problems
+
+
 def stage_keys(
     config: dict,
     data_identities: dict[str, Any],
@@ -197,10 +252,11 @@ def trl_field_problems(runs: list[Run], file: str) -> list[Problem]:
     return problems
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Load, validate and expand one experiment file; raises SpecError naming every problem."""
+def load_experiment(path: str | Path, stem: str | None = None) -> Experiment:
+    """Load, validate and expand one experiment file; raises SpecError naming every problem. `stem`: the
+    file's stem when it is checked under a temporary name before it is written (`knobsweep next`)."""
     path = Path(path)
-    spec, name = load_spec(path)
+    spec, name = load_spec(path, stem)
     warnings: list[Problem] = []
     expanded = expand(spec, str(path), warnings)
     by_name = {run_name: (changed, seed, config) for run_name, changed, seed, config in expanded}
@@ -208,6 +264,8 @@ def load_experiment(path: str | Path) -> Experiment:
     problems: list[Problem] = []
     data_identities: dict[str, tuple[str, str]] = {}
     launches: dict[str, tuple[str, str] | None] = {}
+    rows: dict[str, dict[str, tuple[int, str]]] = {}  # data options -> rows of its local files
+    said: set[tuple[str, str]] = set()
     tracking = spec.tracking.model_dump(mode="json")
 
     def build(run_name: str, chain: tuple[str, ...] = ()) -> Run | None:
@@ -234,6 +292,18 @@ def load_experiment(path: str | Path) -> Experiment:
                 upstream = build(upstream_name, (*chain, run_name))
                 if upstream is None:
                     return None
+                if upstream.config["model"]["name"] != config["model"]["name"]:
+                    problems.append(
+                        Problem(
+                            str(path),
+                            "train.warm_start_from",
+                            f"{source!r} trained model.name {upstream.config['model']['name']!r}, but this run's "
+                            f"model.name is {config['model']['name']!r}: its adapter fits only the base it was "
+                            "trained on; warm-start from a run of the same base model",
+                            run_name,
+                        )
+                    )
+                    return None
                 warm_start = {"train": upstream.keys.train}
                 tiny_model = upstream.keys.model
                 weights = layout.TRAIN_ADAPTER.format(key=upstream.keys.train)
@@ -253,6 +323,17 @@ def load_experiment(path: str | Path) -> Experiment:
         launch_problem = _launch_problem(config, launches)
         if launch_problem:
             problems.append(Problem(str(path), *launch_problem, run_name))
+            return None
+        options = canonical_json(config["data"], is_normalised=True)
+        if options not in rows:  # runs mostly share their data: its files are counted once
+            rows[options] = local_rows(config["data"])
+        sizes = size_problems(config, rows[options])
+        if sizes:
+            # said once, for the first run it concerns (the seeds and arms sharing it would repeat it)
+            problems.extend(
+                Problem(str(path), where, message, run_name) for where, message in sizes if (where, message) not in said
+            )
+            said.update(sizes)
             return None
         runs[run_name] = Run(run_name, changed, seed, config, keys, tracking, weights)
         return runs[run_name]

@@ -15,7 +15,7 @@ from knobsweep.errors import Problem, SpecError, did_you_mean
 from knobsweep.layout import RESERVED_NAMES
 from knobsweep.spec.expand import flat_overrides
 from knobsweep.spec.reading import read_yaml
-from knobsweep.spec.schema import ExperimentSpec, RunConfig
+from knobsweep.spec.schema import EXPERIMENT_NAME, EXPERIMENT_NAME_MAX, ExperimentSpec, RunConfig
 from knobsweep.spec.validate import field_info, is_free_mapping, model_at, models_in, problems_from
 
 
@@ -124,7 +124,38 @@ def check_sweep_knobs(spec: ExperimentSpec, file: str) -> list[Problem]:
     return problems
 
 
-def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
+PARENT_HINT = "parent: the experiment file this one follows up, relative to this file"
+
+
+def parent_problems(parent: str | None, path: Path) -> list[Problem]:
+    """`parent:` must name another experiment file of the same workflow (the lineage copies values out of
+    it): a .yaml / .yml file that validates as an experiment, inside the folder holding the workflow (the
+    nearest one above `path` with a Snakefile; without one, anywhere)."""
+    if parent is None:
+        return []
+    target = path.parent / parent
+    where = f"{parent!r} ({target})"
+    if not target.is_file():
+        return [Problem(str(path), "parent", f"{parent!r}: no such file {target} ({PARENT_HINT})")]
+    if target.suffix not in (".yaml", ".yml"):
+        return [Problem(str(path), "parent", f"{where} is not an experiment file (.yaml or .yml; {PARENT_HINT})")]
+    home = next((folder for folder in path.resolve().parents if (folder / "Snakefile").is_file()), None)
+    if home is not None and not target.resolve().is_relative_to(home):
+        return [Problem(str(path), "parent", f"{where} is outside this workflow's folder {home} ({PARENT_HINT})")]
+    if target.resolve() == path.resolve():
+        return [Problem(str(path), "parent", f"{where} is this file itself ({PARENT_HINT})")]
+    try:
+        raw = read_raw(target)
+        ExperimentSpec.model_validate(raw)
+    except SpecError as error:
+        return [Problem(str(path), "parent", f"{where} is not a valid experiment file: {error.problems[0]}")]
+    except ValidationError as error:
+        first = problems_from(error, ExperimentSpec, str(target))[0]
+        return [Problem(str(path), "parent", f"{where} is not an experiment file: {first}")]
+    return []
+
+
+def load_spec(path: str | Path, stem: str | None = None) -> tuple[ExperimentSpec, str]:
     """Validated spec and the experiment's name; raises SpecError listing every problem."""
     path = Path(path)
     file = str(path)
@@ -133,8 +164,19 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(problems_from(error, ExperimentSpec, file, run="baseline")) from None
-    name = spec.name or path.stem
+    name = spec.name or stem or path.stem
     problems = check_sweep_knobs(spec, file)
+    if spec.name is None and not (re.fullmatch(EXPERIMENT_NAME, name) and len(name) <= EXPERIMENT_NAME_MAX):
+        problems.append(
+            Problem(
+                file,
+                "name",
+                f"the file's stem {name!r} is not an experiment name (letters, digits and _ . -, starting with a "
+                f"letter or digit, at most {EXPERIMENT_NAME_MAX} characters: a results/ folder); rename the file "
+                "or set name:",
+            )
+        )
+    problems += parent_problems(spec.parent, path)
     runs = run_count(spec)
     if runs > MAX_RUNS:
         sizes = (" x " if spec.mode == "grid" else " + ").join(str(len(v)) for v in spec.sweep.values())
@@ -144,15 +186,6 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
                 "sweep",
                 f"expands to {runs:,} runs ({spec.mode}: {sizes}, {len(spec.runs)} named runs, "
                 f"{len(spec.seeds)} seeds); at most {MAX_RUNS:,} runs per experiment",
-            )
-        )
-    if spec.parent is not None and not (path.parent / spec.parent).is_file():
-        problems.append(
-            Problem(
-                file,
-                "parent",
-                f"{spec.parent!r}: no such file {path.parent / spec.parent} "
-                "(parent: the experiment file this one follows up, relative to this file)",
             )
         )
     if name in RESERVED_NAMES:

@@ -7,7 +7,8 @@ section; `extra="forbid"` everywhere so a misspelt knob is an error, not a silen
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,13 +20,18 @@ from pydantic import (
     model_validator,
 )
 
-from knobsweep.errors import FieldError
-from knobsweep.registry import EVALUATORS, METHODS
+from knobsweep.errors import FieldError, did_you_mean
+from knobsweep.registry import BUILTIN_EVALUATORS, EVALUATORS, METHODS, TINY
 from knobsweep.resources import slurm_value_problem
 from knobsweep.spec.benchmarks import BenchmarksConfig
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 from knobsweep.spec.trl_fields import trl_problems
-from knobsweep.spec.validate import StrictScalars
+from knobsweep.spec.validate import SEED_MAX, StrictScalars
+
+# An experiment's name is a folder under results/ (and `compare` names results/<A>-vs-<B>/, W&B groups take
+# 128 characters): letters, digits and _ . -, at most 100 characters, so every such name fits a file name.
+EXPERIMENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+EXPERIMENT_NAME_MAX = 100
 
 
 class Section(StrictScalars):
@@ -59,6 +65,24 @@ class ModelConfig(Section):
         description="hub id (Qwen/Qwen2.5-0.5B-Instruct), local path, or `tiny` (offline tiny model)",
     )
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _a_model_to_load(cls, name: str) -> str:
+        """What from_pretrained loads: `tiny`, a local folder (relative to the working directory), or a hub
+        id; anything else would fail only inside a queued job."""
+        if name == TINY or Path(name).expanduser().is_dir():
+            return name
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ValueError(
+                "is neither `tiny`, an existing local folder, nor a hub id (`name` or `namespace/name`: "
+                "letters, digits, - _ . and at most 96 characters each)"
+            ) from None
+        return name
 
 
 class HealthConfig(Section):
@@ -221,21 +245,28 @@ def _not_finite(name: str):
 
 
 class RewardConfig(BaseModel):
-    """`name` picks the evaluator (knobsweep.registry.EVALUATORS, or "module:Class" of an importable one);
-    every other key is one of its options, checked against the evaluator's own signature when the spec is
-    validated."""
+    """`name` picks a registered evaluator (knobsweep.registry.EVALUATORS: knobsweep's own and those of
+    installed packages' `knobsweep.evaluators` entry points); every other key is one of its options,
+    checked against the evaluator's own signature when the spec is validated. A spec never names code to
+    import: that is what an installed package's entry point declares, where a reviewer sees it."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
-    name: str = Field(..., description="evaluator: " + ", ".join(sorted(EVALUATORS)) + ", or module:Class")
+    name: str = Field(
+        ...,
+        description="evaluator: "
+        + ", ".join(sorted(BUILTIN_EVALUATORS))
+        + ", or one an installed package registers (entry point group knobsweep.evaluators)",
+    )
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        if name not in EVALUATORS and ":" not in name:
+        if name not in EVALUATORS:
             raise ValueError(
-                f"is not a known evaluator; allowed: {', '.join(sorted(EVALUATORS))} "
-                "(or module:Class of an importable evaluator)"
+                f"is not a known evaluator{did_you_mean(name, EVALUATORS)}; allowed: {', '.join(sorted(EVALUATORS))}; "
+                "an evaluator of your own is registered as a `knobsweep.evaluators` entry point of an installed "
+                "package (docs/datasets.md), never named by its import path"
             )
         return name
 
@@ -252,12 +283,22 @@ class EvalConfig(Section):
         description="GSM8K answer parser of the headline eval accuracy (all three are always reported; "
         "the training reward parses strictly)",
     )
-    seed: int = Field(0, ge=0, description="seed of sampled evals (temperature > 0)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of sampled evals (temperature > 0)")
     benchmarks: BenchmarksConfig | None = Field(
         None,
         description="standard benchmarks run by lm-evaluation-harness on every merged model and the base model "
         "(a stage of their own: changing them re-runs only them)",
     )
+
+    @model_validator(mode="after")
+    def _several_samples_are_sampled(self) -> EvalConfig:
+        if self.samples > 1 and self.temperature == 0:
+            raise FieldError(
+                "samples",
+                f"{self.samples} samples per prompt at temperature 0 (greedy) are {self.samples} identical "
+                "completions: set eval.temperature above 0 to sample them, or samples: 1",
+            )
+        return self
 
 
 class StageResources(Section):
@@ -360,7 +401,12 @@ class RunConfig(Section):
 class ExperimentSpec(Section):
     """The file a user writes: a baseline and the knobs to turn."""
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="defaults to the file's stem")
+    name: str | None = Field(
+        None,
+        pattern=EXPERIMENT_NAME,
+        max_length=EXPERIMENT_NAME_MAX,
+        description="defaults to the file's stem; letters, digits and _ . - (a results/ folder)",
+    )
     parent: str | None = Field(
         None,
         min_length=1,
@@ -372,7 +418,9 @@ class ExperimentSpec(Section):
     mode: Literal["ofat", "grid"] = Field(
         "ofat", description="ofat: one knob at a time against the baseline; grid: all combinations"
     )
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="one replicate of every run per seed (0..2^32-1)"
+    )
     runs: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named extra runs: name -> {dotted knob: value} over the baseline (e.g. an SFT run that a "
@@ -394,7 +442,7 @@ class TrainJob(Section):
     train: TrainConfig
     rollout: RolloutConfig | None = None
     reward: RewardConfig | None = None
-    seed: int
+    seed: int = Field(..., ge=0, le=SEED_MAX)
 
     @model_validator(mode="after")
     def _weights_come_as_an_argument(self) -> TrainJob:

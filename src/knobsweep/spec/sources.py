@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.hub import looks_like_hub_id
 from knobsweep.registry import BUILTIN_SOURCES, FORMATS, SOURCES, converter
-from knobsweep.spec.validate import StrictScalars, parse
+from knobsweep.spec.validate import SEED_MAX, StrictScalars, parse
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -37,7 +37,7 @@ class SourceOptions(StrictScalars):
     )
     train_size: int | None = Field(None, ge=1, description="train rows, after a seeded shuffle; null = all")
     eval_size: int | None = Field(None, ge=1, description="eval rows, after a seeded shuffle; null = all")
-    seed: int = Field(0, description="seed of the shuffles and splits")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the shuffles and splits")
 
     @classmethod
     def formats(cls) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 from knobsweep.errors import FieldError, Problem, SpecError, did_you_mean
 
 Model = TypeVar("Model", bound=BaseModel)
+SEED_MAX = 2**32 - 1  # the largest seed torch, numpy and random all take
 
 
 def dotted(loc: tuple) -> str:
@@ -163,7 +164,7 @@ def allowed_range(info: FieldInfo | None) -> str:
     if info is None:
         return ""
     low = high = None
-    for item in info.metadata:
+    for item in [*info.metadata, *_item_metadata(info.annotation)]:
         if isinstance(item, annotated_types.Ge):
             low = f"{item.ge} <= value"
         elif isinstance(item, annotated_types.Gt):
@@ -175,6 +176,15 @@ def allowed_range(info: FieldInfo | None) -> str:
     if low and high:
         return f"allowed: {low.split(' ')[0]} {low.split(' ')[1]} value {high.split(' ', 1)[1]}"
     return f"allowed: {low or high}" if (low or high) else ""
+
+
+def _item_metadata(annotation: Any) -> list:
+    """The constraints on the items of a list field (`list[Annotated[int, Field(ge=0)]]`)."""
+    found = []
+    for arg in typing.get_args(annotation) if typing.get_origin(annotation) is list else ():
+        for mark in typing.get_args(arg)[1:] if typing.get_origin(arg) is typing.Annotated else ():
+            found += mark.metadata if isinstance(mark, FieldInfo) else [mark]
+    return found
 
 
 def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
@@ -195,6 +205,8 @@ def explain(model: type[BaseModel], error: dict) -> tuple[str, str]:
     if kind == "literal_error":
         return path, f"{value!r} is not allowed; allowed: {error['ctx']['expected']}"
     info = field_info(model, loc)
+    if info is None and loc and isinstance(loc[-1], int):  # an item of a list field: its item constraints
+        info = field_info(model, loc[:-1])
     shown = f"{value!r}" if not isinstance(value, dict) else "a mapping"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         return path, f"{shown} is out of range; {allowed_range(info)}"

@@ -2,11 +2,12 @@
 
     accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
         --dynamo_backend no -m knobsweep.train --config-json TRAIN --model M --data D --out OUT \
-        [--run-info-json RUN_INFO] [--warm-start DIR]
+        [--run-info RUN_INFO.json] [--warm-start DIR]
 
 TRAIN = {model, train, rollout, reward, seed} of the resolved run config (docs/contracts.md);
-train.method picks grpo, sft or kto. RUN_INFO = {experiment, run, changed, tracking} names the
-run for experiment tracking (W&B); it is not part of the run's identity.
+train.method picks grpo, sft or kto. RUN_INFO.json = {experiment, run, changed, tracking} names the
+run for experiment tracking (W&B); it is not part of the run's identity, so the workflow writes it
+beside the job (knobsweep.runinfo) instead of passing it on the command line.
 Exit status: 0 COMPLETED or EARLY_STOPPED, 1 FAILED, 128 + signal CANCELLED (143 SIGTERM,
 130 SIGINT; a checkpoint was saved: the same command again resumes from it).
 """
@@ -27,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="data stage directory holding train.parquet")
     parser.add_argument("--out", required=True, help="output directory results/train/<key>")
     parser.add_argument(
-        "--run-info-json",
-        type=json_object,
+        "--run-info",
         default=None,
-        help="{experiment, run, changed, tracking} as JSON (W&B naming; not hashed)",
+        metavar="FILE",
+        help="a JSON file of {experiment, run, changed, tracking} (W&B naming; not hashed)",
     )
     parser.add_argument(
         "--warm-start",
@@ -39,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from knobsweep.spec.schema import RunInfo, TrainJob
+    from knobsweep.runinfo import read_run_info
+    from knobsweep.spec.schema import TrainJob
     from knobsweep.spec.validate import parse
 
     try:  # the spec's own models: the same defaults, ranges and messages as the experiment file
         job = parse(TrainJob, args.config_json, "--config-json")
-        run_info = parse(RunInfo, args.run_info_json, "--run-info-json") if args.run_info_json is not None else None
+        run_info = read_run_info(args.run_info) if args.run_info is not None else None
     except SpecError as error:
         parser.error(str(error))
 

@@ -303,8 +303,14 @@ def _validate_and_build(
         batch_plan={k: v for k, v in vars(plan).items() if k != "explanation"},
     )
 
-    tracking = wandb_setup(run_info, out_dir, job.model_dump(mode="json")) if run_info else TrackingSetup("none")
+    tracking = (
+        wandb_setup(run_info, out_dir, job.model_dump(mode="json"), record=lambda run: status.write(wandb=run))
+        if run_info
+        else TrackingSetup("none")
+    )
     tracking.apply()  # os.environ, before the trainer exists: its W&B integration reads it at init
+    if tracking.record:  # status.json names the W&B run (with its URL once it exists): reports link to it
+        status.write(wandb=tracking.record)
     use_cuda = torch.cuda.is_available()
     # model_init_kwargs only acts when TRL loads the model itself; we load it, so apply it here.
     model_kwargs = {

@@ -60,6 +60,8 @@ class RunStatus:
         self.warnings = [w for w in previous.get("warnings", []) if w.get("step", 0) <= checkpoint_step]
         self.resumed_from = checkpoint
         self.step = checkpoint_step
+        if isinstance(previous.get("wandb"), dict):  # the W&B run it logs to, if this attempt does not track
+            self.extra["wandb"] = previous["wandb"]
 
     def warn(self, step: int, kind: str, message: str) -> dict:
         warning = {"step": step, "kind": kind, "message": message}

@@ -19,7 +19,9 @@ wandb itself reads the rest from the environment, so:
 
 The callback (`WandbRunCallback`, after the WandbCallback in the trainer's list) logs the
 resolved run config to wandb.config at train begin, and sets the name and tags on the run again
-in case a TrainingArguments.run_name or a caller's environment overrode them.
+in case a TrainingArguments.run_name or a caller's environment overrode them. It also hands the run's
+record (`TrackingSetup.record` plus its URL when online) to `record`: the training stage keeps it in
+status.json as `wandb`, so a report of any experiment that reuses the training links to its W&B run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ class TrackingSetup:
     report_to: str  # "wandb" | "none": TrainingArguments.report_to
     env: dict[str, str] = field(default_factory=dict)  # set before the trainer is built
     callbacks: list = field(default_factory=list)  # TrainerCallbacks to add to the trainer
+    record: dict = field(default_factory=dict)  # the W&B run: id, name, group, project, entity, mode
 
     def apply(self) -> None:
         """Put `env` into os.environ (wandb.init reads it in this process).
@@ -65,10 +69,13 @@ class TrackingSetup:
         os.environ.update(self.env)
 
 
-def wandb_setup(run_info: RunInfo, out_dir: Path, config: dict) -> TrackingSetup:
+def wandb_setup(
+    run_info: RunInfo, out_dir: Path, config: dict, record: Callable[[dict], None] | None = None
+) -> TrackingSetup:
     """The W&B setup of one training run; no `tracking.wandb` is off (report_to "none").
 
-    `config` is the resolved run config logged to wandb.config. Creates out_dir and out_dir/wandb_run_id.
+    `config` is the resolved run config logged to wandb.config; `record` gets the run's record (with its
+    URL) once the run exists. Creates out_dir and out_dir/wandb_run_id.
     """
     options = run_info.tracking.wandb
     if options is None:
@@ -90,8 +97,18 @@ def wandb_setup(run_info: RunInfo, out_dir: Path, config: dict) -> TrackingSetup
     }
     if options.entity:
         env["WANDB_ENTITY"] = options.entity
-    callback = WandbRunCallback(config=config, name=run_info.run, tags=tags, run_id=run_id)
-    return TrackingSetup(report_to="wandb", env=env, callbacks=[callback])
+    summary = {
+        "id": run_id,
+        "name": run_info.run,
+        "group": run_info.experiment,
+        "project": options.project,
+        "entity": options.entity,
+        "mode": options.mode,
+    }
+    callback = WandbRunCallback(
+        config=config, name=run_info.run, tags=tags, run_id=run_id, summary=summary, record=record
+    )
+    return TrackingSetup(report_to="wandb", env=env, callbacks=[callback], record=summary)
 
 
 def run_tags(changed: dict[str, Any]) -> list[str]:
@@ -155,11 +172,21 @@ class WandbRunCallback(TrainerCallback):
     process only, and only when a W&B run exists.
     """
 
-    def __init__(self, config: dict, name: str, tags: list[str], run_id: str):
+    def __init__(
+        self,
+        config: dict,
+        name: str,
+        tags: list[str],
+        run_id: str,
+        summary: dict | None = None,
+        record: Callable[[dict], None] | None = None,
+    ):
         self.config = config
         self.name = name
         self.tags = list(tags)
         self.run_id = run_id
+        self.summary = dict(summary or {})
+        self.record = record
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -183,3 +210,9 @@ class WandbRunCallback(TrainerCallback):
         missing = [tag for tag in self.tags if tag not in (run.tags or ())]
         if missing:
             run.tags = tuple(run.tags or ()) + tuple(missing)
+        if self.record is not None:
+            online = self.summary.get("mode") == "online"
+            # the entity W&B resolved (the API key's default when the spec names none), and the run's page
+            self.record(
+                {**self.summary, "entity": run.entity or self.summary.get("entity"), "url": run.url if online else None}
+            )
