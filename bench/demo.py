@@ -100,8 +100,10 @@ def verdicts_move(summary: dict) -> bool:
         reward = f"{row['delta_final_reward']:+.3f}" if row["delta_final_reward"] is not None else "-"
         print(
             f"  {row['arm']:24s} vs {row['versus']:10s} Δ {delta} {ci:18s} {row['verdict']:14s} "
-            f"Δ reward {reward}  {row['method']}{row['reason']}"
+            f"Δ reward {reward}  {row['method']}"
         )
+        if row["reason"]:
+            print(f"  {'':24s} {row['reason']}")
     baseline = next(row for row in summary["verdicts"] if row["baseline"])
     arms = [row["verdict"] for row in summary["verdicts"] if not row["baseline"]]
     base_rows = [row for row in summary["rows"] if not row["reference"] and not row["changed"]]
