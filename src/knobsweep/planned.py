@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
+from knobsweep.early_stop.plan import RungPlan, rung_plan
 
 # stage -> the Snakemake rule whose job runs it (a run's merge runs in its train job)
 RULES = {
@@ -32,6 +33,9 @@ RULES = {
     "base_eval": "evaluate",
     "benchmark": "benchmark",
     "base_benchmark": "benchmark",
+    "rung_train": "rung_train",
+    "rung_eval": "rung_eval",
+    "rung_decision": "rung_decision",
     "report": "report",
 }
 OUTPUTS = {  # stage -> what its job must leave (the rule's declared outputs)
@@ -43,6 +47,9 @@ OUTPUTS = {  # stage -> what its job must leave (the rule's declared outputs)
     "base_eval": (layout.EVAL_SUMMARY, layout.EVAL_SAMPLES),
     "benchmark": (layout.BENCHMARK_SUMMARY,),
     "base_benchmark": (layout.BENCHMARK_SUMMARY,),
+    "rung_train": (layout.RUNG_SEGMENT,),
+    "rung_eval": (layout.RUNG_EVAL_SUMMARY, layout.RUNG_EVAL_SAMPLES),
+    "rung_decision": (layout.RUNG_DECISION,),
     "report": (layout.REPORT_HTML, layout.REPORT_CSV, layout.REPORT_JSON, layout.REPORT_DONE),
 }
 
@@ -71,16 +78,50 @@ def _paths(stage: str, key: str, root: Path) -> list[Path]:
     return [layout.path(pattern, root, **{wildcard: key}) for pattern in OUTPUTS[stage]]
 
 
-def run_nodes(run: Any) -> dict[str, tuple[str, list[tuple[Node, str]]]]:
-    """A run's stages: stage -> (its key, [(upstream node, the pattern of the file it reads), ...])."""
+def _rung_input(path: str) -> tuple[Node, str]:
+    """The node that writes a rung file (a segment's record or a decision), with its pattern."""
+    if path.endswith(layout.DECISION):
+        return ("rung_decision", path.split("/")[-2]), layout.RUNG_DECISION
+    return ("rung_train", path.split("/")[-2]), layout.RUNG_SEGMENT
+
+
+def rung_nodes(rungs: RungPlan) -> dict[Node, list[tuple[Node, str]]]:
+    """An experiment's rung stages (early_stop): node -> [(upstream node, the pattern of the file it reads)]."""
+    nodes: dict[Node, list[tuple[Node, str]]] = {}
+    for segment in rungs.segments:
+        keys = segment.run.keys
+        data = [(("data", keys.data), layout.DATA_MANIFEST)]
+        tiny = [(("tiny", keys.model), layout.TINY_MODEL)] if keys.model else []
+        upstream = [(("train", keys.warm_start), layout.TRAIN_ADAPTER)] if keys.warm_start else []
+        after = [_rung_input(segment.after)] if segment.after else []
+        nodes.setdefault(("rung_train", segment.key), [*data, *tiny, *upstream, *after])
+        segment_record = (("rung_train", segment.key), layout.RUNG_SEGMENT)
+        nodes.setdefault(("rung_eval", segment.eval_key), [*data, segment_record, *tiny])
+    for decision in rungs.decisions:
+        nodes.setdefault(
+            ("rung_decision", decision.key),
+            [
+                (("rung_eval", path.split("/")[-2]), layout.RUNG_EVAL_SUMMARY)
+                if path.endswith(layout.SUMMARY)
+                else _rung_input(path)
+                for path in decision.inputs
+            ],
+        )
+    return nodes
+
+
+def run_nodes(run: Any, rungs: RungPlan | None = None) -> dict[str, tuple[str, list[tuple[Node, str]]]]:
+    """A run's stages: stage -> (its key, [(upstream node, the pattern of the file it reads), ...]);
+    `rungs`: its experiment's rung stages, whose last its training waits for."""
     keys = run.keys
     data = ("data", keys.data)
     tiny = [(("tiny", keys.model), layout.TINY_MODEL)] if keys.model else []
     upstream = [(("train", keys.warm_start), layout.TRAIN_ADAPTER)] if keys.warm_start else []
+    after = [_rung_input(path) for path in rungs.final(run)[0]] if rungs else []
     return {
         "data": (keys.data, []),
         **({"tiny": (keys.model, [(data, layout.DATA_MANIFEST)])} if keys.model else {}),
-        "train": (keys.train, [(data, layout.DATA_MANIFEST), *tiny, *upstream]),
+        "train": (keys.train, [(data, layout.DATA_MANIFEST), *tiny, *upstream, *after]),
         "merge": (keys.train, [(("train", keys.train), layout.TRAIN_ADAPTER)]),
         "eval": (keys.eval, [(data, layout.DATA_MANIFEST), (("merge", keys.train), layout.MERGE_DIR)]),
         "base_eval": (keys.base_eval, [(data, layout.DATA_MANIFEST), *tiny]),
@@ -109,19 +150,24 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
         return exists[path]
 
     nodes: set[Node] = set()
+
+    def add(node: Node, inputs: list[tuple[Node, str]]) -> None:
+        if node in nodes:
+            return
+        nodes.add(node)
+        for upstream, pattern in inputs:
+            readers.setdefault(upstream, []).append((node, layout.path(pattern, root, key=upstream[1])))
+        missing = [path for path in _paths(*node, root) if not present(path)]
+        if missing:
+            found.reasons[node] = f"no {missing[0].relative_to(root)}"
+
     for experiment in experiments:
+        rungs = rung_plan(experiment)
         for run in experiment.runs:
-            for stage, (key, inputs) in run_nodes(run).items():
-                node = (stage, key)
-                if node in nodes:
-                    continue
-                nodes.add(node)
-                for upstream, pattern in inputs:
-                    wildcard = upstream[1]
-                    readers.setdefault(upstream, []).append((node, layout.path(pattern, root, key=wildcard)))
-                missing = [path for path in _paths(stage, key, root) if not present(path)]
-                if missing:
-                    found.reasons[node] = f"no {missing[0].relative_to(root)}"
+            for stage, (key, inputs) in run_nodes(run, rungs).items():
+                add((stage, key), inputs)
+        for node, inputs in rung_nodes(rungs).items():
+            add(node, inputs)
     queue = list(found.reasons)
     while queue:
         upstream = queue.pop()
