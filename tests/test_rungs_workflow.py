@@ -11,6 +11,7 @@ import pytest
 from test_workflow import copy_workflow, planned_jobs, snakemake
 
 from knobsweep import layout
+from knobsweep.early_stop.cost import rung_cost_lines, rung_costs
 from knobsweep.early_stop.plan import rung_plan
 from knobsweep.early_stop.rung_decision import decide
 from knobsweep.io import atomic_write_json
@@ -57,7 +58,7 @@ def test_rung_jobs_run_as_planned_and_resume_at_the_right_rung(tmp_path):
         "rung_eval": 2,
         "rung_decision": 1,
         "train": 2,
-        "evaluate": 2,
+        "evaluate": 3,  # the base model's eval too: no rung waits for it
         "report": 1,
     }
     snakemake(workdir, "--config", "experiments=stops")
@@ -69,6 +70,16 @@ def test_rung_jobs_run_as_planned_and_resume_at_the_right_rung(tmp_path):
         # Two segments paused at their rungs, then the final job resumed from the second rung's checkpoint.
         assert states.count("PAUSED") == 2 and status["state"] in ("COMPLETED", "EARLY_STOPPED"), states
         assert status["resumed_from"].endswith("checkpoint-2"), status
+    # The report accounts for the rungs: every run's stop (none here) and the compute per line.
+    account = json.loads((workdir / "results" / "stops" / "summary.json").read_text())["early_stop"]
+    assert [row["run"] for row in account["runs"]] == [run.name for run in experiment.runs]
+    assert all(row["steps"] == row["planned_steps"] == 4 and not row["stopped_at"] for row in account["runs"])
+    assert all(account["spent"][line]["cpu_hours"] > 0 for line in ("training", "rung evals", "final evals"))
+    assert "Early stopping at rungs" in (workdir / "results" / "stops" / "report.html").read_text()
+    # The same sweep without rungs shares every run's keys, but its trainings list no rung among their
+    # inputs: Snakemake runs them again (they resume from their last checkpoint), as plan says.
+    (workdir / "experiments" / "plain.yaml").write_text(SPEC.split("early_stop:")[0])
+    assert planned_jobs(workdir, "plain") == {"train": 2, "report": 1}
     decision = json.loads(
         layout.path(layout.RUNG_DECISION, workdir, key=rung_plan(experiment).decisions[-1].key).read_text()
     )
@@ -120,3 +131,35 @@ def test_an_arm_worse_at_a_rung_stops_with_its_rung_step_delta_and_adapter(tmp_p
     previous.write_text(json.dumps(result))
     later = decide({**config, "rung": 2, "previous": str(previous.relative_to(tmp_path))}, tmp_path)
     assert set(later["decisions"]) == {"neutral"} and later["stopped"] == result["stopped"]
+
+
+def test_plan_prices_the_sweep_with_and_without_stopping(write_spec, tmp_path):
+    experiment = load_experiment(write_spec(SPEC))
+    costs = rung_costs(experiment, tmp_path)
+    # Nothing stopping costs more than no rungs (a rung eval and a restart per run per rung); the arm
+    # stopped at the first rung saves three quarters of its training and its final eval.
+    assert costs.without.cpu_hours < costs.nothing_stops.cpu_hours
+    assert costs.stopping.cpu_hours < costs.nothing_stops.cpu_hours
+    assert sum(cost.cpu_hours for cost in costs.lines.values()) == pytest.approx(costs.stopping.cpu_hours)
+    lines = rung_cost_lines(experiment, tmp_path)
+    assert lines[0] == "early stop (rungs at 25%, 50% of training), the whole sweep:"
+    assert lines[1] == f"  without rungs: {costs.without.text()}"
+    assert lines[3].startswith(f"  with rungs, every arm stopped at the first rung: {costs.stopping.text()} = training")
+    plain = load_experiment(write_spec(SPEC.split("early_stop:")[0], "plain.yaml"))
+    assert rung_costs(plain, tmp_path) is None and rung_cost_lines(plain, tmp_path) == []
+
+
+def test_early_stop_settings_are_checked_like_every_knob(write_spec):
+    from knobsweep.errors import SpecError
+
+    for bad, message in (
+        ("{rungs: [0.5, 0.25]}", "must be strictly increasing"),
+        ("{rungs: [0.25, 1.0]}", "holds 1.0: each rung is a fraction of training strictly between 0 and 1"),
+        ("{rungs: []}", "at least 1"),
+        ("{rungs: [0.5], alpha: 0.5}", "alpha"),
+        ("{rungs: [0.5], eval_promts: 10}", "eval_promts"),
+    ):
+        text = SPEC.split("early_stop:")[0] + f"early_stop: {bad}\n"
+        with pytest.raises(SpecError, match="early_stop") as caught:
+            load_experiment(write_spec(text))
+        assert message in str(caught.value), (bad, str(caught.value))

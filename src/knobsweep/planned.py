@@ -15,6 +15,9 @@ decide.
 
 from __future__ import annotations
 
+import json
+import os
+from base64 import urlsafe_b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +153,13 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
         return exists[path]
 
     nodes: set[Node] = set()
+    node_inputs: dict[Node, list[str]] = {}  # the input files of each node, in the rule's order
 
     def add(node: Node, inputs: list[tuple[Node, str]]) -> None:
         if node in nodes:
             return
         nodes.add(node)
+        node_inputs[node] = [layout.path(pattern, ".", key=upstream[1]).as_posix() for upstream, pattern in inputs]
         for upstream, pattern in inputs:
             readers.setdefault(upstream, []).append((node, layout.path(pattern, root, key=upstream[1])))
         missing = [path for path in _paths(*node, root) if not present(path)]
@@ -168,6 +173,11 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
                 add((stage, key), inputs)
         for node, inputs in rung_nodes(rungs).items():
             add(node, inputs)
+    for node, inputs in node_inputs.items():  # early_stop: a training whose rung inputs changed runs again
+        if node not in found.reasons and node[0] in ("train", "rung_train"):
+            recorded = recorded_inputs(root, _paths(*node, Path("."))[0].as_posix())
+            if recorded is not None and recorded != inputs:
+                found.reasons[node] = "its inputs differ from those it ran with (a rung decision added or left out)"
     queue = list(found.reasons)
     while queue:
         upstream = queue.pop()
@@ -180,6 +190,24 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
         if why:
             found.reasons[("report", experiment.name)] = why
     return found
+
+
+def recorded_inputs(root: Path, output: str) -> list[str] | None:
+    """The input files Snakemake recorded for the job that wrote `output` (its file-based metadata under
+    .snakemake/metadata/, a urlsafe-base64 name cut into parts of the file system's name length), or
+    None. Snakemake reruns a job whose input files differ from these (its `input` rerun trigger)."""
+    metadata = root / ".snakemake" / "metadata"
+    if not metadata.is_dir():
+        return None
+    longest = os.pathconf(metadata, "PC_NAME_MAX") - 1
+    name = urlsafe_b64encode(output.encode()).decode()
+    parts = [name[i : i + longest] for i in range(0, len(name), longest)]
+    path = metadata.joinpath(*["@" + part for part in parts[:-1]], parts[-1])
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("input") if isinstance(record, dict) else None
 
 
 def report_reason(experiment: Any, found: Plan, root: Path) -> str | None:

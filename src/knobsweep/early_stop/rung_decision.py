@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_dir(args.out) as tmp:
         atomic_write_json(tmp / layout.DECISION, result)
     for arm, decision in result["decisions"].items():
-        print(f"{arm}: {'STOP' if decision['stop'] else 'go on'}: {decision['reason']}")
+        print(f"{arm}: {'STOP, ' if decision['stop'] else ''}{decision['reason']}")
     return 0
 
 

@@ -46,7 +46,7 @@ class EarlyStopConfig(StrictScalars):
     def _increasing_fractions(cls, rungs: list[float]) -> list[float]:
         outside = [f for f in rungs if not 0.0 < f < 1.0]
         if outside:
-            raise ValueError(f"{outside[0]} is not a fraction of training strictly between 0 and 1")
+            raise ValueError(f"holds {outside[0]}: each rung is a fraction of training strictly between 0 and 1")
         if any(b <= a for a, b in zip(rungs, rungs[1:])):
-            raise ValueError(f"{rungs} must be strictly increasing (each rung later in training than the one before)")
+            raise ValueError("must be strictly increasing (each rung later in training than the one before)")
         return rungs

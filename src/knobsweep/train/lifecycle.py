@@ -231,6 +231,8 @@ def run_training(
             segment["max_steps"] = total
             done = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
             if done >= segment["step"]:  # trained this far already (a segment re-run, or a finished run)
+                finished = done > segment["step"] and (out_dir / layout.ADAPTER).is_dir()
+                status.write(COMPLETED if finished else PAUSED, reason="" if finished else f"at step {done}")
                 if is_main:
                     _record_segment(segment, checkpoints, Path(rung[1]), tokenizer, 0.0)
                 return out_dir
