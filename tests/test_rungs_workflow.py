@@ -163,3 +163,18 @@ def test_early_stop_settings_are_checked_like_every_knob(write_spec):
         with pytest.raises(SpecError, match="early_stop") as caught:
             load_experiment(write_spec(text))
         assert message in str(caught.value), (bad, str(caught.value))
+
+
+def test_an_arm_a_rung_stopped_is_never_adopted(write_spec, tmp_path):
+    from knobsweep.loop.follow_up import adopted_arms
+    from knobsweep.loop.suggest import LoopError
+
+    experiment = load_experiment(write_spec(SPEC))
+    stop = {"rung": 1, "rungs": 2, "step": 1, "max_steps": 4, "reason": "worse than the baseline at rung 1 of 2"}
+    for run in experiment.runs:
+        status = {"state": "EARLY_STOPPED", "reason": "early stop at rung 1 of 2", "stopped_at_rung": stop}
+        status = status if not run.is_baseline else {"state": "COMPLETED"}
+        atomic_write_json(layout.path(layout.TRAIN_STATUS, tmp_path, key=run.keys.train), status)
+    with pytest.raises(LoopError, match=r"--adopt 'learning_rate=1e-5': run .* was stopped at a rung \(early stop"):
+        adopted_arms(experiment, tmp_path, "learning_rate=1e-5", [])
+    assert adopted_arms(experiment, tmp_path, "auto", [])[0] == []  # not comparable: never adopted by itself
