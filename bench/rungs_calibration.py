@@ -22,7 +22,9 @@ it: at rung k, the arms still running (not stopped at an earlier rung) against t
 - -10 flat: one arm 10 points worse than the baseline at every rung (the others equal): the share
   of sweeps where it is stopped by rung 1, 2 (, 3), cumulative;
 - -10 growing: the same arm whose gap grows with training, half of it at the first rung and all of
-  it at the end: 10 (0.5 + 0.5 (f - f_1) / (1 - f_1)) points at a rung at fraction f.
+  it at the end: 10 (0.5 + 0.5 (f - f_1) / (1 - f_1)) points at a rung at fraction f;
+- 80% at rung 1: the gap (points) the first look finds 80% of the time, by the normal-theory
+  approximation of the report's minimum detectable effect (not simulated).
 
 Every figure is followed by its Monte-Carlo standard error, in points: the SD over simulated sweeps
 divided by the square root of their number (arms of one sweep share the baseline, so a sweep is the
@@ -50,8 +52,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knobsweep.early_stop.decide import decide_rung
-from knobsweep.report.stats import NoiseFloor, RunScores
+from knobsweep.early_stop.decide import decide_rung, look_alpha
+from knobsweep.report.manytoone import LESS, critical_value, lambdas_of
+from knobsweep.report.stats import NoiseFloor, RunScores, minimum_detectable
 
 FRACTIONS = {2: (0.25, 0.5), 3: (0.25, 0.5, 0.75)}  # rungs -> the fractions of training they look at
 PROGRESS = 0.20  # accuracy still to learn at the start of training (the shift -0.2 (1 - f))
@@ -179,11 +182,28 @@ def rate(per_sweep: np.ndarray) -> str:
     return f"{100 * per_sweep.mean():.1f} ± {100 * error:.1f}"
 
 
+def detectable(cell: Cell) -> float:
+    """The gap (points) one look finds 80% of the time, in the normal-theory approximation the
+    report's minimum detectable effect uses: (c + t_0.80(df)) SE, c Dunnett's one-sided bound at
+    the level of a look, SE from the true run-score variance at the first rung."""
+    arm_seeds, base_seeds = cell.seeds
+    if cell.design == "1+floor":
+        df = FLOOR_DF
+    else:
+        df = (arm_seeds - 1) * cell.arms + base_seeds - 1
+    accuracy = np.clip(np.random.default_rng(0).beta(2.0, 2.0, 100_000) - PROGRESS * (1 - cell.fractions[0]), 0, 1)
+    variance = (cell.spread / 100) ** 2 + (accuracy * (1 - accuracy)).mean() / cell.prompts
+    lambdas = lambdas_of((arm_seeds,) * cell.arms, base_seeds)
+    bound = critical_value(lambdas, df, look_alpha(cell.alpha, cell.rungs), LESS)
+    return 100 * minimum_detectable(bound, df, math.sqrt(variance * (1 / arm_seeds + 1 / base_seeds)))
+
+
 def measure(job: tuple) -> dict:
     cell, repeats, seed = job
     rng = np.random.default_rng(seed)
     null = run_scenario(cell, "null", repeats, rng) > 0
     out = {"per arm": rate(null.mean(axis=1)), "family": rate(null.any(axis=1).astype(float))}
+    out["80%"] = f"{detectable(cell):.1f}"
     for scenario in ("flat", "growing"):
         losing = run_scenario(cell, scenario, repeats, rng)[:, 0]
         out[scenario] = " / ".join(rate(((losing > 0) & (losing <= k)).astype(float)) for k in range(1, cell.rungs + 1))
@@ -229,7 +249,7 @@ def main() -> None:
         for spread, design, arms, rungs in itertools.product(spreads, designs, arm_counts, rung_counts)
     ]
     columns = ["prompts", "spread", "seeds", "arms", "rungs", "alpha", "rho", "null: per arm", "null: family"]
-    columns += ["-10 flat: by rung 1 / 2 (/ 3)", "-10 growing: by rung 1 / 2 (/ 3)"]
+    columns += ["-10 flat: by rung 1 / 2 (/ 3)", "-10 growing: by rung 1 / 2 (/ 3)", "80% at rung 1"]
     print(f"# {len(cells)} cells, {args.repeats} simulated sweeps per cell and scenario; stopped, % ± MC s.e.")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -238,7 +258,7 @@ def main() -> None:
     with ProcessPoolExecutor(min(args.processes, os.cpu_count() or 1)) as pool:  # a seed per cell: any order
         for cell, out in zip(cells, pool.map(measure, jobs)):
             values = [cell.prompts, f"{cell.spread:g}", cell.design, cell.arms, cell.rungs, cell.alpha, cell.rho]
-            values += [out["per arm"], out["family"], out["flat"], out["growing"]]
+            values += [out["per arm"], out["family"], out["flat"], out["growing"], out["80%"]]
             print("| " + " | ".join(str(v) for v in values) + " |", flush=True)
     print(f"# {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print_splits(0.05)
