@@ -20,7 +20,8 @@ it: at rung k, the arms still running (not stopped at an earlier rung) against t
 - null: arms equal to the baseline; "per arm" is the chance that one is stopped at any rung (the
   issue's target: at most 5%); "family" the chance that any arm of the sweep is;
 - -10 flat: one arm 10 points worse than the baseline at every rung (the others equal): the share
-  of sweeps where it is stopped by rung 1, 2 (, 3), cumulative;
+  of sweeps where it is stopped by rung 1, 2 (, 3), cumulative; "null beside it": the share of the
+  other, null arms of those sweeps stopped at any rung (their family shrinks once it stops);
 - -10 growing: the same arm whose gap grows with training, half of it at the first rung and all of
   it at the end: 10 (0.5 + 0.5 (f - f_1) / (1 - f_1)) points at a rung at fraction f;
 - 80% at rung 1: the gap (points) the first look finds 80% of the time, by the normal-theory
@@ -205,8 +206,11 @@ def measure(job: tuple) -> dict:
     out = {"per arm": rate(null.mean(axis=1)), "family": rate(null.any(axis=1).astype(float))}
     out["80%"] = f"{detectable(cell):.1f}"
     for scenario in ("flat", "growing"):
-        losing = run_scenario(cell, scenario, repeats, rng)[:, 0]
+        stopped = run_scenario(cell, scenario, repeats, rng)
+        losing = stopped[:, 0]
         out[scenario] = " / ".join(rate(((losing > 0) & (losing <= k)).astype(float)) for k in range(1, cell.rungs + 1))
+        if scenario == "flat":  # the null arms beside a losing one: tested in a family that shrinks
+            out["beside"] = rate((stopped[:, 1:] > 0).mean(axis=1))
     return out
 
 
@@ -249,7 +253,7 @@ def main() -> None:
         for spread, design, arms, rungs in itertools.product(spreads, designs, arm_counts, rung_counts)
     ]
     columns = ["prompts", "spread", "seeds", "arms", "rungs", "alpha", "rho", "null: per arm", "null: family"]
-    columns += ["-10 flat: by rung 1 / 2 (/ 3)", "-10 growing: by rung 1 / 2 (/ 3)", "80% at rung 1"]
+    columns += ["-10 flat: by rung 1 / 2 (/ 3)", "null beside it", "-10 growing: by rung 1 / 2 (/ 3)", "80% at rung 1"]
     print(f"# {len(cells)} cells, {args.repeats} simulated sweeps per cell and scenario; stopped, % ± MC s.e.")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -258,7 +262,7 @@ def main() -> None:
     with ProcessPoolExecutor(min(args.processes, os.cpu_count() or 1)) as pool:  # a seed per cell: any order
         for cell, out in zip(cells, pool.map(measure, jobs)):
             values = [cell.prompts, f"{cell.spread:g}", cell.design, cell.arms, cell.rungs, cell.alpha, cell.rho]
-            values += [out["per arm"], out["family"], out["flat"], out["growing"], out["80%"]]
+            values += [out["per arm"], out["family"], out["flat"], out["beside"], out["growing"], out["80%"]]
             print("| " + " | ".join(str(v) for v in values) + " |", flush=True)
     print(f"# {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print_splits(0.05)
