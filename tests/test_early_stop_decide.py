@@ -47,7 +47,9 @@ def test_worse_arm_stops_equal_and_better_go_on():
     assert "alpha 0.025 per look (alpha 0.05 split over 2 looks, Bonferroni)" in reason
     assert "test over 3 arms, one-sided" in reason
     assert not decisions["equal"].stop and decisions["equal"].comparison.verdict == NOISE
-    assert decisions["equal"].reason == "goes on: within noise at rung 1 of 2 (25% of training)"
+    assert decisions["equal"].reason == (
+        "goes on at rung 1 of 2 (25% of training): not worse than the baseline beyond noise"
+    )
     # One-sided "less": a better arm is never called better here, and never stops.
     assert not decisions["better"].stop and decisions["better"].comparison.verdict == NOISE
 
@@ -56,7 +58,9 @@ def test_one_seed_per_side_never_stops_without_a_noise_floor():
     decisions = at_rung({"arm": runs("arm", [0.20], seed=2)}, runs("baseline", [0.60], seed=1))
     assert decisions["arm"].comparison.verdict == SEED_LIMITED  # 40 points apart: beyond eval noise
     assert not decisions["arm"].stop
-    assert decisions["arm"].reason.startswith("goes on: seed-limited")
+    assert decisions["arm"].reason == (
+        "goes on at rung 1 of 2 (25% of training): seed-limited (one seed per side and no noise floor: no stop)"
+    )
 
 
 def test_one_seed_per_side_stops_with_a_noise_floor():
@@ -90,7 +94,7 @@ def test_not_comparable_goes_on_and_as_dict():
     assert not decision.stop and decision.comparison.verdict == NOT_COMPARABLE
     assert decision.as_dict() == {
         "stop": False,
-        "reason": "goes on: not comparable at rung 2 of 2 (50% of training)",
+        "reason": "goes on at rung 2 of 2 (50% of training): not comparable (failed run: arm,seed=0 FAILED (OOM))",
         "rung": 2,
         "rungs": 2,
         "fraction": 0.5,

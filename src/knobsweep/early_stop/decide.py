@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from knobsweep.report.stats import (
     LESS,
+    NOISE,
+    SEED_LIMITED,
     WORSE,
     Comparison,
     NoiseFloor,
@@ -45,7 +47,7 @@ class RungDecision:
 
     stop: bool
     comparison: Comparison  # this arm against the baseline at this rung (one-sided: ci_low is -1)
-    reason: str  # a stop: rung, delta, bound and test; going on: "goes on: <verdict>"
+    reason: str  # a stop: rung, delta, bound and test; going on: "goes on at <rung>: <why>"
     rung: int = 0
     rungs: int = 0
     fraction: float = 0.0
@@ -105,9 +107,18 @@ def decide_rung(
                 f"{comparison.ci_high:+.3f} ({test})"
             )
         else:
-            reason = f"goes on: {comparison.verdict} at {where}"
+            reason = f"goes on at {where}: {_going_on(comparison)}"
         decisions[name] = RungDecision(stop, comparison, reason, rung, rungs, fraction, level)
     return decisions
+
+
+def _going_on(comparison: Comparison) -> str:
+    """Why an arm goes on, in words: a one-sided look calls a better arm "within noise" too."""
+    if comparison.verdict == NOISE:
+        return "not worse than the baseline beyond noise"
+    if comparison.verdict == SEED_LIMITED:
+        return "seed-limited (one seed per side and no noise floor: no stop)"
+    return f"{comparison.verdict} ({comparison.reason})" if comparison.reason else comparison.verdict
 
 
 def _check(rung: object, rungs: object, fraction: object, alpha: object) -> None:
