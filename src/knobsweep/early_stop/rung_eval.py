@@ -16,14 +16,24 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from knobsweep import layout
 from knobsweep.errors import SpecError
-from knobsweep.io import json_object
+from knobsweep.io import atomic_write_json, json_object
 
 
 def rung_eval(job, segment_dir: Path, base: str, data: str, out: Path, prompts: int | None, seed: int) -> dict:
+    started = time.perf_counter()
+    summary = _rung_eval(job, segment_dir, base, data, out, prompts, seed)
+    # the merge's seconds too: what the rung eval costs, for the report's account (report.early_stop)
+    summary["rung_eval_s"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(out / layout.SUMMARY, summary)
+    return summary
+
+
+def _rung_eval(job, segment_dir: Path, base: str, data: str, out: Path, prompts: int | None, seed: int) -> dict:
     from knobsweep.evaluate import evaluate, write_not_evaluated
     from knobsweep.merge import merge_adapter_into_base
 

@@ -31,6 +31,11 @@ def _json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _rung_eval_s(summary: dict) -> float:
+    """A rung eval's seconds: the merge and the eval (rung_eval_s), else the eval's own."""
+    return summary.get("rung_eval_s") or summary.get("elapsed_s") or 0.0
+
+
 def _loop(path: Path) -> tuple[int, float]:
     """(last step, the training loop's seconds) from metrics.jsonl."""
     records = read_jsonl(path) if path.is_file() else []
@@ -63,8 +68,7 @@ def rung_account(experiment: Any, root: str | Path = ".") -> dict | None:
         starts = max(sum(jobs) - loop, 0.0)
         added = starts * (len(jobs) - 1) / len(jobs) if jobs else 0.0
         rung_evals = sum(
-            float(_json(layout.path(layout.RUNG_EVAL_SUMMARY, root, key=s.eval_key)).get("elapsed_s") or 0.0)
-            for s in segments
+            float(_rung_eval_s(_json(layout.path(layout.RUNG_EVAL_SUMMARY, root, key=s.eval_key)))) for s in segments
         )
         final_eval = float(_json(layout.path(layout.EVAL_SUMMARY, root, key=run.keys.eval)).get("elapsed_s") or 0.0)
         stop = status.get("stopped_at_rung")
