@@ -153,6 +153,12 @@ def main() -> int:
         print(f"  {line}: {hours(cost)}")
     total_without = sum(plain_lines.values(), Cost())
     print(f"  total: {hours(total_without)}")
+    steps = sum(row["steps"] for row in account["runs"])
+    planned = sum(row["planned_steps"] for row in account["runs"])
+    print(f"steps trained: {steps} with rungs, {planned} without ({1 - steps / planned:.0%} fewer)")
+    # the two sweeps ran at once on shared cores: the report's own projection of the same runs to the
+    # end, at each run's measured seconds per step, is the steadier comparison
+    print(f"the report's account of the sweep with rungs run to the end: {hours(account['total_without'])}")
     difference = total_without.cpu_hours - account["total_spent"].cpu_hours
     share = difference / total_without.cpu_hours if total_without.cpu_hours else 0.0
     print(f"rungs {'saved' if difference >= 0 else 'cost'} {abs(difference):.4g} CPU-h ({abs(share):.0%} of the sweep)")

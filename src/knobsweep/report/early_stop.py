@@ -1,11 +1,12 @@
 """The report's account of rung evaluations (early_stop): where each run stopped and why, and the
 compute the sweep spent against what it would have spent running every run to the end.
 
-Spent: each run's training loop (metrics.jsonl's clock, across segments), the restarts the rungs
-add (each segment and the final job load the model and data again: the training stage's seconds
-beyond its loop, less one start that a run without rungs pays too), the rung evals, and the final
-evals. Without stopping: every run trains to its last step at its own measured seconds per step,
-with one start, and gets a final eval at the evaluated runs' mean eval time. Device-hours follow
+Spent: each run's training (its loop, metrics.jsonl's clock across segments, and one start), the
+restarts the rungs add (each segment and the final job load the model and data again: the training
+jobs' seconds beyond the loop, less the one start a run without rungs pays too), the rung evals
+(merge and eval), and the final evals. Without stopping: every run trains to its last step at its
+own measured seconds per step, with one start, and gets a final eval at the evaluated runs' mean
+eval time. Device-hours follow
 knobsweep.cost (GPU-hours on GPUs, CPU-hours otherwise).
 """
 
@@ -72,12 +73,13 @@ def rung_account(experiment: Any, root: str | Path = ".") -> dict | None:
         )
         final_eval = float(_json(layout.path(layout.EVAL_SUMMARY, root, key=run.keys.eval)).get("elapsed_s") or 0.0)
         stop = status.get("stopped_at_rung")
-        spent["training"] += stage_cost(train, loop)
+        start = starts / len(jobs) if jobs else 0.0  # one start, which a run without rungs pays too
+        spent["training"] += stage_cost(train, loop + start)
         spent["restarts"] += stage_cost(train, added)
         spent["rung evals"] += stage_cost(evaluate, rung_evals)
         spent["final evals"] += stage_cost(evaluate, final_eval)
         per_step = loop / step if step else 0.0
-        without["training"] += stage_cost(train, per_step * total_steps)
+        without["training"] += stage_cost(train, per_step * total_steps + start)
         without["restarts"] += stage_cost(train, 0.0)
         without["final evals"] += stage_cost(evaluate, final_eval if not stop else mean_eval)
         rows.append(
