@@ -86,7 +86,8 @@ def projected(spec: dict, stops: dict[str, int], workdir: Path):
     baseline["model"].pop("lora", None)  # the default LoRA (rank 8, alpha 16) of a real model
     baseline["train"].pop("health", None)
     # the rung evals score the same share of the eval split as the spec's (demo: 50 of 100)
-    share = config["early_stop"]["eval_prompts"] / spec["baseline"]["data"]["eval_size"]
+    eval_size = spec["baseline"]["data"]["eval_size"]
+    share = (config["early_stop"].get("eval_prompts") or eval_size) / eval_size
     config["early_stop"] = {**config["early_stop"], "eval_prompts": round(share * PROJECTED["data"]["eval_size"])}
     config["name"] = "projected"
     path = workdir / "projected.yaml"
