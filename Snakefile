@@ -25,6 +25,7 @@ spare_long_lived_objects()  # a big sweep's DAG is long-lived: no collector scan
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/rungs.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/report.smk"

@@ -58,6 +58,7 @@ from knobsweep.resources import gpu_shell, scheduler_resources
 localrules:
     convert_data,
     tiny_model,
+    rung_decision,
     report,
 
 

@@ -58,6 +58,7 @@ def print_warnings(experiment: Experiment) -> None:
 def plan(args: argparse.Namespace) -> int:
     experiment = _load_or_exit(args.file)
     root = Path(args.root)
+    from knobsweep.early_stop.cost import rung_cost_lines
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
     from knobsweep.planned import plan as plan_jobs
     from knobsweep.report.power import power_lines
@@ -102,7 +103,7 @@ def plan(args: argparse.Namespace) -> int:
     console.print(f"{reference}; {len(jobs)} stage jobs to run (shared jobs counted once)", highlight=False)
     report_why = planned.reasons.get(("report", experiment.name))
     console.print(Text(f"report: {'rebuilt (' + report_why + ')' if report_why else 'up to date'}"), highlight=False)
-    for line in summary_lines(estimate) + power_lines(experiment, root):
+    for line in summary_lines(estimate) + rung_cost_lines(experiment, root) + power_lines(experiment, root):
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
     if args.why:

@@ -41,6 +41,17 @@ EVAL_SUMMARY = f"{EVAL_DIR}/{SUMMARY}"
 EVAL_SAMPLES = f"{EVAL_DIR}/{SAMPLES}"
 BENCHMARK_DIR = "results/benchmarks/{key}"
 BENCHMARK_SUMMARY = f"{BENCHMARK_DIR}/{SUMMARY}"
+# Rung evaluations (early_stop): a training segment's rung (its adapter at the rung step), the rung's eval,
+# and an experiment's decision at a rung; the segment trains in its run's TRAIN_DIR.
+SEGMENT, DECISION = "segment.json", "decision.json"
+RUNG_DIR = "results/rungs/{key}"
+RUNG_SEGMENT = f"{RUNG_DIR}/{SEGMENT}"
+RUNG_ADAPTER = f"{RUNG_DIR}/{ADAPTER}"
+RUNG_EVAL_DIR = "results/rung_eval/{key}"
+RUNG_EVAL_SUMMARY = f"{RUNG_EVAL_DIR}/{SUMMARY}"
+RUNG_EVAL_SAMPLES = f"{RUNG_EVAL_DIR}/{SAMPLES}"
+RUNG_DECISION_DIR = "results/rung_decisions/{key}"
+RUNG_DECISION = f"{RUNG_DECISION_DIR}/{DECISION}"
 REPORT_DIR = "results/{experiment}"
 REPORT_HTML = REPORT_DIR + "/report.html"
 REPORT_CSV = REPORT_DIR + "/summary.csv"
@@ -56,7 +67,9 @@ LOGS = "results/logs/{stage}/{key}.log"
 REPORT_LOG = "results/logs/report/{experiment}.log"
 
 # Names an experiment may not take, because they are stage folders under results/.
-RESERVED_NAMES = frozenset({"models", "data", "train", "merge", "eval", "benchmarks", "logs"})
+RESERVED_NAMES = frozenset(
+    {"models", "data", "train", "merge", "eval", "benchmarks", "logs", "rungs", "rung_eval", "rung_decisions"}
+)
 
 
 def path(pattern: str, root: str | Path = ".", **wildcards: str) -> Path:

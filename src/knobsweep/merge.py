@@ -42,11 +42,12 @@ VERIFY_PROMPTS = (
 
 
 def skip_reason(status_path: str | Path | None) -> str | None:
-    """The run's reason when its status says it never learned (nothing to merge), else None."""
+    """The run's reason when its status says it never learned, or a rung stopped it (nothing to merge:
+    its eval would be spent on an arm already judged worse), else None."""
     if status_path is None:
         return None
     status = json.loads(Path(status_path).read_text())
-    if status.get("learned") is False:
+    if status.get("learned") is False or status.get("stopped_at_rung"):
         return f"{status['state']}: {status.get('reason') or 'the run never updated its weights'}"
     return None
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from knobsweep import layout
+from knobsweep.early_stop.plan import rung_plan
 from knobsweep.resources import site_settings, stage_resources, train_job_resources
 from knobsweep.spec import Experiment, Problem, SpecError, load_experiment
 from knobsweep.spec.experiment import benchmark_config, evaluation_config, train_config
@@ -31,6 +32,9 @@ class Job:
     run_info: dict = field(default_factory=dict)
     run_info_file: str | None = None
     warm_start: str | None = None  # train: the weights it starts from (train.warm_start_from, resolved)
+    decision: str | None = None  # train (early_stop): the last rung decision, which may have stopped the run
+    extra_args: tuple[str, ...] = ()  # the stage's own arguments (a rung segment's --rung, a rung eval's subset)
+    out: str = ""  # rung_train: the folder it trains in (its run's train folder, not named by its own key)
 
     @property
     def config_json(self) -> str:
@@ -46,7 +50,9 @@ class Job:
             words += ["--run-info", self.run_info_file]
         if self.warm_start:
             words += ["--warm-start", self.warm_start]
-        words += ["--model", self.model]
+        if self.decision:
+            words += ["--decision", self.decision]
+        words += [*self.extra_args, "--model", self.model]
         if self.data:
             words += ["--data", layout.DATA_DIR.format(key=self.data)]
         return shlex.join(words)
@@ -60,10 +66,15 @@ class Pipeline:
     train: dict[str, Job] = field(default_factory=dict)  # training, then the merge of its adapter
     eval: dict[str, Job] = field(default_factory=dict)
     benchmark: dict[str, Job] = field(default_factory=dict)  # lm-eval on merged and base models (eval.benchmarks)
+    # early_stop: each run's training up to a rung, the rung's eval of it, the experiment's decision at a rung
+    rung_train: dict[str, Job] = field(default_factory=dict)
+    rung_eval: dict[str, Job] = field(default_factory=dict)
+    rung_decision: dict[str, Job] = field(default_factory=dict)
     site: dict = field(default_factory=site_settings)  # read once: every job's request uses them
 
     def add(self, experiment: Experiment) -> None:
         self.experiments[experiment.name] = experiment
+        rungs = rung_plan(experiment)
         for run in experiment.runs:
             config, keys = run.config, run.keys
             manifest = layout.DATA_MANIFEST.format(key=keys.data)
@@ -81,6 +92,8 @@ class Pipeline:
                 base_inputs: tuple[str, ...] = (base,)
             else:
                 base, base_inputs = config["model"]["name"], ()
+            train_inputs = (manifest, *base_inputs, *((run.warm_start,) if keys.warm_start else ()))
+            after, decision = rungs.final(run)  # with rungs: the final training waits for the run's last rung
             if keys.train not in self.train:
                 # A job shared by several runs (or experiments) is named after the first one.
                 run_info = {
@@ -89,16 +102,16 @@ class Pipeline:
                     "changed": run.changed,
                     "tracking": run.tracking,
                 }
-                upstream = (run.warm_start,) if keys.warm_start else ()  # Snakemake trains the upstream run first
                 self.train[keys.train] = Job(
                     train_config(config),
                     keys.data,
                     base,
-                    (manifest, *base_inputs, *upstream),
+                    (*train_inputs, *after),  # a warm start's upstream run trains first
                     train_job_resources(config, self.site),
                     run_info,
                     layout.TRAIN_RUN_INFO.format(key=keys.train),
                     run.warm_start,
+                    decision,
                 )
             merged = layout.MERGE_DIR.format(key=keys.train)
             if keys.eval not in self.eval or keys.base_eval not in self.eval:
@@ -116,6 +129,41 @@ class Pipeline:
                 self.benchmark.setdefault(
                     keys.base_benchmark, Job(bench_config, "", base, base_inputs, bench_resources)
                 )
+
+        self._add_rungs(experiment, rungs)
+
+    def _add_rungs(self, experiment: Experiment, rungs) -> None:
+        """The rung stages (early_stop): a segment trains in its run's train folder on the train stage's
+        resources; its rung eval takes the eval stage's; a decision is short, on the report's."""
+        for segment in rungs.segments:
+            run, train = segment.run, self.train[segment.run.keys.train]
+            if segment.key not in self.rung_train:
+                self.rung_train[segment.key] = replace(
+                    train,
+                    inputs=tuple(i for i in train.inputs if i not in rungs.final(run)[0])
+                    + ((segment.after,) if segment.after else ()),
+                    resources=stage_resources(run.config, "train", self.site),
+                    decision=segment.decision,
+                    extra_args=("--rung", repr(segment.fraction), "--rung-out", segment.dir),
+                    out=layout.TRAIN_DIR.format(key=run.keys.train),
+                )
+            if segment.eval_key not in self.rung_eval:
+                settings = experiment.early_stop
+                manifest = layout.DATA_MANIFEST.format(key=run.keys.data)
+                base_inputs = (train.model,) if run.keys.model else ()
+                subset = ("--prompts", str(settings["eval_prompts"] or 0), "--prompt-seed", str(settings["eval_seed"]))
+                self.rung_eval[segment.eval_key] = Job(
+                    evaluation_config(run.config),
+                    run.keys.data,
+                    train.model,
+                    (manifest, segment.record, *base_inputs),
+                    stage_resources(run.config, "eval", self.site),
+                    extra_args=("--segment", segment.dir, *subset),
+                )
+        for decision in rungs.decisions:
+            self.rung_decision.setdefault(
+                decision.key, Job(decision.config, "", "", decision.inputs, self.report_resources(experiment.name))
+            )
 
     def report_resources(self, name: str) -> dict:
         """The report is one job per experiment: it takes the baseline's report resources."""

@@ -15,12 +15,16 @@ decide.
 
 from __future__ import annotations
 
+import json
+import os
+from base64 import urlsafe_b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from knobsweep import layout
+from knobsweep.early_stop.plan import RungPlan, rung_plan
 
 # stage -> the Snakemake rule whose job runs it (a run's merge runs in its train job)
 RULES = {
@@ -32,6 +36,9 @@ RULES = {
     "base_eval": "evaluate",
     "benchmark": "benchmark",
     "base_benchmark": "benchmark",
+    "rung_train": "rung_train",
+    "rung_eval": "rung_eval",
+    "rung_decision": "rung_decision",
     "report": "report",
 }
 OUTPUTS = {  # stage -> what its job must leave (the rule's declared outputs)
@@ -43,6 +50,9 @@ OUTPUTS = {  # stage -> what its job must leave (the rule's declared outputs)
     "base_eval": (layout.EVAL_SUMMARY, layout.EVAL_SAMPLES),
     "benchmark": (layout.BENCHMARK_SUMMARY,),
     "base_benchmark": (layout.BENCHMARK_SUMMARY,),
+    "rung_train": (layout.RUNG_SEGMENT,),
+    "rung_eval": (layout.RUNG_EVAL_SUMMARY, layout.RUNG_EVAL_SAMPLES),
+    "rung_decision": (layout.RUNG_DECISION,),
     "report": (layout.REPORT_HTML, layout.REPORT_CSV, layout.REPORT_JSON, layout.REPORT_DONE),
 }
 
@@ -71,16 +81,50 @@ def _paths(stage: str, key: str, root: Path) -> list[Path]:
     return [layout.path(pattern, root, **{wildcard: key}) for pattern in OUTPUTS[stage]]
 
 
-def run_nodes(run: Any) -> dict[str, tuple[str, list[tuple[Node, str]]]]:
-    """A run's stages: stage -> (its key, [(upstream node, the pattern of the file it reads), ...])."""
+def _rung_input(path: str) -> tuple[Node, str]:
+    """The node that writes a rung file (a segment's record or a decision), with its pattern."""
+    if path.endswith(layout.DECISION):
+        return ("rung_decision", path.split("/")[-2]), layout.RUNG_DECISION
+    return ("rung_train", path.split("/")[-2]), layout.RUNG_SEGMENT
+
+
+def rung_nodes(rungs: RungPlan) -> dict[Node, list[tuple[Node, str]]]:
+    """An experiment's rung stages (early_stop): node -> [(upstream node, the pattern of the file it reads)]."""
+    nodes: dict[Node, list[tuple[Node, str]]] = {}
+    for segment in rungs.segments:
+        keys = segment.run.keys
+        data = [(("data", keys.data), layout.DATA_MANIFEST)]
+        tiny = [(("tiny", keys.model), layout.TINY_MODEL)] if keys.model else []
+        upstream = [(("train", keys.warm_start), layout.TRAIN_ADAPTER)] if keys.warm_start else []
+        after = [_rung_input(segment.after)] if segment.after else []
+        nodes.setdefault(("rung_train", segment.key), [*data, *tiny, *upstream, *after])
+        segment_record = (("rung_train", segment.key), layout.RUNG_SEGMENT)
+        nodes.setdefault(("rung_eval", segment.eval_key), [*data, segment_record, *tiny])
+    for decision in rungs.decisions:
+        nodes.setdefault(
+            ("rung_decision", decision.key),
+            [
+                (("rung_eval", path.split("/")[-2]), layout.RUNG_EVAL_SUMMARY)
+                if path.endswith(layout.SUMMARY)
+                else _rung_input(path)
+                for path in decision.inputs
+            ],
+        )
+    return nodes
+
+
+def run_nodes(run: Any, rungs: RungPlan | None = None) -> dict[str, tuple[str, list[tuple[Node, str]]]]:
+    """A run's stages: stage -> (its key, [(upstream node, the pattern of the file it reads), ...]);
+    `rungs`: its experiment's rung stages, whose last its training waits for."""
     keys = run.keys
     data = ("data", keys.data)
     tiny = [(("tiny", keys.model), layout.TINY_MODEL)] if keys.model else []
     upstream = [(("train", keys.warm_start), layout.TRAIN_ADAPTER)] if keys.warm_start else []
+    after = [_rung_input(path) for path in rungs.final(run)[0]] if rungs else []
     return {
         "data": (keys.data, []),
         **({"tiny": (keys.model, [(data, layout.DATA_MANIFEST)])} if keys.model else {}),
-        "train": (keys.train, [(data, layout.DATA_MANIFEST), *tiny, *upstream]),
+        "train": (keys.train, [(data, layout.DATA_MANIFEST), *tiny, *upstream, *after]),
         "merge": (keys.train, [(("train", keys.train), layout.TRAIN_ADAPTER)]),
         "eval": (keys.eval, [(data, layout.DATA_MANIFEST), (("merge", keys.train), layout.MERGE_DIR)]),
         "base_eval": (keys.base_eval, [(data, layout.DATA_MANIFEST), *tiny]),
@@ -109,19 +153,31 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
         return exists[path]
 
     nodes: set[Node] = set()
+    node_inputs: dict[Node, list[str]] = {}  # the input files of each node, in the rule's order
+
+    def add(node: Node, inputs: list[tuple[Node, str]]) -> None:
+        if node in nodes:
+            return
+        nodes.add(node)
+        node_inputs[node] = [layout.path(pattern, ".", key=upstream[1]).as_posix() for upstream, pattern in inputs]
+        for upstream, pattern in inputs:
+            readers.setdefault(upstream, []).append((node, layout.path(pattern, root, key=upstream[1])))
+        missing = [path for path in _paths(*node, root) if not present(path)]
+        if missing:
+            found.reasons[node] = f"no {missing[0].relative_to(root)}"
+
     for experiment in experiments:
+        rungs = rung_plan(experiment)
         for run in experiment.runs:
-            for stage, (key, inputs) in run_nodes(run).items():
-                node = (stage, key)
-                if node in nodes:
-                    continue
-                nodes.add(node)
-                for upstream, pattern in inputs:
-                    wildcard = upstream[1]
-                    readers.setdefault(upstream, []).append((node, layout.path(pattern, root, key=wildcard)))
-                missing = [path for path in _paths(stage, key, root) if not present(path)]
-                if missing:
-                    found.reasons[node] = f"no {missing[0].relative_to(root)}"
+            for stage, (key, inputs) in run_nodes(run, rungs).items():
+                add((stage, key), inputs)
+        for node, inputs in rung_nodes(rungs).items():
+            add(node, inputs)
+    for node, inputs in node_inputs.items():  # early_stop: a training whose rung inputs changed runs again
+        if node not in found.reasons and node[0] in ("train", "rung_train"):
+            recorded = recorded_inputs(root, _paths(*node, Path("."))[0].as_posix())
+            if recorded is not None and recorded != inputs:
+                found.reasons[node] = "its inputs differ from those it ran with (a rung decision added or left out)"
     queue = list(found.reasons)
     while queue:
         upstream = queue.pop()
@@ -134,6 +190,24 @@ def plan(experiments: Iterable[Any], root: str | Path = ".") -> Plan:
         if why:
             found.reasons[("report", experiment.name)] = why
     return found
+
+
+def recorded_inputs(root: Path, output: str) -> list[str] | None:
+    """The input files Snakemake recorded for the job that wrote `output` (its file-based metadata under
+    .snakemake/metadata/, a urlsafe-base64 name cut into parts of the file system's name length), or
+    None. Snakemake reruns a job whose input files differ from these (its `input` rerun trigger)."""
+    metadata = root / ".snakemake" / "metadata"
+    if not metadata.is_dir():
+        return None
+    longest = os.pathconf(metadata, "PC_NAME_MAX") - 1
+    name = urlsafe_b64encode(output.encode()).decode()
+    parts = [name[i : i + longest] for i in range(0, len(name), longest)]
+    path = metadata.joinpath(*["@" + part for part in parts[:-1]], parts[-1])
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("input") if isinstance(record, dict) else None
 
 
 def report_reason(experiment: Any, found: Plan, root: Path) -> str | None:

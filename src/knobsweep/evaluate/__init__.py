@@ -294,8 +294,26 @@ def write_not_evaluated(job: EvalJob, model: str, out_dir: str | Path, reason: s
     return summary
 
 
-def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path) -> dict:
-    """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically."""
+def prompt_subset(rows: list[dict], prompts: int | None, seed: int) -> list[dict]:
+    """`prompts` rows drawn with `seed` (in the split's order), the same for every model scored on this
+    split; all rows when `prompts` is None or not fewer than the rows."""
+    if prompts is None or prompts >= len(rows):
+        return rows
+    import random
+
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), prompts))]
+
+
+def evaluate(
+    job: EvalJob,
+    model: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    prompts: int | None = None,
+    prompt_seed: int = 0,
+) -> dict:
+    """Generate, score and write summary.json + samples.jsonl into `out_dir` atomically; `prompts`: score a
+    seeded subset of the eval split (`prompt_subset`; rung evals, early_stop)."""
     from knobsweep.rewards import get_evaluator
 
     started = time.perf_counter()
@@ -304,7 +322,7 @@ def evaluate(job: EvalJob, model: str, data_dir: str | Path, out_dir: str | Path
         return write_not_evaluated(job, model, out_dir, json.loads(not_merged.read_text())["reason"])
     options = job.eval
     evaluator = get_evaluator(job.reward.model_dump())  # fail on a bad reward before generating
-    rows = load_rows(data_dir)
+    rows = prompt_subset(load_rows(data_dir), prompts, prompt_seed)
     backend, why = resolve_backend(options.backend)
     print(f"eval backend: {backend} ({why})", file=sys.stderr, flush=True)
 

@@ -23,7 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from knobsweep.dotted import set_dotted
 from knobsweep.errors import SpecError, did_you_mean
 from knobsweep.io import new_file_mode
-from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_baseline, run_data, unfinished
+from knobsweep.loop.suggest import LoopError, Suggestion, diagnose, finished_baseline, run_data, rung_stop, unfinished
 from knobsweep.loop.values import rejection, run_config
 from knobsweep.planned import plan
 from knobsweep.report.decision import Arm, compare_arms, group_arms
@@ -97,7 +97,7 @@ def adopted_arms(experiment: Any, root: Path, adopt: str, warnings: list[str]) -
             )
         arm = arms[name]
         for run in arm.runs:
-            why = unfinished(run, root)
+            why = unfinished(run, root) or rung_stop(run, root)
             if why:
                 raise LoopError(f"--adopt '{name}': run '{run.name}' {why}; only a finished arm can be adopted")
         for knob in arm.changed:

@@ -13,7 +13,7 @@ from knobsweep.loop.values import allowed_values
 from knobsweep.runfiles import UNREADABLE, read_status
 from knobsweep.train.status import COMPLETED, EARLY_STOPPED
 
-FINISHED = (COMPLETED, EARLY_STOPPED)  # an early-stopped run finished: it had no learning signal
+FINISHED = (COMPLETED, EARLY_STOPPED)  # an early-stopped run finished: no learning signal, or a rung stopped it
 HEALTHY = "no symptom found; the baseline looks healthy"
 
 
@@ -54,6 +54,15 @@ def unfinished(run: Any, root: Path) -> str | None:
     if state == UNREADABLE:
         return f"has a status.json that cannot be read: {reason}"
     return f"{'is ' if state not in ('FAILED', 'CANCELLED') else ''}{state}" + (f": {reason}" if reason else "")
+
+
+def rung_stop(run: Any, root: Path) -> str | None:
+    """Why a run a rung stopped (early_stop) is no result to adopt, or None: it never trained to the end.
+    Its partial curves are still read (`suggest`): they show why it lost."""
+    status = read_status(layout.path(layout.TRAIN_STATUS, root, key=run.keys.train), [], run.name)
+    if status.get("stopped_at_rung"):
+        return f"was stopped at a rung ({status.get('reason')}): a stopped arm never trained to the end"
+    return None
 
 
 def finished_baseline(experiment: Any, root: Path) -> list[Any]:

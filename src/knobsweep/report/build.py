@@ -27,6 +27,7 @@ from knobsweep import layout, runlinks
 from knobsweep.io import atomic_write_json, atomic_write_text
 from knobsweep.report.benchmarks import collect_benchmarks
 from knobsweep.report.collect import Collected, collect_experiment, format_value
+from knobsweep.report.early_stop import account_json, rung_account
 from knobsweep.report.html import ReportMeta, render_report
 from knobsweep.report.lineage import lineage
 from knobsweep.report.tasks import task_rows
@@ -167,6 +168,7 @@ def build_report(
     collected.lineage = lineage(experiment, root, collected.warnings)
     collected.benchmarks = collect_benchmarks(experiment, root, collected.warnings)
     collected.tasks = task_rows(experiment, root, collected.warnings)
+    collected.rungs = rung_account(experiment, root)
     generated_at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     meta = ReportMeta(
         experiment=experiment.name,
@@ -204,6 +206,7 @@ def build_report(
                 {key: _plain(value) for key, value in row.items()} for row in collected.benchmarks.get("rows", [])
             ],
             "tasks": [{key: _plain(value) for key, value in row.items()} for row in collected.tasks],
+            "early_stop": account_json(collected.rungs),
             "rows": records,
         },
     )

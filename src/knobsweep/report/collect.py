@@ -103,6 +103,7 @@ class Collected:
     lineage: list[dict] = field(default_factory=list)  # the chain of parent baselines: report.lineage
     benchmarks: dict = field(default_factory=dict)  # lm-eval scores and verdicts: report.benchmarks
     tasks: list[dict] = field(default_factory=list)  # reward and eval per task of a mixture: report.tasks
+    rungs: dict | None = None  # early_stop: where runs stopped and the compute saved (report.early_stop)
 
     @property
     def summary_columns(self) -> list[str]:

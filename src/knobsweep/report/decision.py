@@ -80,6 +80,8 @@ def run_scores(run: Any, root: Path, warnings: list[str]) -> RunScores:
     """A run's training state and per-prompt headline scores (None until its eval exists)."""
     status = _status(layout.path(layout.TRAIN_STATUS, root, key=run.keys.train), warnings, run.name)
     state = str(status.get("state") or "not run")
+    if status.get("stopped_at_rung"):  # early_stop: judged at a rung, never evaluated at the end
+        return RunScores(run.name, run.seed, state, None, problem=str(status.get("reason") or "stopped at a rung"))
     samples = layout.path(layout.EVAL_SAMPLES, root, key=run.keys.eval)
     try:
         read = read_scores(samples)

@@ -24,6 +24,7 @@ import plotly.offline
 import yaml
 from plotly.colors import qualitative
 
+from knobsweep.cost import Cost
 from knobsweep.report.benchmarks import benchmark_rows, regression_text
 from knobsweep.report.collect import NOT_RUN, PARSERS, Collected, format_value, wandb_links
 from knobsweep.report.formatting import format_duration, label, plot_layout, rounded
@@ -608,6 +609,29 @@ def task_table(collected: Collected) -> list[dict]:
     ]
 
 
+def rungs_context(account: dict | None) -> dict | None:
+    """The early-stop section (knobsweep.report.early_stop): where runs stopped, and compute per line."""
+    if account is None:
+        return None
+
+    def text(cost) -> str:
+        return cost.text() or "0"
+
+    saved = account["saved"]
+    return {
+        "runs": account["runs"],
+        "lines": [
+            {"name": line, "spent": text(account["spent"][line]), "without": text(account["without"][line])}
+            for line in account["spent"]
+        ],
+        "total_spent": text(account["total_spent"]),
+        "total_without": text(account["total_without"]),
+        "saved": text(saved)
+        if saved.gpu_hours >= 0 and saved.cpu_hours >= 0
+        else f"none: the rungs cost {text(Cost(-saved.gpu_hours, -saved.cpu_hours))} more than they saved",
+    }
+
+
 def render_report(collected: Collected, meta: ReportMeta) -> str:
     figures = []
     titles = dict(ALWAYS_SHOWN_CURVES)
@@ -655,6 +679,7 @@ def render_report(collected: Collected, meta: ReportMeta) -> str:
         "task_rows": task_table(collected),
         "forest_figure": {"id": "fig-forest", "json": figure_json(forest)} if forest is not None else None,
         "total_cost": total_cost(collected),
+        "rungs": rungs_context(collected.rungs),
         "how_sure": how_sure(collected),
         "plotly_js": plotly_bundle(),
     }

@@ -62,6 +62,11 @@ class Experiment:
     mode: str = "ofat"
     # not errors: arms equal to the baseline (or to each other) once defaults are filled (spec.expand)
     warnings: tuple[Problem, ...] = ()
+    early_stop: dict | None = None  # the `early_stop:` section (rung evaluations), None when off
+
+    @property
+    def arms(self) -> tuple[Run, ...]:
+        return tuple(run for run in self.runs if not run.is_baseline)
 
     @property
     def baseline(self) -> Run:
@@ -351,6 +356,7 @@ def load_experiment(path: str | Path, stem: str | None = None) -> Experiment:
         hypotheses=dict(spec.hypotheses),
         mode=spec.mode,
         warnings=tuple(warnings),
+        early_stop=spec.early_stop.model_dump(mode="json") if spec.early_stop else None,
     )
 
 

@@ -24,6 +24,7 @@ from knobsweep.errors import FieldError, did_you_mean
 from knobsweep.registry import BUILTIN_EVALUATORS, EVALUATORS, METHODS, TINY
 from knobsweep.resources import slurm_value_problem
 from knobsweep.spec.benchmarks import BenchmarksConfig
+from knobsweep.spec.early_stop import EarlyStopConfig
 from knobsweep.spec.sources import DataOptions, Gsm8kOptions
 from knobsweep.spec.trl_fields import trl_problems
 from knobsweep.spec.validate import SEED_MAX, StrictScalars
@@ -430,6 +431,11 @@ class ExperimentSpec(Section):
         default_factory=dict, description="knob (or named run) -> the sentence shown next to its results"
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="experiment trackers (never hashed)")
+    early_stop: EarlyStopConfig | None = Field(
+        None,
+        description="rung evaluations: stop an arm worse than the baseline beyond noise part-way through training "
+        "(docs/early_stop.md; never hashed into a run's train or eval key)",
+    )
 
 
 # --- what each stage receives as --config-json: exactly the sections its key hashes ---------------------

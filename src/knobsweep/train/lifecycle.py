@@ -41,7 +41,28 @@ from knobsweep.train.callbacks import (
 )
 from knobsweep.train.health import HealthMonitor, NonFiniteError
 from knobsweep.train.method import Method, build_trl_config, get_method
-from knobsweep.train.status import CANCELLED, COMPLETED, EARLY_STOPPED, FAILED, PENDING, RUNNING, VALIDATING, RunStatus
+from knobsweep.train.rungs import (
+    RungStop,
+    copy_rung_model,
+    generation_period,
+    planned_steps,
+    read_stop,
+    resumed_epochs,
+    rung_step,
+    stop_reason,
+    write_segment,
+)
+from knobsweep.train.status import (
+    CANCELLED,
+    COMPLETED,
+    EARLY_STOPPED,
+    FAILED,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    VALIDATING,
+    RunStatus,
+)
 
 
 class Cancelled(BaseException):
@@ -143,6 +164,8 @@ def run_training(
     out_dir: str | Path,
     run_info: RunInfo | None = None,
     warm_start: str | None = None,
+    rung: tuple[float, Path] | None = None,
+    decision: str | Path | None = None,
 ) -> Path:
     """Train with job.train.method; write the contract's outputs into out_dir; return it.
 
@@ -170,6 +193,11 @@ def run_training(
     config = job.model_dump(mode="json")
     same_run = run_yaml.is_file() and yaml.safe_load(run_yaml.read_text()) == config
     checkpoint = latest_checkpoint(checkpoints) if same_run else None
+    stopped = read_stop(decision, out_dir.name)
+    if stopped is not None:  # a rung stopped this run: nothing trains
+        if is_main:
+            _end_stopped(stopped, out_dir, status, checkpoint, rung)
+        return out_dir
     state.wait_for_everyone()  # every process has looked before the main one changes anything
     if is_main:
         if checkpoint is None:
@@ -196,6 +224,21 @@ def run_training(
         trainer, tokenizer, lifecycle = _validate_and_build(
             method, job, model_path, data_dir, out_dir, state, status, console, stop, run_info, warm_start
         )
+        segment = None
+        if rung is not None:
+            total = planned_steps(trainer)
+            segment = {"fraction": rung[0], "step": rung_step(rung[0], total, generation_period(trainer.args))}
+            segment["max_steps"] = total
+            done = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+            if done >= segment["step"]:  # trained this far already (a segment re-run, or a finished run)
+                finished = done > segment["step"] and (out_dir / layout.ADAPTER).is_dir()
+                status.write(COMPLETED if finished else PAUSED, reason="" if finished else f"at step {done}")
+                if is_main:
+                    _record_segment(segment, checkpoints, Path(rung[1]), tokenizer, 0.0)
+                return out_dir
+            trainer.add_callback(RungStop(segment["step"]))
+        if checkpoint is not None and hasattr(trainer, "resume_epochs"):  # GRPO: its sampler resumes mid-run
+            trainer.resume_epochs = resumed_epochs(trainer, int(checkpoint.name.split("-")[-1]))
         if checkpoint is None:
             status.write(initial_weights=_fingerprint(trainer))
         status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")
@@ -210,6 +253,17 @@ def run_training(
                 f"{last.name + ' saved' if last else 'no checkpoint saved'}; "
                 "run the same command again to resume",
             )
+        if segment is not None and step == segment["step"] and not lifecycle.early_stop_reason:
+            runtime = round(time.monotonic() - started, 2)
+            status.write(
+                PAUSED,
+                reason=f"at rung {segment['fraction']:.0%} of training (step {step} of {segment['max_steps']}): "
+                "waiting for the rung decision",
+                step=step,
+            )
+            if is_main:
+                _record_segment(segment, checkpoints, Path(rung[1]), tokenizer, runtime)
+            return out_dir
         if is_main:
             with atomic_dir(out_dir / layout.ADAPTER) as tmp:
                 save_policy(trainer.accelerator.unwrap_model(trainer.model), tmp)
@@ -254,6 +308,37 @@ def run_training(
             + (f"\n{escape(reason)}" if reason else "")
         )
     return out_dir
+
+
+def _record_segment(segment: dict, checkpoints: Path, rung_dir: Path, tokenizer, runtime_s: float) -> None:
+    """segment.json and the rung's model; a run already past the rung without its checkpoint (trained
+    to the end elsewhere, its rung checkpoint rotated out) has no rung model: its rung is skipped."""
+    checkpoint = checkpoints / f"checkpoint-{segment['step']}"
+    if checkpoint.is_dir():
+        copy_rung_model(checkpoint, rung_dir / layout.ADAPTER, tokenizer)
+        write_segment(rung_dir, {**segment, "checkpoint": str(checkpoint), "runtime_s": runtime_s})
+    else:
+        reason = f"the run had trained past step {segment['step']} without keeping its checkpoint: no rung model"
+        write_segment(rung_dir, {**segment, "skipped": reason, "runtime_s": runtime_s})
+
+
+def _end_stopped(stop: dict, out_dir: Path, status: RunStatus, checkpoint: Path | None, rung) -> None:
+    """A run a rung stopped: a later segment records the stop; the final job ends EARLY_STOPPED with the
+    rung's reason and the rung's adapter (which the merge and the eval then skip: knobsweep.merge)."""
+    if rung is not None:
+        write_segment(Path(rung[1]), {"fraction": rung[0], "stopped": stop, "runtime_s": 0.0})
+        return
+    if checkpoint is not None:
+        status.resume(int(checkpoint.name.split("-")[-1]), str(checkpoint))
+    shutil.copytree(stop["adapter"], out_dir / layout.ADAPTER, dirs_exist_ok=True)
+    status.write(
+        EARLY_STOPPED,
+        reason=stop_reason(stop),
+        step=stop["step"],
+        runtime_s=0.0,
+        summary=run_summary(out_dir / layout.METRICS, ()),
+        stopped_at_rung=stop,
+    )
 
 
 def save_policy(model, directory: Path) -> None:

@@ -1,6 +1,7 @@
 """status.json of a training run: its lifecycle state, why, when, and the health warnings.
 
     PENDING -> VALIDATING -> RUNNING -> COMPLETED | FAILED | CANCELLED | EARLY_STOPPED
+    (with rungs, RUNNING -> PAUSED at each rung, until the rung decision lets the next segment run)
 
     {"state", "reason", "started_at", "updated_at", "finished_at" (terminal states), "step",
      "attempt" (1, then +1 per resume), "resumed_from" (checkpoint dir or null),
@@ -19,9 +20,9 @@ from typing import Any
 
 from knobsweep.io import atomic_write_json
 
-PENDING, VALIDATING, RUNNING = "PENDING", "VALIDATING", "RUNNING"
+PENDING, VALIDATING, RUNNING, PAUSED = "PENDING", "VALIDATING", "RUNNING", "PAUSED"
 COMPLETED, FAILED, CANCELLED, EARLY_STOPPED = "COMPLETED", "FAILED", "CANCELLED", "EARLY_STOPPED"
-STATES = (PENDING, VALIDATING, RUNNING, COMPLETED, FAILED, CANCELLED, EARLY_STOPPED)
+STATES = (PENDING, VALIDATING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLED, EARLY_STOPPED)
 TERMINAL = (COMPLETED, FAILED, CANCELLED, EARLY_STOPPED)
 
 
