@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from test_train_grpo import GSM8K_TRAIN, REPO, train_config
-from test_train_lifecycle import finish, status_of, wait_for
+from test_train_lifecycle import finish, sigterm_after, status_of
 
 from knobsweep.io import read_jsonl
 from knobsweep.resources import launch_command
@@ -247,19 +247,8 @@ def test_sigterm_stops_every_process_and_the_same_command_resumes_them_from_one_
     total = 12
     kill_after = random.randint(7, 9)  # in the second epoch, after its first checkpoint
     out = tmp_path / "train"
-    process = start(config, inputs, out, TWO)
     metrics = out / "metrics.jsonl"
-    wait_for(
-        lambda: (
-            process.poll() is not None
-            or (metrics.is_file() and any(r["step"] >= kill_after for r in read_jsonl(metrics)))
-        ),
-        600,
-        f"step {kill_after}",
-    )
-    assert process.poll() is None, finish(process)[1][-3000:]
-    os.killpg(process.pid, signal.SIGTERM)  # as Slurm preemption: the launcher and every process
-    code, output = finish(process, timeout=300)
+    code, output = sigterm_after(start(config, inputs, out, TWO), metrics, kill_after, 600)
     assert code == 128 + signal.SIGTERM, output[-3000:]
     cancelled = status_of(out)
     assert cancelled["state"] == "CANCELLED" and cancelled["reason"].startswith("SIGTERM at step "), cancelled

@@ -415,6 +415,21 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sigterm_after(process: subprocess.Popen, metrics: Path, step: int, timeout: float) -> tuple[int, str]:
+    """Once metrics.jsonl reaches `step`, SIGTERM to the launcher's process group (like Slurm preemption:
+    every process of the job); (exit status, output) of the launcher."""
+    wait_for(
+        lambda: (
+            process.poll() is not None or (metrics.is_file() and any(r["step"] >= step for r in read_jsonl(metrics)))
+        ),
+        timeout,
+        f"step {step}",
+    )
+    assert process.poll() is None, finish(process)[1][-3000:]
+    os.killpg(process.pid, signal.SIGTERM)
+    return finish(process, timeout=300)
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, tmp_path):
     model, data = inputs
@@ -426,17 +441,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     out = tmp_path / "train"
     process = start(config, model, data, out)
     metrics = out / "metrics.jsonl"
-    wait_for(
-        lambda: (
-            process.poll() is not None
-            or (metrics.is_file() and any(r["step"] >= kill_after for r in read_jsonl(metrics)))
-        ),
-        240,
-        f"step {kill_after}",
-    )
-    assert process.poll() is None, finish(process)[1][-3000:]
-    os.killpg(process.pid, signal.SIGTERM)  # like Slurm preemption: every process of the job
-    finish(process)
+    sigterm_after(process, metrics, kill_after, 240)
     # The launcher dies at once; the trainer finishes its step and saves first.
     wait_for(lambda: status_of(out)["state"] == "CANCELLED", 60, "status CANCELLED")
     cancelled = status_of(out)
