@@ -299,6 +299,11 @@ def test_two_cpu_processes_train_as_one_slurm_job_through_the_per_node_launcher(
     run([*snakemake_command(activated=True), "--profile", "slurm", *FAST], workdir, timeout=900)
     (job,) = [j for j in sacct(since, workdir) if j["Comment"].startswith("rule_train")]
     assert job["State"] == "COMPLETED" and "cpu=2" in job["AllocTRES"].split(","), job
+    # the launcher ran as a job step of its own: srun's `bash -c 'accelerate launch ...'`
+    steps = subprocess.run(
+        ["sacct", "-j", job["JobID"], "-n", "-P", "--format=JobID,JobName,State"], capture_output=True, text=True
+    ).stdout.splitlines()
+    assert f"{job['JobID']}.0|bash|COMPLETED" in steps, steps
     on_slurm = status_of(workdir / "train"), read_jsonl(workdir / "train" / "metrics.jsonl"), ""
     assert on_slurm[0]["processes"] == 2 and on_slurm[0]["state"] == "COMPLETED", on_slurm[0]
     local = train(config, inputs, tmp_path / "local", TWO)
