@@ -65,6 +65,18 @@ class AlternatingEvaluator:
         return Evaluation(score=float(self.calls % 2), reason="call parity")
 
 
+class HalfSignalEvaluator(AlternatingEvaluator):
+    """Alternating scores for the even rows, 0.5 for the odd ones: an odd row's group has no spread."""
+
+    name = "half-signal"
+
+    def __call__(self, completion: str, row: dict) -> Evaluation:
+        if int(row["row_id"].rsplit("-", 1)[1]) % 2:
+            time.sleep(self.delay_s)
+            return Evaluation(score=0.5, reason="odd row")
+        return super().__call__(completion, row)
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """The tiny model, and train.parquet for each method from the first GSM8K rows."""
@@ -220,6 +232,20 @@ def test_two_processes_train_as_one_on_the_same_global_batch(inputs, tmp_path, m
             assert len(rollouts) == 4 * steps and {r["step"] for r in rollouts} == set(range(1, steps + 1))
         pick = lambda out: [(r["step"], r["row_id"], r["score"]) for r in read_jsonl(tmp_path / out / "rollouts.jsonl")]  # noqa: E731
         assert pick("two") == pick("one")
+
+
+@pytest.mark.slow
+def test_a_process_whose_groups_were_all_filtered_keeps_in_step_with_the_others(inputs, tmp_path):
+    """Seed 0 orders the 6 prompts 2 5 | 3 0 | 1 4: with 2 prompts per step (a group per process), each
+    step one process's only group is filtered (an odd row) and the other's trains. The filtered process
+    used to take one collective more than the other (filtering.filter_batch): the run hung at step 2."""
+    config = config_of("grpo")
+    config["train"].update(batch_size=2, trl={})  # no entropy bonus: TRL takes it per process, not globally
+    config["reward"] = {"name": "test-half-signal"}
+    one = train(config, inputs, tmp_path / "one", ONE)
+    two = train(config, inputs, tmp_path / "two", TWO)
+    assert [m["filtered_group_rate"] for m in two[1]] == [0.5] * 3, two[1]
+    assert_same_run(one, two, ("reward", "reward_std", "filtered_group_rate", "frac_reward_zero_std"))
 
 
 def expected_row_order(rows: int, epochs: int, seed: int) -> list[int]:

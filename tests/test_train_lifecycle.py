@@ -164,9 +164,11 @@ def test_filter_batch_masks_rows_when_shapes_must_stay():
 
 def test_a_fully_filtered_batch_keeps_one_inert_row():
     batch = hand_built_batch()
+    totals = []  # as if summed over two processes; a collective: once per batch, filtered or not
     out = filter_batch(
-        batch, torch.zeros(8, dtype=torch.bool), drop_rows=True, total_items=lambda n: n * 2
-    )  # as if summed over two processes
+        batch, torch.zeros(8, dtype=torch.bool), drop_rows=True, total_items=lambda n: totals.append(n) or n * 2
+    )
+    assert len(totals) == 1
     assert out["completion_ids"].size(0) == 1
     assert out["completion_mask"].sum() == 0 and out["advantages"].abs().sum() == 0
     assert int(out["num_items_in_batch"]) == 0

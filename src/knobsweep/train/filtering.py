@@ -68,7 +68,9 @@ def filter_batch(
         if not keep.any() and drop_rows:  # nothing left: keep one inert row
             placeholder = torch.zeros(size, dtype=torch.bool, device=keep.device)
             placeholder[0] = True
-            out = filter_batch(batch, placeholder, True, total_items)
+            # no total here: every process must take part in the same collectives, and one whose
+            # rows were all filtered would otherwise gather twice while the others gather once
+            out = filter_batch(batch, placeholder, True)
             keep = torch.zeros(1, dtype=torch.bool, device=keep.device)
         rows = keep.to(out["completion_mask"].dtype).unsqueeze(1)
         out["completion_mask"] = out["completion_mask"] * rows
