@@ -152,6 +152,20 @@ def test_filter_batch_drops_rows_out_of_every_denominator():
     assert batch["completion_ids"].size(0) == 8  # the input is not modified
 
 
+def test_filter_batch_pads_to_the_row_count_of_every_process():
+    batch = hand_built_batch()
+    keep = torch.tensor([False, True, False, False, True, False, False, False])
+    out = filter_batch(batch, keep, drop_rows=True, rows=4)  # another process keeps 4 rows
+    assert out["completion_ids"].size(0) == out["advantages"].size(0) == len(out["num_images"]) == 4
+    # the kept rows and, as inert rows (no token, no advantage), the first dropped ones
+    assert out["completion_ids"][:, 0].tolist() == [0, 3, 6, 12]
+    assert out["completion_mask"].sum(dim=1).tolist() == [0, 3, 0, 3]
+    assert out["advantages"].tolist() == pytest.approx(
+        [0.0, batch["advantages"][1].item(), 0.0, batch["advantages"][4].item()]
+    )
+    assert int(out["num_items_in_batch"]) == 6
+
+
 def test_filter_batch_masks_rows_when_shapes_must_stay():
     batch = hand_built_batch()
     keep = torch.tensor([True, False] * 4)

@@ -158,7 +158,12 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
         # Dropping rows changes the batch size; TRL splits a generation batch into
         # steps_per_generation equal slices afterwards, so then mask the rows instead.
         drop_rows = self.args.steps_per_generation == 1 and "pixel_values" not in output
-        return filter_batch(output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum())
+        # Several processes: TRL gathers per-row values (clip ratios), which needs the same row count on
+        # every process, so each keeps as many rows as the process keeping most (the rest inert rows).
+        rows = int(keep_all.view(-1, local).sum(dim=1).max()) if self.accelerator.num_processes > 1 else None
+        return filter_batch(
+            output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum(), rows=rows
+        )
 
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
