@@ -214,7 +214,7 @@ def accelerate_view(command: str, entry: tuple[str, ...] = ("-m", "knobsweep.tra
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
     words = shlex.split(command)
-    if words[0] == GRACE_ENV:  # the launcher's environment, in front of the command
+    while "=" in words[0]:  # the launcher's environment (GRACE_ENV, ...), in front of the command
         words = words[1:]
     assert words[:2] == ["accelerate", "launch"], words
     args = launch_command_parser().parse_args(words[2:] + list(entry))
@@ -240,6 +240,35 @@ def test_one_node_two_gpus_is_plain_data_parallel():
     args = accelerate_view(command)
     assert (args.multi_gpu, args.num_processes, args.num_machines, args.mixed_precision) == (True, 2, 1, "bf16")
     assert not args.use_fsdp and not args.use_deepspeed
+
+
+def test_cpu_processes_take_the_multi_gpu_launcher_on_gloo():
+    command = launch_command({"gpus": 0, "processes": 2, "nodes": 1, "cpus": 4})
+    # no GPU seen (gloo, even on a GPU machine), the job's cores shared out, torch elastic's grace period
+    assert command.startswith(f"CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 {GRACE_ENV} accelerate launch ")
+    args = accelerate_view(command)
+    # --multi_gpu: torchrun starts the processes (accelerate's --cpu starts one, or several only via mpirun)
+    assert (args.multi_gpu, args.cpu, args.num_processes, args.num_machines) == (True, False, 2, 1)
+    assert (args.mixed_precision, args.main_process_port) == ("no", 0)  # a free port: jobs may start together
+    assert launch_command({"gpus": 0, "processes": 1, "nodes": 1, "cpus": 1}) == launch_command(
+        {"gpus": 0, "nodes": 1, "cpus": 1}
+    )
+    # the per-node launcher (srun) reads its rank, head node and port on the node, as for GPUs
+    per_node = launch_command({"gpus": 0, "processes": 2, "nodes": 1, "cpus": 2}, srun=True)
+    assert per_node.startswith("srun --nodes=1 --ntasks=1 ") and "--gres" not in per_node
+    assert '--machine_rank "$SLURM_NODEID"' in per_node and "--num_processes 2" in per_node
+
+
+def test_processes_resolve_to_a_cpu_request(write_spec):
+    real = {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, "resources": {"train": {"processes": 4}}}
+    train = stage_resources(real, "train", site={})
+    assert (train["gpus"], train["processes"], train["cpus"]) == (0, 4, 4)  # CPU, a core per process at least
+    plain = stage_resources({**real, "resources": {"train": {}}}, "train", site={})
+    assert (plain["gpus"], plain["processes"]) == (1, 1)
+    with pytest.raises(SpecError, match=r"resources.train.processes: 2 CPU processes with gpus 4"):
+        load_experiment(write_spec(SPEC.replace("nodes: 2", "nodes: 1, processes: 2")))
+    with pytest.raises(SpecError, match=r"resources.eval.processes: 2: only the train stage runs several processes"):
+        load_experiment(write_spec(SPEC.replace("sweep:", "    eval: {processes: 2}\nsweep:")))
 
 
 def test_fsdp_and_deepspeed_come_from_the_config_files():

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,11 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, snakemake_command, user_shell
+from test_train_distributed import TWO, assert_same_run, config_of, inputs, train  # noqa: F401 (inputs: a fixture)
+from test_train_lifecycle import status_of
+
+from knobsweep.io import read_jsonl
+from knobsweep.resources import launch_command, scheduler_resources
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -266,6 +272,42 @@ def test_per_node_launcher_runs_under_srun_with_its_rank_head_node_and_port(clus
     # sbatch --gres=gpu:2 --cpus-per-gpu=1 --ntasks=2: sacct's ReqCPUS shows the per-task minimum
     assert {"cpu=2", "gres/gpu=2", "mem=1000M"} <= set(job["AllocTRES"].split(",")), job
     assert job["ReqMem"] == "1000M" and job["Timelimit"] == "00:05:00", job
+
+
+def test_two_cpu_processes_train_as_one_slurm_job_through_the_per_node_launcher(cluster, tmp_path, inputs):
+    """`resources.train.processes: 2` as a job of 2 tasks on this cluster: the rule's `srun` starts the
+    per-node launcher, which reads its rank, the head node and the port on the node and starts 2
+    training processes (gloo) that train for real; the run equals the same 2-process run made locally."""
+    config = config_of("sft")
+    request = {"gpus": 0, "processes": 2, "cpus": 2, "mem_mb": 3000, "runtime_min": 10, "nodes": 1}
+    # the multi-node job's shape on one node: `mpi` (the shell's srun gets the allocation), 2 tasks of 1 CPU
+    slurm = {**scheduler_resources(request, "train"), "mpi": "srun", "tasks": 2, "cpus_per_task": 1}
+    stage = ["-m", "knobsweep.train", "--config-json", json.dumps(config), "--model", str(inputs["model"])]
+    stage += ["--data", str(inputs["sft"]), "--out", "train"]
+    command = f"{launch_command(request, srun=True)} {shlex.join(stage)}"
+    workdir = workflow_copy(tmp_path / "slurm")
+    (workdir / "Snakefile").write_text(
+        textwrap.dedent(f"""
+        rule train:
+            output: directory("train/adapter")
+            resources: **{ {k: v for k, v in slurm.items() if v is not None}!r}
+            params: command={command!r}
+            shell: "{{params.command}}"
+    """)
+    )
+    since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
+    run([*snakemake_command(activated=True), "--profile", "slurm", *FAST], workdir, timeout=900)
+    (job,) = [j for j in sacct(since, workdir) if j["Comment"].startswith("rule_train")]
+    assert job["State"] == "COMPLETED" and "cpu=2" in job["AllocTRES"].split(","), job
+    # the launcher ran as a job step of its own: srun's `bash -c 'accelerate launch ...'`
+    steps = subprocess.run(
+        ["sacct", "-j", job["JobID"], "-n", "-P", "--format=JobID,JobName,State"], capture_output=True, text=True
+    ).stdout.splitlines()
+    assert f"{job['JobID']}.0|bash|COMPLETED" in steps, steps
+    on_slurm = status_of(workdir / "train"), read_jsonl(workdir / "train" / "metrics.jsonl"), ""
+    assert on_slurm[0]["processes"] == 2 and on_slurm[0]["state"] == "COMPLETED", on_slurm[0]
+    local = train(config, inputs, tmp_path / "local", TWO)
+    assert_same_run(local, on_slurm, ("loss", "grad_norm", "mean_token_accuracy", "num_tokens"))
 
 
 PREEMPT_SPEC = """

@@ -152,6 +152,20 @@ def test_filter_batch_drops_rows_out_of_every_denominator():
     assert batch["completion_ids"].size(0) == 8  # the input is not modified
 
 
+def test_filter_batch_pads_to_the_row_count_of_every_process():
+    batch = hand_built_batch()
+    keep = torch.tensor([False, True, False, False, True, False, False, False])
+    out = filter_batch(batch, keep, drop_rows=True, rows=4)  # another process keeps 4 rows
+    assert out["completion_ids"].size(0) == out["advantages"].size(0) == len(out["num_images"]) == 4
+    # the kept rows and, as inert rows (no token, no advantage), the first dropped ones
+    assert out["completion_ids"][:, 0].tolist() == [0, 3, 6, 12]
+    assert out["completion_mask"].sum(dim=1).tolist() == [0, 3, 0, 3]
+    assert out["advantages"].tolist() == pytest.approx(
+        [0.0, batch["advantages"][1].item(), 0.0, batch["advantages"][4].item()]
+    )
+    assert int(out["num_items_in_batch"]) == 6
+
+
 def test_filter_batch_masks_rows_when_shapes_must_stay():
     batch = hand_built_batch()
     keep = torch.tensor([True, False] * 4)
@@ -164,9 +178,11 @@ def test_filter_batch_masks_rows_when_shapes_must_stay():
 
 def test_a_fully_filtered_batch_keeps_one_inert_row():
     batch = hand_built_batch()
+    totals = []  # as if summed over two processes; a collective: once per batch, filtered or not
     out = filter_batch(
-        batch, torch.zeros(8, dtype=torch.bool), drop_rows=True, total_items=lambda n: n * 2
-    )  # as if summed over two processes
+        batch, torch.zeros(8, dtype=torch.bool), drop_rows=True, total_items=lambda n: totals.append(n) or n * 2
+    )
+    assert len(totals) == 1
     assert out["completion_ids"].size(0) == 1
     assert out["completion_mask"].sum() == 0 and out["advantages"].abs().sum() == 0
     assert int(out["num_items_in_batch"]) == 0
@@ -415,6 +431,21 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sigterm_after(process: subprocess.Popen, metrics: Path, step: int, timeout: float) -> tuple[int, str]:
+    """Once metrics.jsonl reaches `step`, SIGTERM to the launcher's process group (like Slurm preemption:
+    every process of the job); (exit status, output) of the launcher."""
+    wait_for(
+        lambda: (
+            process.poll() is not None or (metrics.is_file() and any(r["step"] >= step for r in read_jsonl(metrics)))
+        ),
+        timeout,
+        f"step {step}",
+    )
+    assert process.poll() is None, finish(process)[1][-3000:]
+    os.killpg(process.pid, signal.SIGTERM)
+    return finish(process, timeout=300)
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, tmp_path):
     model, data = inputs
@@ -426,17 +457,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_end(inputs, 
     out = tmp_path / "train"
     process = start(config, model, data, out)
     metrics = out / "metrics.jsonl"
-    wait_for(
-        lambda: (
-            process.poll() is not None
-            or (metrics.is_file() and any(r["step"] >= kill_after for r in read_jsonl(metrics)))
-        ),
-        240,
-        f"step {kill_after}",
-    )
-    assert process.poll() is None, finish(process)[1][-3000:]
-    os.killpg(process.pid, signal.SIGTERM)  # like Slurm preemption: every process of the job
-    finish(process)
+    sigterm_after(process, metrics, kill_after, 240)
     # The launcher dies at once; the trainer finishes its step and saves first.
     wait_for(lambda: status_of(out)["state"] == "CANCELLED", 60, "status CANCELLED")
     cancelled = status_of(out)

@@ -11,6 +11,8 @@ GPU jobs run under `knobsweep.devices`, which gives each job its own devices (CU
 `launch_command(resolved, distributed)` is the training command's launcher: `accelerate launch`
 with one process per GPU, an FSDP / DeepSpeed config from workflow/accelerate/ when
 `train.distributed` asks for one, and on several nodes one launcher per node through `srun`.
+`resources.train.processes: N` (gpus 0) runs N CPU processes through the same multi-GPU launcher
+(torchrun), which find no GPU and join over gloo: the multi-GPU code path, for tests and development.
 
 Site settings (partition, account, qos) never live in the code or the spec's defaults: they come
 from the environment (KNOBSWEEP_SLURM_PARTITION, KNOBSWEEP_SLURM_ACCOUNT, KNOBSWEEP_SLURM_QOS,
@@ -160,14 +162,18 @@ def stage_resources(config: Mapping[str, Any], stage: str, site: Mapping[str, st
     `site`: the site settings, when the caller has read them once for many runs."""
     spec = dict(config["resources"][stage])
     tiny = config["model"]["name"] == TINY
+    processes = spec.get("processes") or 1  # CPU processes (the spec refuses them beside GPUs)
     if spec.get("gpus") is None:
-        spec["gpus"] = 1 if stage in GPU_STAGES and not tiny else 0
+        spec["gpus"] = 1 if stage in GPU_STAGES and not tiny and processes == 1 else 0
+    spec["processes"] = processes
     on_gpu = spec["gpus"] > 0
     if stage == "merge" and tiny:
         defaults = _TINY_MERGE
     else:
         table = _DEFAULTS[stage]
         defaults = table["gpu"] if on_gpu and "gpu" in table else table["cpu"]
+    # a CPU process per core at least
+    defaults = (max(defaults[0], processes), *defaults[1:])
     for name, default in zip(("cpus", "mem_mb", "runtime_min"), defaults):
         if spec.get(name) is None:
             spec[name] = default
@@ -245,8 +251,10 @@ def launch_args(
     port: int | None = None,
     config_file: str | None = None,
     per_node: bool | None = None,
+    processes: int = 1,
 ) -> str:
-    """`accelerate launch` arguments: one CPU process, or one process per GPU (bf16), on `nodes` nodes.
+    """`accelerate launch` arguments: one CPU process, one process per GPU (bf16), on `nodes` nodes,
+    or (gpus 0) `processes` CPU processes.
 
     `gpus` is GPUs per node (or a resolved resources mapping). `per_node` (default: nodes > 1):
     the launcher is started once per node (`launch_command`) and each copy reads its rank, the
@@ -254,29 +262,37 @@ def launch_args(
     `$SLURM_...` references that only the per-node shell may expand. A `config_file` (FSDP /
     DeepSpeed) decides the distributed type itself, so `--multi_gpu` is left out then
     (accelerate ignores the file's type when it is given).
+
+    Several CPU processes take `--multi_gpu`, not `--cpu`: accelerate's `--cpu` launcher starts one
+    process (several only through mpirun), its multi-GPU one starts them through torchrun, and
+    processes that find no GPU join over gloo (accelerate's MULTI_CPU).
     """
     if isinstance(gpus, Mapping):
-        gpus, nodes = int(gpus["gpus"]), int(gpus.get("nodes", 1))
+        gpus, nodes, processes = int(gpus["gpus"]), int(gpus.get("nodes", 1)), int(gpus.get("processes") or 1)
     if gpus == 0:
         if nodes > 1 or config_file:
             raise ValueError("multi-node, FSDP and DeepSpeed training need GPUs (resources.train.gpus >= 1)")
-        return "--cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
-    total = gpus * nodes
-    args = f"--num_processes {total} --num_machines {nodes} --mixed_precision bf16 --dynamo_backend no"
+        if processes == 1:
+            return "--cpu --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"
+    total = (gpus or processes) * nodes
+    precision = "bf16" if gpus else "no"
+    args = f"--num_processes {total} --num_machines {nodes} --mixed_precision {precision} --dynamo_backend no"
     if config_file:
         args = f"--config_file {shlex.quote(config_file)} {args}"
     elif total > 1:
         args += " --multi_gpu"
-    if nodes > 1 if per_node is None else per_node:
-        # one port per job (two jobs may share a head node), the same on every node
-        port_text = str(port) if port is not None else f"$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))"
-        args += (
-            ' --machine_rank "$SLURM_NODEID"'
-            ' --main_process_ip "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"'
-            f" --main_process_port {port_text}"
-        )
-        if nodes > 1:
-            args += " --rdzv_backend c10d"
+    if not (nodes > 1 if per_node is None else per_node):
+        # A free port (accelerate picks it): jobs starting together on one machine never race for 29500.
+        return args + " --main_process_port 0" if total > 1 else args
+    # one port per job (two jobs may share a head node), the same on every node
+    port_text = str(port) if port is not None else f"$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))"
+    args += (
+        ' --machine_rank "$SLURM_NODEID"'
+        ' --main_process_ip "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"'
+        f" --main_process_port {port_text}"
+    )
+    if nodes > 1:
+        args += " --rdzv_backend c10d"
     return args
 
 
@@ -309,12 +325,20 @@ def launch_command(
     head node expand on its own node; what the rule appends reaches it as "$@", unquoted once.
     """
     gpus, nodes = int(resources["gpus"]), int(resources.get("nodes", 1))
+    processes = int(resources.get("processes") or 1)
     if not gpus and (nodes > 1 or distributed != "none"):
         path, asked = ("resources.train.nodes", nodes) if nodes > 1 else ("train.distributed", distributed)
-        raise FieldError(path, f"{asked} needs GPUs, but resources.train.gpus is 0 (CPU training runs one process)")
+        raise FieldError(path, f"{asked} needs GPUs, but resources.train.gpus is 0 (CPU training runs on one node)")
     srun = nodes > 1 if srun is None else srun
-    args = launch_args(gpus, nodes, port, accelerate_config(distributed, config_dir), per_node=srun)
-    grace = f"{GRACE_ENV} " if gpus else ""
+    args = launch_args(
+        gpus, nodes, port, accelerate_config(distributed, config_dir), per_node=srun, processes=processes
+    )
+    grace = f"{GRACE_ENV} " if gpus or processes > 1 else ""
+    if not gpus and processes > 1:
+        # CPU processes: no GPU seen even on a GPU machine (so gloo, not NCCL), and the job's cores
+        # shared out instead of each process taking all of them (Snakemake sets OMP_NUM_THREADS = cpus).
+        threads = max(1, int(resources["cpus"]) // processes)
+        grace = f"CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS={threads} {grace}"
     if not srun:
         return f"{grace}accelerate launch {args}"
     per_node = f'{grace}exec accelerate launch {args} "$@"'

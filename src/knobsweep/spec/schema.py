@@ -318,6 +318,13 @@ class StageResources(Section):
     mem_mb: int | None = Field(None, ge=256, description="memory per node in MB; null = stage default")
     runtime_min: int | None = Field(None, ge=1, description="wall-clock limit in minutes; null = stage default")
     nodes: int = Field(1, ge=1, le=1024, description="nodes (multi-node training: train only)")
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="CPU training processes per node (train only, gpus 0): data parallelism over gloo, the "
+        "multi-GPU code path without GPUs (a test and development mode); null = 1",
+    )
     partition: str | None = Field(None, description="Slurm partition; null = site setting / cluster default")
     account: str | None = Field(None, description="Slurm account; null = site setting / your default")
     qos: str | None = Field(None, description="Slurm QOS; null = site setting / none")
@@ -351,6 +358,15 @@ class Resources(Section):
             nodes = getattr(self, stage).nodes
             if nodes != 1:
                 raise FieldError(f"{stage}.nodes", f"{nodes}: only the train stage runs on several nodes")
+            processes = getattr(self, stage).processes
+            if processes not in (None, 1):
+                raise FieldError(f"{stage}.processes", f"{processes}: only the train stage runs several processes")
+        if (self.train.processes or 1) > 1 and self.train.gpus:
+            raise FieldError(
+                "train.processes",
+                f"{self.train.processes} CPU processes with gpus {self.train.gpus}: processes is the CPU stand-in "
+                "for GPUs (one process per GPU is automatic); set gpus 0 (or leave it unset), or processes 1",
+            )
         return self
 
     @model_validator(mode="after")

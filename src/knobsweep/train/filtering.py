@@ -38,40 +38,46 @@ def group_keep_mask(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tenso
 
 
 def filter_batch(
-    batch: dict, keep: torch.Tensor, drop_rows: bool, total_items: Callable[[torch.Tensor], torch.Tensor] = lambda n: n
+    batch: dict,
+    keep: torch.Tensor,
+    drop_rows: bool,
+    total_items: Callable[[torch.Tensor], torch.Tensor] = lambda n: n,
+    rows: int | None = None,
 ) -> dict:
     """The local batch without the rows `keep` marks False.
 
     drop_rows=True removes them from every per-row tensor / list (exact: they leave both the
     token-mean and the sequence-mean denominators). drop_rows=False zeroes their completion
     mask instead (shapes unchanged; needed when TRL later splits the batch into
-    steps_per_generation equal slices; exact for token-mean losses only). If no row is left,
-    one row stays with an empty mask and advantage 0: a loss of exactly 0 with an intact graph
-    (so every process still runs backward). `num_items_in_batch` is recounted from the kept
-    mask; `total_items` sums it over processes (accelerator.gather(...).sum()).
+    steps_per_generation equal slices; exact for token-mean losses only). Dropping keeps at least
+    one row, and `rows` rows when given (several processes: TRL gathers per-row values, which
+    needs the same row count on every process): the first dropped rows stay as inert rows, with
+    an empty mask and advantage 0, a loss of exactly 0 with an intact graph (token-mean: exact;
+    sequence-mean: they count as rows). `num_items_in_batch` is recounted from the kept mask;
+    `total_items` sums it over processes (accelerator.gather(...).sum()), once per call: every
+    process calls it, so every process must take part in the same collectives.
     """
     size = batch["completion_mask"].size(0)
-    keep = keep.to(batch["completion_mask"].device).bool()
     if keep.numel() != size:
         raise ValueError(f"keep mask has {keep.numel()} rows, batch has {size}")
     out = dict(batch)
-    if drop_rows and keep.any():
-        index = keep.nonzero(as_tuple=True)[0]
+    if drop_rows:
+        kept = int(keep.sum())
+        padding = max(1, kept if rows is None else rows) - kept
+        dropped = ~keep
+        inert = dropped & (torch.cumsum(dropped.long(), 0) <= padding)
+        index = (keep | inert).nonzero(as_tuple=True)[0]
         for name, value in batch.items():
             if name == "num_items_in_batch":
                 continue
             if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
                 out[name] = value.index_select(0, index.to(value.device))
             elif isinstance(value, list) and len(value) == size:
-                out[name] = [v for v, k in zip(value, keep.tolist()) if k]
-    else:
-        if not keep.any() and drop_rows:  # nothing left: keep one inert row
-            placeholder = torch.zeros(size, dtype=torch.bool, device=keep.device)
-            placeholder[0] = True
-            out = filter_batch(batch, placeholder, True, total_items)
-            keep = torch.zeros(1, dtype=torch.bool, device=keep.device)
-        rows = keep.to(out["completion_mask"].dtype).unsqueeze(1)
-        out["completion_mask"] = out["completion_mask"] * rows
+                selected = set(index.tolist())
+                out[name] = [v for i, v in enumerate(value) if i in selected]
+        keep = keep[index]
+    if not bool(keep.all()):
+        out["completion_mask"] = out["completion_mask"] * keep.to(out["completion_mask"].dtype).unsqueeze(1)
         out["advantages"] = out["advantages"] * keep.to(out["advantages"].dtype).view(
             -1, *([1] * (out["advantages"].dim() - 1))
         )

@@ -168,21 +168,28 @@ class EvaluatorReward:
         if log_metric is not None:
             self._log_parts(results, log_metric)
             log_metric("identical_rollouts", 1.0 if len(texts) > 1 and len(set(texts)) == 1 else 0.0)
-        if self.rollouts_path is not None and self.rollouts_per_step > 0:
+        if self.rollouts_per_step > 0:
             step = trainer_state.global_step + 1 if trainer_state is not None else 0  # the step these train
-            stride = max(1, len(results) // self.rollouts_per_step)
-            for i in range(0, len(results), stride)[: self.rollouts_per_step]:
-                append_jsonl(
-                    self.rollouts_path,
-                    {
-                        "step": step,
-                        "row_id": rows[i].get("row_id"),
-                        "prompt": prompts[i],
-                        "completion": texts[i],
-                        **results[i][1],
-                    },
-                )
+            picked = [
+                {"step": step, "row_id": rows[i].get("row_id"), "prompt": prompts[i], "completion": texts[i]}
+                | results[i][1]
+                for i in self._picked(len(results))
+            ]
+            for record in _gather_records(picked):
+                if self.rollouts_path is not None:  # the main process writes
+                    append_jsonl(self.rollouts_path, record)
         return scores
+
+    def _picked(self, local: int) -> list[int]:
+        """This process's share of the `rollouts_per_step` rollouts, evenly spaced over the whole
+        generation batch: each process scores a contiguous slice of it (rank r: r * local ...), so
+        the main process alone would record rollouts of its own prompts only."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        total, start = local * state.num_processes, local * state.process_index
+        stride = max(1, total // self.rollouts_per_step)
+        return [i - start for i in range(0, total, stride)[: self.rollouts_per_step] if start <= i < start + local]
 
     @staticmethod
     def _log_parts(results: list[tuple[float | None, dict]], log_metric: Callable[[str, float], None]) -> None:
@@ -192,6 +199,14 @@ class EvaluatorReward:
             values = [float(m[name]) for m in valid if isinstance(m.get(name), numbers.Real)]
             if values:
                 log_metric(f"reward/{name}", sum(values) / len(values))
+
+
+def _gather_records(records: list[dict]) -> list[dict]:
+    """Every process's records, in process order (a collective: every process calls it)."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    return gather_object(records) if PartialState().num_processes > 1 else records
 
 
 # --- VALIDATING: before any training step --------------------------------------------------

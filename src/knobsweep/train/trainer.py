@@ -7,6 +7,9 @@ into TRL 1.16, all through methods GRPOTrainer already has:
 - `_generate_and_score_completions` (called once per generation batch, before TRL shuffles and
   splits it into steps) drops the rows of zero-variance groups and invalid samples
   (`filtering.filter_batch`) and logs `filtered_group_rate` / `filtered_sample_rate`;
+- `_get_train_sampler` returns TRL's RepeatSampler with the epoch's order made a function of
+  (seed, epoch) (`EpochRepeatSampler`), so a run resumed in epoch 2 or later sees the order an
+  uninterrupted run sees;
 - `_compute_loss` and `log` leave out what was not computed: on a micro-batch with no token left
   (every group filtered) TRL would log entropy, KL and clip ratios as 0, and on a step with no
   token trained the loss and grad norm are 0 by construction; they are absent from that step's
@@ -20,6 +23,7 @@ import os
 
 import torch
 from trl import GRPOTrainer, KTOTrainer, SFTTrainer
+from trl.trainer.utils import RepeatSampler
 
 from knobsweep.train.callbacks import any_process
 from knobsweep.train.filtering import filter_batch, group_keep_mask
@@ -72,6 +76,29 @@ class KnobsweepKTOTrainer(FiniteLossMixin, KTOTrainer):
     pass
 
 
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler, whose generator is seeded once and advanced by each epoch's shuffle: a
+    resumed run builds a fresh one, so without this its epochs 2, 3, ... repeated epoch 1's order.
+
+    Here epoch e draws the (e+1)-th permutation of a generator seeded with `seed`, the order an
+    uninterrupted TRL run sees; the trainer names the epoch (`set_epoch`) before each one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):
+                torch.randperm(self.num_samples, generator=self.generator)
+        self.epoch += 1  # an epoch nobody names follows this one
+        yield from super().__iter__()
+
+
 class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
     def __init__(self, *args, filter_groups: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -95,6 +122,24 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
         for _ in range(self.resume_epochs if sampler.shuffle else 0):
             torch.randperm(sampler.num_samples, generator=sampler.generator)
         return sampler
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        self._train_sampler = EpochRepeatSampler(
+            data_source=sampler.data_source,
+            mini_repeat_count=sampler.mini_repeat_count,
+            batch_size=sampler.batch_size,
+            repeat_count=sampler.repeat_count,
+            shuffle=sampler.shuffle,
+            seed=sampler.seed,
+        )
+        return self._train_sampler
+
+    def _run_epoch(self, *args, epoch: int, **kwargs):
+        # accelerate's set_epoch does not reach a sampler under a skipped-and-sharded loader (a
+        # multi-process resume mid-epoch), so name the epoch here, before the loader is iterated.
+        self._train_sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, epoch=epoch, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -123,7 +168,12 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
         # Dropping rows changes the batch size; TRL splits a generation batch into
         # steps_per_generation equal slices afterwards, so then mask the rows instead.
         drop_rows = self.args.steps_per_generation == 1 and "pixel_values" not in output
-        return filter_batch(output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum())
+        # Several processes: TRL gathers per-row values (clip ratios), which needs the same row count on
+        # every process, so each keeps as many rows as the process keeping most (the rest inert rows).
+        rows = int(keep_all.view(-1, local).sum(dim=1).max()) if self.accelerator.num_processes > 1 else None
+        return filter_batch(
+            output, keep, drop_rows, total_items=lambda n: self.accelerator.gather(n.reshape(1)).sum(), rows=rows
+        )
 
     def _compute_loss(self, model, inputs):
         mode = "train" if self.model.training else "eval"
