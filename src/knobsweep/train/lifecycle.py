@@ -47,7 +47,6 @@ from knobsweep.train.rungs import (
     generation_period,
     planned_steps,
     read_stop,
-    resumed_epochs,
     rung_step,
     stop_reason,
     write_segment,
@@ -237,8 +236,6 @@ def run_training(
                     _record_segment(segment, checkpoints, Path(rung[1]), tokenizer, 0.0)
                 return out_dir
             trainer.add_callback(RungStop(segment["step"]))
-        if checkpoint is not None and hasattr(trainer, "resume_epochs"):  # GRPO: its sampler resumes mid-run
-            trainer.resume_epochs = resumed_epochs(trainer, int(checkpoint.name.split("-")[-1]))
         if checkpoint is None:
             status.write(initial_weights=_fingerprint(trainer))
         status.write(RUNNING, reason=f"resumed from {checkpoint.name}" if checkpoint else "")

@@ -41,12 +41,6 @@ def planned_steps(trainer) -> int:
     return int(trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1])
 
 
-def resumed_epochs(trainer, step: int) -> int:
-    """The epochs finished by `step`, as the Trainer counts them when it resumes there."""
-    per_epoch = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[1]
-    return step // per_epoch
-
-
 def generation_period(args) -> int:
     """Optimizer steps between two GRPO generations: a segment must end where one starts, since a
     resumed trainer generates anew on its first step (its buffer of generated batches is not saved).

@@ -112,16 +112,6 @@ class KnobsweepGRPOTrainer(FiniteLossMixin, GRPOTrainer):
         self.epoch_filtered = 0
         self._tokens_since_log = 0.0  # completion tokens trained on (all processes) since the last log
         self._batches_since_log = 0
-        self.resume_epochs = 0  # epochs a resumed run had finished (knobsweep.train.lifecycle sets it)
-
-    def _get_train_sampler(self, dataset=None):
-        sampler = super()._get_train_sampler(dataset)
-        # TRL's RepeatSampler draws each epoch's order from one generator seeded when it is built, and has no
-        # set_epoch: a run resumed in epoch k builds it anew and would repeat epoch 1's order. Drawing the
-        # orders of the finished epochs first gives the uninterrupted run's (tests/test_rungs_train.py).
-        for _ in range(self.resume_epochs if sampler.shuffle else 0):
-            torch.randperm(sampler.num_samples, generator=sampler.generator)
-        return sampler
 
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
