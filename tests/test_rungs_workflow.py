@@ -12,6 +12,7 @@ import pytest
 from test_workflow import copy_workflow, dry_run_jobs, planned_jobs, snakemake
 
 from knobsweep import layout, planned
+from knobsweep.cli import main
 from knobsweep.early_stop.cost import rung_cost_lines, rung_costs
 from knobsweep.early_stop.plan import rung_plan
 from knobsweep.early_stop.rung_decision import decide
@@ -139,7 +140,7 @@ def test_an_arm_worse_at_a_rung_stops_with_its_rung_step_delta_and_adapter(tmp_p
     assert set(later["decisions"]) == {"neutral"} and later["stopped"] == result["stopped"]
 
 
-def test_plan_prices_the_sweep_with_and_without_stopping(write_spec, tmp_path):
+def test_plan_prices_the_sweep_with_and_without_stopping(write_spec, tmp_path, capsys):
     experiment = load_experiment(write_spec(SPEC))
     costs = rung_costs(experiment, tmp_path)
     # Nothing stopping costs more than no rungs (a rung eval and a restart per run per rung); the arm
@@ -153,6 +154,11 @@ def test_plan_prices_the_sweep_with_and_without_stopping(write_spec, tmp_path):
     assert lines[3].startswith(f"  with rungs, every arm stopped at the first rung: {costs.stopping.text()} = training")
     plain = load_experiment(write_spec(SPEC.split("early_stop:")[0], "plain.yaml"))
     assert rung_costs(plain, tmp_path) is None and rung_cost_lines(plain, tmp_path) == []
+    # plan's total of what will run says that the rung jobs are priced on those lines, not in it
+    assert main(["plan", "exp.yaml"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "rung job(s), priced on the early-stop lines below)" in out
+    assert "early stop (rungs at 25%, 50% of training)" in out
 
 
 def test_early_stop_settings_are_checked_like_every_knob(write_spec):

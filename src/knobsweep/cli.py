@@ -60,6 +60,7 @@ def plan(args: argparse.Namespace) -> int:
     root = Path(args.root)
     from knobsweep.early_stop.cost import rung_cost_lines
     from knobsweep.estimate import estimate_plan, run_cells, summary_lines
+    from knobsweep.planned import RUNG_RULES
     from knobsweep.planned import plan as plan_jobs
     from knobsweep.report.power import power_lines
 
@@ -103,7 +104,11 @@ def plan(args: argparse.Namespace) -> int:
     console.print(f"{reference}; {len(jobs)} stage jobs to run (shared jobs counted once)", highlight=False)
     report_why = planned.reasons.get(("report", experiment.name))
     console.print(Text(f"report: {'rebuilt (' + report_why + ')' if report_why else 'up to date'}"), highlight=False)
-    for line in summary_lines(estimate) + rung_cost_lines(experiment, root) + power_lines(experiment, root):
+    # the rung jobs' cost depends on where arms stop: priced on the early-stop lines, both ways
+    rung_jobs = sum(1 for job in jobs if job[0] in RUNG_RULES)
+    left_out = f"{rung_jobs} rung job(s), priced on the early-stop lines below" if rung_jobs else ""
+    lines = summary_lines(estimate, left_out) + rung_cost_lines(experiment, root) + power_lines(experiment, root)
+    for line in lines:
         console.print(Text(line), highlight=False, soft_wrap=True)
     print_warnings(experiment)
     if args.why:

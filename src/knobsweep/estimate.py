@@ -391,11 +391,13 @@ def run_cells(stages: dict[str, StageEstimate]) -> tuple[str, str]:
     return _duration(seconds), sum((stage.cost for stage in stages.values()), Cost()).text()
 
 
-def summary_lines(plan: PlanEstimate) -> list[str]:
+def summary_lines(plan: PlanEstimate, left_out: str = "") -> list[str]:
+    """`left_out`: jobs that will run but are priced elsewhere (the rung jobs, on their own lines)."""
     lines = [
         f"estimated cost of what will run: {plan.total.text() or 'nothing'}"
         f" ({_duration(plan.total_s)} of job time; shared jobs counted once"
         + (f", {plan.base_evals} base-model eval(s) included" if plan.base_evals else "")
+        + (f"; not included: {left_out}" if left_out else "")
         + ")"
     ]
     if plan.unknown:

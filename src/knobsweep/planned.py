@@ -41,6 +41,7 @@ RULES = {
     "rung_decision": "rung_decision",
     "report": "report",
 }
+RUNG_RULES = ("rung_train", "rung_eval", "rung_decision")
 OUTPUTS = {  # stage -> what its job must leave (the rule's declared outputs)
     "data": (layout.DATA_TRAIN, layout.DATA_EVAL, layout.DATA_MANIFEST),
     "tiny": (layout.TINY_MODEL,),
