@@ -527,3 +527,18 @@ def test_an_evaluator_is_never_imported_from_a_name_in_the_spec(write_spec, caps
     assert "baseline.reward.name: 'os:system' is not a known evaluator" in out
     assert "registered as a `knobsweep.evaluators` entry point of an installed package" in out
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_batch_that_cannot_split_over_the_training_processes_is_refused_at_validate(write_spec, capsys):
+    # 3 prompts x 3 completions = 9 sequences over 2 processes: the job would fail at VALIDATING, after its queue
+    out = refused_with(
+        write_spec,
+        capsys,
+        "  train: {method: grpo, batch_size: 3}\n  rollout: {n: 3}\n  resources: {train: {processes: 2}}\n",
+    )
+    assert "train.batch_size" in out and "9 completions per step cannot be split evenly over 2 processes" in out
+    assert "(2 processes: resources.train)" in out
+    # the same batch on one process, or 4 prompts on two, validates
+    assert main(["validate", str(write_spec(BASE + "  train: {batch_size: 3}\n  rollout: {n: 3}\n", "one.yaml"))]) == 0
+    two = BASE + "  train: {batch_size: 4}\n  rollout: {n: 3}\n  resources: {train: {processes: 2}}\n"
+    assert main(["validate", str(write_spec(two, "two.yaml"))]) == 0

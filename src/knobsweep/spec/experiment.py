@@ -325,7 +325,7 @@ def load_experiment(path: str | Path, stem: str | None = None) -> Experiment:
         except FieldError as error:  # the inputs of `data` cannot be read (a missing file, say)
             problems.append(Problem(str(path), error.path, error.message, run_name))
             return None
-        launch_problem = _launch_problem(config, launches)
+        launch_problem = _launch_problem(config, launches) or _batch_problem(config)
         if launch_problem:
             problems.append(Problem(str(path), *launch_problem, run_name))
             return None
@@ -375,6 +375,23 @@ def _launch_problem(config: dict, cache: dict) -> tuple[str, str] | None:
         except FieldError as error:
             cache[key] = (error.path, error.message)
     return cache[key]
+
+
+def _batch_problem(config: dict) -> tuple[str, str] | None:
+    """(path, message) when the step's batch cannot be split over the training processes (GPUs, or
+    resources.train.processes): the job would fail at VALIDATING, after waiting in a queue."""
+    from knobsweep.resources import stage_resources
+    from knobsweep.spec.schema import RolloutConfig, TrainConfig
+    from knobsweep.train.batching import batch_plan
+
+    request = stage_resources(config, "train", site={})
+    processes = int(request["gpus"]) * int(request["nodes"]) if request["gpus"] else int(request["processes"])
+    rollout = RolloutConfig.model_validate(config["rollout"]) if config.get("rollout") else None
+    try:
+        batch_plan(TrainConfig.model_validate(config["train"]), rollout, processes)
+    except ValueError as error:
+        return "train.batch_size", f"{error} ({processes} processes: resources.train)"
+    return None
 
 
 WEIGHT_FILES = (".json", ".safetensors", ".bin", ".pt", ".model", ".txt")  # weights, configs, tokenizer
