@@ -37,8 +37,10 @@ from knobsweep.report.stats import (
     RunScores,
     compare_family,
 )
+from knobsweep.spec.early_stop import EarlyStopConfig
 
-ALPHA = 0.05  # one-sided false-stop error over all the rungs, for the family of arms
+# one-sided false-stop error over all the rungs, for the family of arms: the spec's default (early_stop.alpha)
+ALPHA = EarlyStopConfig.model_fields["alpha"].default
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def filter_batch(
     process calls it, so every process must take part in the same collectives.
     """
     size = batch["completion_mask"].size(0)
+    keep = keep.to(batch["completion_mask"].device).bool()
     if keep.numel() != size:
         raise ValueError(f"keep mask has {keep.numel()} rows, batch has {size}")
     out = dict(batch)
@@ -67,13 +68,13 @@ def filter_batch(
         dropped = ~keep
         inert = dropped & (torch.cumsum(dropped.long(), 0) <= padding)
         index = (keep | inert).nonzero(as_tuple=True)[0]
+        selected = set(index.tolist())
         for name, value in batch.items():
             if name == "num_items_in_batch":
                 continue
             if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == size:
                 out[name] = value.index_select(0, index.to(value.device))
             elif isinstance(value, list) and len(value) == size:
-                selected = set(index.tolist())
                 out[name] = [v for i, v in enumerate(value) if i in selected]
         keep = keep[index]
     if not bool(keep.all()):
